@@ -1,0 +1,147 @@
+//! Opening the Iceberg SQL catalog and the connection used for our own commits.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use rxgate_common::{Error, Result, StatusCode};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::LakehouseConfig;
+
+/// An open lakehouse: the Iceberg catalog plus a pool on the same catalog database, used to
+/// commit snapshots iceberg-rust cannot produce itself (partition replacement).
+#[derive(Clone)]
+pub struct Lakehouse {
+    catalog: Arc<dyn Catalog>,
+    pool: AnyPool,
+    config: LakehouseConfig,
+}
+
+impl std::fmt::Debug for Lakehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lakehouse").field("config", &self.config).finish()
+    }
+}
+
+impl Lakehouse {
+    /// Opens (creating if needed) the catalog database and the warehouse.
+    pub async fn open(config: &LakehouseConfig) -> Result<Self> {
+        let mut config = config.clone();
+        let bind_style = if config.is_postgres() {
+            SqlBindStyle::DollarNumeric
+        } else {
+            let path = config
+                .uri
+                .strip_prefix("sqlite:")
+                .ok_or_else(|| Error::invalid(format!("unsupported catalog uri {}", config.uri)))?;
+            let path = path.trim_start_matches("//").split('?').next().unwrap_or_default();
+            if let Some(parent) = Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        Error::new(
+                            StatusCode::CatalogUnavailable,
+                            format!("cannot create catalog directory {}: {e}", parent.display()),
+                        )
+                    })?;
+                }
+            }
+            if !config.uri.contains('?') {
+                config.uri = format!("sqlite:{path}?mode=rwc");
+            }
+            SqlBindStyle::QMark
+        };
+        config.warehouse = warehouse_url(&config.warehouse)?;
+        sqlx::any::install_default_drivers();
+        let catalog = SqlCatalogBuilder::default()
+            .uri(config.uri.clone())
+            .warehouse_location(config.warehouse.clone())
+            .sql_bind_style(bind_style)
+            .with_storage_factory(Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new()))
+            .load(config.name.clone(), HashMap::new())
+            .await
+            .map_err(|e| unavailable(&config.uri, e))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&config.uri)
+            .await
+            .map_err(|e| unavailable(&config.uri, e))?;
+        if !config.is_postgres() {
+            // Several processes may commit to one SQLite catalog; wait for the lock.
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&pool)
+                .await
+                .map_err(|e| unavailable(&config.uri, e))?;
+        }
+        Ok(Self { catalog: Arc::new(catalog), pool, config })
+    }
+
+    /// The Iceberg catalog.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
+    }
+
+    /// The resolved configuration (warehouse as a URL).
+    pub fn config(&self) -> &LakehouseConfig {
+        &self.config
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Loads a table by `namespace.table` name.
+    pub async fn load_table(&self, name: &str) -> Result<Table> {
+        let ident = parse_ident(name)?;
+        self.catalog.load_table(&ident).await.map_err(|e| {
+            let e = Error::from(e);
+            if e.code == StatusCode::TableNotFound {
+                Error::new(StatusCode::TableNotFound, format!("table {name} does not exist; run `rxgate catalog apply catalog/`"))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Lists the namespaces (top level only).
+    pub async fn namespaces(&self) -> Result<Vec<String>> {
+        let list = self.catalog.list_namespaces(None).await?;
+        Ok(list.into_iter().map(|n| n.join(".")).collect())
+    }
+
+    /// Lists the tables of a namespace.
+    pub async fn tables(&self, namespace: &str) -> Result<Vec<String>> {
+        let ns = NamespaceIdent::from_strs(namespace.split('.'))?;
+        let list = self.catalog.list_tables(&ns).await?;
+        Ok(list.into_iter().map(|t| t.name().to_string()).collect())
+    }
+}
+
+/// Parses `namespace.table` into an Iceberg identifier.
+pub(crate) fn parse_ident(name: &str) -> Result<TableIdent> {
+    let (ns, table) = name
+        .rsplit_once('.')
+        .ok_or_else(|| Error::invalid(format!("table name {name} must be namespace.table")))?;
+    Ok(TableIdent::new(NamespaceIdent::from_strs(ns.split('.'))?, table.to_string()))
+}
+
+fn unavailable(uri: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(StatusCode::CatalogUnavailable, format!("catalog {uri} unreachable: {e}"))
+}
+
+/// Turns a local path into an absolute `file://` URL; object-store URLs pass through.
+fn warehouse_url(warehouse: &str) -> Result<String> {
+    if warehouse.contains("://") {
+        return Ok(warehouse.trim_end_matches('/').to_string());
+    }
+    let path = Path::new(warehouse);
+    std::fs::create_dir_all(path).map_err(|e| {
+        Error::new(StatusCode::StorageUnavailable, format!("cannot create warehouse {warehouse}: {e}"))
+    })?;
+    let abs = std::fs::canonicalize(path)?;
+    Ok(format!("file://{}", abs.display()))
+}

@@ -1,0 +1,15 @@
+//! The lakehouse: Iceberg tables in a SQL catalog (SQLite embedded, PostgreSQL shared), the
+//! declarative table definitions of `catalog/`, atomic partition-replacing commits, and the
+//! DataFusion catalog provider that exposes it all to the engine.
+
+mod commit;
+mod config;
+mod definition;
+mod lakehouse;
+mod provider;
+
+pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
+pub use config::LakehouseConfig;
+pub use definition::{apply_definitions, load_definitions, parse_definitions, ApplyAction, ColumnDef, TableDef};
+pub use lakehouse::Lakehouse;
+pub use provider::LakehouseCatalogProvider;

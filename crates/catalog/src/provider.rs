@@ -1,0 +1,107 @@
+//! The DataFusion view of the lakehouse: one catalog whose schemas are the Iceberg namespaces,
+//! plus any schemas the engine registers beside them (system, pg_catalog, …).
+//!
+//! Unlike `IcebergCatalogProvider`, it accepts `register_schema`, and it loads a table's
+//! metadata when a query plans against it, so every query reads the latest committed snapshot
+//! and one table reference reads one snapshot.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use iceberg::{NamespaceIdent, TableIdent};
+use iceberg_datafusion::IcebergStaticTableProvider;
+use rxgate_common::Result;
+
+use crate::Lakehouse;
+
+/// DataFusion catalog over a [`Lakehouse`]; build one per session.
+#[derive(Debug)]
+pub struct LakehouseCatalogProvider {
+    lakehouse: HashMap<String, Arc<NamespaceSchema>>,
+    extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+impl LakehouseCatalogProvider {
+    /// Lists the namespaces and their tables now; table metadata is loaded per query.
+    pub async fn try_new(lake: &Lakehouse) -> Result<Self> {
+        let mut lakehouse = HashMap::new();
+        for ns in lake.namespaces().await? {
+            let tables = lake.tables(&ns).await?;
+            let ident = NamespaceIdent::from_strs(ns.split('.'))?;
+            lakehouse.insert(ns, Arc::new(NamespaceSchema { lake: lake.clone(), namespace: ident, tables }));
+        }
+        Ok(Self { lakehouse, extra: RwLock::new(HashMap::new()) })
+    }
+}
+
+impl CatalogProvider for LakehouseCatalogProvider {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lakehouse.keys().cloned().collect();
+        names.extend(self.extra.read().expect("schema lock").keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(s) = self.extra.read().expect("schema lock").get(name) {
+            return Some(s.clone());
+        }
+        self.lakehouse.get(name).map(|s| s.clone() as Arc<dyn SchemaProvider>)
+    }
+
+    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        if self.lakehouse.contains_key(name) {
+            return Err(DataFusionError::Plan(format!("schema {name} is an Iceberg namespace")));
+        }
+        Ok(self.extra.write().expect("schema lock").insert(name.to_string(), schema))
+    }
+}
+
+/// One Iceberg namespace as a DataFusion schema.
+#[derive(Debug)]
+struct NamespaceSchema {
+    lake: Lakehouse,
+    namespace: NamespaceIdent,
+    tables: Vec<String>,
+}
+
+#[async_trait]
+impl SchemaProvider for NamespaceSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let ident = TableIdent::new(self.namespace.clone(), name.to_string());
+        let table = self
+            .lake
+            .catalog()
+            .load_table(&ident)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider = IcebergStaticTableProvider::try_new_from_table(table)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(provider)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.iter().any(|t| t == name)
+    }
+}

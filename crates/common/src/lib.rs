@@ -1,0 +1,8 @@
+//! Shared vocabulary of rxgate: status codes, the error type every crate returns, and the
+//! identity of a session. Nothing here knows about protocols, catalogs or policies.
+
+mod error;
+mod session;
+
+pub use error::{Error, Result, StatusCode};
+pub use session::{Channel, Identity};

@@ -1,0 +1,45 @@
+//! Who is asking, and through which door.
+
+use std::net::SocketAddr;
+
+/// The protocol a session arrived by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// PostgreSQL wire protocol.
+    PgWire,
+    /// Arrow Flight SQL.
+    FlightSql,
+    /// The `rxgate` command line (sql, pipeline).
+    Cli,
+}
+
+impl Channel {
+    /// Lower-case name used in logs and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::PgWire => "pgwire",
+            Channel::FlightSql => "flightsql",
+            Channel::Cli => "cli",
+        }
+    }
+}
+
+/// An authenticated (or, for now, trusted) principal of one session.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// User name as authenticated.
+    pub user: String,
+    /// Roles granted to the user.
+    pub roles: Vec<String>,
+    /// The door the session came through.
+    pub channel: Channel,
+    /// Client address, when there is a network peer.
+    pub client_addr: Option<SocketAddr>,
+}
+
+impl Identity {
+    /// A local CLI identity for the operating-system user running `rxgate`.
+    pub fn cli(user: impl Into<String>) -> Self {
+        Self { user: user.into(), roles: vec![], channel: Channel::Cli, client_addr: None }
+    }
+}

@@ -1,0 +1,194 @@
+//! Partitioned Parquet writes through iceberg-rust, followed by one atomic commit that
+//! replaces a delivery's partition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::PartitioningWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rxgate_catalog::{replace_partition, CommitOutcome, Lakehouse, PartitionReplace};
+use rxgate_common::{Error, Result};
+
+/// The Arrow schema (with Iceberg field ids) that batches for `table` must have.
+pub fn table_arrow_schema(table: &Table) -> Result<arrow::datatypes::SchemaRef> {
+    Ok(Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?))
+}
+
+/// Writes batches (in the table's Arrow schema) as Parquet data files, one or more per
+/// partition value, without committing them.
+pub struct PartitionedWriter {
+    table: Table,
+    fanout: FanoutWriter<
+        DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+    >,
+    partition_columns: Vec<usize>,
+    converter: Option<RowConverter>,
+    rows: u64,
+}
+
+impl PartitionedWriter {
+    /// Prepares a writer for the table's default partition spec (identity transforms).
+    pub fn new(table: &Table) -> Result<Self> {
+        let md = table.metadata();
+        let schema = md.current_schema().clone();
+        let spec = md.default_partition_spec();
+        let mut partition_columns = vec![];
+        for field in spec.fields() {
+            if field.transform != iceberg::spec::Transform::Identity {
+                return Err(Error::invalid(format!("partition transform {} is not supported for writes", field.transform)));
+            }
+            let name = schema
+                .name_by_field_id(field.source_id)
+                .ok_or_else(|| Error::internal("partition source column missing"))?;
+            let idx = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .position(|f| f.name == name)
+                .ok_or_else(|| Error::internal("partition source column missing"))?;
+            partition_columns.push(idx);
+        }
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level")))
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        let parquet = ParquetWriterBuilder::new(props, schema);
+        let names = DefaultFileNameGenerator::new(
+            format!("rx-{}", uuid::Uuid::new_v4()),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            parquet,
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(md)?,
+            names,
+        );
+        Ok(Self {
+            table: table.clone(),
+            fanout: FanoutWriter::new(DataFileWriterBuilder::new(rolling)),
+            partition_columns,
+            converter: None,
+            rows: 0,
+        })
+    }
+
+    /// Splits a batch by partition value and hands each slice to its partition's file.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        let md = self.table.metadata();
+        let spec = md.default_partition_spec().as_ref().clone();
+        let schema = md.current_schema().clone();
+        if self.partition_columns.is_empty() {
+            let key = PartitionKey::new(spec, schema, Struct::empty());
+            return self.fanout.write(key, batch).await.map_err(Error::from);
+        }
+        let cols: Vec<ArrayRef> = self.partition_columns.iter().map(|&i| batch.column(i).clone()).collect();
+        if self.converter.is_none() {
+            let fields = cols.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+            self.converter = Some(RowConverter::new(fields).map_err(|e| Error::internal(e.to_string()))?);
+        }
+        let rows = self.converter.as_ref().expect("converter").convert_columns(&cols).map_err(|e| Error::internal(e.to_string()))?;
+        let mut groups: HashMap<arrow::row::Row<'_>, Vec<u32>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            groups.entry(rows.row(i)).or_default().push(i as u32);
+        }
+        let mut groups: Vec<Vec<u32>> = groups.into_values().collect();
+        groups.sort_by_key(|g| g[0]);
+        for idx in groups {
+            let first = idx[0] as usize;
+            let values = cols.iter().map(|c| literal_at(c, first)).collect::<Result<Vec<_>>>()?;
+            let key = PartitionKey::new(spec.clone(), schema.clone(), Struct::from_iter(values));
+            let slice = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| Error::internal(e.to_string()))?;
+            self.fanout.write(key, slice).await?;
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes every open file and returns the data files, not yet committed.
+    pub async fn close(self) -> Result<Vec<DataFile>> {
+        Ok(self.fanout.close().await?)
+    }
+}
+
+fn literal_at(col: &ArrayRef, i: usize) -> Result<Option<Literal>> {
+    if col.is_null(i) {
+        return Ok(None);
+    }
+    Ok(Some(match col.data_type() {
+        DataType::Date32 => Literal::date(col.as_primitive::<Date32Type>().value(i)),
+        DataType::Int32 => Literal::int(col.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => Literal::long(col.as_primitive::<Int64Type>().value(i)),
+        DataType::Utf8 => Literal::string(col.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => Literal::string(col.as_string::<i64>().value(i)),
+        other => return Err(Error::invalid(format!("partition column type {other} is not supported"))),
+    }))
+}
+
+/// Fails the process on purpose at a named point when `RXGATE_FAILPOINT` names it; used by
+/// crash tests to prove a half-done ingest leaves the table as it was.
+pub fn failpoint(name: &str) {
+    if std::env::var("RXGATE_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("rxgate: failpoint {name} reached, aborting");
+        std::process::abort();
+    }
+}
+
+/// Writes `batches` into `table_name` and atomically replaces the partition
+/// `delivery_date = date` with them (an empty input removes the partition's data).
+pub async fn replace_delivery(
+    lake: &Lakehouse,
+    table_name: &str,
+    date: chrono::NaiveDate,
+    batches: impl IntoIterator<Item = RecordBatch>,
+    properties: HashMap<String, String>,
+) -> Result<CommitOutcome> {
+    let table = lake.load_table(table_name).await?;
+    let mut writer = PartitionedWriter::new(&table)?;
+    for b in batches {
+        writer.write(b).await?;
+    }
+    let files = writer.close().await?;
+    commit_delivery(lake, table_name, date, files, properties).await
+}
+
+/// Commits already-written data files as the new content of one delivery's partition.
+pub async fn commit_delivery(
+    lake: &Lakehouse,
+    table_name: &str,
+    date: chrono::NaiveDate,
+    files: Vec<DataFile>,
+    mut properties: HashMap<String, String>,
+) -> Result<CommitOutcome> {
+    failpoint("ingest.before_commit");
+    properties.insert("rxgate.delivery-date".into(), date.to_string());
+    let replace = PartitionReplace {
+        field: "delivery_date".into(),
+        value: Literal::date(crate::batch::epoch_days(date)),
+        new_files: files,
+        properties,
+    };
+    replace_partition(lake, table_name, &replace).await
+}

@@ -1,0 +1,174 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// rxgate — a governed SQL gateway for healthcare analytics (CMS Medicare Part D).
+///
+/// Configuration is layered: built-in defaults, then the config file, then RXGATE_*
+/// environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "rxgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: conf/rxgate.toml when it exists).
+    #[arg(long, global = true, env = "RXGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the embedded catalog (catalog.db) and the warehouse.
+    #[arg(long, global = true, env = "RXGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate deterministic synthetic CMS Part D data (prescribers CSV + real US cities Parquet).
+    Datagen {
+        /// Scale factor: 1 = 1,329,329 prescriber-drug rows.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Output directory (gets prescribers/ and cities/).
+        #[arg(long)]
+        out: PathBuf,
+        /// Raw layout of the prescriber file.
+        #[arg(long, value_enum, default_value_t = LayoutArg::Seed)]
+        layout: LayoutArg,
+        /// Random seed; the same seed gives byte-identical files.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Manage the lakehouse catalog.
+    Catalog {
+        /// Catalog action.
+        #[command(subcommand)]
+        action: CatalogCommand,
+    },
+    /// Ingest one delivery of raw files into the curated tables (replaces that delivery).
+    Ingest {
+        /// What to ingest.
+        #[command(subcommand)]
+        what: IngestCommand,
+    },
+    /// Run the seed pipeline for one delivery.
+    Pipeline {
+        /// Pipeline action.
+        #[command(subcommand)]
+        action: PipelineCommand,
+    },
+    /// Run one SQL statement and print the result.
+    Sql {
+        /// The statement.
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Serve the lakehouse over the PostgreSQL wire protocol.
+    Serve {
+        /// Listen address for PostgreSQL clients (default 127.0.0.1:15432).
+        #[arg(long, env = "RXGATE_PG_LISTEN")]
+        pg_listen: Option<String>,
+    },
+    /// One command on a fresh machine: sample data (scale 0.1) if missing, the pipeline, then serve.
+    Demo {
+        /// Scale of the sample data generated when none exists.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Listen address for PostgreSQL clients (default 127.0.0.1:15432).
+        #[arg(long, env = "RXGATE_PG_LISTEN")]
+        pg_listen: Option<String>,
+        /// Stop after the pipeline instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+/// Catalog subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Create or update the tables defined in a directory of *.toml definitions.
+    Apply {
+        /// Directory (or file) of definitions.
+        #[arg(default_value = "catalog")]
+        path: PathBuf,
+    },
+    /// List namespaces and tables.
+    List,
+}
+
+/// Ingest subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Prescriber-drug CSV (seed or current CMS layout, detected from the header).
+    Prescribers(IngestArgs),
+    /// US cities Parquet (simplemaps layout).
+    Cities(IngestArgs),
+}
+
+/// Arguments shared by ingest commands.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// A file, or a directory of files.
+    pub path: PathBuf,
+    /// The delivery this data is (YYYY-MM-DD); re-ingesting a delivery replaces it.
+    #[arg(long)]
+    pub delivery_date: chrono::NaiveDate,
+    /// Print the summary as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Pipeline subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// cities → prescribers → city report → top prescribers, skipping committed steps.
+    Run {
+        /// Raw-data directory with prescribers/ and cities/.
+        #[arg(long)]
+        input: PathBuf,
+        /// The delivery (YYYY-MM-DD).
+        #[arg(long)]
+        delivery_date: chrono::NaiveDate,
+        /// Re-run every step even if already committed.
+        #[arg(long)]
+        force: bool,
+        /// Table definitions to apply first (default: ./catalog if present, else built in).
+        #[arg(long)]
+        definitions: Option<PathBuf>,
+        /// Print the report as one JSON line.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// Raw prescriber layouts for datagen.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    /// The seed project's layout.
+    Seed,
+    /// The current CMS public-use file layout.
+    Cms,
+}
+
+/// Output formats of `rxgate sql`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned table.
+    Table,
+    /// CSV with a header; NULL is empty.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}

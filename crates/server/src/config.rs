@@ -1,0 +1,179 @@
+//! Configuration layering: built-in defaults → config file → `RXGATE_*` environment → flags.
+//! Every key is documented in `conf/rxgate.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rxgate_catalog::LakehouseConfig;
+use rxgate_common::{Error, Result};
+use rxgate_engine::EngineConfig;
+use serde::Deserialize;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Base directory of the embedded defaults.
+    pub data_dir: Option<PathBuf>,
+    /// `[catalog]`.
+    #[serde(default)]
+    pub catalog: CatalogSection,
+    /// `[engine]`.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// `[pgwire]`.
+    #[serde(default)]
+    pub pgwire: PgSection,
+}
+
+/// `[catalog]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    /// sqlx URI of the catalog database.
+    pub uri: Option<String>,
+    /// Warehouse root.
+    pub warehouse: Option<String>,
+    /// Catalog name inside the database.
+    pub name: Option<String>,
+}
+
+/// `[engine]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Memory for all queries together, e.g. "2GiB", "512MiB".
+    pub memory_limit: Option<String>,
+    /// Per-query wall-clock limit in seconds; 0 disables it.
+    pub query_timeout_secs: Option<u64>,
+    /// Parallelism of one query; 0 = number of cores.
+    pub target_partitions: Option<usize>,
+    /// Rows per batch.
+    pub batch_size: Option<usize>,
+    /// Directory for spill files.
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// `[pgwire]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSection {
+    /// Listen address.
+    pub listen: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base directory of embedded state (raw sample data goes to DATA_DIR/raw).
+    pub data_dir: PathBuf,
+    /// Catalog and warehouse.
+    pub lakehouse: LakehouseConfig,
+    /// Engine limits.
+    pub engine: EngineConfig,
+    /// PostgreSQL listen address.
+    pub pg_listen: String,
+}
+
+/// Default PostgreSQL-wire listen address.
+pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:15432";
+
+/// Parses "2GiB", "512MiB", "1GB", "1048576".
+pub fn parse_bytes(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| Error::invalid(format!("bad size {s:?}")))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(Error::invalid(format!("bad size unit {other:?} in {s:?}"))),
+    };
+    Ok((n * mult) as usize)
+}
+
+/// Reads the config file: the one given, else `conf/rxgate.toml` if present, else defaults.
+pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
+    let default = Path::new("conf/rxgate.toml");
+    let path = match path {
+        Some(p) => p,
+        None if default.is_file() => default,
+        None => return Ok(FileConfig::default()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::invalid(format!("config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::invalid(format!("config {}: {e}", path.display())))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolves settings from the file, the environment and the flags.
+pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, pg_listen_flag: Option<String>) -> Result<Settings> {
+    let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| PathBuf::from("var"));
+    let embedded = LakehouseConfig::embedded(&data_dir);
+    let lakehouse = LakehouseConfig {
+        uri: env("RXGATE_CATALOG_URI").or(file.catalog.uri).unwrap_or(embedded.uri),
+        warehouse: env("RXGATE_WAREHOUSE").or(file.catalog.warehouse).unwrap_or(embedded.warehouse),
+        name: file.catalog.name.unwrap_or(embedded.name),
+    };
+    let mut engine = EngineConfig::default();
+    if let Some(m) = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit) {
+        engine.memory_limit_bytes = parse_bytes(&m)?;
+    }
+    let timeout = match env("RXGATE_QUERY_TIMEOUT_SECS") {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| Error::invalid("RXGATE_QUERY_TIMEOUT_SECS must be seconds"))?),
+        None => file.engine.query_timeout_secs,
+    };
+    if let Some(t) = timeout {
+        engine.query_timeout = (t > 0).then(|| Duration::from_secs(t));
+    }
+    if let Some(p) = file.engine.target_partitions.filter(|p| *p > 0) {
+        engine.target_partitions = p;
+    }
+    if let Some(b) = file.engine.batch_size.filter(|b| *b > 0) {
+        engine.batch_size = b;
+    }
+    engine.spill_dir = file.engine.spill_dir;
+    let pg_listen = pg_listen_flag.or(file.pgwire.listen).unwrap_or_else(|| DEFAULT_PG_LISTEN.to_string());
+    Ok(Settings { data_dir, lakehouse, engine, pg_listen })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let cfg = load_file(Some(&p)).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.message));
+                resolve(cfg, None, None).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: FileConfig = toml::from_str("data_dir = \"x\"\n[pgwire]\nlisten = \"127.0.0.1:1\"").unwrap();
+        let s = resolve(file, Some(PathBuf::from("y")), Some("127.0.0.1:2".into())).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("y"));
+        assert_eq!(s.pg_listen, "127.0.0.1:2");
+        assert!(s.lakehouse.uri.contains("y/catalog.db"));
+    }
+}

@@ -1,0 +1,11 @@
+//! Wiring of the `rxgate` program: configuration layering, subcommands, and the servers.
+//!
+//! **Invariant:** only this crate reads configuration files and environment variables.
+
+pub mod cli;
+mod commands;
+pub mod config;
+pub mod logging;
+mod output;
+
+pub use commands::run;

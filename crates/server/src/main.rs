@@ -1,0 +1,22 @@
+//! The `rxgate` binary: parse the command line, hand over to the application.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = rxgate_server::cli::Cli::parse();
+    rxgate_server::logging::init(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rxgate: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(rxgate_server::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rxgate: error [{:?}]: {}", e.code, e.message);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
