@@ -151,6 +151,13 @@ fn classify_datafusion(e: &datafusion::error::DataFusionError) -> Error {
         D::ArrowError(inner, _) => Error::new(StatusCode::ExecutionError, first_line(&inner.to_string())),
         D::Context(ctx, inner) => classify_datafusion(inner).context(ctx),
         D::Shared(inner) => classify_datafusion(inner),
+        D::Diagnostic(_, inner) => classify_datafusion(inner),
+        D::Collection(errors) => match errors.first() {
+            Some(first) => classify_datafusion(first),
+            None => Error::new(StatusCode::Internal, "unknown error"),
+        },
+        D::Configuration(m) => Error::new(StatusCode::InvalidArgument, first_line(m)),
+        D::ExecutionJoin(inner) => Error::new(StatusCode::Internal, first_line(&inner.to_string())),
         D::External(inner) => {
             if let Some(own) = inner.downcast_ref::<Error>() {
                 return Error::new(own.code, own.message.clone());
@@ -191,5 +198,10 @@ mod tests {
     fn table_not_found_plan_error() {
         let e: Error = DataFusionError::Plan("table 'rxgate.health.nope' not found".into()).into();
         assert_eq!(e.code, StatusCode::TableNotFound);
+        let wrapped = DataFusionError::Diagnostic(
+            Box::new(datafusion::common::Diagnostic::new_error("x", None)),
+            Box::new(DataFusionError::Plan("table 'a.b.c' not found".into())),
+        );
+        assert_eq!(Error::from(wrapped).code, StatusCode::TableNotFound);
     }
 }
