@@ -174,11 +174,12 @@ class Server:
         return self.proc.poll() is None
 
 
-def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120) -> Server:
+def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
+                 env: dict | None = None) -> Server:
     port = free_port()
     argv = [str(binary), "--data-dir", str(data_dir), "serve", "--pg-listen", f"127.0.0.1:{port}"]
     out = open(log, "wb")
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
     server = Server("127.0.0.1", port, proc, log)
@@ -212,11 +213,11 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture
 def serve(rxgate_bin, tmp_path):
-    """Factory: serve(data_dir) -> Server; every server is stopped afterwards."""
+    """Factory: serve(data_dir, env=None) -> Server; every server is stopped afterwards."""
     started: list[Server] = []
 
-    def start(data_dir: Path) -> Server:
-        s = start_server(rxgate_bin, data_dir, tmp_path / f"serve-{len(started)}.log")
+    def start(data_dir: Path, env: dict | None = None) -> Server:
+        s = start_server(rxgate_bin, data_dir, tmp_path / f"serve-{len(started)}.log", env=env)
         started.append(s)
         return s
 

@@ -193,8 +193,20 @@ async fn serve(settings: &Settings) -> Result<()> {
     println!("  try: SELECT count(*) FROM health.prescriber_drug;");
     println!("Press Ctrl-C to stop.");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        tracing::info!("shutting down: no new connections; open ones end with the process");
     };
     server.run(shutdown).await
 }
@@ -212,9 +224,6 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     let date = DEMO_DELIVERY.parse().expect("demo date");
     let opts = PipelineOptions { input: raw, delivery_date: date, force: false };
     let report = run_pipeline(&lake, &defs, &opts, &Progress::auto(false)).await?;
-    for s in &report.steps {
-        eprintln!("demo: {:<20} {:<8} {:>8.2} s {:>10} rows", s.name, s.status, s.seconds, s.rows);
-    }
     eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
     drop(lake);
     if no_serve {
