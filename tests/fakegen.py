@@ -18,15 +18,7 @@ import io
 import random
 from pathlib import Path
 
-SEED_HEADER = [
-    "npi", "nppes_provider_last_org_name", "nppes_provider_first_name",
-    "nppes_provider_city", "nppes_provider_state", "specialty_description",
-    "description_flag", "drug_name", "generic_name", "bene_count",
-    "total_claim_count", "total_30_day_fill_count", "total_day_supply",
-    "total_drug_cost", "bene_count_ge65", "bene_count_ge65_suppress_flag",
-    "total_claim_count_ge65", "ge65_suppress_flag", "total_30_day_fill_count_ge65",
-    "total_day_supply_ge65", "total_drug_cost_ge65", "years_of_exp",
-]
+from oracle import SEED_COLUMNS as SEED_HEADER  # one list of the seed layout
 
 # Current CMS "Part D Prescribers by Provider and Drug" header, and for each
 # of its columns the seed column holding the same value (None: no seed twin).

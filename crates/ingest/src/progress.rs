@@ -35,9 +35,7 @@ impl Progress {
         bar.set_message(label.to_string());
         bar
     }
-}
 
-impl Progress {
     /// A row-counting bar whose length is set by the caller.
     pub fn rows_bar(&self) -> ProgressBar {
         if !self.enabled {
