@@ -343,6 +343,7 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &Path, date: chrono::Na
     };
 
     // Parse every file (CPU-bound, off the async runtime).
+    let started = std::time::Instant::now();
     let progress_c = progress.clone();
     let files_c = files.clone();
     let parsed = tokio::task::spawn_blocking(move || {
@@ -351,6 +352,8 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &Path, date: chrono::Na
     .await
     .map_err(|e| Error::internal(format!("parser task: {e}")))??;
 
+    tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "parsed and validated");
+    let started = std::time::Instant::now();
     let mut stats: HashMap<String, (i64, i64)> = HashMap::new();
     let mut chunk_batches = vec![];
     let mut all_rejects = vec![];
@@ -383,6 +386,8 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &Path, date: chrono::Na
     }
     summary.loaded = writer.rows();
     let fact_files = writer.close().await?;
+    tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), files = fact_files.len(), "imputed and wrote data files");
+    let started = std::time::Instant::now();
 
     // Quarantine.
     summary.quarantined = all_rejects.len() as u64;
@@ -417,6 +422,7 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &Path, date: chrono::Na
     let outcome = commit_delivery(lake, FACT_TABLE, date, fact_files, props).await?;
     summary.snapshot_id = Some(outcome.snapshot_id);
     summary.replaced_rows = outcome.deleted_records;
+    tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "quarantine and facts committed");
     Ok(summary)
 }
 

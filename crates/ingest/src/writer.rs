@@ -28,13 +28,19 @@ pub fn table_arrow_schema(table: &Table) -> Result<arrow::datatypes::SchemaRef> 
     Ok(Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?))
 }
 
+type Fanout = FanoutWriter<DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>>;
+
+/// One partition's slice of a batch, on its way to a worker.
+type Slice = (PartitionKey, RecordBatch);
+
 /// Writes batches (in the table's Arrow schema) as Parquet data files, one or more per
 /// partition value, without committing them.
+///
+/// Parquet encoding is CPU-bound, so partition values are spread over one worker task per
+/// core; each worker owns the open files of its partitions. Bounded channels keep memory flat.
 pub struct PartitionedWriter {
     table: Table,
-    fanout: FanoutWriter<
-        DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
-    >,
+    workers: Vec<(tokio::sync::mpsc::Sender<Slice>, tokio::task::JoinHandle<Result<Vec<DataFile>>>)>,
     partition_columns: Vec<usize>,
     converter: Option<RowConverter>,
     rows: u64,
@@ -62,32 +68,61 @@ impl PartitionedWriter {
                 .ok_or_else(|| Error::internal("partition source column missing"))?;
             partition_columns.push(idx);
         }
+        let n = if partition_columns.is_empty() {
+            1
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        };
+        let run = uuid::Uuid::new_v4();
+        let workers = (0..n)
+            .map(|i| {
+                let fanout = Self::fanout(table, format!("rx-{run}-w{i}"))?;
+                let (tx, rx) = tokio::sync::mpsc::channel::<Slice>(4);
+                Ok((tx, tokio::spawn(Self::work(fanout, rx))))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { table: table.clone(), workers, partition_columns, converter: None, rows: 0 })
+    }
+
+    fn fanout(table: &Table, prefix: String) -> Result<Fanout> {
+        let md = table.metadata();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level")))
             .set_max_row_group_row_count(Some(256 * 1024))
             .build();
-        let parquet = ParquetWriterBuilder::new(props, schema);
-        let names = DefaultFileNameGenerator::new(
-            format!("rx-{}", uuid::Uuid::new_v4()),
-            None,
-            DataFileFormat::Parquet,
-        );
+        let parquet = ParquetWriterBuilder::new(props, md.current_schema().clone());
+        let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
         let rolling = RollingFileWriterBuilder::new_with_default_file_size(
             parquet,
             table.file_io().clone(),
             DefaultLocationGenerator::new(md)?,
             names,
         );
-        Ok(Self {
-            table: table.clone(),
-            fanout: FanoutWriter::new(DataFileWriterBuilder::new(rolling)),
-            partition_columns,
-            converter: None,
-            rows: 0,
-        })
+        Ok(FanoutWriter::new(DataFileWriterBuilder::new(rolling)))
     }
 
-    /// Splits a batch by partition value and hands each slice to its partition's file.
+    async fn work(mut fanout: Fanout, mut rx: tokio::sync::mpsc::Receiver<Slice>) -> Result<Vec<DataFile>> {
+        while let Some((key, batch)) = rx.recv().await {
+            fanout.write(key, batch).await?;
+        }
+        Ok(fanout.close().await?)
+    }
+
+    async fn send(&mut self, worker: usize, slice: Slice) -> Result<()> {
+        let (tx, _) = &self.workers[worker];
+        if tx.send(slice).await.is_ok() {
+            return Ok(());
+        }
+        // The worker stopped early: surface its error.
+        let (_, handle) = self.workers.remove(worker);
+        match handle.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(Error::internal("partition writer stopped early")),
+            Err(e) => Err(Error::internal(format!("partition writer failed: {e}"))),
+        }
+    }
+
+    /// Splits a batch by partition value and hands each slice to its partition's worker.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -98,7 +133,7 @@ impl PartitionedWriter {
         let schema = md.current_schema().clone();
         if self.partition_columns.is_empty() {
             let key = PartitionKey::new(spec, schema, Struct::empty());
-            return self.fanout.write(key, batch).await.map_err(Error::from);
+            return self.send(0, (key, batch)).await;
         }
         let cols: Vec<ArrayRef> = self.partition_columns.iter().map(|&i| batch.column(i).clone()).collect();
         if self.converter.is_none() {
@@ -110,14 +145,22 @@ impl PartitionedWriter {
         for i in 0..batch.num_rows() {
             groups.entry(rows.row(i)).or_default().push(i as u32);
         }
-        let mut groups: Vec<Vec<u32>> = groups.into_values().collect();
-        groups.sort_by_key(|g| g[0]);
-        for idx in groups {
+        let mut groups: Vec<(u64, Vec<u32>)> = groups
+            .into_iter()
+            .map(|(row, idx)| {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(row.as_ref(), &mut h);
+                (std::hash::Hasher::finish(&h), idx)
+            })
+            .collect();
+        groups.sort_by_key(|(_, idx)| idx[0]);
+        for (hash, idx) in groups {
             let first = idx[0] as usize;
             let values = cols.iter().map(|c| literal_at(c, first)).collect::<Result<Vec<_>>>()?;
             let key = PartitionKey::new(spec.clone(), schema.clone(), Struct::from_iter(values));
             let slice = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| Error::internal(e.to_string()))?;
-            self.fanout.write(key, slice).await?;
+            let worker = (hash % self.workers.len() as u64) as usize;
+            self.send(worker, (key, slice)).await?;
         }
         Ok(())
     }
@@ -129,7 +172,12 @@ impl PartitionedWriter {
 
     /// Closes every open file and returns the data files, not yet committed.
     pub async fn close(self) -> Result<Vec<DataFile>> {
-        Ok(self.fanout.close().await?)
+        let mut files = vec![];
+        for (tx, handle) in self.workers {
+            drop(tx);
+            files.extend(handle.await.map_err(|e| Error::internal(format!("partition writer failed: {e}")))??);
+        }
+        Ok(files)
     }
 }
 
