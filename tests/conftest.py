@@ -10,9 +10,14 @@ Fixtures:
   oracle_d1   the oracle's expectation for `dataset` as delivery D1
   lakehouse   session-wide data dir after `rxgate pipeline run` of D1
               (read-only for tests: mutate your own `rx`)
-  serve       factory: serve(data_dir) starts `rxgate serve` on a free
-              loopback port, waits for the port, and kills it afterwards
+  serve       factory: serve(data_dir, env=None, config=None) starts `rxgate
+              serve` on a free loopback port, waits for the port, and kills it
+              afterwards
   server      `rxgate serve` over `lakehouse`, shared by a module
+
+Authentication: every server gets its own users file (RXGATE_USERS_FILE, next
+to its log) holding TEST_USER with TEST_PASSWORD as a SCRAM verifier, made with
+`rxgate user add`; `Server.dsn()` and `Server.pg_env()` carry the password.
 
 A test that is skipped fails the run (see pytest_sessionfinish): a missing
 tool is a broken environment, not a reason to test less.
@@ -39,6 +44,10 @@ D3 = "2024-03-31"
 
 SCALE = "0.01"
 SEED = "42"
+
+#: The login every test server has (a SCRAM verifier in its users file).
+TEST_USER = "rxgate"
+TEST_PASSWORD = "rxgate-test-secret"
 
 
 # --------------------------------------------------------------------------
@@ -163,9 +172,31 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: Path
+    users_file: Path | None = None
+    config: Path | None = None
 
-    def dsn(self, user: str = "rxgate", dbname: str = "rxgate") -> str:
-        return f"host={self.host} port={self.port} user={user} dbname={dbname} connect_timeout=10"
+    def dsn(self, user: str = TEST_USER, dbname: str = "rxgate", password: str | None = None,
+            **params) -> str:
+        """libpq DSN; TEST_USER gets TEST_PASSWORD unless `password` says otherwise.
+        Extra keyword arguments become parameters (sslmode="require", …)."""
+        if password is None and user == TEST_USER:
+            password = TEST_PASSWORD
+        dsn = f"host={self.host} port={self.port} user={user} dbname={dbname} connect_timeout=10"
+        if password is not None:
+            dsn += f" password='{password}'"
+        for k, v in params.items():
+            dsn += f" {k}='{v}'"
+        return dsn
+
+    def pg_env(self, password: str = TEST_PASSWORD) -> dict:
+        """Environment for the psql binary: no PG* from outside, the password in PGPASSWORD."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGCONNECT_TIMEOUT="10", PGAPPNAME="rxgate-tests", PGPASSWORD=password)
+        return env
+
+    def rx(self, binary: Path, data_dir: Path | None = None) -> tuple[Rxgate, dict]:
+        """The CLI on this server's users file: (Rxgate, env for its runs)."""
+        return Rxgate(binary, data_dir), {"RXGATE_USERS_FILE": str(self.users_file)}
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -174,15 +205,34 @@ class Server:
         return self.proc.poll() is None
 
 
+def add_user(binary: Path, users_file: Path, name: str, password: str, *args: str,
+             check: bool = True) -> subprocess.CompletedProcess:
+    """`rxgate user add NAME --password-stdin ARGS…` on a users file."""
+    return Rxgate(binary, None).run("user", "add", name, "--password-stdin", *args,
+                                    env={"RXGATE_USERS_FILE": str(users_file)},
+                                    input=password + "\n", check=check)
+
+
 def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
-                 env: dict | None = None) -> Server:
+                 env: dict | None = None, config: Path | None = None) -> Server:
+    """`rxgate serve` on a free port. Unless `env` names RXGATE_USERS_FILE, the server gets
+    a fresh users file beside `log` with TEST_USER/TEST_PASSWORD."""
+    env = dict(env or {})
+    if "RXGATE_USERS_FILE" not in env:
+        users_file = log.with_name(log.stem + ".users.toml")
+        users_file.unlink(missing_ok=True)
+        add_user(binary, users_file, TEST_USER, TEST_PASSWORD)
+        env["RXGATE_USERS_FILE"] = str(users_file)
     port = free_port()
-    argv = [str(binary), "--data-dir", str(data_dir), "serve", "--pg-listen", f"127.0.0.1:{port}"]
+    argv = [str(binary), "--data-dir", str(data_dir)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    argv += ["serve", "--pg-listen", f"127.0.0.1:{port}"]
     out = open(log, "wb")
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
-    server = Server("127.0.0.1", port, proc, log)
+    server = Server("127.0.0.1", port, proc, log, Path(env["RXGATE_USERS_FILE"]), config)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -213,11 +263,13 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture
 def serve(rxgate_bin, tmp_path):
-    """Factory: serve(data_dir, env=None) -> Server; every server is stopped afterwards."""
+    """Factory: serve(data_dir, env=None, config=None) -> Server; every server is stopped
+    afterwards."""
     started: list[Server] = []
 
-    def start(data_dir: Path, env: dict | None = None) -> Server:
-        s = start_server(rxgate_bin, data_dir, tmp_path / f"serve-{len(started)}.log", env=env)
+    def start(data_dir: Path, env: dict | None = None, config: Path | None = None) -> Server:
+        s = start_server(rxgate_bin, data_dir, tmp_path / f"serve-{len(started)}.log", env=env,
+                         config=config)
         started.append(s)
         return s
 

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT = float(os.environ.get("RXGATE_TEST_TIMEOUT", "600"))
 
 #: Variables of the outer environment that must not leak into a test run.
-_SCRUBBED_ENV = ("RXGATE_FAILPOINT", "RXGATE_DATA_DIR", "RXGATE_CONFIG")
+_SCRUBBED_ENV = ("RXGATE_FAILPOINT", "RXGATE_DATA_DIR", "RXGATE_CONFIG", "RXGATE_USERS_FILE")
 
 
 def default_binary() -> Path:
@@ -75,11 +75,13 @@ class Rxgate:
         return base + [str(a) for a in args]
 
     def run(self, *args, env: dict | None = None, check: bool = True,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
-        """Run `rxgate [--data-dir D] ARGS...`; with check, assert exit 0."""
+            timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run `rxgate [--data-dir D] ARGS...`; with check, assert exit 0.
+        `input` is written to its stdin (else stdin is /dev/null)."""
         try:
             proc = subprocess.run(
-                self.argv(*args), cwd=self.cwd, env=child_env(env), stdin=subprocess.DEVNULL,
+                self.argv(*args), cwd=self.cwd, env=child_env(env),
+                **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
                 capture_output=True, text=True, errors="replace",
                 timeout=timeout or DEFAULT_TIMEOUT, preexec_fn=no_core_dumps)
         except subprocess.TimeoutExpired as e:
@@ -89,10 +91,10 @@ class Rxgate:
             assert proc.returncode == 0, "rxgate failed\n" + describe(proc)
         return proc
 
-    def fail(self, *args, env: dict | None = None, timeout: float | None = None
-             ) -> subprocess.CompletedProcess:
+    def fail(self, *args, env: dict | None = None, timeout: float | None = None,
+             input: str | None = None) -> subprocess.CompletedProcess:
         """Run a command that must fail cleanly: non-zero exit, no panic."""
-        proc = self.run(*args, env=env, check=False, timeout=timeout)
+        proc = self.run(*args, env=env, check=False, timeout=timeout, input=input)
         assert proc.returncode != 0, "expected a failure\n" + describe(proc)
         assert "panicked at" not in proc.stderr, "rxgate panicked\n" + describe(proc)
         return proc

@@ -3,6 +3,7 @@ clear fatal errors with a non-zero exit, and `rxgate demo` from nothing."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ from rxcli import REPO_ROOT, child_env
 
 def test_help_explains_every_command(run):
     out = run("--help").stdout
-    for cmd in ("datagen", "catalog", "ingest", "pipeline", "sql", "serve", "demo"):
+    for cmd in ("datagen", "catalog", "ingest", "pipeline", "sql", "serve", "demo", "user", "cert"):
         assert cmd in out
     assert "--delivery-date" in run("ingest", "prescribers", "--help").stdout
     assert "--pg-listen" in run("serve", "--help").stdout
@@ -86,14 +87,24 @@ def test_demo_from_nothing_serves_psql(rxgate_bin, tmp_path):
                 break
             except OSError:
                 time.sleep(0.3)
+        while "Press Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
         text = log.read_text()
-        assert f"psql \"postgresql://rxgate@127.0.0.1:{port}/rxgate\"" in text, text
         assert "quarantined" in text
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=demo dbname=rxgate", autocommit=True) as conn:
-            n = conn.execute("SELECT count(*) FROM health.prescriber_drug").fetchone()[0]
-            reports = conn.execute("SELECT (SELECT count(*) FROM health.city_report) AS c, "
-                                   "(SELECT count(*) FROM health.top_prescribers) AS t").fetchone()
-        assert n > 6000 and reports[0] > 0 and reports[1] > 0
+        # The demo prints a psql connection string with credentials for each demo user.
+        urls = dict(re.findall(rf'psql "(?P<url>postgresql://(\w+):\w+@127\.0\.0\.1:{port}/rxgate)"', text))
+        logins = {user: url for url, user in urls.items()}
+        assert set(logins) == {"admin", "analyst"}, text
+        for user in ("admin", "analyst"):
+            with psycopg.connect(logins[user], autocommit=True, connect_timeout=10) as conn:
+                n = conn.execute("SELECT count(*) FROM health.prescriber_drug").fetchone()[0]
+                reports = conn.execute("SELECT (SELECT count(*) FROM health.city_report) AS c, "
+                                       "(SELECT count(*) FROM health.top_prescribers) AS t").fetchone()
+            assert n > 6000 and reports[0] > 0 and reports[1] > 0
+        users_text = (data / "users.toml").read_text()
+        for url in urls:
+            password = url.split("@")[0].rsplit(":", 1)[1]
+            assert password not in users_text
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -102,3 +113,6 @@ def test_demo_from_nothing_serves_psql(rxgate_bin, tmp_path):
                            cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "using the sample data" in again.stderr and again.stderr.count("skipped") == 4
+    # …and keeps the demo users and their passwords (generated once).
+    assert (data / "users.toml").read_text() == users_text
+    assert "demo: user admin" in again.stderr and "demo: user analyst" in again.stderr

@@ -3,7 +3,6 @@
 parameters), over the reference lakehouse of delivery D1."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -17,11 +16,9 @@ from conftest import start_server, stop_server
 def psql(server, sql: str, check: bool = True) -> subprocess.CompletedProcess:
     exe = shutil.which("psql")
     assert exe, "psql is not installed (postgresql-client); scripts/test installs it"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGCONNECT_TIMEOUT="10", PGAPPNAME="rxgate-tests")
     p = subprocess.run([exe, "-h", server.host, "-p", str(server.port), "-U", "rxgate",
                         "-d", "rxgate", "-X", "-Atc", sql],
-                       env=env, capture_output=True, text=True, timeout=120,
+                       env=server.pg_env(), capture_output=True, text=True, timeout=120,
                        stdin=subprocess.DEVNULL)
     if check:
         assert p.returncode == 0, f"psql failed ({p.returncode}): {p.stderr}\n" \

@@ -7,8 +7,11 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
+use datafusion::catalog::CatalogProvider;
 use rxgate_common::{Identity, Result};
 
+use crate::pgcompat;
+use crate::settings::SessionSettings;
 use crate::EngineSession;
 
 /// Limits and tuning of the engine.
@@ -74,7 +77,8 @@ impl Engine {
     }
 
     /// Opens a session for an identity: a fresh `SessionContext` whose default catalog is the
-    /// lakehouse (schema `health`), with information_schema on.
+    /// lakehouse (schema `health`), with information_schema on and the PostgreSQL catalog
+    /// emulation (`pg_catalog`, `version()`, …) installed.
     pub async fn session(&self, identity: Identity) -> Result<EngineSession> {
         let cfg = &self.inner.config;
         let session_config = SessionConfig::new()
@@ -84,8 +88,10 @@ impl Engine {
             .with_target_partitions(cfg.target_partitions)
             .with_batch_size(cfg.batch_size);
         let ctx = SessionContext::new_with_config_rt(session_config, self.inner.runtime.clone());
-        let provider = LakehouseCatalogProvider::try_new(&self.inner.lake).await?;
-        ctx.register_catalog("rxgate", Arc::new(provider));
-        Ok(EngineSession::new(ctx, identity, cfg.query_timeout))
+        let provider: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
+        ctx.register_catalog("rxgate", provider.clone());
+        let settings = Arc::new(SessionSettings::new(&identity.user, "health", cfg.query_timeout));
+        pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &identity.roles)?;
+        Ok(EngineSession::new(ctx, identity, settings))
     }
 }

@@ -6,7 +6,9 @@
 
 mod deadline;
 mod engine;
+mod pgcompat;
 mod session;
+pub mod settings;
 
 pub use engine::{Engine, EngineConfig};
-pub use session::{EngineSession, Planned, QueryOutput};
+pub use session::{EngineSession, Planned, QueryOutput, SessionCommand};

@@ -1,6 +1,5 @@
-//! Per-connection handlers: startup (trust for now), simple and extended query.
+//! Per-connection handlers: startup (SCRAM, see auth.rs), simple and extended query.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -8,8 +7,9 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use futures::{stream, Sink, StreamExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion::common::{ParamValues, ScalarValue};
+use pgwire::error::ErrorInfo;
+use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
@@ -17,11 +17,13 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, METADATA_USER};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use rxgate_common::{Channel, Identity};
 use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput};
 use tokio::sync::OnceCell;
 
+use crate::auth::{not_authenticated, Authenticated, Startup};
 use crate::errors::{df_to_pg, to_pg};
 
 /// State shared by one connection's handlers.
@@ -39,9 +41,18 @@ impl Connection {
     /// The engine session, opened on first use with the user from the startup message.
     async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "anonymous".into());
-        let identity = Identity { user, roles: vec![], channel: Channel::PgWire, client_addr: Some(self.peer) };
+        // No login, no session (see auth.rs); the roles come from the users file at login.
+        let Some(login) = client.session_extensions().get::<Authenticated>() else {
+            return Err(not_authenticated());
+        };
+        let roles = login.0.roles.clone();
+        let identity = Identity { user, roles, channel: Channel::PgWire, client_addr: Some(self.peer) };
         self.session
-            .get_or_try_init(|| async { self.engine.session(identity).await.map(Arc::new).map_err(to_pg) })
+            .get_or_try_init(|| async {
+                let session = self.engine.session(identity).await.map_err(to_pg)?;
+                session.apply_startup_parameters(client.metadata().iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                Ok(Arc::new(session))
+            })
             .await
             .cloned()
     }
@@ -51,11 +62,12 @@ impl Connection {
 pub(crate) struct Handlers {
     conn: Arc<Connection>,
     parser: Arc<Parser>,
+    startup: Arc<Startup>,
 }
 
 impl Handlers {
-    pub(crate) fn new(conn: Arc<Connection>) -> Self {
-        Self { parser: Arc::new(Parser { conn: conn.clone() }), conn }
+    pub(crate) fn new(conn: Arc<Connection>, startup: Startup) -> Self {
+        Self { parser: Arc::new(Parser { conn: conn.clone() }), conn, startup: Arc::new(startup) }
     }
 }
 
@@ -69,14 +81,9 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::new(Trust)
+        self.startup.clone()
     }
 }
-
-/// Trust authentication (the foundation's stand-in until SCRAM lands).
-struct Trust;
-
-impl NoopStartupHandler for Trust {}
 
 /// Plans statements for the extended protocol through the engine's entry point.
 pub(crate) struct Parser {
@@ -98,7 +105,11 @@ impl QueryParser for Parser {
     fn get_parameter_types(&self, stmt: &Planned) -> PgWireResult<Vec<Type>> {
         parameter_types(stmt)
             .into_iter()
-            .map(|t| t.map(|t| into_pg_type(&t)).unwrap_or(Ok(Type::UNKNOWN)))
+            .map(|t| match t {
+                Some(t) if is_oid_array(&t) => Ok(Type::OID_ARRAY),
+                Some(t) => into_pg_type(&t),
+                None => Ok(Type::UNKNOWN),
+            })
             .collect()
     }
 
@@ -112,20 +123,74 @@ impl QueryParser for Parser {
 
 /// Parameter types of `$1..$n` in order, as the engine inferred them.
 fn parameter_types(stmt: &Planned) -> Vec<Option<DataType>> {
-    let Planned::Plan(plan) = stmt else { return vec![] };
-    let Ok(types) = plan.get_parameter_types() else { return vec![] };
-    let ordered: BTreeMap<usize, Option<DataType>> = types
-        .into_iter()
-        .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
-        .collect();
-    let n = ordered.keys().max().copied().unwrap_or(0);
-    (1..=n).map(|i| ordered.get(&i).cloned().flatten()).collect()
+    stmt.parameter_types()
+}
+
+fn is_oid_array(t: &DataType) -> bool {
+    matches!(t, DataType::List(f) if f.data_type() == &DataType::UInt32)
+}
+
+/// An `oid[]` parameter, binary (array header, then length-prefixed big-endian u32s) or text
+/// (`{1,2}`), as a list of UInt32.
+fn decode_oid_array(raw: Option<&[u8]>, binary: bool) -> PgWireResult<ScalarValue> {
+    let bad = || PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "22P02".into(), "invalid oid[] parameter".into())));
+    let Some(raw) = raw else { return Ok(ScalarValue::List(ScalarValue::new_list_nullable(&[], &DataType::UInt32))) };
+    let mut values: Vec<ScalarValue> = vec![];
+    if binary {
+        let int = |b: &[u8], at: usize| -> PgWireResult<i32> {
+            Ok(i32::from_be_bytes(b.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
+        };
+        let ndim = int(raw, 0)?;
+        let mut at = 12;
+        let mut count = 1i64;
+        for _ in 0..ndim {
+            count *= i64::from(int(raw, at)?);
+            at += 8;
+        }
+        if ndim == 0 {
+            count = 0;
+        }
+        for _ in 0..count {
+            let len = int(raw, at)?;
+            at += 4;
+            if len < 0 {
+                values.push(ScalarValue::UInt32(None));
+            } else {
+                values.push(ScalarValue::UInt32(Some(int(raw, at)? as u32)));
+                at += len as usize;
+            }
+        }
+    } else {
+        let text = std::str::from_utf8(raw).map_err(|_| bad())?;
+        let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+        for item in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            values.push(if item.eq_ignore_ascii_case("null") {
+                ScalarValue::UInt32(None)
+            } else {
+                ScalarValue::UInt32(Some(item.parse().map_err(|_| bad())?))
+            });
+        }
+    }
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::UInt32)))
 }
 
 /// Simple and extended query handling for one connection.
 pub(crate) struct Query {
     conn: Arc<Connection>,
     parser: Arc<Parser>,
+}
+
+/// Sends ParameterStatus for the parameters a statement changed (`SET client_encoding`,
+/// `SET DateStyle`, …), as PostgreSQL does; drivers track them.
+async fn report_parameters<C>(client: &mut C, session: &EngineSession) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for (name, value) in session.take_reported_parameters() {
+        client.send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value))).await?;
+    }
+    Ok(())
 }
 
 /// Turns an engine output into a pgwire response, streaming rows as the client reads.
@@ -172,6 +237,7 @@ impl SimpleQueryHandler for Query {
                 session.execute(&planned, None).await
             }
             .await;
+            report_parameters(client, &session).await?;
             match result {
                 Ok(output) => out.push(respond(output, &Format::UnifiedText)?),
                 Err(e) => {
@@ -207,12 +273,53 @@ impl ExtendedQueryHandler for Query {
         let planned = &portal.statement.statement;
         let inferred = parameter_types(planned);
         let params = if portal.parameter_len() > 0 {
-            let refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
-            Some(deserialize_parameters(portal, &refs)?)
+            // oid[] parameters (the engine types them List<UInt32>) are decoded here: arrow-pg
+            // has no oid type. They go through arrow-pg as opaque text first, then get replaced.
+            let opaque = DataType::Null;
+            let refs: Vec<Option<&DataType>> = inferred
+                .iter()
+                .map(|t| match t {
+                    Some(t) if is_oid_array(t) => Some(&opaque),
+                    t => t.as_ref(),
+                })
+                .collect();
+            let mut params = deserialize_parameters(portal, &refs)?;
+            if let ParamValues::List(values) = &mut params {
+                for (i, t) in inferred.iter().enumerate() {
+                    if t.as_ref().is_some_and(is_oid_array) {
+                        if let (Some(slot), Some(raw)) = (values.get_mut(i), portal.parameters.get(i)) {
+                            *slot = decode_oid_array(raw.as_deref(), portal.parameter_format.is_binary(i))?.into();
+                        }
+                    }
+                }
+            }
+            Some(params)
         } else {
             None
         };
-        let output = session.execute(planned, params).await.map_err(to_pg)?;
-        respond(output, &portal.result_column_format)
+        let output = session.execute(planned, params).await;
+        report_parameters(client, &session).await?;
+        respond(output.map_err(to_pg)?, &portal.result_column_format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_arrays_decode_from_text_and_binary() {
+        let want = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::UInt32(Some(1700)), ScalarValue::UInt32(Some(25))],
+            &DataType::UInt32,
+        ));
+        assert_eq!(decode_oid_array(Some(b"{1700,25}"), false).unwrap(), want);
+        let mut raw = vec![];
+        for v in [1i32, 0, 26, 2, 1, 4, 1700, 4, 25] {
+            raw.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(decode_oid_array(Some(&raw), true).unwrap(), want);
+        assert!(decode_oid_array(Some(b"{x}"), false).is_err());
+        assert!(decode_oid_array(Some(&raw[..10]), true).is_err());
     }
 }

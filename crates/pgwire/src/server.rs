@@ -1,37 +1,68 @@
 //! The PostgreSQL listener: accepts connections and runs each on its own task, so a failing
-//! or panicking connection never takes the server down.
+//! or panicking connection never takes the server down. TLS and authentication are set up at
+//! bind time; a TLS setup that fails stops the bind (fail closed).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use pgwire::tokio::process_socket;
+use rxgate_auth::UserDirectory;
 use rxgate_common::{Error, Result};
 use rxgate_engine::Engine;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{AuthConfig, Gatekeeper, Startup};
 use crate::handler::{Connection, Handlers};
+use crate::tls::{self, TlsConfig};
+
+/// Connections beyond `max_connections` that may be in the middle of being told so (53300);
+/// further ones are closed without a word.
+const MAX_REFUSING: u32 = 32;
 
 /// Listener settings.
 #[derive(Debug, Clone)]
 pub struct PgServerConfig {
     /// Address to listen on (`127.0.0.1:15432` by default).
     pub listen: String,
+    /// Server certificate and key; `None` serves plaintext only.
+    pub tls: Option<TlsConfig>,
+    /// Authentication method, TLS requirement and connection limits.
+    pub auth: AuthConfig,
 }
 
 /// A bound PostgreSQL-wire server.
 pub struct PgServer {
     engine: Engine,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gate: Arc<Gatekeeper>,
 }
 
 impl PgServer {
-    /// Binds the listener (port 0 picks a free port; see [`PgServer::local_addr`]).
-    pub async fn bind(engine: Engine, config: &PgServerConfig) -> Result<Self> {
+    /// Binds the listener (port 0 picks a free port; see [`PgServer::local_addr`]). Fails when
+    /// the TLS certificate or key cannot be used, or when TLS is required but not configured.
+    pub async fn bind(engine: Engine, config: &PgServerConfig, users: Arc<UserDirectory>) -> Result<Self> {
+        let tls = match &config.tls {
+            Some(t) => Some(tls::load(t)?),
+            None if config.auth.tls_required => {
+                return Err(Error::invalid(
+                    "TLS setup failed: TLS is required but no certificate and key are configured",
+                ));
+            }
+            None => None,
+        };
+        let (acceptor, binding) = match tls {
+            Some(t) => (Some(t.acceptor), t.channel_binding),
+            None => (None, None),
+        };
+        let gate = Arc::new(Gatekeeper::new(users, config.auth.clone(), binding));
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", config.listen)))?;
-        Ok(Self { engine, listener })
+        Ok(Self { engine, listener, tls: acceptor, gate })
     }
 
     /// The address actually bound.
@@ -39,9 +70,15 @@ impl PgServer {
         Ok(self.listener.local_addr()?)
     }
 
+    /// Whether clients can negotiate TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Serves until `shutdown` resolves; open connections finish on their own tasks.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
+        let refusing = Arc::new(AtomicU32::new(0));
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
@@ -53,16 +90,47 @@ impl PgServer {
                             continue;
                         }
                     };
+                    let slot = self.gate.limits().try_global();
+                    let refusal = match slot {
+                        Some(_) => None,
+                        None => {
+                            if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+                                refusing.fetch_sub(1, Ordering::AcqRel);
+                                tracing::warn!(%peer, "connection dropped: too many connections");
+                                continue;
+                            }
+                            Some(RefusalGuard(refusing.clone()))
+                        }
+                    };
                     let _ = socket.set_nodelay(true);
-                    let handlers = Arc::new(Handlers::new(Connection::new(self.engine.clone(), peer)));
+                    let startup = Startup::new(self.gate.clone(), slot.is_some());
+                    let handlers = Arc::new(Handlers::new(Connection::new(self.engine.clone(), peer), startup));
+                    let tls = self.tls.clone();
+                    let open = self.gate.limits().open();
                     tokio::spawn(async move {
-                        tracing::debug!(%peer, "connection opened");
-                        if let Err(e) = process_socket(socket, None, handlers).await {
+                        // The slots live as long as the connection's task.
+                        let _slot = slot;
+                        let _refusal = refusal;
+                        tracing::debug!(%peer, open, "connection opened");
+                        if let Err(e) = process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });
                 }
             }
         }
+    }
+
+    /// The authentication settings in force.
+    pub fn auth_config(&self) -> &AuthConfig {
+        self.gate.config()
+    }
+}
+
+struct RefusalGuard(Arc<AtomicU32>);
+
+impl Drop for RefusalGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

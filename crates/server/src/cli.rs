@@ -87,6 +87,74 @@ pub enum Command {
         #[arg(long)]
         no_serve: bool,
     },
+    /// Manage the users who may log in (SCRAM-SHA-256 verifiers in the users file).
+    User {
+        /// User action.
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// TLS certificates.
+    Cert {
+        /// Certificate action.
+        #[command(subcommand)]
+        action: CertCommand,
+    },
+}
+
+/// User subcommands. Passwords are asked on the terminal, or read from stdin with
+/// --password-stdin; only a SCRAM-SHA-256 verifier is stored.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user.
+    Add {
+        /// User name (letters, digits, _ . - @; a letter or _ first).
+        name: String,
+        /// A role granted to the user (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Sessions this user may hold at once (default: [auth] max_connections_per_user; 0 locks the user out).
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// Read the password from stdin (one line) instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from stdin (one line) instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// List users and their roles (never passwords or verifiers).
+    List,
+}
+
+/// Certificate subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Create a local development CA and a server certificate signed by it
+    /// (ca.crt, ca.key, server.crt, server.key). For development only.
+    Dev {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Names and addresses the server certificate is valid for (repeatable).
+        #[arg(long = "host", value_name = "HOST", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        hosts: Vec<String>,
+        /// Validity of the server certificate in days (the CA gets ten times as long).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files in --out.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Catalog subcommands.

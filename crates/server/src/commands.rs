@@ -1,17 +1,20 @@
 //! The subcommands.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
+use rxgate_auth::UserDirectory;
 use rxgate_catalog::{apply_definitions, load_definitions, parse_definitions, Lakehouse, TableDef};
 use rxgate_common::{Error, Identity, Result};
 use rxgate_engine::{Engine, QueryOutput};
 use rxgate_ingest::{ingest_cities, ingest_prescribers, is_raw_dir, run_pipeline, PipelineOptions, Progress};
-use rxgate_pgwire::{PgServer, PgServerConfig};
+use rxgate_pgwire::{AuthConfig, AuthMethod, PgServer, PgServerConfig};
 
-use crate::cli::{CatalogCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand};
+use crate::cli::{CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand};
 use crate::config::{load_file, resolve, Settings};
 use crate::output::print_batches;
+use crate::users::DemoLogin;
 
 /// Table definitions compiled into the binary, used when no `catalog/` directory is at hand.
 const BUILTIN_DEFINITIONS: &str = include_str!("../../../catalog/health.toml");
@@ -50,8 +53,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql { query, format } => sql(&settings, &query, format).await,
-        Command::Serve { .. } => serve(&settings).await,
+        Command::Serve { .. } => serve(&settings, None).await,
         Command::Demo { scale, no_serve, .. } => demo(&settings, scale, no_serve).await,
+        Command::User { action } => crate::users::run(&settings, action),
+        Command::Cert { action: CertCommand::Dev { out, hosts, days, force } } => cert_dev(&out, &hosts, days, force),
     }
 }
 
@@ -183,13 +188,82 @@ async fn sql(settings: &Settings, query: &str, format: Format) -> Result<()> {
     Ok(())
 }
 
-async fn serve(settings: &Settings) -> Result<()> {
+fn cert_dev(out: &Path, hosts: &[String], days: u32, force: bool) -> Result<()> {
+    let files = crate::devcert::create(out, hosts, days, force)?;
+    println!("{}", files.ca_cert.display());
+    println!("{}", files.ca_key.display());
+    println!("{}", files.server_cert.display());
+    println!("{}", files.server_key.display());
+    eprintln!("development CA and server certificate for {} (valid {days} days). In the config:", hosts.join(", "));
+    eprintln!("  [pgwire.tls]");
+    eprintln!("  cert = \"{}\"", files.server_cert.display());
+    eprintln!("  key = \"{}\"", files.server_key.display());
+    eprintln!("and connect with sslmode=verify-full sslrootcert={}", files.ca_cert.display());
+    eprintln!("Keep ca.key private: anything it signs is trusted by clients that trust ca.crt.");
+    Ok(())
+}
+
+/// The PostgreSQL listener settings from the resolved configuration.
+fn pg_server_config(settings: &Settings) -> PgServerConfig {
+    PgServerConfig {
+        listen: settings.pg_listen.clone(),
+        tls: settings.pg_tls.clone(),
+        auth: AuthConfig {
+            method: settings.auth.method,
+            tls_required: settings.pg_tls_required,
+            max_connections: settings.pg_max_connections,
+            max_connections_per_user: settings.auth.max_connections_per_user,
+            scram_iterations: settings.auth.scram_iterations,
+        },
+    }
+}
+
+/// A libpq connection URL (user names and demo passwords are URL-safe by construction).
+fn pg_url(user: &str, password: Option<&str>, addr: std::net::SocketAddr, tls: bool) -> String {
+    let host = match addr.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let secret = password.map(|p| format!(":{p}")).unwrap_or_default();
+    let query = if tls { "?sslmode=require" } else { "" };
+    format!("postgresql://{user}{secret}@{host}:{}/rxgate{query}", addr.port())
+}
+
+async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result<()> {
+    let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?);
+    let user_count = users.users()?.len();
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
-    let server = PgServer::bind(engine, &PgServerConfig { listen: settings.pg_listen.clone() }).await?;
+    let server = PgServer::bind(engine, &pg_server_config(settings), users).await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, "pgwire listening");
-    println!("rxgate is serving PostgreSQL clients on {addr}");
-    println!("  psql \"postgresql://rxgate@{}:{}/rxgate\"", addr.ip(), addr.port());
+    let tls = server.tls_enabled();
+    tracing::info!(%addr, tls, tls_required = settings.pg_tls_required, users = user_count, "pgwire listening");
+    let tls_state = match (tls, settings.pg_tls_required) {
+        (true, true) => "TLS required",
+        (true, false) => "TLS available",
+        (false, _) => "no TLS",
+    };
+    let method = match settings.auth.method {
+        AuthMethod::ScramSha256 => "SCRAM-SHA-256",
+        AuthMethod::Password => "password over TLS, else SCRAM-SHA-256",
+    };
+    println!("rxgate is serving PostgreSQL clients on {addr} ({tls_state}; {method})");
+    println!("  users: {user_count} in {}", settings.auth.users_file.display());
+    match demo_logins {
+        Some(logins) => {
+            let kept = crate::users::demo_credentials_path(&settings.data_dir);
+            println!("  demo users (passwords kept in {}):", kept.display());
+            for l in logins {
+                match &l.password {
+                    Some(p) => println!("  psql \"{}\"", pg_url(&l.user, Some(p), addr, tls)),
+                    None => println!("  {0}: password changed since the demo made it (rxgate user passwd {0})", l.user),
+                }
+            }
+        }
+        None if user_count == 0 => {
+            println!("  no users yet: add one with `rxgate user add NAME` (it is seen without a restart)");
+        }
+        None => println!("  psql \"{}\"", pg_url("USER", None, addr, tls)),
+    }
     println!("  try: SELECT count(*) FROM health.prescriber_drug;");
     println!("Press Ctrl-C to stop.");
     let shutdown = async {
@@ -226,8 +300,16 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     let report = run_pipeline(&lake, &defs, &opts, &Progress::auto(false)).await?;
     eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
     drop(lake);
+    let logins = crate::users::ensure_demo_users(settings)?;
     if no_serve {
+        let kept = crate::users::demo_credentials_path(&settings.data_dir);
+        for l in &logins {
+            match &l.password {
+                Some(_) => eprintln!("demo: user {} (password in {})", l.user, kept.display()),
+                None => eprintln!("demo: user {} (password changed since the demo set it)", l.user),
+            }
+        }
         return Ok(());
     }
-    serve(settings).await
+    serve(settings, Some(&logins)).await
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rxgate_catalog::LakehouseConfig;
 use rxgate_common::{Error, Result};
 use rxgate_engine::EngineConfig;
+use rxgate_pgwire::{AuthMethod, TlsConfig};
 use serde::Deserialize;
 
 /// The config file as written.
@@ -24,6 +25,9 @@ pub struct FileConfig {
     /// `[pgwire]`.
     #[serde(default)]
     pub pgwire: PgSection,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 /// `[catalog]` keys.
@@ -60,6 +64,50 @@ pub struct EngineSection {
 pub struct PgSection {
     /// Listen address.
     pub listen: Option<String>,
+    /// Connections served at once, all users together.
+    pub max_connections: Option<u32>,
+    /// `[pgwire.tls]`.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[pgwire.tls]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM server certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Refuse plaintext connections.
+    pub required: Option<bool>,
+}
+
+/// `[auth]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// "scram-sha-256" or "password".
+    pub method: Option<String>,
+    /// The users file (SCRAM verifiers and roles).
+    pub users_file: Option<PathBuf>,
+    /// PBKDF2 iterations of new verifiers.
+    pub scram_iterations: Option<u32>,
+    /// Default per-user connection limit.
+    pub max_connections_per_user: Option<u32>,
+}
+
+/// Resolved `[auth]` settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// How PostgreSQL clients authenticate.
+    pub method: AuthMethod,
+    /// The users file.
+    pub users_file: PathBuf,
+    /// PBKDF2 iterations for verifiers made by `rxgate user add|passwd` and the demo.
+    pub scram_iterations: u32,
+    /// Default per-user connection limit; `None`: only the global one.
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// Fully resolved settings.
@@ -73,10 +121,21 @@ pub struct Settings {
     pub engine: EngineConfig,
     /// PostgreSQL listen address.
     pub pg_listen: String,
+    /// PostgreSQL connections served at once.
+    pub pg_max_connections: u32,
+    /// PostgreSQL TLS certificate and key, when configured.
+    pub pg_tls: Option<TlsConfig>,
+    /// Refuse plaintext PostgreSQL connections.
+    pub pg_tls_required: bool,
+    /// Authentication.
+    pub auth: AuthSettings,
 }
 
 /// Default PostgreSQL-wire listen address.
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:15432";
+
+/// Default of `[pgwire] max_connections` (PostgreSQL's default too).
+pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 100;
 
 /// Parses "2GiB", "512MiB", "1GB", "1048576".
 pub fn parse_bytes(s: &str) -> Result<usize> {
@@ -138,7 +197,52 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, pg_listen_flag:
     }
     engine.spill_dir = file.engine.spill_dir;
     let pg_listen = pg_listen_flag.or(file.pgwire.listen).unwrap_or_else(|| DEFAULT_PG_LISTEN.to_string());
-    Ok(Settings { data_dir, lakehouse, engine, pg_listen })
+    let pg_max_connections = file.pgwire.max_connections.unwrap_or(DEFAULT_PG_MAX_CONNECTIONS);
+    if pg_max_connections == 0 {
+        return Err(Error::invalid("[pgwire] max_connections must be at least 1"));
+    }
+    let tls = file.pgwire.tls;
+    let pg_tls = match (tls.cert, tls.key) {
+        (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+        (None, None) => None,
+        _ => return Err(Error::invalid("[pgwire.tls] needs both cert and key")),
+    };
+    let pg_tls_required = tls.required.unwrap_or(false);
+    if pg_tls_required && pg_tls.is_none() {
+        return Err(Error::invalid("[pgwire.tls] required = true needs cert and key"));
+    }
+    let auth = resolve_auth(file.auth, &data_dir)?;
+    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth })
+}
+
+fn resolve_auth(section: AuthSection, data_dir: &Path) -> Result<AuthSettings> {
+    let method = match section.method {
+        Some(m) => m.parse::<AuthMethod>().map_err(|e| Error::invalid(format!("[auth] method: {e}")))?,
+        None => AuthMethod::ScramSha256,
+    };
+    let users_file = env("RXGATE_USERS_FILE")
+        .map(PathBuf::from)
+        .or(section.users_file)
+        .unwrap_or_else(|| data_dir.join("users.toml"));
+    let scram_iterations = section.scram_iterations.unwrap_or(rxgate_auth::DEFAULT_ITERATIONS);
+    if !(rxgate_auth::MIN_ITERATIONS..=rxgate_auth::MAX_ITERATIONS).contains(&scram_iterations) {
+        return Err(Error::invalid(format!(
+            "[auth] scram_iterations must be between {} and {}",
+            rxgate_auth::MIN_ITERATIONS,
+            rxgate_auth::MAX_ITERATIONS
+        )));
+    }
+    if section.max_connections_per_user == Some(0) {
+        return Err(Error::invalid(
+            "[auth] max_connections_per_user must be at least 1 (leave it out for no per-user limit)",
+        ));
+    }
+    Ok(AuthSettings {
+        method,
+        users_file,
+        scram_iterations,
+        max_connections_per_user: section.max_connections_per_user,
+    })
 }
 
 #[cfg(test)]
@@ -175,5 +279,58 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("y"));
         assert_eq!(s.pg_listen, "127.0.0.1:2");
         assert!(s.lakehouse.uri.contains("y/catalog.db"));
+        assert_eq!(s.auth.users_file, PathBuf::from("y/users.toml"));
+    }
+
+    #[test]
+    fn auth_and_tls_keys() {
+        let text = r#"
+            [auth]
+            method = "password"
+            users_file = "/etc/rxgate/users.toml"
+            scram_iterations = 8192
+            max_connections_per_user = 5
+            [pgwire]
+            max_connections = 7
+            [pgwire.tls]
+            cert = "c.pem"
+            key = "k.pem"
+            required = true
+        "#;
+        let s = resolve(toml::from_str(text).unwrap(), None, None).unwrap();
+        assert_eq!(s.auth.method, AuthMethod::Password);
+        assert_eq!(s.auth.users_file, PathBuf::from("/etc/rxgate/users.toml"));
+        assert_eq!(s.auth.scram_iterations, 8192);
+        assert_eq!(s.auth.max_connections_per_user, Some(5));
+        assert_eq!(s.pg_max_connections, 7);
+        assert_eq!(s.pg_tls, Some(TlsConfig { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert!(s.pg_tls_required);
+
+        let defaults = resolve(FileConfig::default(), None, None).unwrap();
+        assert_eq!(defaults.auth.method, AuthMethod::ScramSha256);
+        assert_eq!(defaults.pg_max_connections, DEFAULT_PG_MAX_CONNECTIONS);
+        assert!(defaults.pg_tls.is_none() && !defaults.pg_tls_required);
+    }
+
+    #[test]
+    fn inconsistent_auth_and_tls_keys_are_refused() {
+        for bad in [
+            "[pgwire.tls]\ncert = \"c.pem\"",
+            "[pgwire.tls]\nkey = \"k.pem\"",
+            "[pgwire.tls]\nrequired = true",
+            "[pgwire]\nmax_connections = 0",
+            "[auth]\nmethod = \"trust\"",
+            "[auth]\nmethod = \"md5\"",
+            "[auth]\nscram_iterations = 100",
+            "[auth]\nmax_connections_per_user = 0",
+            "[auth]\npassword = \"x\"",
+        ] {
+            let parsed: std::result::Result<FileConfig, _> = toml::from_str(bad);
+            let refused = match parsed {
+                Ok(f) => resolve(f, None, None).is_err(),
+                Err(_) => true,
+            };
+            assert!(refused, "{bad:?} accepted");
+        }
     }
 }

@@ -5,7 +5,9 @@
 pub mod cli;
 mod commands;
 pub mod config;
+mod devcert;
 pub mod logging;
 mod output;
+mod users;
 
 pub use commands::run;

@@ -1,0 +1,688 @@
+//! Startup and authentication: SCRAM-SHA-256 (and -PLUS over TLS), cleartext password only
+//! on TLS connections, TLS enforcement and connection limits.
+//!
+//! The SCRAM exchange (RFC 5802 / RFC 7677) is run here rather than by pgwire's SASL handler,
+//! because that handler needs the salted password itself (enough to log in as the user) and
+//! one iteration count for everyone. We keep PostgreSQL's verifiers (StoredKey, ServerKey) and
+//! check proofs with [`rxgate_auth::ScramVerifier`].
+//!
+//! Every failure during startup is FATAL: pgwire moves a connection whose startup error is not
+//! fatal to ReadyForQuery, which would skip authentication.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, DefaultServerParameterProvider,
+    StartupHandler,
+};
+use pgwire::api::{
+    ClientInfo, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+    METADATA_USER,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use rxgate_auth::{Credentials, Principal, UserDirectory};
+
+/// SASL mechanism names.
+const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel-binding type PostgreSQL defines.
+const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 on every connection (SCRAM-SHA-256-PLUS offered over TLS).
+    ScramSha256,
+    /// Cleartext password on TLS connections; plaintext connections still use SCRAM.
+    Password,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "scram-sha-256" => Ok(Self::ScramSha256),
+            "password" => Ok(Self::Password),
+            other => Err(format!("unknown auth method {other:?} (expected \"scram-sha-256\" or \"password\")")),
+        }
+    }
+}
+
+/// Authentication and admission settings of the PostgreSQL listener.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The method.
+    pub method: AuthMethod,
+    /// Refuse connections that did not negotiate TLS.
+    pub tls_required: bool,
+    /// Connections the server holds at once, all users together.
+    pub max_connections: u32,
+    /// Default per-user connection limit (a user's own `max_connections` wins); `None`: none.
+    pub max_connections_per_user: Option<u32>,
+    /// Iteration count of new verifiers, reported to clients as `scram_iterations` (psql's
+    /// `\password` computes the verifier on the client with it).
+    pub scram_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            method: AuthMethod::ScramSha256,
+            tls_required: false,
+            max_connections: 100,
+            max_connections_per_user: None,
+            scram_iterations: rxgate_auth::DEFAULT_ITERATIONS,
+        }
+    }
+}
+
+/// The authenticated user of a connection, kept in its session extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Principal);
+
+// --------------------------------------------------------------------------------------------
+// Connection limits
+// --------------------------------------------------------------------------------------------
+
+/// Counts connections, globally and per user. Slots are released when dropped.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    max_total: u32,
+    total: AtomicU32,
+    per_user: Mutex<HashMap<String, u32>>,
+}
+
+/// One admitted connection; dropping it frees the slot.
+#[derive(Debug)]
+pub(crate) struct GlobalSlot(Arc<Limits>);
+
+/// One session of a user; dropping it frees the slot.
+#[derive(Debug)]
+pub(crate) struct UserSlot(Arc<Limits>, String);
+
+impl Limits {
+    pub(crate) fn new(max_total: u32) -> Arc<Self> {
+        Arc::new(Self { max_total, total: AtomicU32::new(0), per_user: Mutex::new(HashMap::new()) })
+    }
+
+    /// A global slot, or `None` when `max_connections` are open.
+    pub(crate) fn try_global(self: &Arc<Self>) -> Option<GlobalSlot> {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_total).then_some(n + 1))
+            .ok()
+            .map(|_| GlobalSlot(self.clone()))
+    }
+
+    /// A slot for `user`, or `None` when the user already holds `limit` sessions.
+    pub(crate) fn try_user(self: &Arc<Self>, user: &str, limit: Option<u32>) -> Option<UserSlot> {
+        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_string()).or_insert(0);
+        if limit.is_some_and(|l| *n >= l) {
+            if *n == 0 {
+                map.remove(user);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot(self.clone(), user.to_string()))
+    }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.0.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Errors (all FATAL: see the module comment)
+// --------------------------------------------------------------------------------------------
+
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message.into())))
+}
+
+/// The one answer to a wrong password, an unknown user or a failed proof.
+fn auth_failed(user: &str) -> PgWireError {
+    fatal("28P01", format!("password authentication failed for user \"{user}\""))
+}
+
+fn malformed(what: &str) -> PgWireError {
+    fatal("08P01", format!("malformed SCRAM message: {what}"))
+}
+
+fn fatalize(e: PgWireError) -> ErrorInfo {
+    let mut info = match e {
+        PgWireError::UserError(info) => *info,
+        other => ErrorInfo::from(other),
+    };
+    info.severity = "FATAL".into();
+    info
+}
+
+/// The answer to a query on a connection that never authenticated. `Connection::session`
+/// gives it, so no engine session opens without a login whatever the protocol state says.
+pub(crate) fn not_authenticated() -> PgWireError {
+    fatal("28000", "the connection is not authenticated")
+}
+
+// --------------------------------------------------------------------------------------------
+// SCRAM messages
+// --------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChannelBindingFlag {
+    /// `n`: the client does not support channel binding.
+    None,
+    /// `y`: the client supports it but thinks the server does not.
+    ClientOnly,
+    /// `p=<type>`: the client binds to the channel with this type.
+    Bound(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ClientFirst {
+    flag: ChannelBindingFlag,
+    /// `gs2-cbind-flag "," [authzid] ","`, exactly as sent.
+    gs2_header: String,
+    /// `client-first-message-bare`, exactly as sent.
+    bare: String,
+    nonce: String,
+}
+
+fn is_printable_nonce(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+fn parse_client_first(msg: &str) -> PgWireResult<ClientFirst> {
+    let (flag, rest) = msg.split_once(',').ok_or_else(|| malformed("no GS2 header"))?;
+    let flag = match flag {
+        "n" => ChannelBindingFlag::None,
+        "y" => ChannelBindingFlag::ClientOnly,
+        f => match f.strip_prefix("p=") {
+            Some(t) if !t.is_empty() => ChannelBindingFlag::Bound(t.to_string()),
+            _ => return Err(malformed("bad channel-binding flag")),
+        },
+    };
+    let (authzid, bare) = rest.split_once(',').ok_or_else(|| malformed("no GS2 header"))?;
+    if !authzid.is_empty() {
+        return Err(fatal("0A000", "client uses authorization identity, which is not supported"));
+    }
+    let gs2_header = msg[..msg.len() - bare.len()].to_string();
+    let mut attrs = bare.split(',');
+    // PostgreSQL ignores the SCRAM user name (libpq sends it empty): the startup user counts.
+    match attrs.next() {
+        Some(a) if a.starts_with("n=") => {}
+        Some(a) if a.starts_with("m=") => return Err(malformed("mandatory extensions are not supported")),
+        _ => return Err(malformed("expected n=")),
+    }
+    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or_else(|| malformed("expected r="))?;
+    if !is_printable_nonce(nonce) {
+        return Err(malformed("bad nonce"));
+    }
+    Ok(ClientFirst { flag, gs2_header, bare: bare.to_string(), nonce: nonce.to_string() })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ClientFinal<'a> {
+    channel_binding: &'a str,
+    nonce: &'a str,
+    without_proof: &'a str,
+    proof: &'a str,
+}
+
+fn parse_client_final(msg: &str) -> PgWireResult<ClientFinal<'_>> {
+    let (without_proof, proof) = msg.rsplit_once(",p=").ok_or_else(|| malformed("expected p="))?;
+    let mut attrs = without_proof.split(',');
+    let channel_binding = attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or_else(|| malformed("expected c="))?;
+    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or_else(|| malformed("expected r="))?;
+    Ok(ClientFinal { channel_binding, nonce, without_proof, proof })
+}
+
+// --------------------------------------------------------------------------------------------
+// The startup handler
+// --------------------------------------------------------------------------------------------
+
+/// What all connections share: the users, the method, TLS facts and the counters.
+pub(crate) struct Gatekeeper {
+    users: Arc<UserDirectory>,
+    config: AuthConfig,
+    /// `tls-server-end-point` data (hash of the server certificate) when TLS is on and the
+    /// certificate's signature algorithm allows it.
+    channel_binding: Option<Arc<Vec<u8>>>,
+    limits: Arc<Limits>,
+    params: DefaultServerParameterProvider,
+    pids: RandomPidSecretKeyGenerator,
+    connection_manager: Option<Arc<ConnectionManager>>,
+}
+
+impl Gatekeeper {
+    pub(crate) fn new(users: Arc<UserDirectory>, config: AuthConfig, channel_binding: Option<Vec<u8>>) -> Self {
+        let mut params = DefaultServerParameterProvider::default();
+        params.scram_iterations = config.scram_iterations as usize;
+        params.is_superuser = false;
+        // What clients learn at startup must agree with what version() and SHOW report.
+        params.server_version = rxgate_engine::settings::PG_SERVER_VERSION.to_string();
+        params.search_path = "health".to_string();
+        Self {
+            users,
+            limits: Limits::new(config.max_connections.max(1)),
+            config,
+            channel_binding: channel_binding.map(Arc::new),
+            params,
+            pids: RandomPidSecretKeyGenerator::default(),
+            connection_manager: None,
+        }
+    }
+
+    /// Registers every authenticated connection with `manager` (for CancelRequest).
+    #[allow(dead_code)]
+    pub(crate) fn with_connection_manager(mut self, manager: Arc<ConnectionManager>) -> Self {
+        self.connection_manager = Some(manager);
+        self
+    }
+
+    pub(crate) fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    pub(crate) fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+}
+
+struct ScramExchange {
+    user: String,
+    credentials: Credentials,
+    /// What the client's `c=` must be, base64-decoded: GS2 header + channel-binding data.
+    expected_binding: Vec<u8>,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+enum Phase {
+    AwaitingStartup,
+    AwaitingPassword { user: String },
+    AwaitingSaslInitial { user: String, plus_offered: bool },
+    AwaitingSaslFinal(Box<ScramExchange>),
+    Done,
+    Failed,
+}
+
+/// The startup handler of one connection.
+pub(crate) struct Startup {
+    gate: Arc<Gatekeeper>,
+    /// Whether the connection got a global slot (held by its task) when accepted.
+    admitted: bool,
+    phase: Mutex<Phase>,
+}
+
+impl Startup {
+    pub(crate) fn new(gate: Arc<Gatekeeper>, admitted: bool) -> Self {
+        Self { gate, admitted, phase: Mutex::new(Phase::AwaitingStartup) }
+    }
+
+    fn take_phase(&self) -> Phase {
+        std::mem::replace(&mut *self.phase.lock().unwrap_or_else(|p| p.into_inner()), Phase::Failed)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    async fn step<C>(&self, client: &mut C, phase: Phase, message: PgWireFrontendMessage) -> PgWireResult<Phase>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match (phase, message) {
+            (Phase::AwaitingStartup, PgWireFrontendMessage::Startup(startup)) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                if self.gate.config.tls_required && !client.is_secure() {
+                    tracing::info!(peer = %client.socket_addr(), "refused: plaintext connection while TLS is required");
+                    return Err(fatal(
+                        "28000",
+                        "TLS is required: this server refuses unencrypted connections (connect with sslmode=require or verify-full)",
+                    ));
+                }
+                if !self.admitted {
+                    return Err(fatal(
+                        "53300",
+                        format!(
+                            "sorry, too many connections (max_connections is {})",
+                            self.gate.config.max_connections
+                        ),
+                    ));
+                }
+                let user = client.metadata().get(METADATA_USER).cloned().filter(|u| !u.is_empty());
+                let Some(user) = user else {
+                    return Err(fatal("28000", "no PostgreSQL user name specified in startup packet"));
+                };
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                if self.gate.config.method == AuthMethod::Password && client.is_secure() {
+                    client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                    return Ok(Phase::AwaitingPassword { user });
+                }
+                let plus_offered = client.is_secure() && self.gate.channel_binding.is_some();
+                let mut mechanisms = vec![];
+                if plus_offered {
+                    mechanisms.push(SCRAM_PLUS.to_string());
+                }
+                mechanisms.push(SCRAM.to_string());
+                client.send(PgWireBackendMessage::Authentication(Authentication::SASL(mechanisms))).await?;
+                Ok(Phase::AwaitingSaslInitial { user, plus_offered })
+            }
+            (Phase::AwaitingPassword { user }, PgWireFrontendMessage::PasswordMessageFamily(msg)) => {
+                let password = msg.into_password()?.password;
+                let users = self.gate.users.clone();
+                let u = user.clone();
+                // PBKDF2 off the async workers; the same work for unknown users.
+                let principal = tokio::task::spawn_blocking(move || users.verify_password(&u, &password))
+                    .await
+                    .map_err(|_| fatal("XX000", "password check failed"))?;
+                match principal {
+                    Some(p) => {
+                        self.admit(client, p, None).await?;
+                        Ok(Phase::Done)
+                    }
+                    None => Err(self.reject(client, &user)),
+                }
+            }
+            (Phase::AwaitingSaslInitial { user, plus_offered }, PgWireFrontendMessage::PasswordMessageFamily(msg)) => {
+                let initial = msg.into_sasl_initial_response()?;
+                let data = initial.data.ok_or_else(|| malformed("empty client-first-message"))?;
+                let text = std::str::from_utf8(&data).map_err(|_| malformed("not UTF-8"))?;
+                let first = parse_client_first(text)?;
+                let binding_data: &[u8] = match (initial.auth_method.as_str(), &first.flag) {
+                    (SCRAM_PLUS, ChannelBindingFlag::Bound(t)) if plus_offered && t == TLS_SERVER_END_POINT => {
+                        self.gate.channel_binding.as_deref().map(|v| v.as_slice()).unwrap_or_default()
+                    }
+                    (SCRAM_PLUS, ChannelBindingFlag::Bound(t)) if plus_offered => {
+                        return Err(fatal("0A000", format!("unsupported SCRAM channel-binding type \"{t}\"")));
+                    }
+                    (SCRAM_PLUS, _) => {
+                        return Err(fatal("08P01", "SCRAM channel binding negotiation error"));
+                    }
+                    (SCRAM, ChannelBindingFlag::None) => &[],
+                    // The client could bind but believes we cannot: a downgrade if we offered it.
+                    (SCRAM, ChannelBindingFlag::ClientOnly) if !plus_offered => &[],
+                    (SCRAM, _) => return Err(fatal("08P01", "SCRAM channel binding negotiation error")),
+                    (other, _) => {
+                        return Err(fatal(
+                            "08P01",
+                            format!("client selected an invalid SASL authentication mechanism \"{other}\""),
+                        ));
+                    }
+                };
+                let credentials = self.gate.users.credentials(&user);
+                let verifier = credentials.verifier();
+                let nonce = format!("{}{}", first.nonce, B64.encode(rxgate_auth::random_bytes::<18>()));
+                let server_first = format!("r={nonce},s={},i={}", B64.encode(verifier.salt()), verifier.iterations());
+                let mut expected_binding = first.gs2_header.clone().into_bytes();
+                expected_binding.extend_from_slice(binding_data);
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(Bytes::from(
+                        server_first.clone(),
+                    ))))
+                    .await?;
+                Ok(Phase::AwaitingSaslFinal(Box::new(ScramExchange {
+                    user,
+                    credentials,
+                    expected_binding,
+                    client_first_bare: first.bare,
+                    server_first,
+                    nonce,
+                })))
+            }
+            (Phase::AwaitingSaslFinal(x), PgWireFrontendMessage::PasswordMessageFamily(msg)) => {
+                let response = msg.into_sasl_response()?;
+                let text = std::str::from_utf8(&response.data).map_err(|_| malformed("not UTF-8"))?;
+                let fin = parse_client_final(text)?;
+                let binding = B64.decode(fin.channel_binding).map_err(|_| malformed("bad channel binding"))?;
+                if binding != x.expected_binding {
+                    return Err(fatal("28000", "SCRAM channel binding check failed"));
+                }
+                if fin.nonce != x.nonce {
+                    return Err(malformed("nonce mismatch"));
+                }
+                let proof = B64.decode(fin.proof).map_err(|_| malformed("bad proof"))?;
+                let auth_message = format!("{},{},{}", x.client_first_bare, x.server_first, fin.without_proof);
+                let verifier = x.credentials.verifier().clone();
+                let ok = verifier.verify_client_proof(auth_message.as_bytes(), &proof);
+                match x.credentials.accept(ok) {
+                    Some(p) => {
+                        let signature = B64.encode(verifier.server_signature(auth_message.as_bytes()));
+                        self.admit(client, p, Some(Bytes::from(format!("v={signature}")))).await?;
+                        Ok(Phase::Done)
+                    }
+                    None => Err(self.reject(client, &x.user)),
+                }
+            }
+            (Phase::AwaitingStartup, _) => Err(fatal("08P01", "expected a startup message")),
+            (Phase::Done | Phase::Failed, _) => Err(fatal("08P01", "unexpected message during authentication")),
+            (_, _) => Err(fatal("08P01", "expected a password response")),
+        }
+    }
+
+    fn reject<C: ClientInfo>(&self, client: &C, user: &str) -> PgWireError {
+        let known = self.gate.users.users().map(|u| u.get(user).is_some()).unwrap_or(false);
+        // The log says which part was wrong; the client never learns it.
+        tracing::warn!(
+            peer = %client.socket_addr(),
+            user,
+            reason = if known { "wrong password" } else { "no such user" },
+            "authentication failed"
+        );
+        auth_failed(user)
+    }
+
+    /// Takes a per-user slot, records who logged in and finishes the startup.
+    async fn admit<C>(&self, client: &mut C, principal: Principal, sasl_final: Option<Bytes>) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let limit = principal.max_connections.or(self.gate.config.max_connections_per_user);
+        let Some(slot) = self.gate.limits.try_user(&principal.user, limit) else {
+            tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: per-user connection limit");
+            return Err(fatal("53300", format!("too many connections for user \"{}\"", principal.user)));
+        };
+        if let Some(data) = sasl_final {
+            client.feed(PgWireBackendMessage::Authentication(Authentication::SASLFinal(data))).await?;
+        }
+        tracing::info!(
+            peer = %client.socket_addr(),
+            user = %principal.user,
+            roles = %principal.roles.join(","),
+            tls = client.is_secure(),
+            "authenticated"
+        );
+        client.session_extensions().insert(slot);
+        client.session_extensions().insert(Authenticated(principal));
+        let (pid, secret_key) = self.gate.pids.generate(&*client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        if let Some(manager) = &self.gate.connection_manager {
+            let (handle, guard) = manager.register(pid, secret_key);
+            client.session_extensions().insert(handle);
+            client.session_extensions().insert(guard);
+        }
+        finish_authentication(client, &self.gate.params).await
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let phase = self.take_phase();
+        match self.step(client, phase, message).await {
+            Ok(next) => {
+                self.set_phase(next);
+                Ok(())
+            }
+            Err(e) => {
+                // The phase stays Failed. pgwire 0.40 answers a startup error, shuts the socket
+                // for writing, marks the connection ready for queries and goes on reading: a
+                // client could still send queries (their answers would be lost, their effects
+                // not). So we answer and shut the socket here; pgwire's own answer then fails
+                // and ends the connection. `Connection::session` refuses any query anyway.
+                let info = fatalize(e);
+                let copy = ErrorInfo::new(info.severity.clone(), info.code.clone(), info.message.clone());
+                let _ = client.send(PgWireBackendMessage::ErrorResponse(copy.into())).await;
+                let _ = client.close().await;
+                Err(PgWireError::UserError(Box::new(info)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_first_parses_like_libpq_sends_it() {
+        let m = parse_client_first("n,,n=,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        assert_eq!(m.flag, ChannelBindingFlag::None);
+        assert_eq!(m.gs2_header, "n,,");
+        assert_eq!(m.bare, "n=,r=rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(m.nonce, "rOprNGfwEbeRWgbNEkqO");
+
+        let p = parse_client_first("p=tls-server-end-point,,n=,r=abc,ext=1").unwrap();
+        assert_eq!(p.flag, ChannelBindingFlag::Bound("tls-server-end-point".into()));
+        assert_eq!(p.gs2_header, "p=tls-server-end-point,,");
+        assert_eq!(p.bare, "n=,r=abc,ext=1");
+
+        assert_eq!(parse_client_first("y,,n=user,r=x").unwrap().flag, ChannelBindingFlag::ClientOnly);
+    }
+
+    #[test]
+    fn client_first_rejects_malformed_input() {
+        for bad in [
+            "",
+            "n",
+            "n,",
+            "x,,n=,r=abc",
+            "p=,,n=,r=a",
+            "n,a=admin,n=,r=abc",
+            "n,,m=ext,n=,r=a",
+            "n,,n=",
+            "n,,n=,r=",
+            "n,,n=,r=a b",
+        ] {
+            assert!(parse_client_first(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn client_final_parses() {
+        let f = parse_client_final("c=biws,r=abcdef,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=").unwrap();
+        assert_eq!(f.channel_binding, "biws");
+        assert_eq!(f.nonce, "abcdef");
+        assert_eq!(f.without_proof, "c=biws,r=abcdef");
+        assert_eq!(f.proof, "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        assert!(parse_client_final("c=biws,r=abc").is_err());
+        assert!(parse_client_final("r=abc,c=biws,p=x").is_err());
+    }
+
+    /// A whole exchange as a client computes it, checked with the server's verifier.
+    #[test]
+    fn full_exchange_against_a_stored_verifier() {
+        use rxgate_auth::ScramVerifier;
+        let salt = b"0123456789abcdef";
+        let verifier = ScramVerifier::with_salt("pencil", salt, 4096);
+        let first = parse_client_first("n,,n=,r=clientnonce").unwrap();
+        let server_first = format!("r=clientnonceSERVER,s={},i=4096", B64.encode(salt));
+        let without_proof = format!("c={},r=clientnonceSERVER", B64.encode(first.gs2_header.as_bytes()));
+        let auth = format!("{},{server_first},{without_proof}", first.bare);
+
+        // Client side (RFC 5802 §3), written out independently of the verifier code.
+        use aws_lc_rs::{digest, hmac, pbkdf2};
+        let mut salted = [0u8; 32];
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(4096).unwrap(),
+            salt,
+            b"pencil",
+            &mut salted,
+        );
+        let client_key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &salted), b"Client Key");
+        let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+        let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, stored_key.as_ref()), auth.as_bytes());
+        let proof: Vec<u8> = client_key.as_ref().iter().zip(signature.as_ref()).map(|(a, b)| a ^ b).collect();
+        let server_key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &salted), b"Server Key");
+        let expected_server_sig = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, server_key.as_ref()), auth.as_bytes());
+
+        let fin_text = format!("{without_proof},p={}", B64.encode(&proof));
+        let fin = parse_client_final(&fin_text).unwrap();
+        assert_eq!(fin.without_proof, without_proof);
+        assert!(verifier.verify_client_proof(auth.as_bytes(), &B64.decode(fin.proof).unwrap()));
+        assert_eq!(verifier.server_signature(auth.as_bytes()).as_slice(), expected_server_sig.as_ref());
+        assert!(!ScramVerifier::with_salt("pencil!", salt, 4096).verify_client_proof(auth.as_bytes(), &proof));
+    }
+
+    #[test]
+    fn limits_count_and_release() {
+        let limits = Limits::new(2);
+        let a = limits.try_global().unwrap();
+        let _b = limits.try_global().unwrap();
+        assert!(limits.try_global().is_none());
+        assert_eq!(limits.open(), 2);
+        drop(a);
+        assert!(limits.try_global().is_some());
+
+        let u1 = limits.try_user("alice", Some(1)).unwrap();
+        assert!(limits.try_user("alice", Some(1)).is_none());
+        assert!(limits.try_user("bob", Some(1)).is_some());
+        drop(u1);
+        let _u2 = limits.try_user("alice", Some(1)).unwrap();
+        // No limit: always admitted; a limit of 0 locks the user out.
+        let _many: Vec<_> = (0..10).map(|_| limits.try_user("carol", None).unwrap()).collect();
+        assert!(limits.try_user("dave", Some(0)).is_none());
+        assert!(!limits.per_user.lock().unwrap().contains_key("dave"));
+    }
+
+    #[test]
+    fn every_startup_error_is_fatal() {
+        let info =
+            fatalize(PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "42000".into(), "x".into()))));
+        assert!(info.is_fatal() && info.code == "42000");
+        assert!(fatalize(PgWireError::InvalidSASLState).is_fatal());
+    }
+}
