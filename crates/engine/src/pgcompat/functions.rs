@@ -479,84 +479,37 @@ pub(crate) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
     ));
 
     // Name → OID lookups: to_reg* return NULL for an unknown name; the rxgate_reg* forms back
-    // the `'name'::regclass` casts and fail like PostgreSQL does.
-    for (name, strict) in [("to_regclass", false), ("rxgate_regclass", true)] {
-        let p = pg.clone();
-        ctx.register_udf(udf(name, Args::Any, DataType::Int32, Volatility::Stable, move |args, rows| {
-            let n = rows_of(args, rows);
-            let mut out = vec![];
-            for v in text_arg(args, 0, n)? {
-                let Some(v) = v else {
-                    out.push(None);
-                    continue;
-                };
-                // A number is already an OID.
-                if let Ok(o) = v.trim().parse::<i32>() {
-                    out.push(Some(o));
-                    continue;
+    // the `'name'::regclass` casts and fail like PostgreSQL does. A number is already an OID.
+    type Resolve = fn(&PgContext, &str) -> Option<i32>;
+    let lookups: [(&str, &str, StatusCode, Resolve); 3] = [
+        ("regclass", "relation", StatusCode::TableNotFound, |p, v| p.resolve_relation(v)),
+        ("regtype", "type", StatusCode::PlanError, |p, v| type_oids(p).get(&normalise_type_name(v)).copied()),
+        ("regnamespace", "schema", StatusCode::PlanError, |p, v| p.resolve_namespace(v)),
+    ];
+    for (suffix, what, code, resolve) in lookups {
+        for strict in [false, true] {
+            let name = if strict { format!("rxgate_{suffix}") } else { format!("to_{suffix}") };
+            let p = pg.clone();
+            ctx.register_udf(udf(&name, Args::Any, DataType::Int32, Volatility::Stable, move |args, rows| {
+                let n = rows_of(args, rows);
+                let mut out = vec![];
+                for v in text_arg(args, 0, n)? {
+                    let oid = match v {
+                        None => None,
+                        Some(v) => match v.trim().parse::<i32>() {
+                            Ok(o) => Some(o),
+                            Err(_) => match resolve(&p, &v) {
+                                Some(o) => Some(o),
+                                None if strict => return Err(not_found(code, format!("{what} \"{v}\" does not exist"))),
+                                None => None,
+                            },
+                        },
+                    };
+                    out.push(oid);
                 }
-                match p.resolve_relation(&v) {
-                    Some(o) => out.push(Some(o)),
-                    None if strict => {
-                        return Err(not_found(StatusCode::TableNotFound, format!("relation \"{v}\" does not exist")))
-                    }
-                    None => out.push(None),
-                }
-            }
-            int_result(args, out)
-        }));
-    }
-    for (name, strict) in [("to_regtype", false), ("rxgate_regtype", true)] {
-        let p = pg.clone();
-        ctx.register_udf(udf(name, Args::Any, DataType::Int32, Volatility::Stable, move |args, rows| {
-            let n = rows_of(args, rows);
-            let types = type_oids(&p);
-            let mut out = vec![];
-            for v in text_arg(args, 0, n)? {
-                let Some(v) = v else {
-                    out.push(None);
-                    continue;
-                };
-                if let Ok(o) = v.trim().parse::<i32>() {
-                    out.push(Some(o));
-                    continue;
-                }
-                let key = normalise_type_name(&v);
-                match types.get(&key) {
-                    Some(o) => out.push(Some(*o)),
-                    None if strict => {
-                        return Err(not_found(StatusCode::PlanError, format!("type \"{v}\" does not exist")))
-                    }
-                    None => out.push(None),
-                }
-            }
-            int_result(args, out)
-        }));
-    }
-    for (name, strict) in [("to_regnamespace", false), ("rxgate_regnamespace", true)] {
-        let p = pg.clone();
-        ctx.register_udf(udf(name, Args::Any, DataType::Int32, Volatility::Stable, move |args, rows| {
-            let n = rows_of(args, rows);
-            let mut out = vec![];
-            for v in text_arg(args, 0, n)? {
-                let Some(v) = v else {
-                    out.push(None);
-                    continue;
-                };
-                if let Ok(o) = v.trim().parse::<i32>() {
-                    out.push(Some(o));
-                    continue;
-                }
-                match p.resolve_namespace(&v) {
-                    Some(o) => out.push(Some(o)),
-                    None if strict => {
-                        return Err(not_found(StatusCode::PlanError, format!("schema \"{v}\" does not exist")))
-                    }
-                    None => out.push(None),
-                }
-            }
-            int_result(args, out)
-        }));
+                int_result(args, out)
+            }));
+        }
     }
     // OID → name, for `oid::regclass::text`, `oid::regtype::text` and `oid::regnamespace::text`.
     let p = pg.clone();
