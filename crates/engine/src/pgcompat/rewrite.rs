@@ -148,13 +148,18 @@ fn type_name(dt: &SqlType) -> String {
 }
 
 fn call(name: &str, arg: Expr) -> Expr {
+    call_n(name, vec![arg])
+}
+
+/// A call of the function `name` with positional arguments.
+fn call_n(name: &str, args: Vec<Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+            args: args.into_iter().map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a))).collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -283,22 +288,7 @@ impl VisitorMut for PgCasts {
                 let mut e = (**root).clone();
                 for a in access_chain.iter() {
                     if let AccessExpr::Dot(Expr::Identifier(field)) = a {
-                        let args = vec![
-                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)),
-                            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(
-                                Value::SingleQuotedString(ident_name(field)).into(),
-                            ))),
-                        ];
-                        let mut f = match call("get_field", Expr::Value(Value::Null.into())) {
-                            Expr::Function(f) => f,
-                            _ => unreachable!(),
-                        };
-                        f.args = FunctionArguments::List(FunctionArgumentList {
-                            duplicate_treatment: None,
-                            args,
-                            clauses: vec![],
-                        });
-                        e = Expr::Function(f);
+                        e = call_n("get_field", vec![e, Expr::Value(Value::SingleQuotedString(ident_name(field)).into())]);
                     }
                 }
                 *expr = e;
@@ -309,20 +299,10 @@ impl VisitorMut for PgCasts {
         if let Expr::Like { pattern, escape_char, .. } | Expr::ILike { pattern, escape_char, .. } = expr {
             if let Some(Value::SingleQuotedString(e)) = escape_char.clone() {
                 if e != "\\" {
-                    let args = vec![
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr((**pattern).clone())),
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(Value::SingleQuotedString(e).into()))),
-                    ];
-                    let mut f = match call("rxgate_like_escape", Expr::Value(Value::Null.into())) {
-                        Expr::Function(f) => f,
-                        _ => unreachable!(),
-                    };
-                    f.args = FunctionArguments::List(FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args,
-                        clauses: vec![],
-                    });
-                    **pattern = Expr::Function(f);
+                    **pattern = call_n(
+                        "rxgate_like_escape",
+                        vec![(**pattern).clone(), Expr::Value(Value::SingleQuotedString(e).into())],
+                    );
                     *escape_char = None;
                 }
             }
