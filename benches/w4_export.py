@@ -1,0 +1,133 @@
+"""W4 "export": the whole health.prescriber_drug table to a client.
+
+Paths (each reads every row; nothing is written to disk):
+  rxgate pgwire, psycopg text      SELECT * ; rows converted to Python tuples (fetchmany)
+  rxgate pgwire, psycopg binary    the same with binary result format
+  rxgate pgwire, COPY TO STDOUT    raw bytes read by psycopg (only if rxgate answers COPY)
+  rxgate Flight SQL, ADBC          the result as one Arrow table (only with a Flight port)
+  PostgreSQL 15, psycopg text      SELECT * ; rows converted to Python tuples
+  PostgreSQL 15, COPY TO STDOUT    COPY (SELECT * FROM …) TO STDOUT, raw bytes read by psycopg
+  DuckDB in-process Arrow          the ceiling: no wire, no conversion
+
+MB/s is defined on ONE size for every path: the Arrow in-memory size of the table
+(pyarrow `Table.nbytes` of DuckDB's result, buffers of all 25 columns), in 10^6 bytes, so
+MB/s ratios equal rows/s ratios. The bytes a path actually moved (COPY text, Arrow IPC for
+Flight) are shown beside it where known.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from harness import Series, interleaved, log
+
+SQL_RX = "SELECT * FROM health.prescriber_drug"
+SQL_PG = "SELECT * FROM health.prescriber_drug"
+COPY_RX = "COPY (SELECT * FROM health.prescriber_drug) TO STDOUT"
+COPY_PG = "COPY (SELECT * FROM health.prescriber_drug) TO STDOUT"
+
+TARGETS = ["rxgate pgwire psycopg (text)", "rxgate pgwire psycopg (binary)",
+           "rxgate pgwire COPY TO STDOUT", "rxgate Flight SQL ADBC",
+           "PostgreSQL 15 psycopg (text)", "PostgreSQL 15 COPY TO STDOUT",
+           "DuckDB in-process Arrow"]
+
+
+@dataclass
+class W4Result:
+    series: dict[str, Series] = field(default_factory=dict)
+    wire_bytes: dict[str, int] = field(default_factory=dict)
+    arrow_bytes: int | None = None
+    rows: int | None = None
+    peak_rss: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _fetch_rows(conn, sql: str, binary: bool = False) -> int:
+    n = 0
+    with conn.cursor(binary=binary) as cur:
+        cur.execute(sql)
+        while batch := cur.fetchmany(50_000):
+            n += len(batch)
+    return n
+
+
+def _copy(conn, sql: str) -> tuple[int, int]:
+    nbytes = nrows = 0
+    with conn.cursor() as cur:
+        with cur.copy(sql) as cp:
+            for data in cp:
+                nbytes += len(data)
+                nrows += bytes(data).count(b"\n")
+    return nrows, nbytes
+
+
+def run(ctx, reps: int) -> W4Result:
+    from peers import duckdb_arrow, rxgate_copy_supported
+    res = W4Result()
+    rx, duck = ctx.rxgate, ctx.duck
+    rx_conn, fl_conn, pg_conn = ctx.rx_conn(), ctx.flight_conn(), ctx.pg_conn()
+    table = duckdb_arrow(duck, "SELECT * FROM prescriber_drug")
+    res.arrow_bytes, res.rows = table.nbytes, table.num_rows
+    del table
+    fns = []
+
+    def add(target, fn, why=None):
+        s = res.series.setdefault(target, Series())
+        if fn is None:
+            s.error = why or "n/a"
+            return
+
+        def timed():
+            if s.error:
+                return
+            try:
+                t0 = time.perf_counter()
+                out = fn()
+                s.runs.append(time.perf_counter() - t0)
+                if isinstance(out, tuple):
+                    s.rows, res.wire_bytes[target] = out
+                else:
+                    s.rows = out
+                log(f"W4 {target}: {s.runs[-1]:.2f} s, {s.rows:,} rows")
+            except Exception as e:  # noqa: BLE001
+                s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                log(f"W4 {target}: {s.error}")
+        fns.append((target, timed))
+
+    copy_ok, copy_note = (rxgate_copy_supported(rx_conn) if rx_conn is not None
+                          else (False, "no rxgate server"))
+    res.notes.append(f"rxgate COPY TO STDOUT: {copy_note}")
+    if rx_conn is not None:
+        add(TARGETS[0], lambda: _fetch_rows(rx_conn, SQL_RX))
+        add(TARGETS[1], lambda: _fetch_rows(rx_conn, SQL_RX, binary=True))
+    else:
+        add(TARGETS[0], None, "no rxgate server")
+        add(TARGETS[1], None, "no rxgate server")
+    add(TARGETS[2], (lambda: _copy(rx_conn, COPY_RX)) if copy_ok else None,
+        "rxgate does not answer COPY TO STDOUT yet" if rx_conn is not None else "no server")
+
+    def f_fl():
+        with fl_conn.cursor() as cur:
+            cur.execute(SQL_RX)
+            t = cur.fetch_arrow_table()
+            return t.num_rows, t.nbytes
+    add(TARGETS[3], f_fl if fl_conn is not None else None, ctx.flight_note)
+    if pg_conn is not None:
+        add(TARGETS[4], lambda: _fetch_rows(pg_conn, SQL_PG))
+        add(TARGETS[5], lambda: _copy(pg_conn, COPY_PG))
+    else:
+        add(TARGETS[4], None, "not selected")
+        add(TARGETS[5], None, "not selected")
+    add(TARGETS[6], lambda: duckdb_arrow(duck, "SELECT * FROM prescriber_drug").num_rows)
+
+    if rx is not None:
+        rx.reset_peak()
+    # No separate warm-up: each export reads the whole table, and the interleaving spreads
+    # the cold first run over all targets (the rxgate server and PostgreSQL are warm from W2).
+    interleaved(reps, fns)
+    if rx is not None:
+        res.peak_rss = rx.peak_rss()
+    rows = {t: s.rows for t, s in res.series.items() if s.runs}
+    if any(v != res.rows for v in rows.values()):
+        res.notes.append(f"row counts DIFFER from {res.rows:,}: {rows}")
+    return res
