@@ -106,7 +106,7 @@ def parse_args(argv):
     ap.add_argument("--workdir", type=Path, help="scratch dir (default: under ~/.cache/rxgate)")
     ap.add_argument("--no-readme", action="store_true", help="print sections, do not write README")
     ap.add_argument("--no-charts", action="store_true")
-    ap.add_argument("--no-spark", action="store_true", help="leave PySpark out of W2")
+    ap.add_argument("--no-spark", action="store_true", help="leave PySpark out of W1 and W2")
     ap.add_argument("--w3-secs", type=int, default=10, help="pgbench -T of one W3 run")
     ap.add_argument("--w3-clients", default="1,8,32")
     ap.add_argument("--w3-reps", type=int, default=None, help="W3 repetitions (default --reps)")
@@ -152,7 +152,8 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
     raw, lake = work / "raw", work / "lake"
     datagen_s, raw_mb = w1_pipeline.datagen(binary, scale, raw)
     if "w1" in measure:
-        out["w1"] = w1_pipeline.run(binary, raw, lake, work, a.reps, datagen_s, raw_mb)
+        out["w1"] = w1_pipeline.run(binary, raw, lake, work, a.reps, datagen_s, raw_mb,
+                                    spark=not a.no_spark)
     else:
         secs, _, summary = w1_pipeline.pipeline(binary, raw, lake)
         log(f"pipeline (lakehouse for the queries) {secs:.2f} s, {summary.get('loaded')} rows")

@@ -35,6 +35,10 @@ class W1Result:
     dk_rss: list[int] = field(default_factory=list)
     steps: dict[str, list[float]] = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    sp_runs: list[float] = field(default_factory=list)     # whole process, JVM start included
+    sp_inner: list[float] = field(default_factory=list)    # after the session is up
+    sp_startup: list[float] = field(default_factory=list)
+    sp_counts: dict | None = None
 
 
 def datagen(binary: Path, scale: float, raw: Path) -> tuple[float, float]:
@@ -55,7 +59,7 @@ def pipeline(binary: Path, raw: Path, lake: Path) -> tuple[float, int, dict]:
 
 
 def run(binary: Path, raw: Path, lake: Path, work: Path, reps: int, datagen_s: float,
-        raw_mb: float) -> W1Result:
+        raw_mb: float, spark: bool = True) -> W1Result:
     res = W1Result(datagen_s=datagen_s, raw_mb=raw_mb)
     rx_counts = dk_counts = None
 
@@ -83,9 +87,27 @@ def run(binary: Path, raw: Path, lake: Path, work: Path, reps: int, datagen_s: f
         log(f"W1 duckdb pipeline {secs:.2f} s, peak RSS {rss / 1e6:.0f} MB {dk_counts}")
         shutil.rmtree(out, ignore_errors=True)
 
-    # rxgate last, so its data dir is the lakehouse of the other workloads.
+    def run_spark() -> None:
+        out = work / "spark-out"
+        shutil.rmtree(out, ignore_errors=True)
+        secs, _, p = run_rusage([sys.executable, BENCHES / "spark_pipeline.py",
+                                 "--input", raw, "--out", out, "--delivery-date", DELIVERY],
+                                cwd=work)
+        summary = last_json(p.stdout)
+        res.sp_counts = {k: summary.get(k) for k in ("read", "loaded", "quarantined")}
+        res.sp_runs.append(secs)
+        res.sp_inner.append(float(summary["seconds"]))
+        res.sp_startup.append(float(summary["startup_seconds"]))
+        log(f"W1 PySpark pipeline {secs:.2f} s ({summary['seconds']:.2f} s after a "
+            f"{summary['startup_seconds']:.1f} s session start) {res.sp_counts}")
+        shutil.rmtree(out, ignore_errors=True)
+
+    fns = [run_duckdb, run_rxgate] + ([run_spark] if spark else [])
+    # Rotated each repetition; rxgate's last run comes last, so its data dir is the
+    # lakehouse of the other workloads.
     for i in range(reps):
-        for fn in ((run_duckdb, run_rxgate) if i % 2 == 0 else (run_rxgate, run_duckdb)):
+        order = [fns[(i + j) % len(fns)] for j in range(len(fns))]
+        for fn in order:
             if fn is run_rxgate and i == reps - 1:
                 continue
             fn()
@@ -110,13 +132,29 @@ def render(res: W1Result, scale: float, reps: int, header: str) -> str:
         f"{c['loaded']:,} loaded, {c['quarantined']:,} quarantined; "
         f"counts of rxgate and DuckDB {'agree' if c['agree'] else 'DIFFER: ' + c['detail']}.",
         "",
-        "| workload | rxgate (median) | DuckDB (median) | rxgate / DuckDB |",
+        "| workload | rxgate (median) | peer (median) | rxgate / peer |",
         "|---|---|---|---|",
-        f"| pipeline raw CSV + cities → curated tables + both reports | {fmt_s(rx_med)} "
+        f"| pipeline raw CSV + cities → curated tables + both reports, DuckDB "
+        f"(`benches/duckdb_pipeline.py`) | {fmt_s(rx_med)} "
         f"| {fmt_s(dk_med)} | {rx_med / dk_med:.2f}× |",
-        f"| peak RSS of the process (median) | {statistics.median(res.rx_rss) / 1e6:,.0f} MB "
+    ]
+    if res.sp_runs:
+        sp_med = statistics.median(res.sp_runs)
+        sp_in = statistics.median(res.sp_inner)
+        lines += [
+            f"| the same, PySpark local[2] (`benches/spark_pipeline.py`), whole process "
+            f"| {fmt_s(rx_med)} | {fmt_s(sp_med)} | {rx_med / sp_med:.2f}× (PySpark / rxgate "
+            f"{sp_med / rx_med:.1f}×) |",
+            f"| the same, PySpark after its session start "
+            f"({statistics.median(res.sp_startup):.1f} s) | {fmt_s(rx_med)} | {fmt_s(sp_in)} "
+            f"| {rx_med / sp_in:.2f}× (PySpark / rxgate {sp_in / rx_med:.1f}×) |",
+        ]
+    lines += [
+        f"| peak RSS of the process (median), vs DuckDB | {statistics.median(res.rx_rss) / 1e6:,.0f} MB "
         f"| {statistics.median(res.dk_rss) / 1e6:,.0f} MB | "
         f"{statistics.median(res.rx_rss) / statistics.median(res.dk_rss):.2f}× |",
+    ]
+    lines += [
         f"| `rxgate datagen --scale {scale:g}` (one run; target < {target:.3g} s: "
         f"{verdict}) | {fmt_s(res.datagen_s)} | — | — |",
         "",
@@ -124,12 +162,16 @@ def render(res: W1Result, scale: float, reps: int, header: str) -> str:
             f"{name} {statistics.median(v):.2f} s" for name, v in res.steps.items()) + ".",
         "",
         "All runs (s): rxgate " + ", ".join(f"{x:.2f}" for x in res.rx_runs)
-        + "; DuckDB " + ", ".join(f"{x:.2f}" for x in res.dk_runs) + ".",
+        + "; DuckDB " + ", ".join(f"{x:.2f}" for x in res.dk_runs)
+        + ("; PySpark " + ", ".join(f"{x:.2f}" for x in res.sp_runs) if res.sp_runs else "")
+        + ".",
         "",
-        "Both sides are timed as whole processes from the same raw files to Parquet "
+        "All are timed as whole processes from the same raw files to Parquet "
         "outputs (rxgate: Iceberg tables in a fresh data dir; DuckDB "
-        "`benches/duckdb_pipeline.py`, the test oracle's SQL, to Parquet files). "
-        "PySpark running the seed's pipeline is not measured yet.",
+        "`benches/duckdb_pipeline.py`, the test oracle's SQL, to Parquet files; PySpark "
+        "`benches/spark_pipeline.py`, the seed's logic in Spark SQL, to Parquet files). "
+        + (f"PySpark's counts {'agree' if res.sp_counts == {k: c[k] for k in ('read', 'loaded', 'quarantined')} else 'DIFFER: ' + str(res.sp_counts)}."
+           if res.sp_counts else "PySpark left out (--no-spark)."),
     ]
     return "\n".join(lines)
 
