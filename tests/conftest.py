@@ -15,6 +15,9 @@ Fixtures:
               afterwards
   server      `rxgate serve` over `lakehouse`, shared by a module
 
+Every server also serves Flight SQL on its own free port (`Server.flight_port`,
+`Server.flight_uri()`).
+
 Authentication: every server gets its own users file (RXGATE_USERS_FILE, next
 to its log) holding TEST_USER with TEST_PASSWORD as a SCRAM verifier, made with
 `rxgate user add`; `Server.dsn()` and `Server.pg_env()` carry the password.
@@ -174,6 +177,11 @@ class Server:
     log: Path
     users_file: Path | None = None
     config: Path | None = None
+    flight_port: int | None = None
+
+    def flight_uri(self, tls: bool = False, host: str | None = None) -> str:
+        """The Flight SQL (ADBC / pyarrow.flight) URI of this server."""
+        return f"{'grpc+tls' if tls else 'grpc'}://{host or self.host}:{self.flight_port}"
 
     def dsn(self, user: str = TEST_USER, dbname: str = "rxgate", password: str | None = None,
             **params) -> str:
@@ -224,23 +232,27 @@ def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
         add_user(binary, users_file, TEST_USER, TEST_PASSWORD)
         env["RXGATE_USERS_FILE"] = str(users_file)
     port = free_port()
+    flight_port = free_port()
     argv = [str(binary), "--data-dir", str(data_dir)]
     if config is not None:
         argv += ["--config", str(config)]
-    argv += ["serve", "--pg-listen", f"127.0.0.1:{port}"]
+    argv += ["serve", "--pg-listen", f"127.0.0.1:{port}", "--flight-listen", f"127.0.0.1:{flight_port}"]
     out = open(log, "wb")
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
-    server = Server("127.0.0.1", port, proc, log, Path(env["RXGATE_USERS_FILE"]), config)
+    server = Server("127.0.0.1", port, proc, log, Path(env["RXGATE_USERS_FILE"]), config, flight_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"rxgate serve exited with {proc.returncode}:\n"
                                  f"{server.log_text()[-4000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
+            # Both listeners: PostgreSQL, then Flight SQL (bound right after it).
+            for p in (port, flight_port):
+                with socket.create_connection(("127.0.0.1", p), timeout=1):
+                    pass
+            return server
         except OSError:
             time.sleep(0.2)
     stop_server(server)

@@ -36,6 +36,9 @@ def default_binary() -> Path:
 def child_env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env.setdefault("RUST_BACKTRACE", "1")
+    # A server started without --flight-listen must not collide on the default Flight SQL
+    # port (50051) with another test or a developer's server: let the OS pick one.
+    env.setdefault("RXGATE_FLIGHT_LISTEN", "127.0.0.1:0")
     env["NO_COLOR"] = "1"
     if extra:
         env.update({k: str(v) for k, v in extra.items()})

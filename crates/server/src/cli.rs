@@ -69,11 +69,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Serve the lakehouse over the PostgreSQL wire protocol.
+    /// Serve the lakehouse over the PostgreSQL wire protocol and Arrow Flight SQL.
     Serve {
         /// Listen address for PostgreSQL clients (default 127.0.0.1:15432).
         #[arg(long, env = "RXGATE_PG_LISTEN")]
         pg_listen: Option<String>,
+        /// Listen address for Flight SQL clients (default 127.0.0.1:50051; port 0 picks one).
+        #[arg(long, env = "RXGATE_FLIGHT_LISTEN")]
+        flight_listen: Option<String>,
     },
     /// One command on a fresh machine: sample data (scale 0.1) if missing, the pipeline, then serve.
     Demo {
@@ -83,6 +86,9 @@ pub enum Command {
         /// Listen address for PostgreSQL clients (default 127.0.0.1:15432).
         #[arg(long, env = "RXGATE_PG_LISTEN")]
         pg_listen: Option<String>,
+        /// Listen address for Flight SQL clients (default 127.0.0.1:50051; port 0 picks one).
+        #[arg(long, env = "RXGATE_FLIGHT_LISTEN")]
+        flight_listen: Option<String>,
         /// Stop after the pipeline instead of serving.
         #[arg(long)]
         no_serve: bool,

@@ -12,7 +12,7 @@ use rxgate_ingest::{ingest_cities, ingest_prescribers, is_raw_dir, run_pipeline,
 use rxgate_pgwire::{AuthConfig, AuthMethod, PgServer, PgServerConfig};
 
 use crate::cli::{CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand};
-use crate::config::{load_file, resolve, Settings};
+use crate::config::{load_file, resolve, ListenFlags, Settings};
 use crate::output::print_batches;
 use crate::users::DemoLogin;
 
@@ -26,8 +26,10 @@ const DEMO_DELIVERY: &str = "2021-12-31";
 pub async fn run(cli: Cli) -> Result<()> {
     let file = load_file(cli.config.as_deref())?;
     let pg_flag = match &cli.command {
-        Command::Serve { pg_listen } | Command::Demo { pg_listen, .. } => pg_listen.clone(),
-        _ => None,
+        Command::Serve { pg_listen, flight_listen } | Command::Demo { pg_listen, flight_listen, .. } => {
+            ListenFlags { pg: pg_listen.clone(), flight: flight_listen.clone() }
+        }
+        _ => ListenFlags::default(),
     };
     let settings = resolve(file, cli.data_dir.clone(), pg_flag)?;
     match cli.command {
@@ -233,7 +235,8 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?);
     let user_count = users.users()?.len();
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
-    let server = PgServer::bind(engine, &pg_server_config(settings), users).await?;
+    let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;
+    let flight = crate::flight::bind(settings, engine, users).await?;
     let addr = server.local_addr()?;
     let tls = server.tls_enabled();
     tracing::info!(%addr, tls, tls_required = settings.pg_tls_required, users = user_count, "pgwire listening");
@@ -264,6 +267,9 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
         }
         None => println!("  psql \"{}\"", pg_url("USER", None, addr, tls)),
     }
+    if let Some(flight) = &flight {
+        crate::flight::print_connect(flight, demo_logins, user_count)?;
+    }
     println!("  try: SELECT count(*) FROM health.prescriber_drug;");
     println!("Press Ctrl-C to stop.");
     let shutdown = async {
@@ -282,7 +288,7 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
         }
         tracing::info!("shutting down: no new connections; open ones end with the process");
     };
-    server.run(shutdown).await
+    crate::flight::run_beside(server, flight, shutdown).await
 }
 
 async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {

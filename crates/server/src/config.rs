@@ -7,6 +7,7 @@ use std::time::Duration;
 use rxgate_catalog::LakehouseConfig;
 use rxgate_common::{Error, Result};
 use rxgate_engine::EngineConfig;
+use rxgate_flightsql::{FlightSqlConfig, FlightTlsConfig, SessionLimits};
 use rxgate_pgwire::{AuthMethod, TlsConfig};
 use serde::Deserialize;
 
@@ -28,6 +29,9 @@ pub struct FileConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[flightsql]`.
+    #[serde(default)]
+    pub flightsql: FlightSection,
 }
 
 /// `[catalog]` keys.
@@ -97,6 +101,41 @@ pub struct AuthSection {
     pub max_connections_per_user: Option<u32>,
 }
 
+/// `[flightsql]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightSection {
+    /// Serve Flight SQL at all.
+    pub enabled: Option<bool>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// A bearer token unused this long expires (seconds).
+    pub token_idle_secs: Option<u64>,
+    /// A bearer token expires this long after its login (seconds).
+    pub token_lifetime_secs: Option<u64>,
+    /// A ticket not redeemed within this many seconds expires.
+    pub ticket_ttl_secs: Option<u64>,
+    /// Live sessions (bearer tokens), all users together.
+    pub max_sessions: Option<u32>,
+    /// `[flightsql.tls]`.
+    #[serde(default)]
+    pub tls: FlightTlsSection,
+}
+
+/// `[flightsql.tls]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightTlsSection {
+    /// PEM server certificate (chain); default: `[pgwire.tls] cert`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; default: `[pgwire.tls] key`.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: ask clients for a certificate signed by one of them.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a certificate.
+    pub client_cert_required: Option<bool>,
+}
+
 /// Resolved `[auth]` settings.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -129,10 +168,15 @@ pub struct Settings {
     pub pg_tls_required: bool,
     /// Authentication.
     pub auth: AuthSettings,
+    /// The Flight SQL listener; `None` when `[flightsql] enabled = false`.
+    pub flight: Option<FlightSqlConfig>,
 }
 
 /// Default PostgreSQL-wire listen address.
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:15432";
+
+/// Default Flight SQL listen address.
+pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:50051";
 
 /// Default of `[pgwire] max_connections` (PostgreSQL's default too).
 pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 100;
@@ -169,8 +213,18 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Listen addresses given on the command line (they win over file and environment).
+#[derive(Debug, Clone, Default)]
+pub struct ListenFlags {
+    /// `--pg-listen`.
+    pub pg: Option<String>,
+    /// `--flight-listen`.
+    pub flight: Option<String>,
+}
+
 /// Resolves settings from the file, the environment and the flags.
-pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, pg_listen_flag: Option<String>) -> Result<Settings> {
+pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenFlags) -> Result<Settings> {
+    let pg_listen_flag = listen.pg;
     let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| PathBuf::from("var"));
     let embedded = LakehouseConfig::embedded(&data_dir);
     let lakehouse = LakehouseConfig {
@@ -202,7 +256,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, pg_listen_flag:
         return Err(Error::invalid("[pgwire] max_connections must be at least 1"));
     }
     let tls = file.pgwire.tls;
-    let pg_tls = match (tls.cert, tls.key) {
+    let pg_tls = match (tls.cert.clone(), tls.key.clone()) {
         (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
         (None, None) => None,
         _ => return Err(Error::invalid("[pgwire.tls] needs both cert and key")),
@@ -212,7 +266,101 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, pg_listen_flag:
         return Err(Error::invalid("[pgwire.tls] required = true needs cert and key"));
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
-    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth })
+    let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
+    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth, flight })
+}
+
+/// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`
+/// certificate and key unless `[flightsql.tls]` names others).
+fn resolve_flight(
+    section: FlightSection,
+    pg_tls: Option<&TlsConfig>,
+    auth: &AuthSettings,
+    listen_flag: Option<String>,
+) -> Result<Option<FlightSqlConfig>> {
+    if section.enabled == Some(false) {
+        return Ok(None);
+    }
+    let secs = |v: Option<u64>, default: u64, key: &str| -> Result<Duration> {
+        match v.unwrap_or(default) {
+            0 => Err(Error::invalid(format!("[flightsql] {key} must be at least 1"))),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    let defaults = FlightSqlConfig::default();
+    let listen = listen_flag
+        .or(section.listen)
+        .unwrap_or_else(|| DEFAULT_FLIGHT_LISTEN.to_string());
+    let t = section.tls;
+    let (cert, key) = match (t.cert, t.key) {
+        (Some(c), Some(k)) => (Some(c), Some(k)),
+        (None, None) => (pg_tls.map(|p| p.cert.clone()), pg_tls.map(|p| p.key.clone())),
+        _ => return Err(Error::invalid("[flightsql.tls] needs both cert and key")),
+    };
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(FlightTlsConfig {
+            cert,
+            key,
+            client_ca: t.client_ca,
+            client_cert_required: t.client_cert_required.unwrap_or(false),
+        }),
+        _ if t.client_ca.is_some() || t.client_cert_required.is_some() => {
+            return Err(Error::invalid("[flightsql.tls] client certificates need a server cert and key"));
+        }
+        _ => None,
+    };
+    if tls.as_ref().is_some_and(|t| t.client_cert_required && t.client_ca.is_none()) {
+        return Err(Error::invalid("[flightsql.tls] client_cert_required = true needs client_ca"));
+    }
+    let max_sessions = section.max_sessions.unwrap_or(defaults.sessions.max_sessions);
+    if max_sessions == 0 {
+        return Err(Error::invalid("[flightsql] max_sessions must be at least 1"));
+    }
+    Ok(Some(FlightSqlConfig {
+        listen,
+        tls,
+        sessions: SessionLimits {
+            idle_timeout: secs(section.token_idle_secs, defaults.sessions.idle_timeout.as_secs(), "token_idle_secs")?,
+            lifetime: secs(section.token_lifetime_secs, defaults.sessions.lifetime.as_secs(), "token_lifetime_secs")?,
+            max_sessions,
+            max_sessions_per_user: auth.max_connections_per_user,
+        },
+        ticket_ttl: secs(section.ticket_ttl_secs, defaults.ticket_ttl.as_secs(), "ticket_ttl_secs")?,
+    }))
+}
+
+/// The default policy file, relative to the working directory.
+pub const DEFAULT_POLICY_FILE: &str = "catalog/policies.toml";
+
+fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: AuditSection, data_dir: &Path) -> Result<()> {
+    let configured = env("RXGATE_POLICY_FILE").map(PathBuf::from).or(policy.file);
+    engine.policy_file = match configured {
+        Some(p) if p.as_os_str() == "builtin" => None,
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(DEFAULT_POLICY_FILE)).filter(|p| p.is_file()),
+    };
+    if let Some(p) = &engine.policy_file {
+        if !p.is_file() {
+            return Err(Error::invalid(format!("[policy] file {} does not exist", p.display())));
+        }
+    }
+    engine.pseudonym_key = match env("RXGATE_PSEUDONYM_KEY") {
+        Some(k) => Some(k.into_bytes()),
+        None => {
+            let path = policy.pseudonym_key_file.unwrap_or_else(|| data_dir.join("pseudonym.key"));
+            std::fs::read(&path).ok().map(|k| k.trim_ascii().to_vec()).filter(|k| !k.is_empty())
+        }
+    };
+    if audit.enabled.unwrap_or(true) {
+        engine.audit_dir = Some(env("RXGATE_AUDIT_DIR").map(PathBuf::from).or(audit.dir).unwrap_or_else(|| data_dir.join("audit")));
+    }
+    if let Some(size) = audit.max_file_size {
+        engine.audit_max_bytes = parse_bytes(&size)? as u64;
+    }
+    if let Some(keep) = audit.keep_files {
+        engine.audit_keep = keep.max(1);
+    }
+    Ok(())
 }
 
 fn resolve_auth(section: AuthSection, data_dir: &Path) -> Result<AuthSettings> {
@@ -265,7 +413,7 @@ mod tests {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
                 let cfg = load_file(Some(&p)).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.message));
-                resolve(cfg, None, None).unwrap();
+                resolve(cfg, None, ListenFlags::default()).unwrap();
                 n += 1;
             }
         }
@@ -275,9 +423,11 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file: FileConfig = toml::from_str("data_dir = \"x\"\n[pgwire]\nlisten = \"127.0.0.1:1\"").unwrap();
-        let s = resolve(file, Some(PathBuf::from("y")), Some("127.0.0.1:2".into())).unwrap();
+        let flags = ListenFlags { pg: Some("127.0.0.1:2".into()), flight: Some("127.0.0.1:3".into()) };
+        let s = resolve(file, Some(PathBuf::from("y")), flags).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("y"));
         assert_eq!(s.pg_listen, "127.0.0.1:2");
+        assert_eq!(s.flight.unwrap().listen, "127.0.0.1:3");
         assert!(s.lakehouse.uri.contains("y/catalog.db"));
         assert_eq!(s.auth.users_file, PathBuf::from("y/users.toml"));
     }
@@ -297,7 +447,7 @@ mod tests {
             key = "k.pem"
             required = true
         "#;
-        let s = resolve(toml::from_str(text).unwrap(), None, None).unwrap();
+        let s = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap();
         assert_eq!(s.auth.method, AuthMethod::Password);
         assert_eq!(s.auth.users_file, PathBuf::from("/etc/rxgate/users.toml"));
         assert_eq!(s.auth.scram_iterations, 8192);
@@ -306,10 +456,42 @@ mod tests {
         assert_eq!(s.pg_tls, Some(TlsConfig { cert: "c.pem".into(), key: "k.pem".into() }));
         assert!(s.pg_tls_required);
 
-        let defaults = resolve(FileConfig::default(), None, None).unwrap();
+        let defaults = resolve(FileConfig::default(), None, ListenFlags::default()).unwrap();
         assert_eq!(defaults.auth.method, AuthMethod::ScramSha256);
         assert_eq!(defaults.pg_max_connections, DEFAULT_PG_MAX_CONNECTIONS);
         assert!(defaults.pg_tls.is_none() && !defaults.pg_tls_required);
+    }
+
+    #[test]
+    fn flight_keys_and_tls_defaults() {
+        let defaults = resolve(FileConfig::default(), None, ListenFlags::default()).unwrap().flight.unwrap();
+        assert_eq!(defaults.listen, DEFAULT_FLIGHT_LISTEN);
+        assert!(defaults.tls.is_none());
+
+        // Flight uses the PostgreSQL certificate unless told otherwise.
+        let text = r#"
+            [pgwire.tls]
+            cert = "c.pem"
+            key = "k.pem"
+            [flightsql]
+            listen = "127.0.0.1:7"
+            ticket_ttl_secs = 9
+            token_idle_secs = 8
+            [flightsql.tls]
+            client_ca = "ca.pem"
+            client_cert_required = true
+        "#;
+        let f = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap().flight.unwrap();
+        assert_eq!(f.listen, "127.0.0.1:7");
+        assert_eq!(f.ticket_ttl, Duration::from_secs(9));
+        assert_eq!(f.sessions.idle_timeout, Duration::from_secs(8));
+        let tls = f.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(tls.client_cert_required);
+
+        let off = resolve(toml::from_str("[flightsql]\nenabled = false").unwrap(), None, ListenFlags::default()).unwrap();
+        assert!(off.flight.is_none());
     }
 
     #[test]
@@ -324,10 +506,15 @@ mod tests {
             "[auth]\nscram_iterations = 100",
             "[auth]\nmax_connections_per_user = 0",
             "[auth]\npassword = \"x\"",
+            "[flightsql.tls]\ncert = \"c.pem\"",
+            "[flightsql.tls]\nclient_ca = \"ca.pem\"",
+            "[flightsql]\nticket_ttl_secs = 0",
+            "[flightsql]\nmax_sessions = 0",
+            "[flightsql]\nport = 1",
         ] {
             let parsed: std::result::Result<FileConfig, _> = toml::from_str(bad);
             let refused = match parsed {
-                Ok(f) => resolve(f, None, None).is_err(),
+                Ok(f) => resolve(f, None, ListenFlags::default()).is_err(),
                 Err(_) => true,
             };
             assert!(refused, "{bad:?} accepted");

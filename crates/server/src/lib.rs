@@ -6,6 +6,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod devcert;
+mod flight;
 pub mod logging;
 mod output;
 mod users;

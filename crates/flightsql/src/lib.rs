@@ -1,0 +1,29 @@
+//! Arrow Flight SQL frontend. It translates only: Flight SQL commands in, engine calls,
+//! Arrow record batches out. Plans come from [`rxgate_engine::EngineSession::plan`], never from
+//! here; users and passwords from [`rxgate_auth::UserDirectory`], the same store pgwire uses.
+//!
+//! - `auth`: Handshake (basic → bearer token), token lifetime and revocation, one engine
+//!   session per token.
+//! - `tickets`: opaque, single-use, expiring tickets bound to the user; one per output
+//!   partition of a plan, so clients can fetch partitions in parallel.
+//! - `service`: the `FlightSqlService` RPCs (statements, prepared statements with DoPut
+//!   parameters, updates, metadata, cancellation).
+//! - `metadata`: catalog listings via SQL over information_schema, SqlInfo, XDBC types.
+//! - `gate`: what tonic serves: clean errors for malformed requests, and GetSchema.
+//! - `status`: the one StatusCode → gRPC code table.
+//! - `tls`, `server`: the listener.
+
+mod auth;
+mod gate;
+mod metadata;
+mod prepared;
+mod server;
+mod service;
+mod status;
+mod tickets;
+mod tls;
+
+pub use auth::SessionLimits;
+pub use server::{FlightSqlConfig, FlightSqlServer};
+pub use status::grpc_code;
+pub use tls::FlightTlsConfig;

@@ -1,0 +1,270 @@
+//! Tickets: the opaque, single-use, expiring claims on one partition of a planned result.
+//!
+//! GetFlightInfo plans the statement and issues one ticket per output partition; the plan
+//! runs only when a ticket is redeemed by DoGet, partition by partition, as the client reads.
+//! A ticket is a random 128-bit id (wrapped in `TicketStatementQuery` so any Flight SQL
+//! client passes it back unchanged), bound to the user who asked:
+//! - redeemed by another user → PERMISSION_DENIED (and it stays valid for its owner);
+//! - unknown, already redeemed, or older than the ticket TTL → NOT_FOUND.
+//!
+//! A query stays cancellable (CancelFlightInfo) while any of its tickets is pending or any of
+//! its partitions is still streaming.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightEndpoint, Ticket};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::memory::MemoryStream;
+use prost::Message;
+use rxgate_auth::random_bytes;
+use rxgate_common::StatusCode;
+use rxgate_engine::{CancelToken, PartitionedQuery};
+use tonic::Status;
+
+use crate::status::{status, to_status};
+
+/// Prefix of our ticket handles (format version 1).
+const MAGIC: &[u8; 4] = b"rxt1";
+
+type TicketId = [u8; 16];
+
+/// What a result's partitions come from.
+pub(crate) enum ResultSource {
+    /// A planned query: partitions run lazily when redeemed.
+    Query(PartitionedQuery),
+    /// A small, already computed answer (catalog metadata), one partition.
+    Batches(SchemaRef, Mutex<Option<Vec<RecordBatch>>>),
+}
+
+/// One result offered as one or more endpoints.
+pub(crate) struct ResultEntry {
+    user: String,
+    source: ResultSource,
+    token: CancelToken,
+}
+
+impl ResultEntry {
+    pub(crate) fn new(user: &str, source: ResultSource, token: CancelToken) -> Self {
+        Self { user: user.to_string(), source, token }
+    }
+
+    /// Number of partitions (endpoints).
+    pub(crate) fn partitions(&self) -> usize {
+        match &self.source {
+            ResultSource::Query(q) => q.partitions(),
+            ResultSource::Batches(..) => 1,
+        }
+    }
+
+    /// Schema of every partition.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        match &self.source {
+            ResultSource::Query(q) => q.schema(),
+            ResultSource::Batches(schema, _) => schema.clone(),
+        }
+    }
+
+    /// Starts streaming partition `i` (once).
+    pub(crate) fn stream(&self, i: usize) -> Result<SendableRecordBatchStream, Status> {
+        match &self.source {
+            ResultSource::Query(q) => q.stream(i).map_err(to_status),
+            ResultSource::Batches(schema, batches) => {
+                let batches = batches.lock().expect("batches lock").take().unwrap_or_default();
+                let stream = MemoryStream::try_new(batches, schema.clone(), None).map_err(crate::status::df_status)?;
+                Ok(Box::pin(stream))
+            }
+        }
+    }
+}
+
+struct Pending {
+    entry: Arc<ResultEntry>,
+    partition: usize,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Tickets not redeemed yet.
+    pending: HashMap<TicketId, Pending>,
+    /// Every ticket of a result that is still pending or streaming (for cancellation).
+    results: HashMap<TicketId, Weak<ResultEntry>>,
+}
+
+/// The ticket registry of one server.
+pub(crate) struct Tickets {
+    ttl: Duration,
+    inner: Mutex<Inner>,
+}
+
+/// How a cancellation request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// The query's token was fired (now or before).
+    Cancelled,
+    /// None of the tickets names a running or pending result.
+    Unknown,
+}
+
+fn ticket_bytes(id: &TicketId) -> Ticket {
+    let mut handle = MAGIC.to_vec();
+    handle.extend_from_slice(id);
+    Ticket::new(TicketStatementQuery { statement_handle: handle.into() }.as_any().encode_to_vec())
+}
+
+/// The id inside a `TicketStatementQuery` handle we issued.
+pub(crate) fn ticket_id(handle: &[u8]) -> Option<TicketId> {
+    let rest = handle.strip_prefix(MAGIC.as_slice())?;
+    rest.try_into().ok()
+}
+
+/// The id inside a raw ticket (as found in a FlightInfo's endpoints).
+fn raw_ticket_id(ticket: &[u8]) -> Option<TicketId> {
+    let any = arrow_flight::sql::Any::decode(ticket).ok()?;
+    let t: TicketStatementQuery = any.unpack().ok()??;
+    ticket_id(&t.statement_handle)
+}
+
+impl Tickets {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self { ttl, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Registers a result and returns one endpoint per partition, each with its own ticket.
+    pub(crate) fn issue(&self, entry: ResultEntry) -> Vec<FlightEndpoint> {
+        let entry = Arc::new(entry);
+        let expires = Instant::now() + self.ttl;
+        let expiration = prost_types::Timestamp::from(SystemTime::now() + self.ttl);
+        let mut inner = self.inner.lock().expect("tickets lock");
+        (0..entry.partitions())
+            .map(|partition| {
+                let id: TicketId = random_bytes::<16>();
+                inner.pending.insert(id, Pending { entry: entry.clone(), partition, expires });
+                inner.results.insert(id, Arc::downgrade(&entry));
+                FlightEndpoint::new().with_ticket(ticket_bytes(&id)).with_expiration_time(expiration.clone())
+            })
+            .collect()
+    }
+
+    /// Redeems a ticket for `user`: the result and the partition to stream.
+    pub(crate) fn redeem(&self, user: &str, handle: &[u8]) -> Result<(Arc<ResultEntry>, usize), Status> {
+        let not_found = || status(StatusCode::TableNotFound, "ticket not found: unknown, expired or already used");
+        let id = ticket_id(handle).ok_or_else(not_found)?;
+        let mut inner = self.inner.lock().expect("tickets lock");
+        let pending = inner.pending.get(&id).ok_or_else(not_found)?;
+        if pending.entry.user != user {
+            tracing::warn!(user, owner = %pending.entry.user, "flight sql: ticket presented by another user");
+            return Err(status(StatusCode::PermissionDenied, "this ticket belongs to another user"));
+        }
+        let pending = inner.pending.remove(&id).expect("present");
+        if pending.expires <= Instant::now() {
+            return Err(not_found());
+        }
+        Ok((pending.entry, pending.partition))
+    }
+
+    /// Cancels the result one of `tickets` belongs to, if `user` owns it.
+    pub(crate) fn cancel<'a>(
+        &self,
+        user: &str,
+        tickets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Cancelled, Status> {
+        let ids: Vec<TicketId> = tickets.into_iter().filter_map(raw_ticket_id).collect();
+        let mut inner = self.inner.lock().expect("tickets lock");
+        let Some(entry) = ids.iter().find_map(|id| inner.results.get(id).and_then(Weak::upgrade)) else {
+            return Ok(Cancelled::Unknown);
+        };
+        if entry.user != user {
+            return Err(status(StatusCode::PermissionDenied, "this query belongs to another user"));
+        }
+        entry.token.cancel();
+        // Its pending tickets go too: nothing of a cancelled query can be fetched.
+        inner.pending.retain(|_, p| !Arc::ptr_eq(&p.entry, &entry));
+        Ok(Cancelled::Cancelled)
+    }
+
+    /// Drops expired tickets and forgets results nobody holds any more.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let dropped: Vec<Pending> = {
+            let mut inner = self.inner.lock().expect("tickets lock");
+            let expired: Vec<TicketId> =
+                inner.pending.iter().filter(|(_, p)| p.expires <= now).map(|(id, _)| *id).collect();
+            let dropped = expired.iter().filter_map(|id| inner.pending.remove(id)).collect();
+            dropped
+        };
+        // Plans are dropped outside the lock; then their weak references are dead.
+        drop(dropped);
+        self.inner.lock().expect("tickets lock").results.retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// (pending tickets, results still referenced).
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("tickets lock");
+        (inner.pending.len(), inner.results.values().filter(|w| w.strong_count() > 0).count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int32Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn entry(user: &str) -> ResultEntry {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![1, 2]))]).unwrap();
+        ResultEntry::new(user, ResultSource::Batches(schema, Mutex::new(Some(vec![batch]))), CancelToken::new())
+    }
+
+    fn handle(endpoint: &FlightEndpoint) -> Vec<u8> {
+        let raw = &endpoint.ticket.as_ref().unwrap().ticket;
+        let any = arrow_flight::sql::Any::decode(raw.as_ref()).unwrap();
+        let t: TicketStatementQuery = any.unpack().unwrap().unwrap();
+        t.statement_handle.to_vec()
+    }
+
+    #[test]
+    fn tickets_are_single_use_and_bound_to_their_user() {
+        let tickets = Tickets::new(Duration::from_secs(60));
+        let eps = tickets.issue(entry("ann"));
+        assert_eq!(eps.len(), 1);
+        let h = handle(&eps[0]);
+        assert_eq!(tickets.redeem("bob", &h).err().unwrap().code(), tonic::Code::PermissionDenied);
+        let (e, p) = tickets.redeem("ann", &h).unwrap();
+        assert_eq!((e.partitions(), p), (1, 0));
+        assert_eq!(tickets.redeem("ann", &h).err().unwrap().code(), tonic::Code::NotFound);
+        assert_eq!(tickets.redeem("ann", b"rxt1-forged-handle").err().unwrap().code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn expired_tickets_are_not_found_and_swept() {
+        let tickets = Tickets::new(Duration::from_millis(1));
+        let eps = tickets.issue(entry("ann"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(tickets.redeem("ann", &handle(&eps[0])).err().unwrap().code(), tonic::Code::NotFound);
+        let eps = tickets.issue(entry("ann"));
+        std::thread::sleep(Duration::from_millis(5));
+        tickets.sweep();
+        assert_eq!(tickets.counts(), (0, 0));
+        assert_eq!(tickets.redeem("ann", &handle(&eps[0])).err().unwrap().code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn cancel_fires_the_token_for_the_owner_only() {
+        let tickets = Tickets::new(Duration::from_secs(60));
+        let eps = tickets.issue(entry("ann"));
+        let raw: Vec<u8> = eps[0].ticket.as_ref().unwrap().ticket.to_vec();
+        assert_eq!(tickets.cancel("bob", [raw.as_slice()]).err().unwrap().code(), tonic::Code::PermissionDenied);
+        assert_eq!(tickets.cancel("ann", [raw.as_slice()]).unwrap(), Cancelled::Cancelled);
+        // The pending ticket went with the cancellation.
+        assert_eq!(tickets.redeem("ann", &handle(&eps[0])).err().unwrap().code(), tonic::Code::NotFound);
+        assert_eq!(tickets.cancel("ann", [b"junk".as_slice()]).unwrap(), Cancelled::Unknown);
+    }
+}

@@ -1,0 +1,86 @@
+//! The Flight SQL listener beside the PostgreSQL one: binding it from the settings, telling the
+//! user how to connect (ADBC), and running both until the same shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rxgate_auth::UserDirectory;
+use rxgate_common::Result;
+use rxgate_engine::Engine;
+use rxgate_flightsql::FlightSqlServer;
+use rxgate_pgwire::PgServer;
+
+use crate::config::Settings;
+use crate::users::DemoLogin;
+
+/// Binds the Flight SQL listener unless `[flightsql] enabled = false`. A TLS setup that cannot
+/// be used or an address that cannot be bound stops the server (fail closed).
+pub(crate) async fn bind(settings: &Settings, engine: Engine, users: Arc<UserDirectory>) -> Result<Option<FlightSqlServer>> {
+    let Some(config) = &settings.flight else { return Ok(None) };
+    let server = FlightSqlServer::bind(engine, config, users).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, tls = server.tls_enabled(), "flight sql listening");
+    Ok(Some(server))
+}
+
+/// The ADBC URI of the listener.
+fn uri(server: &FlightSqlServer) -> Result<String> {
+    let addr = server.local_addr()?;
+    let scheme = if server.tls_enabled() { "grpc+tls" } else { "grpc" };
+    Ok(format!("{scheme}://{addr}"))
+}
+
+/// A Python one-liner connecting with ADBC (user names and demo passwords are quote-safe).
+fn adbc_line(uri: &str, user: &str, password: &str) -> String {
+    format!(
+        "python -c 'import adbc_driver_flightsql.dbapi as f; c = f.connect(\"{uri}\", db_kwargs={{\"username\": \"{user}\", \"password\": \"{password}\"}}, autocommit=True); print(c.cursor().execute(\"SELECT count(*) FROM health.prescriber_drug\").fetchall())'"
+    )
+}
+
+/// Prints where Flight SQL clients connect and how (ADBC, pyarrow.flight).
+pub(crate) fn print_connect(server: &FlightSqlServer, demo_logins: Option<&[DemoLogin]>, user_count: usize) -> Result<()> {
+    let uri = uri(server)?;
+    let tls = if server.tls_enabled() { "TLS" } else { "no TLS" };
+    println!("rxgate is serving Arrow Flight SQL clients on {uri} ({tls}; basic auth, then a bearer token)");
+    match demo_logins {
+        Some(logins) => {
+            for l in logins {
+                if let Some(p) = &l.password {
+                    println!("  adbc ({}): {}", l.user, adbc_line(&uri, &l.user, p));
+                }
+            }
+        }
+        None if user_count == 0 => {}
+        None => println!("  adbc: adbc_driver_flightsql.dbapi.connect(\"{uri}\", db_kwargs={{\"username\": USER, \"password\": PASSWORD}})"),
+    }
+    if server.tls_enabled() {
+        println!("  with a private CA, add db_kwargs \"adbc.flight.sql.client_option.tls_root_certs\": open(\"ca.crt\").read()");
+    }
+    Ok(())
+}
+
+/// Runs the PostgreSQL listener and, when bound, the Flight SQL one until `shutdown`; an error
+/// of either ends both.
+pub(crate) async fn run_beside(
+    pg: PgServer,
+    flight: Option<FlightSqlServer>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pg = pg.run(wait(stopped.clone()));
+    let flight = async {
+        match flight {
+            Some(f) => f.run(wait(stopped)).await,
+            None => Ok(()),
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok(())
+    };
+    tokio::try_join!(pg, flight, signal).map(|_| ())
+}
