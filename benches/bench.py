@@ -21,7 +21,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness import (CACHE, ROOT, BenchError, git_rev, load_note, log, machine, now,
+from harness import (CACHE, ROOT, BenchError, Perf, git_rev, load_note, log, machine, now,
                      run_checked, write_section)
 
 ALL = ["w1", "w2", "w3", "w4", "w0", "w5"]
@@ -110,6 +110,9 @@ def parse_args(argv):
     ap.add_argument("--w3-secs", type=int, default=10, help="pgbench -T of one W3 run")
     ap.add_argument("--w3-clients", default="1,8,32")
     ap.add_argument("--w3-reps", type=int, default=None, help="W3 repetitions (default --reps)")
+    ap.add_argument("--perf", default="",
+                    help="workloads (w2,w3,w4,w0) during which `perf record` samples the rxgate "
+                         "server; top symbols go to benches/profiles/")
     ap.add_argument("--note", default="", help="a line added under each section's header")
     a = ap.parse_args(argv)
     only = [w.strip().lower() for w in (a.only or "").split(",") if w.strip()]
@@ -124,6 +127,7 @@ def parse_args(argv):
     a.only = only
     a.w3_clients = [int(c) for c in a.w3_clients.split(",")]
     a.w3_reps = a.w3_reps or a.reps
+    a.perf = {w.strip().lower() for w in a.perf.split(",") if w.strip()}
     return a
 
 
@@ -190,17 +194,23 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
         elif a.no_spark:
             ctx.spark_note = "left out (--no-spark)"
         out["flight_note"] = ctx.flight_note
+        def prof(w):
+            return Perf(ctx.rxgate.pid, f"{w}-scale{scale:g}", w in a.perf)
         if "w2" in measure:
-            out["w2"] = w2_reports.run(ctx, a.reps)
+            with prof("w2"):
+                out["w2"] = w2_reports.run(ctx, a.reps)
             if ctx.spark is not None:  # free its 6 GB heap and its threads before the rest
                 ctx.spark.stop()
                 ctx.spark = None
         if "w0" in measure:
-            out["w0"] = w0_overhead.run(ctx, a.reps)
+            with prof("w0"):
+                out["w0"] = w0_overhead.run(ctx, a.reps)
         if "w4" in measure:
-            out["w4"] = w4_export.run(ctx, a.reps)
+            with prof("w4"):
+                out["w4"] = w4_export.run(ctx, a.reps)
         if "w3" in measure:
-            out["w3"] = w3_dashboard.run(ctx, a.w3_reps, a.w3_secs, a.w3_clients)
+            with prof("w3"):
+                out["w3"] = w3_dashboard.run(ctx, a.w3_reps, a.w3_secs, a.w3_clients)
         out["server_log_tail"] = ctx.rxgate.log_path.read_text()[-2000:]
     finally:
         ctx.close()
@@ -212,6 +222,9 @@ def header(a, command: str, m: dict, notes: str) -> str:
              f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {m['os']}; {notes}"]
     if a.note:
         lines += ["", a.note]
+    if a.perf:
+        lines += ["", f"`perf record` (499 Hz) sampled the server during {', '.join(sorted(a.perf))}: "
+                  "see benches/profiles/."]
     return "\n".join(lines)
 
 

@@ -311,3 +311,50 @@ def interleaved(reps: int, targets: list[tuple[str, Callable[[], None]]]) -> Non
     for i in range(reps):
         for j in range(n):
             targets[(i + j) % n][1]()
+
+
+class Perf:
+    """`perf record` of one process (the rxgate server) while a workload runs; on exit the
+    hottest symbols (self time) go to benches/profiles/NAME.txt. Sampling at 499 Hz without
+    call graphs costs the server little; ratios of a profiled run are still labelled."""
+
+    def __init__(self, pid: int | None, name: str, enabled: bool):
+        self.pid, self.name, self.enabled = pid, name, enabled and pid is not None
+        self.proc = None
+        self.data = Path("/tmp") / f"rxgate-bench-{name}.perf.data"
+        self.out = BENCHES / "profiles" / f"{name}.txt"
+
+    def __enter__(self):
+        if self.enabled:
+            import shutil as _sh
+            if not _sh.which("perf"):
+                log("perf not found: no profile (apt-get install linux-perf)")
+                self.enabled = False
+                return self
+            self.proc = subprocess.Popen(["perf", "record", "-F", "499", "-p", str(self.pid),
+                                          "-o", str(self.data)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.enabled or self.proc is None:
+            return False
+        import signal as _sig
+        self.proc.send_signal(_sig.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        p = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",
+                            "--sort", "symbol", "--percent-limit", "0.7"],
+                           capture_output=True, text=True)
+        lines = [re.sub(r"(\s+-)+\s*$", "", ln.rstrip()) for ln in p.stdout.splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(f"# perf record -F 499 -p <rxgate serve> during {self.name}; "
+                            f"self time by symbol ({now()}, commit {git_rev()})\n"
+                            + "\n".join(lines[:60]) + "\n")
+        self.data.unlink(missing_ok=True)
+        log(f"profile {self.out}")
+        return False
