@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::FutureExt;
 use rxgate_auth::UserDirectory;
 use rxgate_common::{Error, Result};
 use rxgate_engine::Engine;
@@ -23,6 +24,9 @@ use crate::tls::{self, FlightTlsConfig};
 
 /// How often expired tokens and tickets are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long running calls may take to finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Largest gRPC message accepted (parameter batches of a DoPut, say).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -114,7 +118,19 @@ impl FlightSqlServer {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = builder.add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await;
+        // tonic's shutdown is graceful: it waits for running calls, and a DoGet of a large
+        // result may run for long. Calls get SHUTDOWN_GRACE to finish, then the server stops.
+        let shutdown = shutdown.shared();
+        let served = builder.add_service(service).serve_with_incoming_shutdown(incoming, shutdown.clone());
+        let grace = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::info!("flight sql: calls still running after the shutdown grace period are dropped");
+        };
+        let served = tokio::select! {
+            r = served => r,
+            _ = grace => Ok(()),
+        };
         sweeper.abort();
         served.map_err(|e| Error::internal(format!("Flight SQL server failed: {e}")))
     }

@@ -426,6 +426,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
             return Err(status(StatusCode::ResourcesExhausted, "too many open prepared statements: close some"));
         }
         all.insert(handle, prepared);
+        tracing::debug!(user = %session.user(), open = all.len(), "flight sql: prepared statement created");
         Ok(result)
     }
 
@@ -436,7 +437,9 @@ impl FlightSqlService for FlightSqlServiceImpl {
     ) -> Result<(), Status> {
         let session = self.session(&request)?;
         // Closing a handle that is gone already is not an error: the client's intent holds.
-        session.prepared.lock().expect("prepared lock").remove(query.prepared_statement_handle.as_ref());
+        let mut all = session.prepared.lock().expect("prepared lock");
+        all.remove(query.prepared_statement_handle.as_ref());
+        tracing::debug!(user = %session.user(), open = all.len(), "flight sql: prepared statement closed");
         Ok(())
     }
 
