@@ -229,7 +229,7 @@ def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
     if "RXGATE_USERS_FILE" not in env:
         users_file = log.with_name(log.stem + ".users.toml")
         users_file.unlink(missing_ok=True)
-        add_user(binary, users_file, TEST_USER, TEST_PASSWORD)
+        add_user(binary, users_file, TEST_USER, TEST_PASSWORD, "--role", "admin")
         env["RXGATE_USERS_FILE"] = str(users_file)
     port = free_port()
     flight_port = free_port()

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import psycopg
+import pytest
 
 from conftest import free_port
 from rxcli import REPO_ROOT, child_env
@@ -94,13 +95,28 @@ def test_demo_from_nothing_serves_psql(rxgate_bin, tmp_path):
         # The demo prints a psql connection string with credentials for each demo user.
         urls = dict(re.findall(rf'psql "(?P<url>postgresql://(\w+):\w+@127\.0\.0\.1:{port}/rxgate)"', text))
         logins = {user: url for url, user in urls.items()}
-        assert set(logins) == {"admin", "analyst"}, text
-        for user in ("admin", "analyst"):
+        assert set(logins) == {"admin", "analyst", "auditor_ca", "viewer"}, text
+        counts = {}
+        for user in ("admin", "analyst", "auditor_ca"):
             with psycopg.connect(logins[user], autocommit=True, connect_timeout=10) as conn:
-                n = conn.execute("SELECT count(*) FROM health.prescriber_drug").fetchone()[0]
+                counts[user] = conn.execute("SELECT count(*) FROM health.prescriber_drug").fetchone()[0]
+                states = conn.execute("SELECT DISTINCT presc_state FROM health.prescriber_drug").fetchall()
+                npi = conn.execute("SELECT npi FROM health.prescriber_drug LIMIT 1").fetchone()[0]
                 reports = conn.execute("SELECT (SELECT count(*) FROM health.city_report) AS c, "
                                        "(SELECT count(*) FROM health.top_prescribers) AS t").fetchone()
-            assert n > 6000 and reports[0] > 0 and reports[1] > 0
+            assert reports[0] > 0 and reports[1] > 0, user
+            if user == "auditor_ca":  # the demo policy: only California's rows
+                assert states == [("CA",)], states
+            if user == "analyst":  # the demo policy: keyed pseudonyms instead of NPIs
+                assert npi.startswith("k1:") and len(npi) == 35, npi
+            else:
+                assert npi.isdigit() and len(npi) == 10, npi
+        assert counts["admin"] == counts["analyst"] > 6000 > counts["auditor_ca"] > 0, counts
+        with psycopg.connect(logins["viewer"], autocommit=True, connect_timeout=10) as conn:
+            assert conn.execute("SELECT count(*) FROM health.city_report").fetchone()[0] > 0
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute("SELECT count(*) FROM health.prescriber_drug")
+            assert err.value.sqlstate == "42P01"
         users_text = (data / "users.toml").read_text()
         for url in urls:
             password = url.split("@")[0].rsplit(":", 1)[1]

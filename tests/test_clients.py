@@ -97,7 +97,7 @@ def test_psql_describe_table(server):
 def test_psql_list_functions_and_roles(server):
     psql(server, "-c", r"\df")  # no user-defined functions; must run cleanly
     roles = meta(server, r"\du")
-    assert roles and roles[0][0] == USER, roles
+    assert USER in [r[0] for r in roles], roles  # beside the roles it holds (admin)
 
 
 def test_psql_show_and_set(server):
@@ -227,6 +227,29 @@ def test_statement_timeout_cancels_with_57014(server):
     assert server.alive()
 
 
+# --------------------------------------------------------------------------- node-postgres
+
+def test_node_postgres(server):
+    """npm `pg` (node-postgres): scripts/test installs it into the cache (RXGATE_NODE_MODULES)."""
+    node = shutil.which("node")
+    modules = os.environ.get("RXGATE_NODE_MODULES",
+                             str(Path.home() / ".cache" / "rxgate" / "node" / "node_modules"))
+    assert node and (Path(modules) / "pg").is_dir(), \
+        f"node and npm `pg` are needed in {modules} (scripts/test installs them)"
+    p = subprocess.run([node, str(REPO_ROOT / "tests" / "node" / "pg_client.js"), server.host,
+                        str(server.port), USER, PASSWORD or ""],
+                       env={**os.environ, "NODE_PATH": modules}, capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"{p.stdout}\n{p.stderr}\n{server.log_text()[-2000:]}"
+    out = __import__("json").loads(p.stdout)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        want = conn.execute("SELECT count(*) FROM health.prescriber_drug WHERE presc_state = 'CA'").fetchone()[0]
+    assert int(out["ca"]) == want > 0
+    assert out["types"] == {"i": 42, "f": 2.5, "b": True, "t": "x", "arr": ["a", "b"], "d": True}
+    assert out["fields"] == [23, 701, 16, 25, 1009, 1082]
+    assert out["error"] == "42P01" and out["after_error"] == 1
+
+
 # --------------------------------------------------------------------------- psycopg2
 
 def test_psycopg2_parameters_and_types(server):
@@ -336,6 +359,8 @@ def test_pgjdbc_database_metadata(server, tmp_path):
     assert cols["total_drug_cost"] == "float8" and cols["years_of_exp"] == "int4", cols
     assert {"int4", "int8", "text", "date", "float8", "bool", "numeric"} <= set(lines["typeinfo"].split(","))
     assert lines["prepared"] == "7", lines  # executed 7 times: past the switch to binary
+    total = int(psql(server, "-Atc", "SELECT count(*) FROM health.prescriber_drug").stdout)
+    assert int(lines["fetchsize.rows"]) == total > 500, lines
 
 
 # --------------------------------------------------------------------------- user tables named pg_*

@@ -95,6 +95,11 @@ pub fn load_definitions(path: &Path) -> Result<Vec<TableDef>> {
     let mut defs = vec![];
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(|e| Error::invalid(format!("{}: {e}", f.display())))?;
+        // A directory also holds other declarations (policies.toml): only table files count.
+        let has_tables = text.parse::<toml::Table>().map(|t| t.contains_key("table")).unwrap_or(true);
+        if path.is_dir() && !has_tables {
+            continue;
+        }
         defs.extend(parse_definitions(&text, &f.display().to_string())?);
     }
     Ok(defs)

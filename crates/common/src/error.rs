@@ -38,6 +38,13 @@ pub enum StatusCode {
     ExecutionError = 3005,
     /// The query ran longer than the configured timeout.
     Timeout = 3006,
+    /// A cursor named in FETCH/CLOSE does not exist.
+    CursorNotFound = 3007,
+    /// DECLARE of a cursor name already in use.
+    DuplicateCursor = 3008,
+    /// The statement is not allowed in the session's transaction state (a cursor without
+    /// HOLD outside a transaction block).
+    InvalidTransactionState = 3009,
     /// Authentication failed.
     AuthFailed = 4000,
     /// The user may not do this.
@@ -107,6 +114,13 @@ impl From<iceberg::Error> for Error {
         };
         // iceberg errors carry a source chain; keep the first line of the rendering.
         Error::new(code, e.to_string().lines().next().unwrap_or_default().to_string())
+    }
+}
+
+impl Error {
+    /// The client-facing error of a DataFusion error held by reference.
+    pub fn from_datafusion(e: &datafusion::error::DataFusionError) -> Self {
+        classify_datafusion(e)
     }
 }
 

@@ -38,8 +38,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A local CLI identity for the operating-system user running `rxgate`.
+    /// A local CLI identity for the operating-system user running `rxgate`. The local operator
+    /// owns the data directory, so the CLI acts with the `admin` role.
     pub fn cli(user: impl Into<String>) -> Self {
-        Self { user: user.into(), roles: vec![], channel: Channel::Cli, client_addr: None }
+        Self { user: user.into(), roles: vec!["admin".into()], channel: Channel::Cli, client_addr: None }
     }
 }

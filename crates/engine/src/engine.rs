@@ -10,7 +10,11 @@ use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
 use datafusion::catalog::CatalogProvider;
 use rxgate_common::{Identity, Result};
 
+use crate::audit::AuditLog;
+use crate::system::SystemSchema;
 use crate::pgcompat;
+use crate::secure::{Guard, PolicyStore, SecuredCatalog};
+use rxgate_policy::Policy;
 use crate::settings::SessionSettings;
 use crate::EngineSession;
 
@@ -27,6 +31,17 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Rows per record batch.
     pub batch_size: usize,
+    /// The access policy file (`catalog/policies.toml`), reloaded when it changes. `None`:
+    /// the built-in copy of the shipped `catalog/policies.toml`.
+    pub policy_file: Option<std::path::PathBuf>,
+    /// Secret key of the keyed pseudonym mask; without one, pseudonym masks show NULL.
+    pub pseudonym_key: Option<Vec<u8>>,
+    /// Directory of the audit trail (`audit.jsonl`); `None` keeps none.
+    pub audit_dir: Option<std::path::PathBuf>,
+    /// Size at which the audit file rotates.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept.
+    pub audit_keep: usize,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +52,11 @@ impl Default for EngineConfig {
             query_timeout: Some(Duration::from_secs(300)),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             batch_size: 8192,
+            policy_file: None,
+            pseudonym_key: None,
+            audit_dir: None,
+            audit_max_bytes: 64 << 20,
+            audit_keep: 8,
         }
     }
 }
@@ -51,7 +71,13 @@ struct Inner {
     lake: Lakehouse,
     runtime: Arc<RuntimeEnv>,
     config: EngineConfig,
+    policy: Arc<PolicyStore>,
+    audit: Arc<AuditLog>,
 }
+
+/// The policy in force when no policy file is configured: the shipped
+/// `catalog/policies.toml` (the demo roles admin, analyst, state_auditor, public).
+pub const BUILTIN_POLICY: &str = include_str!("../../../catalog/policies.toml");
 
 impl Engine {
     /// Builds the engine over an open lakehouse.
@@ -63,12 +89,27 @@ impl Engine {
             builder = builder.with_temp_file_path(dir.clone());
         }
         let runtime = builder.build_arc()?;
-        Ok(Self { inner: Arc::new(Inner { lake, runtime, config }) })
+        let policy = Arc::new(match &config.policy_file {
+            Some(path) => PolicyStore::open(path.clone(), config.pseudonym_key.clone())?,
+            None => PolicyStore::fixed(Policy::parse(BUILTIN_POLICY, "built-in policy")?, config.pseudonym_key.clone()),
+        });
+        let audit = Arc::new(AuditLog::new(config.audit_dir.clone(), config.audit_max_bytes, config.audit_keep)?);
+        Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
     }
 
     /// The lakehouse this engine serves.
     pub fn lakehouse(&self) -> &Lakehouse {
         &self.inner.lake
+    }
+
+    /// The access policy in force.
+    pub fn policy(&self) -> &Arc<PolicyStore> {
+        &self.inner.policy
+    }
+
+    /// The audit trail (frontends record login attempts here).
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.inner.audit
     }
 
     /// The engine's limits.
@@ -88,10 +129,18 @@ impl Engine {
             .with_target_partitions(cfg.target_partitions)
             .with_batch_size(cfg.batch_size);
         let ctx = SessionContext::new_with_config_rt(session_config, self.inner.runtime.clone());
-        let provider: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
+        let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
+        lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone())))?;
+        // Every table the session can name goes through the policy (see secure.rs).
+        let guard = Guard::new(self.inner.policy.clone(), &identity.user, &identity.roles);
+        let provider: Arc<dyn CatalogProvider> = Arc::new(SecuredCatalog::new(lakehouse, "rxgate", guard.clone()));
         ctx.register_catalog("rxgate", provider.clone());
         let settings = Arc::new(SessionSettings::new(&identity.user, "health", cfg.query_timeout));
-        pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &identity.roles)?;
-        Ok(EngineSession::new(ctx, identity, settings))
+        let (policy, _) = self.inner.policy.current();
+        let roles = policy.roles_of(&identity.user, &identity.roles);
+        pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
+        let state = Arc::new(ctx.state());
+        guard.set_state(&state);
+        Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles))
     }
 }

@@ -4,11 +4,23 @@
 //! **Invariant:** frontends (pgwire, Flight SQL, CLI) never build plans or contexts themselves;
 //! [`EngineSession::plan`] is the one door, so whatever it enforces holds for every path.
 
+mod admin;
+mod audit;
+mod cursor;
 mod deadline;
 mod engine;
 mod pgcompat;
+mod secure;
 mod session;
+mod system;
 pub mod settings;
 
-pub use engine::{Engine, EngineConfig};
-pub use session::{EngineSession, Planned, QueryOutput, SessionCommand};
+pub use admin::AdminCommand;
+pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
+pub use cursor::{CopyFormat, CopyOptions};
+pub use deadline::CancelToken;
+pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};
+pub use secure::{Applied, PolicyStatus, PolicyStore};
+pub use session::{
+    EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,
+};

@@ -2,6 +2,7 @@
 //! path from SQL text to a plan ([`EngineSession::plan`]) and from a plan to record batches
 //! ([`EngineSession::execute`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::StringArray;
@@ -9,21 +10,30 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::execution::context::SQLOptions;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::logical_expr::{LogicalPlan, Statement as PlanStatement, TransactionConclusion};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    DiscardObject, Expr, Reset, ResetStatement, Set, Statement as SqlStatement, Value, ValueWithSpan,
+    CloseCursor, CopySource, CopyTarget, DiscardObject, Expr, Reset, ResetStatement, Set, Statement as SqlStatement,
+    Value, ValueWithSpan,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 use rxgate_common::{Error, Identity, Result, StatusCode};
 
-use crate::deadline::DeadlineStream;
+use crate::admin::AdminCommand;
+use crate::cursor::{CopyOptions, Cursors};
+use crate::deadline::{CancelToken, GuardedStream};
+use crate::audit::{AuditHandle, AuditLog, AuditRecord};
+use crate::secure::{Applied, Guard};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::Expr as Expr2;
+use std::time::Instant;
 use crate::pgcompat;
 use crate::settings::SessionSettings;
 
@@ -65,6 +75,22 @@ pub enum QueryOutput {
         /// Whether the transaction committed.
         commit: bool,
     },
+    /// Rows of a `FETCH` from a cursor (completion tag `FETCH n`).
+    Fetched {
+        /// Result schema.
+        schema: SchemaRef,
+        /// The fetched rows, produced as the client reads them.
+        stream: SendableRecordBatchStream,
+    },
+    /// Rows of `COPY … TO STDOUT`, to be written in the COPY format of `options`.
+    Copy {
+        /// Result schema.
+        schema: SchemaRef,
+        /// Rows, produced as the client reads them.
+        stream: SendableRecordBatchStream,
+        /// Format, delimiter, NULL string, header.
+        options: CopyOptions,
+    },
     /// An empty statement.
     Empty,
 }
@@ -93,6 +119,28 @@ pub enum SessionCommand {
     Begin,
     /// `COMMIT` / `END` (true) or `ROLLBACK` / `ABORT` (false).
     End(bool),
+    /// `DECLARE name CURSOR [WITH HOLD] FOR query`.
+    Declare {
+        /// Cursor name.
+        name: String,
+        /// The query whose rows the cursor returns.
+        query: Box<Planned>,
+        /// `WITH HOLD`: the cursor outlives the transaction.
+        hold: bool,
+    },
+    /// `FETCH [FORWARD] n|ALL|NEXT FROM name`.
+    Fetch {
+        /// Cursor name.
+        name: String,
+        /// Rows to fetch; `None` for all that remain.
+        count: Option<u64>,
+        /// The cursor's row schema.
+        schema: SchemaRef,
+    },
+    /// `CLOSE name` (`None`: `CLOSE ALL`).
+    Close(Option<String>),
+    /// `SHOW GRANTS [FOR …]`, `SHOW POLICIES`.
+    Admin(AdminCommand),
 }
 
 /// One statement, planned and ready to execute (possibly several times with parameters).
@@ -104,17 +152,98 @@ pub enum Planned {
     Plan(LogicalPlan, Option<SchemaRef>, Vec<Option<DataType>>, Option<Box<LogicalPlan>>),
     /// A session command.
     Command(SessionCommand),
+    /// `COPY (query) TO STDOUT`: the query, and how to write its rows.
+    Copy(Box<Planned>, CopyOptions),
+    /// A client's statement as [`EngineSession::plan`] returns it: the planned statement and
+    /// what its audit record says of it (text, tables, columns, masks, row filters).
+    Audited(Box<Planned>, Arc<StatementInfo>),
     /// Nothing to do.
     Empty,
 }
 
+/// What the audit trail records of a planned statement.
+#[derive(Debug, Clone, Default)]
+pub struct StatementInfo {
+    /// The statement text.
+    pub sql: String,
+    /// Tables it reads.
+    pub tables: Vec<String>,
+    /// Columns it names.
+    pub columns: Vec<String>,
+    /// Masks applied (`schema.table.column: mask`).
+    pub masks: Vec<String>,
+    /// Row filters applied (`schema.table: predicate`).
+    pub row_filters: Vec<String>,
+}
+
+impl StatementInfo {
+    fn new(sql: &str, planned: &Planned, applied: &[Applied]) -> Self {
+        let (mut tables, mut columns) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let mut plans: Vec<&LogicalPlan> = vec![];
+        let mut stack = vec![planned];
+        while let Some(p) = stack.pop() {
+            match p {
+                Planned::Plan(plan, ..) => plans.push(plan),
+                Planned::Copy(q, _) | Planned::Audited(q, _) => stack.push(q),
+                Planned::Command(SessionCommand::Declare { query, .. }) => stack.push(query),
+                _ => {}
+            }
+        }
+        for plan in plans {
+            let _ = plan.apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node {
+                    tables.insert(scan.table_name.to_string());
+                }
+                let _ = node.apply_expressions(|e| {
+                    let _ = e.apply(|e| {
+                        if let Expr2::Column(c) = e {
+                            if c.relation.is_some() {
+                                columns.insert(c.flat_name());
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    });
+                    Ok(TreeNodeRecursion::Continue)
+                });
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Self {
+            sql: sql.to_string(),
+            tables: tables.into_iter().collect(),
+            columns: columns.into_iter().collect(),
+            masks: applied.iter().flat_map(|a| a.masks.iter().map(move |m| format!("{}.{m}", a.table))).collect(),
+            row_filters: applied.iter().filter_map(|a| a.row_filter.as_ref().map(|f| format!("{}: {f}", a.table))).collect(),
+        }
+    }
+
+    fn record(&self, identity: &Identity, roles: &[String]) -> AuditRecord {
+        let mut r = AuditRecord::statement(identity, roles, &self.sql);
+        r.tables = self.tables.clone();
+        r.columns = self.columns.clone();
+        r.masks = self.masks.clone();
+        r.row_filters = self.row_filters.clone();
+        r
+    }
+}
+
 impl Planned {
+    /// The statement itself, without its audit wrapper.
+    fn unwrapped(&self) -> &Planned {
+        match self {
+            Planned::Audited(p, _) => p.unwrapped(),
+            p => p,
+        }
+    }
+
     /// Result schema of this statement, if it returns rows.
     pub fn schema(&self) -> Option<SchemaRef> {
-        match self {
+        match self.unwrapped() {
             Planned::Plan(_, Some(s), ..) => Some(s.clone()),
             Planned::Plan(p, None, ..) if returns_rows(p) => Some(p.schema().inner().clone()),
             Planned::Command(SessionCommand::Show(name)) => Some(show_schema(name.as_deref())),
+            Planned::Command(SessionCommand::Fetch { schema, .. }) => Some(schema.clone()),
+            Planned::Command(SessionCommand::Admin(cmd)) => Some(crate::admin::schema(cmd)),
             _ => None,
         }
     }
@@ -122,7 +251,7 @@ impl Planned {
     /// Types of `$1..$n` in order: as the plan infers them, else as the statement casts them
     /// (`$1::int`), else unknown.
     pub fn parameter_types(&self) -> Vec<Option<DataType>> {
-        let Planned::Plan(plan, _, hints, _) = self else { return vec![] };
+        let Planned::Plan(plan, _, hints, _) = self.unwrapped() else { return vec![] };
         let inferred: std::collections::BTreeMap<usize, Option<DataType>> = plan
             .get_parameter_types()
             .unwrap_or_default()
@@ -137,7 +266,7 @@ impl Planned {
 
     /// The DataFusion plan, if this statement has one.
     pub fn logical_plan(&self) -> Option<&LogicalPlan> {
-        match self {
+        match self.unwrapped() {
             Planned::Plan(p, ..) => Some(p),
             _ => None,
         }
@@ -159,17 +288,163 @@ fn show_schema(name: Option<&str>) -> SchemaRef {
     })
 }
 
+/// A result whose partitions can be read in parallel, each exactly once
+/// ([`EngineSession::execute_partitioned`]).
+pub struct PartitionedQuery {
+    schema: SchemaRef,
+    source: PartitionSource,
+    timeout: Option<std::time::Duration>,
+    token: CancelToken,
+    audit: Option<Arc<AuditHandle>>,
+}
+
+enum PartitionSource {
+    Plan { plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>, renamed: Option<SchemaRef> },
+    Once(Mutex<Option<SendableRecordBatchStream>>),
+}
+
+impl PartitionedQuery {
+    /// The schema every partition's batches have.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// How many partitions there are.
+    pub fn partitions(&self) -> usize {
+        match &self.source {
+            PartitionSource::Plan { plan, .. } => plan.properties().output_partitioning().partition_count(),
+            PartitionSource::Once(_) => 1,
+        }
+    }
+
+    /// The token that stops every partition of this query.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.token
+    }
+
+    /// Starts streaming partition `i`: batches are computed as the caller polls, under the
+    /// statement timeout and the query's cancel token.
+    pub fn stream(&self, i: usize) -> Result<SendableRecordBatchStream> {
+        if i >= self.partitions() {
+            return Err(Error::invalid(format!("no partition {i}")));
+        }
+        match &self.source {
+            PartitionSource::Plan { plan, task, renamed } => {
+                let stream = guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone());
+                Ok(match &self.audit {
+                    Some(audit) => audit.stream(stream),
+                    None => stream,
+                })
+            }
+            PartitionSource::Once(slot) => slot
+                .lock()
+                .expect("partition lock")
+                .take()
+                .map(|s| guard(s, self.timeout, &self.token, None))
+                .ok_or_else(|| Error::invalid("this result was already read")),
+        }
+    }
+}
+
+/// A result stream under a timeout and a cancel token, with the client's column names.
+fn guard(
+    stream: SendableRecordBatchStream,
+    timeout: Option<std::time::Duration>,
+    token: &CancelToken,
+    renamed: Option<SchemaRef>,
+) -> SendableRecordBatchStream {
+    let stream: SendableRecordBatchStream = Box::pin(GuardedStream::new(stream, timeout, token));
+    match renamed {
+        Some(schema) => {
+            let s = schema.clone();
+            let renamed = stream.map(move |b| Ok(RecordBatch::try_new(s.clone(), b?.columns().to_vec())?));
+            Box::pin(RecordBatchStreamAdapter::new(schema, renamed))
+        }
+        None => stream,
+    }
+}
+
 /// A client session. Cheap to keep; not shared between clients.
 pub struct EngineSession {
     ctx: SessionContext,
     identity: Identity,
     settings: Arc<SessionSettings>,
     reported: Mutex<Vec<(String, String)>>,
+    /// The token of the statement started last; [`SessionCanceller`] fires it.
+    running: Arc<Mutex<CancelToken>>,
+    cursors: Cursors,
+    in_transaction: AtomicBool,
+    guard: Arc<Guard>,
+    audit: Arc<AuditLog>,
+    /// Effective roles at session start (users file + policy), for audit records.
+    roles: Vec<String>,
+    /// Keeps alive the state the guard parses policy expressions with (it holds it weakly).
+    _policy_state: Arc<datafusion::execution::SessionState>,
+}
+
+/// Cancels the statement its session is running, from another task (a PostgreSQL
+/// CancelRequest arrives on another connection). Statements started later are not affected.
+#[derive(Clone)]
+pub struct SessionCanceller(Arc<Mutex<CancelToken>>);
+
+impl SessionCanceller {
+    /// Fires the running statement's token; its stream then fails with 57014.
+    pub fn cancel(&self) {
+        self.0.lock().expect("running lock").cancel();
+    }
 }
 
 impl EngineSession {
-    pub(crate) fn new(ctx: SessionContext, identity: Identity, settings: Arc<SessionSettings>) -> Self {
-        Self { ctx, identity, settings, reported: Mutex::new(vec![]) }
+    pub(crate) fn new(
+        ctx: SessionContext,
+        identity: Identity,
+        settings: Arc<SessionSettings>,
+        guard: Arc<Guard>,
+        policy_state: Arc<datafusion::execution::SessionState>,
+        audit: Arc<AuditLog>,
+        roles: Vec<String>,
+    ) -> Self {
+        Self {
+            ctx,
+            identity,
+            settings,
+            reported: Mutex::new(vec![]),
+            running: Arc::default(),
+            cursors: Cursors::default(),
+            in_transaction: AtomicBool::new(false),
+            guard,
+            audit,
+            roles,
+            _policy_state: policy_state,
+        }
+    }
+
+    /// A handle that cancels whatever statement this session runs at the time it is fired.
+    pub fn canceller(&self) -> SessionCanceller {
+        SessionCanceller(self.running.clone())
+    }
+
+    /// A fresh token for a statement that starts now, fired by [`SessionCanceller::cancel`].
+    fn start_statement(&self) -> CancelToken {
+        let token = CancelToken::new();
+        *self.running.lock().expect("running lock") = token.clone();
+        token
+    }
+
+    /// The masks and row filters the last planned statement got (audit, `policy check`).
+    pub fn applied_policies(&self) -> Vec<Applied> {
+        self.guard.applied()
+    }
+
+    /// The row schema of the open cursor `name` (a cursor is also a portal: clients Describe
+    /// it by name).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.get(name).ok().map(|c| c.schema())
+    }
+
+    /// The session's effective roles (users file and policy).
+    pub fn roles(&self) -> &[String] {
+        &self.roles
     }
 
     /// Who this session belongs to.
@@ -238,14 +513,28 @@ impl EngineSession {
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
         // `RUST_LOG=rxgate_engine::sql=debug` records what clients send (see tests/fixtures).
         tracing::debug!(target: "rxgate_engine::sql", user = %self.identity.user, sql = %sql, "plan");
-        let planned = self.plan_inner(sql).await;
-        if let Err(e) = &planned {
-            tracing::debug!(target: "rxgate_engine::sql", error = %e.message, "plan failed");
+        self.guard.begin_statement();
+        let started = Instant::now();
+        match self.plan_inner(sql).await {
+            Ok(Planned::Empty) => Ok(Planned::Empty),
+            Ok(planned) => {
+                let info = StatementInfo::new(sql, &planned, &self.guard.applied());
+                Ok(Planned::Audited(Box::new(planned), Arc::new(info)))
+            }
+            Err(e) => {
+                tracing::debug!(target: "rxgate_engine::sql", error = %e.message, "plan failed");
+                let mut record = AuditRecord::statement(&self.identity, &self.roles, sql);
+                record.finish(0, started, Some(&e));
+                self.audit.append(&record);
+                Err(e)
+            }
         }
-        planned
     }
 
     async fn plan_inner(&self, sql: &str) -> Result<Planned> {
+        if let Some(cmd) = crate::admin::parse(sql) {
+            return Ok(Planned::Command(SessionCommand::Admin(cmd)));
+        }
         let mut stmts = pgcompat::parse_statements(sql)
             .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
         let (written, stmt) = match stmts.len() {
@@ -258,8 +547,17 @@ impl EngineSession {
                 ))
             }
         };
+        self.plan_parsed(written, stmt).await
+    }
+
+    /// Plans one parsed statement: `written` as the client wrote it, `stmt` after the
+    /// compatibility rewrites.
+    async fn plan_parsed(&self, written: SqlStatement, stmt: SqlStatement) -> Result<Planned> {
         if let Some(cmd) = session_command(&stmt) {
             return Ok(Planned::Command(cmd));
+        }
+        if let Some(planned) = self.plan_cursor_or_copy(&written, &stmt).await? {
+            return Ok(planned);
         }
         let mut plan = match self.plan_statement(stmt.clone()).await {
             Err(e) if e.message.contains("Projections require unique expression names") => {
@@ -295,6 +593,75 @@ impl EngineSession {
         Ok(Planned::Plan(plan, renamed, hints, fallback))
     }
 
+    /// `DECLARE … CURSOR FOR q`, `FETCH`, `CLOSE` and `COPY (q) TO STDOUT`; the inner query
+    /// `q` is planned like any other statement.
+    async fn plan_cursor_or_copy(&self, written: &SqlStatement, stmt: &SqlStatement) -> Result<Option<Planned>> {
+        let inner = |s: &SqlStatement| -> Option<SqlStatement> {
+            match s {
+                SqlStatement::Declare { stmts } => stmts.first()?.for_query.clone().map(|q| SqlStatement::Query(q)),
+                SqlStatement::Copy { source: CopySource::Query(q), .. } => Some(SqlStatement::Query(q.clone())),
+                _ => None,
+            }
+        };
+        let unsupported = |m: &str| Err(Error::new(StatusCode::Unsupported, m.to_string()));
+        match stmt {
+            SqlStatement::Declare { stmts } => {
+                let [declare] = stmts.as_slice() else { return unsupported("DECLARE of several names") };
+                let (Some(name), Some(_)) = (declare.names.first(), &declare.for_query) else {
+                    return unsupported("only DECLARE … CURSOR FOR query is supported");
+                };
+                if declare.binary == Some(true) {
+                    return unsupported("binary cursors are not supported");
+                }
+                if declare.scroll == Some(true) {
+                    return unsupported("cursor can only scan forward: declare it NO SCROLL");
+                }
+                let (w, q) = (inner(written).expect("declare has a query"), inner(stmt).expect("declare has a query"));
+                let query = Box::pin(self.plan_parsed(w, q)).await?;
+                let name = name.value.clone();
+                Ok(Some(Planned::Command(SessionCommand::Declare { name, query: Box::new(query), hold: declare.hold == Some(true) })))
+            }
+            SqlStatement::Fetch { name, direction, into: None, .. } => {
+                let count = crate::cursor::fetch_count(direction)?;
+                let schema = self.cursors.get(&name.value)?.schema();
+                Ok(Some(Planned::Command(SessionCommand::Fetch { name: name.value.clone(), count, schema })))
+            }
+            SqlStatement::Close { cursor } => Ok(Some(Planned::Command(SessionCommand::Close(match cursor {
+                CloseCursor::All => None,
+                CloseCursor::Specific { name } => Some(name.value.clone()),
+            })))),
+            SqlStatement::Copy { source, to, target, options, legacy_options, .. } => {
+                if !*to {
+                    return unsupported("COPY FROM is not supported: rxgate is read-only");
+                }
+                if *target != CopyTarget::Stdout {
+                    return Err(Error::new(
+                        StatusCode::PermissionDenied,
+                        "COPY to a file or program is not allowed; use COPY … TO STDOUT (psql \\copy)",
+                    ));
+                }
+                let options = CopyOptions::parse(options, legacy_options)?;
+                let (w, q) = match source {
+                    CopySource::Query(_) => (inner(written).expect("copy query"), inner(stmt).expect("copy query")),
+                    CopySource::Table { table_name, columns } => {
+                        let cols = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                        };
+                        let sql = format!("SELECT {cols} FROM {table_name}");
+                        let mut parsed = pgcompat::parse_statements(&sql)
+                            .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
+                        parsed.remove(0)
+                    }
+                };
+                let query = Box::pin(self.plan_parsed(w, q)).await?;
+                Ok(Some(Planned::Copy(Box::new(query), options)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn plan_statement(&self, stmt: SqlStatement) -> Result<LogicalPlan> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
@@ -307,34 +674,173 @@ impl EngineSession {
         Ok(plan)
     }
 
-    /// Executes a planned statement, binding `params` to its placeholders.
+    /// Executes a planned statement, binding `params` to its placeholders. The result stream
+    /// stops at the session's statement timeout and when the session's canceller fires.
     pub async fn execute(&self, planned: &Planned, params: Option<ParamValues>) -> Result<QueryOutput> {
+        let token = self.start_statement();
+        self.execute_with(planned, params, &token).await
+    }
+
+    /// [`EngineSession::execute`] under a token of the caller's (Flight SQL cancels by ticket).
+    pub async fn execute_with(
+        &self,
+        planned: &Planned,
+        params: Option<ParamValues>,
+        token: &CancelToken,
+    ) -> Result<QueryOutput> {
+        if let Planned::Audited(inner, info) = planned {
+            let started = Instant::now();
+            let mut record = info.record(&self.identity, &self.roles);
+            return match Box::pin(self.execute_with(inner, params, token)).await {
+                Ok(output) => Ok(self.audited_output(output, record, started)),
+                Err(e) => {
+                    record.finish(0, started, Some(&e));
+                    self.audit.append(&record);
+                    Err(e)
+                }
+            };
+        }
+        if token.is_cancelled() {
+            return Err(crate::deadline::cancelled_error());
+        }
+        let timeout = self.settings.statement_timeout();
         match planned {
             Planned::Empty => Ok(QueryOutput::Empty),
-            Planned::Command(cmd) => self.run_command(cmd),
-            Planned::Plan(plan, renamed, _, fallback) => {
-                let bind = |plan: &LogicalPlan| -> Result<LogicalPlan> {
-                    Ok(match &params {
-                        Some(p) => plan.clone().with_param_values(p.clone())?,
-                        None => plan.clone(),
-                    })
-                };
-                let plan = bind(plan)?;
-                if let Some(fallback) = fallback {
-                    // Try the catalog statement as written; fall back when DataFusion
-                    // cannot decorrelate its subqueries.
-                    if let Err(e) = self.ctx.state().create_physical_plan(&plan).await {
-                        if is_subquery_error(&e.to_string()) {
-                            return self.run_plan(bind(fallback)?, renamed.clone()).await;
-                        }
-                    }
+            // Handled above; a nested wrapper runs its statement.
+            Planned::Audited(inner, _) => Box::pin(self.execute_with(inner, params, token)).await,
+            Planned::Command(SessionCommand::Declare { name, query, hold }) => {
+                if !hold && !self.in_transaction.load(Ordering::Acquire) {
+                    return Err(Error::new(
+                        StatusCode::InvalidTransactionState,
+                        "DECLARE CURSOR can only be used in transaction blocks",
+                    ));
                 }
-                self.run_plan(plan, renamed.clone()).await
+                let Planned::Plan(_, renamed, ..) = query.as_ref() else {
+                    return Err(Error::new(StatusCode::Unsupported, "a cursor needs a query"));
+                };
+                // The cursor's stream has no deadline of its own: each FETCH gets one.
+                let plan = self.bound_plan(query, params).await?;
+                match self.run_plan(plan, renamed.clone(), &CancelToken::new(), None).await? {
+                    QueryOutput::Rows { stream, .. } => self.cursors.declare(name, stream, *hold)?,
+                    _ => return Err(Error::new(StatusCode::Unsupported, "a cursor needs a query")),
+                }
+                Ok(QueryOutput::Command { tag: "DECLARE CURSOR".into() })
+            }
+            Planned::Command(SessionCommand::Fetch { name, count, .. }) => {
+                let stream = guard(self.cursors.get(name)?.fetch(*count), timeout, token, None);
+                Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
+            }
+            Planned::Command(cmd) => self.run_command(cmd),
+            Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
+                QueryOutput::Rows { schema, stream } => Ok(QueryOutput::Copy { schema, stream, options: options.clone() }),
+                _ => Err(Error::new(StatusCode::Unsupported, "COPY needs a query that returns rows")),
+            },
+            Planned::Plan(_, renamed, ..) => {
+                let plan = self.bound_plan(planned, params).await?;
+                self.run_plan(plan, renamed.clone(), token, timeout).await
             }
         }
     }
 
-    async fn run_plan(&self, plan: LogicalPlan, renamed: Option<SchemaRef>) -> Result<QueryOutput> {
+    /// The output with its audit record attached: written when its rows have been read (or
+    /// abandoned), at once for outputs without rows.
+    fn audited_output(&self, output: QueryOutput, record: AuditRecord, started: Instant) -> QueryOutput {
+        let handle = |record| AuditHandle::new(record, self.audit.clone(), started, 1);
+        match output {
+            QueryOutput::Rows { schema, stream } => QueryOutput::Rows { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Fetched { schema, stream } => QueryOutput::Fetched { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Copy { schema, stream, options } => {
+                QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
+            }
+            other => {
+                let mut record = record;
+                record.finish(0, started, None);
+                self.audit.append(&record);
+                other
+            }
+        }
+    }
+
+    /// Plans a statement for parallel reading: every output partition of its physical plan
+    /// becomes its own stream (Flight SQL offers one endpoint per partition). A statement
+    /// without a physical plan (SHOW, SET, …) has one partition holding its whole result.
+    pub async fn execute_partitioned(
+        &self,
+        planned: &Planned,
+        params: Option<ParamValues>,
+        token: CancelToken,
+    ) -> Result<PartitionedQuery> {
+        let timeout = self.settings.statement_timeout();
+        if let Planned::Audited(inner, info) = planned {
+            if let Planned::Plan(p, renamed, ..) = inner.as_ref() {
+                if returns_rows(p) {
+                    let started = Instant::now();
+                    let mut record = info.record(&self.identity, &self.roles);
+                    let physical = async {
+                        let plan = self.bound_plan(inner, params).await?;
+                        let df = self.ctx.execute_logical_plan(plan).await?;
+                        let task = Arc::new(df.task_ctx());
+                        Ok::<_, Error>((df.create_physical_plan().await?, task))
+                    }
+                    .await;
+                    let (physical, task) = match physical {
+                        Ok(p) => p,
+                        Err(e) => {
+                            record.finish(0, started, Some(&e));
+                            self.audit.append(&record);
+                            return Err(e);
+                        }
+                    };
+                    let schema = renamed.clone().unwrap_or_else(|| physical.schema());
+                    let parts = physical.properties().output_partitioning().partition_count();
+                    let audit = Some(AuditHandle::new(record, self.audit.clone(), started, parts));
+                    let source = PartitionSource::Plan { plan: physical, task, renamed: renamed.clone() };
+                    return Ok(PartitionedQuery { schema, source, timeout, token, audit });
+                }
+            }
+        }
+        let (schema, stream) = match self.execute_with(planned, params, &token).await? {
+            QueryOutput::Rows { schema, stream } => (schema, stream),
+            _ => {
+                let schema: SchemaRef = Arc::new(Schema::empty());
+                let stream: SendableRecordBatchStream = Box::pin(MemoryStream::try_new(vec![], schema.clone(), None)?);
+                (schema, stream)
+            }
+        };
+        let source = PartitionSource::Once(Mutex::new(Some(stream)));
+        Ok(PartitionedQuery { schema, source, timeout, token, audit: None })
+    }
+
+    /// The logical plan a `Planned::Plan` runs with `params` bound: the statement as written,
+    /// or its fallback when DataFusion cannot decorrelate a catalog statement's subqueries.
+    async fn bound_plan(&self, planned: &Planned, params: Option<ParamValues>) -> Result<LogicalPlan> {
+        let Planned::Plan(plan, _, _, fallback) = planned.unwrapped() else {
+            return Err(Error::new(StatusCode::Internal, "statement has no plan"));
+        };
+        let bind = |plan: &LogicalPlan| -> Result<LogicalPlan> {
+            Ok(match &params {
+                Some(p) => plan.clone().with_param_values(p.clone())?,
+                None => plan.clone(),
+            })
+        };
+        let bound = bind(plan)?;
+        if let Some(fallback) = fallback {
+            if let Err(e) = self.ctx.state().create_physical_plan(&bound).await {
+                if is_subquery_error(&e.to_string()) {
+                    return bind(fallback);
+                }
+            }
+        }
+        Ok(bound)
+    }
+
+    async fn run_plan(
+        &self,
+        plan: LogicalPlan,
+        renamed: Option<SchemaRef>,
+        token: &CancelToken,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<QueryOutput> {
         match &plan {
             LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => return Ok(QueryOutput::TransactionStart),
             LogicalPlan::Statement(PlanStatement::TransactionEnd(end)) => {
@@ -349,23 +855,8 @@ impl EngineSession {
             return Ok(QueryOutput::Command { tag: "SET".into() });
         }
         let stream = df.execute_stream().await?;
-        let stream: SendableRecordBatchStream = match self.settings.statement_timeout() {
-            Some(t) => Box::pin(DeadlineStream::new(stream, t)),
-            None => stream,
-        };
-        let (schema, stream) = match renamed {
-            Some(schema) => {
-                let s = schema.clone();
-                let renamed = stream.map(move |b| {
-                    let b = b?;
-                    Ok(RecordBatch::try_new(s.clone(), b.columns().to_vec())?)
-                });
-                let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), renamed));
-                (schema, stream)
-            }
-            None => (stream.schema(), stream),
-        };
-        Ok(QueryOutput::Rows { schema, stream })
+        let stream = guard(stream, timeout, token, renamed);
+        Ok(QueryOutput::Rows { schema: stream.schema(), stream })
     }
 
     /// Plans and executes one statement.
@@ -426,9 +917,70 @@ impl EngineSession {
                 Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
             }
             SessionCommand::Accept(t) => tag(t),
-            SessionCommand::Begin => Ok(QueryOutput::TransactionStart),
-            SessionCommand::End(commit) => Ok(QueryOutput::TransactionEnd { commit: *commit }),
+            SessionCommand::Begin => {
+                self.in_transaction.store(true, Ordering::Release);
+                Ok(QueryOutput::TransactionStart)
+            }
+            SessionCommand::End(commit) => {
+                self.in_transaction.store(false, Ordering::Release);
+                self.cursors.end_transaction();
+                Ok(QueryOutput::TransactionEnd { commit: *commit })
+            }
+            SessionCommand::Close(name) => {
+                self.cursors.close(name.as_deref())?;
+                tag(if name.is_some() { "CLOSE CURSOR" } else { "CLOSE CURSOR ALL" })
+            }
+            SessionCommand::Admin(cmd) => {
+                let batch = self.admin(cmd)?;
+                let schema = batch.schema();
+                let stream = MemoryStream::try_new(vec![batch], schema.clone(), None)?;
+                Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
+            }
+            SessionCommand::Declare { .. } | SessionCommand::Fetch { .. } => {
+                Err(Error::new(StatusCode::Internal, "cursor command outside execute"))
+            }
         }
+    }
+
+    /// Answers a policy admin statement; other users' grants and the whole policy are for
+    /// administrators only.
+    fn admin(&self, cmd: &AdminCommand) -> Result<RecordBatch> {
+        let store = self.guard.store();
+        let (policy, _) = store.current();
+        let me = self.guard.principal(&policy);
+        let is_admin = policy.is_admin(&me.roles);
+        let denied = |what: &str| Error::new(StatusCode::PermissionDenied, format!("permission denied: {what} is for administrators"));
+        match cmd {
+            AdminCommand::ShowGrants(None) => crate::admin::grants(&policy, &me.roles, cmd),
+            AdminCommand::ShowGrants(Some(name)) if name == &me.user => crate::admin::grants(&policy, &me.roles, cmd),
+            AdminCommand::ShowGrants(Some(_)) if !is_admin => Err(denied("SHOW GRANTS FOR another user")),
+            AdminCommand::ShowGrants(Some(name)) => {
+                let roles =
+                    if policy.roles().contains_key(name) { vec![name.clone()] } else { policy.roles_of(name, &[]) };
+                crate::admin::grants(&policy, &roles, cmd)
+            }
+            AdminCommand::ShowPolicies if !is_admin => Err(denied("SHOW POLICIES")),
+            AdminCommand::ShowPolicies => crate::admin::policies(&policy, &store.status(), cmd),
+        }
+    }
+
+    /// The plan a statement runs as, after the policy rewrite (secured tables inlined), and
+    /// the masks and filters it applies: what `rxgate policy check` prints.
+    pub async fn policy_check(&self, sql: &str) -> Result<(String, Arc<StatementInfo>)> {
+        let planned = self.plan(sql).await?;
+        let Planned::Audited(inner, info) = &planned else {
+            return Ok((String::new(), Arc::new(StatementInfo::default())));
+        };
+        let text = match inner.logical_plan() {
+            Some(plan) => {
+                let state = self.ctx.state();
+                let analyzed = state.analyzer().execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
+                let text = analyzed.display_indent_schema().to_string();
+                text
+            }
+            None => format!("{inner:?}"),
+        };
+        Ok((text, info.clone()))
     }
 
     fn reset_all(&self) {

@@ -24,13 +24,16 @@ use pgwire::api::auth::{
     StartupHandler,
 };
 use pgwire::api::{
-    ClientInfo, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+    ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
     METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rxgate_auth::{Credentials, Principal, UserDirectory};
+use crate::cancel::CancelRegistry;
+use rxgate_common::Channel;
+use rxgate_engine::AuditLog;
 
 /// SASL mechanism names.
 const SCRAM: &str = "SCRAM-SHA-256";
@@ -281,11 +284,17 @@ pub(crate) struct Gatekeeper {
     limits: Arc<Limits>,
     params: DefaultServerParameterProvider,
     pids: RandomPidSecretKeyGenerator,
-    connection_manager: Option<Arc<ConnectionManager>>,
+    cancels: Arc<CancelRegistry>,
+    audit: Arc<AuditLog>,
 }
 
 impl Gatekeeper {
-    pub(crate) fn new(users: Arc<UserDirectory>, config: AuthConfig, channel_binding: Option<Vec<u8>>) -> Self {
+    pub(crate) fn new(
+        users: Arc<UserDirectory>,
+        config: AuthConfig,
+        channel_binding: Option<Vec<u8>>,
+        audit: Arc<AuditLog>,
+    ) -> Self {
         let mut params = DefaultServerParameterProvider::default();
         params.scram_iterations = config.scram_iterations as usize;
         params.is_superuser = false;
@@ -299,15 +308,14 @@ impl Gatekeeper {
             channel_binding: channel_binding.map(Arc::new),
             params,
             pids: RandomPidSecretKeyGenerator::default(),
-            connection_manager: None,
+            cancels: Arc::default(),
+            audit,
         }
     }
 
-    /// Registers every authenticated connection with `manager` (for CancelRequest).
-    #[allow(dead_code)]
-    pub(crate) fn with_connection_manager(mut self, manager: Arc<ConnectionManager>) -> Self {
-        self.connection_manager = Some(manager);
-        self
+    /// Where logged-in connections are found by their cancel key.
+    pub(crate) fn cancels(&self) -> &Arc<CancelRegistry> {
+        &self.cancels
     }
 
     pub(crate) fn limits(&self) -> &Arc<Limits> {
@@ -504,6 +512,8 @@ impl Startup {
             reason = if known { "wrong password" } else { "no such user" },
             "authentication failed"
         );
+        let err = rxgate_common::Error::new(rxgate_common::StatusCode::AuthFailed, "password authentication failed");
+        self.gate.audit.login(user, &[], Channel::PgWire, Some(client.socket_addr()), Some(&err));
         auth_failed(user)
     }
 
@@ -517,8 +527,11 @@ impl Startup {
         let limit = principal.max_connections.or(self.gate.config.max_connections_per_user);
         let Some(slot) = self.gate.limits.try_user(&principal.user, limit) else {
             tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: per-user connection limit");
+            let err = rxgate_common::Error::new(rxgate_common::StatusCode::ResourcesExhausted, "too many connections for user");
+            self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
             return Err(fatal("53300", format!("too many connections for user \"{}\"", principal.user)));
         };
+        self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), None);
         if let Some(data) = sasl_final {
             client.feed(PgWireBackendMessage::Authentication(Authentication::SASLFinal(data))).await?;
         }
@@ -533,11 +546,9 @@ impl Startup {
         client.session_extensions().insert(Authenticated(principal));
         let (pid, secret_key) = self.gate.pids.generate(&*client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
-        if let Some(manager) = &self.gate.connection_manager {
-            let (handle, guard) = manager.register(pid, secret_key);
-            client.session_extensions().insert(handle);
-            client.session_extensions().insert(guard);
-        }
+        let (slot, guard) = self.gate.cancels.register(pid, &secret_key);
+        client.session_extensions().insert(slot);
+        client.session_extensions().insert(guard);
         finish_authentication(client, &self.gate.params).await
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::common::{ParamValues, ScalarValue};
 use pgwire::error::ErrorInfo;
 use futures::{stream, Sink, SinkExt, StreamExt};
@@ -17,6 +18,8 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, METADATA_USER};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::RowDescription;
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use rxgate_common::{Channel, Identity};
@@ -24,6 +27,7 @@ use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput};
 use tokio::sync::OnceCell;
 
 use crate::auth::{not_authenticated, Authenticated, Startup};
+use crate::cancel::{CancelRegistry, CancelRequests, CancelSlot};
 use crate::errors::{df_to_pg, to_pg};
 
 /// State shared by one connection's handlers.
@@ -51,6 +55,9 @@ impl Connection {
             .get_or_try_init(|| async {
                 let session = self.engine.session(identity).await.map_err(to_pg)?;
                 session.apply_startup_parameters(client.metadata().iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                if let Some(slot) = client.session_extensions().get::<Arc<CancelSlot>>() {
+                    slot.bind(session.canceller());
+                }
                 Ok(Arc::new(session))
             })
             .await
@@ -63,11 +70,17 @@ pub(crate) struct Handlers {
     conn: Arc<Connection>,
     parser: Arc<Parser>,
     startup: Arc<Startup>,
+    cancels: Arc<CancelRequests>,
 }
 
 impl Handlers {
-    pub(crate) fn new(conn: Arc<Connection>, startup: Startup) -> Self {
-        Self { parser: Arc::new(Parser { conn: conn.clone() }), conn, startup: Arc::new(startup) }
+    pub(crate) fn new(conn: Arc<Connection>, startup: Startup, cancels: Arc<CancelRegistry>) -> Self {
+        Self {
+            parser: Arc::new(Parser { conn: conn.clone() }),
+            conn,
+            startup: Arc::new(startup),
+            cancels: Arc::new(CancelRequests(cancels)),
+        }
     }
 }
 
@@ -82,6 +95,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancels.clone()
     }
 }
 
@@ -202,18 +219,27 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
         QueryOutput::TransactionEnd { commit } => {
             Response::TransactionEnd(Tag::new(if commit { "COMMIT" } else { "ROLLBACK" }))
         }
-        QueryOutput::Rows { schema, stream } => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
-            let f = fields.clone();
-            let rows = stream
-                .map(move |batch| match batch {
-                    Ok(b) => stream::iter(encode_recordbatch(f.clone(), b).collect::<Vec<_>>()),
-                    Err(e) => stream::iter(vec![Err(df_to_pg(e))]),
-                })
-                .flatten();
-            Response::Query(QueryResponse::new(fields, rows))
+        QueryOutput::Rows { schema, stream } => Response::Query(rows_response(schema, stream, format)?),
+        QueryOutput::Fetched { schema, stream } => {
+            let mut response = rows_response(schema, stream, format)?;
+            response.set_command_tag("FETCH");
+            Response::Query(response)
         }
+        QueryOutput::Copy { schema, stream, options } => Response::CopyOut(crate::copy::copy_out(schema, stream, &options)?),
     })
+}
+
+/// Rows as DataRow messages, encoded batch by batch as the client reads them.
+fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+    let f = fields.clone();
+    let rows = stream
+        .map(move |batch| match batch {
+            Ok(b) => stream::iter(encode_recordbatch(f.clone(), b).collect::<Vec<_>>()),
+            Err(e) => stream::iter(vec![Err(df_to_pg(e))]),
+        })
+        .flatten();
+    Ok(QueryResponse::new(fields, rows))
 }
 
 #[async_trait]
@@ -260,6 +286,29 @@ impl ExtendedQueryHandler for Query {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // A cursor made with DECLARE is a portal too: psycopg describes it by name.
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL {
+            let name = message.name.clone().unwrap_or_default();
+            if client.portal_store().get_portal(&name).is_none() {
+                let session = self.conn.session(client).await?;
+                if let Some(schema) = session.cursor_schema(&name) {
+                    let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                    let description = RowDescription::new(fields.iter().map(Into::into).collect());
+                    client.send(PgWireBackendMessage::RowDescription(description)).await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Planned>, _max_rows: usize) -> PgWireResult<Response>

@@ -2,6 +2,8 @@
 //! Plans come from [`rxgate_engine::EngineSession::plan`], never from here.
 
 mod auth;
+mod cancel;
+mod copy;
 mod errors;
 mod handler;
 mod server;

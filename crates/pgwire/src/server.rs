@@ -58,7 +58,7 @@ impl PgServer {
             Some(t) => (Some(t.acceptor), t.channel_binding),
             None => (None, None),
         };
-        let gate = Arc::new(Gatekeeper::new(users, config.auth.clone(), binding));
+        let gate = Arc::new(Gatekeeper::new(users, config.auth.clone(), binding, engine.audit().clone()));
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -104,7 +104,8 @@ impl PgServer {
                     };
                     let _ = socket.set_nodelay(true);
                     let startup = Startup::new(self.gate.clone(), slot.is_some());
-                    let handlers = Arc::new(Handlers::new(Connection::new(self.engine.clone(), peer), startup));
+                    let conn = Connection::new(self.engine.clone(), peer);
+                    let handlers = Arc::new(Handlers::new(conn, startup, self.gate.cancels().clone()));
                     let tls = self.tls.clone();
                     let open = self.gate.limits().open();
                     tokio::spawn(async move {

@@ -68,6 +68,16 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Run as this user (roles from the users file and the policy) instead of the local
+        /// operator, who has the `admin` role.
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
+    },
+    /// Access policy tools.
+    Policy {
+        /// Policy action.
+        #[command(subcommand)]
+        action: PolicyCommand,
     },
     /// Serve the lakehouse over the PostgreSQL wire protocol and Arrow Flight SQL.
     Serve {
@@ -109,6 +119,20 @@ pub enum Command {
 
 /// User subcommands. Passwords are asked on the terminal, or read from stdin with
 /// --password-stdin; only a SCRAM-SHA-256 verifier is stored.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the plan a statement runs as for a user (after the policy rewrite), with the
+    /// masks and row filters applied. Nothing is executed.
+    Check {
+        /// The user whose view to check (roles from the users file and the policy).
+        #[arg(long)]
+        user: String,
+        /// The statement.
+        query: String,
+    },
+}
+
+/// `rxgate user …` actions.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user.

@@ -11,7 +11,7 @@ use rxgate_engine::{Engine, QueryOutput};
 use rxgate_ingest::{ingest_cities, ingest_prescribers, is_raw_dir, run_pipeline, PipelineOptions, Progress};
 use rxgate_pgwire::{AuthConfig, AuthMethod, PgServer, PgServerConfig};
 
-use crate::cli::{CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand};
+use crate::cli::{CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand, PolicyCommand};
 use crate::config::{load_file, resolve, ListenFlags, Settings};
 use crate::output::print_batches;
 use crate::users::DemoLogin;
@@ -54,7 +54,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sql { query, format } => sql(&settings, &query, format).await,
+        Command::Sql { query, format, as_user } => sql(&settings, &query, format, as_user.as_deref()).await,
+        Command::Policy { action: PolicyCommand::Check { user, query } } => policy_check(&settings, &user, &query).await,
         Command::Serve { .. } => serve(&settings, None).await,
         Command::Demo { scale, no_serve, .. } => demo(&settings, scale, no_serve).await,
         Command::User { action } => crate::users::run(&settings, action),
@@ -171,13 +172,34 @@ fn cli_user() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
-async fn sql(settings: &Settings, query: &str, format: Format) -> Result<()> {
+/// The CLI's identity: the local operator (role `admin`), or `--as USER` with the roles the
+/// users file gives that user (the policy adds its own).
+fn cli_identity(settings: &Settings, as_user: Option<&str>) -> Result<Identity> {
+    let Some(user) = as_user else { return Ok(Identity::cli(cli_user())) };
+    let users = rxgate_auth::Users::load(&settings.auth.users_file)?;
+    let roles = users.get(user).map(|u| u.roles.clone()).unwrap_or_default();
+    Ok(Identity { user: user.to_string(), roles, ..Identity::cli(user) })
+}
+
+async fn policy_check(settings: &Settings, user: &str, query: &str) -> Result<()> {
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
-    let session = engine.session(Identity::cli(cli_user())).await?;
+    let session = engine.session(cli_identity(settings, Some(user))?).await?;
+    let (plan, info) = session.policy_check(query).await?;
+    println!("user: {user}\nroles: {}", session.roles().join(", "));
+    println!("tables: {}", info.tables.join(", "));
+    println!("masks: {}", if info.masks.is_empty() { "none".into() } else { info.masks.join("; ") });
+    println!("row filters: {}", if info.row_filters.is_empty() { "none".into() } else { info.row_filters.join("; ") });
+    println!("plan after the policy rewrite:\n{plan}");
+    Ok(())
+}
+
+async fn sql(settings: &Settings, query: &str, format: Format, as_user: Option<&str>) -> Result<()> {
+    let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
+    let session = engine.session(cli_identity(settings, as_user)?).await?;
     let statements = session.split(query)?;
     for stmt in statements {
         match session.sql(&stmt).await? {
-            QueryOutput::Rows { stream, .. } => {
+            QueryOutput::Rows { stream, .. } | QueryOutput::Fetched { stream, .. } | QueryOutput::Copy { stream, .. } => {
                 let batches: Vec<_> = stream.try_collect().await.map_err(Error::from)?;
                 print_batches(&batches, format)?;
             }
@@ -307,6 +329,10 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
     drop(lake);
     let logins = crate::users::ensure_demo_users(settings)?;
+    let key = crate::users::ensure_demo_pseudonym_key(&settings.data_dir)?;
+    let mut settings = settings.clone();
+    settings.engine.pseudonym_key.get_or_insert(key);
+    let settings = &settings;
     if no_serve {
         let kept = crate::users::demo_credentials_path(&settings.data_dir);
         for l in &logins {

@@ -29,9 +29,39 @@ pub struct FileConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[policy]`.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
     /// `[flightsql]`.
     #[serde(default)]
     pub flightsql: FlightSection,
+}
+
+/// `[policy]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// The access policy file.
+    pub file: Option<PathBuf>,
+    /// File holding the pseudonym mask's secret key.
+    pub pseudonym_key_file: Option<PathBuf>,
+}
+
+/// `[audit]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Write the audit trail.
+    pub enabled: Option<bool>,
+    /// Directory of `audit.jsonl`.
+    pub dir: Option<PathBuf>,
+    /// Size at which the file rotates, e.g. "64MiB".
+    pub max_file_size: Option<String>,
+    /// Rotated files kept.
+    pub keep_files: Option<usize>,
 }
 
 /// `[catalog]` keys.
@@ -250,6 +280,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         engine.batch_size = b;
     }
     engine.spill_dir = file.engine.spill_dir;
+    resolve_policy(&mut engine, file.policy, file.audit, &data_dir)?;
     let pg_listen = pg_listen_flag.or(file.pgwire.listen).unwrap_or_else(|| DEFAULT_PG_LISTEN.to_string());
     let pg_max_connections = file.pgwire.max_connections.unwrap_or(DEFAULT_PG_MAX_CONNECTIONS);
     if pg_max_connections == 0 {

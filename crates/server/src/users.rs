@@ -103,7 +103,23 @@ fn read_new_password(name: &str, from_stdin: bool) -> Result<String> {
 }
 
 /// The demo users and their roles.
-pub const DEMO_USERS: [(&str, &str); 2] = [("admin", "admin"), ("analyst", "analyst")];
+/// Roles are those of `catalog/policies.toml`: `auditor_ca` is the state auditor of CA there.
+pub const DEMO_USERS: [(&str, &str); 4] =
+    [("admin", "admin"), ("analyst", "analyst"), ("auditor_ca", "state_auditor"), ("viewer", "public")];
+
+/// The demo's pseudonym key (`DATA_DIR/pseudonym.key`, 0600): created once, random.
+pub fn ensure_demo_pseudonym_key(data_dir: &Path) -> Result<Vec<u8>> {
+    let path = data_dir.join("pseudonym.key");
+    if let Ok(existing) = std::fs::read(&path) {
+        let key = existing.trim_ascii().to_vec();
+        if !key.is_empty() {
+            return Ok(key);
+        }
+    }
+    let key = random_password(48);
+    rxgate_auth::write_private_atomically(&path, format!("{key}\n").as_bytes())?;
+    Ok(key.into_bytes())
+}
 
 /// Where `rxgate demo` keeps the passwords it generated (mode 0600). This is the one file with
 /// plaintext passwords, for the demo users only; the users file holds their verifiers.

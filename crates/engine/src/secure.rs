@@ -1,0 +1,389 @@
+//! Policy enforcement in the engine: the session's catalog is a [`SecuredCatalog`] over the
+//! lakehouse, so a session can only name, list and read what its principal is granted.
+//!
+//! A table the principal sees whole is the lakehouse table itself. A table it sees masked,
+//! filtered or with fewer columns is a [`SecuredTable`] whose logical plan (built by
+//! `rxgate_policy::secured_plan`) DataFusion's analyzer inlines under the user's query before
+//! optimisation. A table with no grant does not exist for the session (42P01, as if absent).
+//! pg_catalog, information_schema, SHOW TABLES and Flight metadata all read this catalog, so
+//! listings show exactly what may be queried.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use rxgate_common::{Error, Result, StatusCode};
+use rxgate_policy::{MaskFunctions, Policy, Principal, PseudonymKey, TableAccess};
+
+/// Schemas whose tables are governed by grants; every other schema of the catalog
+/// (pg_catalog, information_schema) is derived from what the governed ones show.
+fn governed(schema: &str, lakehouse: &[String]) -> bool {
+    schema == "system" || lakehouse.iter().any(|s| s == schema)
+}
+
+/// The policy in force, reloaded when its file changes. A file that fails to parse or
+/// validate keeps the last good policy in force; the error is logged and counted.
+pub struct PolicyStore {
+    path: Option<PathBuf>,
+    key: Option<Vec<u8>>,
+    state: RwLock<Loaded>,
+    checked: Mutex<Instant>,
+}
+
+#[derive(Clone)]
+struct Loaded {
+    policy: Arc<Policy>,
+    masks: MaskFunctions,
+    stamp: Option<(SystemTime, u64)>,
+    reload_errors: u64,
+    last_error: Option<String>,
+}
+
+/// Reload health of the policy file (for `SHOW POLICIES` and metrics).
+#[derive(Debug, Clone)]
+pub struct PolicyStatus {
+    /// The file, if any.
+    pub path: Option<PathBuf>,
+    /// Reloads that failed since start (the last good policy stayed in force).
+    pub reload_errors: u64,
+    /// The last reload error, if the file is invalid now.
+    pub last_error: Option<String>,
+}
+
+const RECHECK: Duration = Duration::from_secs(1);
+
+impl PolicyStore {
+    /// Loads `path` (which must be valid at startup). `key` is the pseudonym key; without
+    /// one, pseudonym masks fail closed (NULL).
+    pub fn open(path: PathBuf, key: Option<Vec<u8>>) -> Result<Self> {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::invalid(format!("cannot read policy file {}: {e}", path.display())))?;
+        let policy = Policy::parse(&text, &path.display().to_string())?;
+        let loaded = Self::loaded(policy, key.as_deref(), stamp(&path));
+        Ok(Self { path: Some(path), key, state: RwLock::new(loaded), checked: Mutex::new(Instant::now()) })
+    }
+
+    /// A fixed policy (tests, embedded use).
+    pub fn fixed(policy: Policy, key: Option<Vec<u8>>) -> Self {
+        let loaded = Self::loaded(policy, key.as_deref(), None);
+        Self { path: None, key, state: RwLock::new(loaded), checked: Mutex::new(Instant::now()) }
+    }
+
+    fn loaded(policy: Policy, key: Option<&[u8]>, stamp: Option<(SystemTime, u64)>) -> Loaded {
+        let masks = MaskFunctions::new(key.map(|k| PseudonymKey::new(&policy.pseudonym().key_id, k)));
+        Loaded { policy: Arc::new(policy), masks, stamp, reload_errors: 0, last_error: None }
+    }
+
+    /// The policy in force (re-read first if the file changed; checked at most once a second).
+    pub fn current(&self) -> (Arc<Policy>, MaskFunctions) {
+        self.maybe_reload();
+        let s = self.state.read().expect("policy lock");
+        (s.policy.clone(), s.masks.clone())
+    }
+
+    /// Reload health.
+    pub fn status(&self) -> PolicyStatus {
+        self.maybe_reload();
+        let s = self.state.read().expect("policy lock");
+        PolicyStatus { path: self.path.clone(), reload_errors: s.reload_errors, last_error: s.last_error.clone() }
+    }
+
+    fn maybe_reload(&self) {
+        let Some(path) = &self.path else { return };
+        {
+            let mut checked = self.checked.lock().expect("policy check lock");
+            if checked.elapsed() < RECHECK {
+                return;
+            }
+            *checked = Instant::now();
+        }
+        let now = stamp(path);
+        if now == self.state.read().expect("policy lock").stamp {
+            return;
+        }
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid(format!("cannot read policy file {}: {e}", path.display())))
+            .and_then(|text| Policy::parse(&text, &path.display().to_string()));
+        let mut s = self.state.write().expect("policy lock");
+        match parsed {
+            Ok(policy) => {
+                let errors = s.reload_errors;
+                *s = Self::loaded(policy, self.key.as_deref(), now);
+                s.reload_errors = errors;
+                tracing::info!(path = %path.display(), "policy reloaded");
+            }
+            Err(e) => {
+                s.stamp = now;
+                s.reload_errors += 1;
+                s.last_error = Some(e.message.clone());
+                tracing::error!(path = %path.display(), error = %e.message, "policy file invalid; the last good policy stays in force");
+            }
+        }
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+}
+
+/// What one statement's planning applied: for audit records and `rxgate policy check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `schema.table`.
+    pub table: String,
+    /// `column: mask` of each masked column.
+    pub masks: Vec<String>,
+    /// The row filter, if any.
+    pub row_filter: Option<String>,
+}
+
+/// One session's policy context: the principal, the store, and what the current statement's
+/// planning applied.
+pub(crate) struct Guard {
+    store: Arc<PolicyStore>,
+    user: String,
+    login_roles: Vec<String>,
+    /// A snapshot of the session's state (its functions) for parsing row filters and custom
+    /// masks; weak, because the state's catalog holds this guard.
+    state: Mutex<Weak<SessionState>>,
+    applied: Mutex<Vec<Applied>>,
+}
+
+impl Guard {
+    pub(crate) fn new(store: Arc<PolicyStore>, user: &str, login_roles: &[String]) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            user: user.to_string(),
+            login_roles: login_roles.to_vec(),
+            state: Mutex::new(Weak::new()),
+            applied: Mutex::default(),
+        })
+    }
+
+    /// The principal under the policy in force.
+    pub(crate) fn principal(&self, policy: &Policy) -> Principal {
+        Principal {
+            user: self.user.clone(),
+            roles: policy.roles_of(&self.user, &self.login_roles),
+            attributes: policy.attributes_of(&self.user),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    /// Sets the state row filters and custom masks are parsed with.
+    pub(crate) fn set_state(&self, state: &Arc<SessionState>) {
+        *self.state.lock().expect("guard state lock") = Arc::downgrade(state);
+    }
+
+    /// Parses a SQL expression against `schema` with the session's functions.
+    fn sql_expr(&self, sql: &str, schema: &DFSchema) -> DfResult<Expr> {
+        let state = self.state.lock().expect("guard state lock").upgrade();
+        let state = state.ok_or_else(|| DataFusionError::Internal("session state is gone".into()))?;
+        state.create_logical_expr(sql, schema)
+    }
+
+    /// Starts recording a statement's applied policies.
+    pub(crate) fn begin_statement(&self) {
+        self.applied.lock().expect("applied lock").clear();
+    }
+
+    /// What the statement planned since [`Guard::begin_statement`] applied.
+    pub(crate) fn applied(&self) -> Vec<Applied> {
+        self.applied.lock().expect("applied lock").clone()
+    }
+
+    fn record(&self, applied: Applied) {
+        let mut all = self.applied.lock().expect("applied lock");
+        if !all.contains(&applied) {
+            all.push(applied);
+        }
+    }
+}
+
+/// The session's catalog: the lakehouse as the principal may see it.
+#[derive(Debug)]
+pub(crate) struct SecuredCatalog {
+    inner: Arc<dyn CatalogProvider>,
+    catalog: String,
+    lakehouse: Vec<String>,
+    guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guard({})", self.user)
+    }
+}
+
+impl SecuredCatalog {
+    pub(crate) fn new(inner: Arc<dyn CatalogProvider>, catalog: &str, guard: Arc<Guard>) -> Self {
+        let lakehouse = inner.schema_names();
+        Self { inner, catalog: catalog.to_string(), lakehouse, guard }
+    }
+}
+
+impl CatalogProvider for SecuredCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        let (policy, _) = self.guard.store.current();
+        let principal = self.guard.principal(&policy);
+        self.inner
+            .schema_names()
+            .into_iter()
+            .filter(|s| {
+                !governed(s, &self.lakehouse)
+                    || self.inner.schema(s).is_some_and(|schema| {
+                        schema.table_names().iter().any(|t| policy.table_visible(&principal, &self.catalog, s, t))
+                    })
+            })
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let inner = self.inner.schema(name)?;
+        if !governed(name, &self.lakehouse) {
+            return Some(inner);
+        }
+        Some(Arc::new(SecuredSchema {
+            inner,
+            catalog: self.catalog.clone(),
+            schema: name.to_string(),
+            guard: self.guard.clone(),
+        }))
+    }
+
+    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.register_schema(name, schema)
+    }
+}
+
+/// One governed schema: only granted tables, each as the principal may see it.
+#[derive(Debug)]
+struct SecuredSchema {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: String,
+    schema: String,
+    guard: Arc<Guard>,
+}
+
+#[async_trait]
+impl SchemaProvider for SecuredSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        let (policy, _) = self.guard.store.current();
+        let principal = self.guard.principal(&policy);
+        self.inner
+            .table_names()
+            .into_iter()
+            .filter(|t| policy.table_visible(&principal, &self.catalog, &self.schema, t))
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let (policy, masks) = self.guard.store.current();
+        let principal = self.guard.principal(&policy);
+        if !policy.table_visible(&principal, &self.catalog, &self.schema, name) {
+            return Ok(None);
+        }
+        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let access = policy
+            .table_access(&principal, &self.catalog, &self.schema, name, &columns)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let Some(access) = access else { return Ok(None) };
+        if access.is_unrestricted() {
+            return Ok(Some(table));
+        }
+        let reference = TableReference::full(self.catalog.as_str(), self.schema.as_str(), name);
+        let guard = self.guard.clone();
+        let plan = rxgate_policy::secured_plan(reference, provider_as_source(table), &access, &masks, &|sql, schema| {
+            guard.sql_expr(sql, schema)
+        })
+        .map_err(|e| {
+            // A policy that cannot be applied denies the table; the reason goes to the log.
+            tracing::error!(table = %format!("{}.{}", self.schema, name), error = %e, "policy cannot be applied");
+            DataFusionError::External(Box::new(Error::new(
+                StatusCode::PermissionDenied,
+                format!("permission denied for table {name}: its access policy cannot be applied"),
+            )))
+        })?;
+        self.guard.record(Applied {
+            table: format!("{}.{}", self.schema, name),
+            masks: access.masks(),
+            row_filter: access.row_filter.clone(),
+        });
+        Ok(Some(Arc::new(SecuredTable::new(plan, &access))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let (policy, _) = self.guard.store.current();
+        let principal = self.guard.principal(&policy);
+        policy.table_visible(&principal, &self.catalog, &self.schema, name) && self.inner.table_exist(name)
+    }
+}
+
+/// A table seen through a policy: its plan is the secured plan, inlined under the query.
+#[derive(Debug)]
+pub(crate) struct SecuredTable {
+    plan: LogicalPlan,
+    schema: SchemaRef,
+}
+
+impl SecuredTable {
+    fn new(plan: LogicalPlan, _access: &TableAccess) -> Self {
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Self { plan, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SecuredTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        Some(Cow::Borrowed(&self.plan))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Normally never called (the analyzer inlines the plan); if it is, run the secured
+        // plan itself, never the raw table.
+        let _ = (projection, filters, limit);
+        state.create_physical_plan(&self.plan).await
+    }
+}

@@ -1,0 +1,243 @@
+//! Mask functions and the expression each mask kind becomes over a column.
+//!
+//! The keyed pseudonym function holds its key inside; it is never registered under a name a
+//! user could call (that would let anyone pseudonymise a list of known NPIs and join it back),
+//! and its key never appears in a plan, EXPLAIN output or a log line.
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    cast, create_udf, lit, when, ColumnarValue, Expr, ExprSchemable, ScalarFunctionImplementation, ScalarUDF,
+    Volatility,
+};
+use datafusion::prelude::Column;
+
+use crate::model::MaskKind;
+
+/// The pseudonymisation key and its id (`k1`), shown in front of every pseudonym so a
+/// rotated key's pseudonyms are told apart.
+#[derive(Clone)]
+pub struct PseudonymKey {
+    id: String,
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for PseudonymKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PseudonymKey({}, <secret>)", self.id)
+    }
+}
+
+impl PseudonymKey {
+    /// A key from its secret bytes.
+    pub fn new(id: &str, secret: &[u8]) -> Self {
+        Self { id: id.to_string(), key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+    }
+
+    /// The text pseudonym of `value`: `id:` + 32 hex digits of HMAC-SHA256(key, value).
+    pub fn text(&self, value: &str) -> String {
+        let tag = hmac::sign(&self.key, value.as_bytes());
+        let mut out = String::with_capacity(self.id.len() + 33);
+        out.push_str(&self.id);
+        out.push(':');
+        for b in &tag.as_ref()[..16] {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    /// The integer pseudonym of `value`: 63 bits of HMAC-SHA256(key, decimal text).
+    pub fn int(&self, value: i64) -> i64 {
+        let tag = hmac::sign(&self.key, value.to_string().as_bytes());
+        let bytes: [u8; 8] = tag.as_ref()[..8].try_into().expect("8 bytes");
+        (u64::from_be_bytes(bytes) >> 1) as i64
+    }
+}
+
+/// Letters → `x`/`X`, digits → `n`, everything else kept (Ranger's "redact").
+pub fn redact(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            c if c.is_lowercase() => 'x',
+            c if c.is_uppercase() => 'X',
+            c if c.is_ascii_digit() => 'n',
+            c => c,
+        })
+        .collect()
+}
+
+/// The first `n` characters kept, the rest redacted.
+pub fn show_first(s: &str, n: usize) -> String {
+    let keep: String = s.chars().take(n).collect();
+    let rest: String = s.chars().skip(n).collect();
+    keep + &redact(&rest)
+}
+
+/// The last `n` characters kept, the rest redacted.
+pub fn show_last(s: &str, n: usize) -> String {
+    let len = s.chars().count();
+    let cut = len.saturating_sub(n);
+    let head: String = s.chars().take(cut).collect();
+    let tail: String = s.chars().skip(cut).collect();
+    redact(&head) + &tail
+}
+
+/// A string → string UDF from a per-value function (NULL stays NULL).
+fn string_udf(name: &str, f: impl Fn(&str) -> String + Send + Sync + 'static) -> ScalarUDF {
+    let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
+        let map = |a: &ArrayRef| -> DfResult<ArrayRef> {
+            let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+            let s = a.as_string::<i32>();
+            Ok(Arc::new(s.iter().map(|v| v.map(&f)).collect::<StringArray>()))
+        };
+        match &args[0] {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(map(a)?)),
+            ColumnarValue::Scalar(v) => {
+                let a = map(&v.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
+            }
+        }
+    });
+    create_udf(name, vec![DataType::Utf8], DataType::Utf8, Volatility::Immutable, fun)
+}
+
+/// The mask functions of one policy, built once per key.
+#[derive(Debug, Clone)]
+pub struct MaskFunctions {
+    redact: Arc<ScalarUDF>,
+    pseudonym_text: Option<Arc<ScalarUDF>>,
+    pseudonym_int: Option<Arc<ScalarUDF>>,
+    firsts: Arc<std::sync::Mutex<std::collections::HashMap<(bool, usize), Arc<ScalarUDF>>>>,
+}
+
+impl MaskFunctions {
+    /// Mask functions; without a key, a pseudonym mask fails closed (the column reads NULL).
+    pub fn new(key: Option<PseudonymKey>) -> Self {
+        let (text, int) = match key {
+            Some(k) => {
+                let t = k.clone();
+                let text = string_udf("rxgate_pseudonym", move |s| t.text(s));
+                let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
+                    let a = args[0].to_array(1)?;
+                    let a = datafusion::arrow::compute::cast(&a, &DataType::Int64)?;
+                    let ints = a.as_primitive::<Int64Type>();
+                    let out: Int64Array = ints.iter().map(|v| v.map(|v| k.int(v))).collect();
+                    Ok(match &args[0] {
+                        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                        ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+                    })
+                });
+                let int = create_udf("rxgate_pseudonym", vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun);
+                (Some(Arc::new(text)), Some(Arc::new(int)))
+            }
+            None => (None, None),
+        };
+        Self {
+            redact: Arc::new(string_udf("rxgate_mask_redact", redact)),
+            pseudonym_text: text,
+            pseudonym_int: int,
+            firsts: Arc::default(),
+        }
+    }
+
+    fn keep(&self, first: bool, n: usize) -> Arc<ScalarUDF> {
+        let mut cache = self.firsts.lock().expect("mask cache lock");
+        cache
+            .entry((first, n))
+            .or_insert_with(|| {
+                Arc::new(if first {
+                    string_udf(&format!("rxgate_mask_show_first_{n}"), move |s| show_first(s, n))
+                } else {
+                    string_udf(&format!("rxgate_mask_show_last_{n}"), move |s| show_last(s, n))
+                })
+            })
+            .clone()
+    }
+
+    /// The expression that shows `column` (of type `data_type`) masked by `mask`, keeping
+    /// the column's type where the mask allows. `sql` turns a custom mask's SQL into an
+    /// expression over `schema`.
+    pub fn expr(
+        &self,
+        mask: &MaskKind,
+        column: &Column,
+        data_type: &DataType,
+        schema: &DFSchema,
+        sql: &dyn Fn(&str, &DFSchema) -> DfResult<Expr>,
+    ) -> DfResult<Expr> {
+        let c = Expr::Column(column.clone());
+        let is_text = matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let is_int = data_type.is_integer();
+        let null = || cast(lit(ScalarValue::Null), data_type.clone());
+        let e = match mask {
+            MaskKind::Null => null(),
+            MaskKind::Redact if is_text => self.redact.call(vec![c]),
+            MaskKind::ShowFirst { n } if is_text => self.keep(true, *n).call(vec![c]),
+            MaskKind::ShowLast { n } if is_text => self.keep(false, *n).call(vec![c]),
+            MaskKind::Redact | MaskKind::ShowFirst { .. } | MaskKind::ShowLast { .. } => null(),
+            MaskKind::Pseudonym => match (&self.pseudonym_text, &self.pseudonym_int) {
+                (Some(_), Some(int)) if is_int => cast(int.call(vec![cast(c, DataType::Int64)]), data_type.clone()),
+                (Some(text), _) => text.call(vec![c]),
+                // No key configured: fail closed.
+                _ => null(),
+            },
+            MaskKind::Year => match data_type {
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => cast(
+                    datafusion::functions::datetime::expr_fn::date_trunc(lit("year"), c),
+                    data_type.clone(),
+                ),
+                _ if is_text => datafusion::functions::unicode::expr_fn::substr(c, lit(1i64)),
+                _ => null(),
+            },
+            MaskKind::Zip3 if is_text => {
+                datafusion::functions::unicode::expr_fn::substring(c, lit(1i64), lit(3i64))
+            }
+            MaskKind::Zip3 => null(),
+            MaskKind::SmallCell if data_type.is_numeric() => {
+                when(c.clone().gt_eq(lit(1i64)).and(c.clone().lt_eq(lit(10i64))), null()).otherwise(c)?
+            }
+            MaskKind::SmallCell => c,
+            MaskKind::Sql { expr } => {
+                let text = expr.replace("{col}", &format!("\"{}\"", column.name.replace('"', "\"\"")));
+                let e = sql(&text, schema)?;
+                match e.get_type(schema) {
+                    Ok(t) if &t == data_type => e,
+                    Ok(_) => cast(e, data_type.clone()),
+                    Err(err) => return Err(DataFusionError::Plan(format!("mask expression {expr:?}: {err}"))),
+                }
+            }
+        };
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_keeps_shape() {
+        assert_eq!(redact("Smith-Jones 42"), "Xxxxx-Xxxxx nn");
+        assert_eq!(show_first("1234567890", 3), "123nnnnnnn");
+        assert_eq!(show_last("1234567890", 4), "nnnnnn7890");
+        assert_eq!(show_last("ab", 4), "ab");
+    }
+
+    #[test]
+    fn pseudonyms_are_keyed_stable_and_prefixed() {
+        let k1 = PseudonymKey::new("k1", b"secret one");
+        let k2 = PseudonymKey::new("k2", b"secret two");
+        let a = k1.text("1234567893");
+        assert_eq!(a, k1.text("1234567893"));
+        assert!(a.starts_with("k1:") && a.len() == 3 + 32);
+        assert_ne!(a, k1.text("1234567894"));
+        assert_ne!(a[3..], k2.text("1234567893")[3..]);
+        assert!(k1.int(42) >= 0 && k1.int(42) == k1.int(42) && k1.int(42) != k1.int(43));
+        assert!(!format!("{k1:?}").contains("secret"));
+    }
+}
