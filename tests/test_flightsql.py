@@ -341,10 +341,10 @@ def test_tokens_are_revoked_by_close_session_and_password_change(fserver, rxgate
 
 
 def test_expired_ticket_is_not_found(serve, lakehouse, tmp_path):
-    server = serve(lakehouse.rx.data_dir, config=write(tmp_path / "ttl.toml", "[flightsql]\nticket_ttl_secs = 1\n"))
+    server = serve(lakehouse.rx.data_dir, config=write(tmp_path / "ttl.toml", "[flightsql]\nticket_ttl_secs = 2\n"))
     raw = Raw(server)
     info = raw.info(proto.statement_query("SELECT 1 AS one"))
-    time.sleep(2.5)
+    time.sleep(3.5)
     with pytest.raises(pa.ArrowKeyError, match="ticket not found"):
         raw.fetch(info.endpoints[0].ticket)
     # A fresh ticket redeemed in time works.
