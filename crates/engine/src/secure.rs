@@ -180,6 +180,13 @@ impl Guard {
         }
     }
 
+    /// The policy in force, its mask functions and this session's principal under it.
+    fn view(&self) -> (Arc<Policy>, MaskFunctions, Principal) {
+        let (policy, masks) = self.store.current();
+        let principal = self.principal(&policy);
+        (policy, masks, principal)
+    }
+
     pub(crate) fn store(&self) -> &Arc<PolicyStore> {
         &self.store
     }
@@ -242,8 +249,7 @@ impl CatalogProvider for SecuredCatalog {
     }
 
     fn schema_names(&self) -> Vec<String> {
-        let (policy, _) = self.guard.store.current();
-        let principal = self.guard.principal(&policy);
+        let (policy, _, principal) = self.guard.view();
         self.inner
             .schema_names()
             .into_iter()
@@ -290,8 +296,7 @@ impl SchemaProvider for SecuredSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        let (policy, _) = self.guard.store.current();
-        let principal = self.guard.principal(&policy);
+        let (policy, _, principal) = self.guard.view();
         self.inner
             .table_names()
             .into_iter()
@@ -300,8 +305,7 @@ impl SchemaProvider for SecuredSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let (policy, masks) = self.guard.store.current();
-        let principal = self.guard.principal(&policy);
+        let (policy, masks, principal) = self.guard.view();
         if !policy.table_visible(&principal, &self.catalog, &self.schema, name) {
             return Ok(None);
         }
@@ -336,8 +340,7 @@ impl SchemaProvider for SecuredSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        let (policy, _) = self.guard.store.current();
-        let principal = self.guard.principal(&policy);
+        let (policy, _, principal) = self.guard.view();
         policy.table_visible(&principal, &self.catalog, &self.schema, name) && self.inner.table_exist(name)
     }
 }
