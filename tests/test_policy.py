@@ -254,6 +254,21 @@ def test_flight_ticket_of_another_user_is_refused(pserver):
     assert not re.search(r"\b\d{10}\b", str(err.value))
 
 
+@pytest.mark.parametrize("user", ["ann", "auditor_ca"])
+def test_flight_prepared_statements_are_secured(pserver, user):
+    sql = "SELECT npi, presc_state FROM health.prescriber_drug WHERE trx_cnt > $1 ORDER BY npi LIMIT 200"
+    with adbc(pserver, user) as conn, conn.cursor() as cur:
+        cur.adbc_prepare(sql)
+        cur.execute(sql, (20,))
+        got = cur.fetchall()
+    assert got
+    if user == "ann":
+        assert all(r[0].startswith("k1:") for r in got)
+    else:
+        assert {r[1] for r in got} == {"CA"}
+    assert got == [tuple(r) for r in rows(pserver, user, sql.replace("$1", "%s"), (20,))]
+
+
 def test_pgwire_and_flight_agree_for_the_analyst(pserver):
     sql = "SELECT npi, presc_full_name, bene_count FROM health.prescriber_drug ORDER BY npi, drug_name LIMIT 300"
     assert rows(pserver, "ann", sql) == flight_rows(pserver, "ann", sql)
