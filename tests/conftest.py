@@ -14,6 +14,8 @@ Fixtures:
               serve` on a free loopback port, waits for the port, and kills it
               afterwards
   server      `rxgate serve` over `lakehouse`, shared by a module
+  postgres    a real PostgreSQL server for the whole run (tests/pgserver.py):
+              create_database(), uri(db) for `[catalog] uri`, sqlalchemy_uri(db)
 
 Every server also serves Flight SQL on its own free port (`Server.flight_port`,
 `Server.flight_uri()`).
@@ -296,3 +298,18 @@ def server(rxgate_bin, lakehouse, tmp_path_factory):
                      tmp_path_factory.mktemp("serve") / "serve.log")
     yield s
     stop_server(s)
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL (the shared Iceberg SQL catalog)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (15 preferred) on a free loopback port, for the whole run;
+    `postgres.create_database()` gives each test its own catalog database, `uri(db)` the
+    `[catalog] uri` for it (SCRAM login), `sqlalchemy_uri(db)` pyiceberg's. See pgserver.py."""
+    from pgserver import PostgresServer
+    server = PostgresServer.start()
+    yield server
+    server.stop()

@@ -195,9 +195,17 @@ pub async fn apply_definitions(lake: &Lakehouse, defs: &[TableDef]) -> Result<Ve
                 .partition_spec(def.partition_spec()?)
                 .properties(props)
                 .build();
-            catalog.create_table(&ns, creation).await?;
-            out.push(ApplyAction::Created(def.name.clone()));
-            continue;
+            match catalog.create_table(&ns, creation).await {
+                Ok(_) => {
+                    out.push(ApplyAction::Created(def.name.clone()));
+                    continue;
+                }
+                // Another process sharing the catalog created it a moment ago (the loser of
+                // the race sees TableAlreadyExists or the catalog's primary-key violation):
+                // go on as for an existing table.
+                Err(e) if catalog.table_exists(&ident).await.unwrap_or(false) => drop(e),
+                Err(e) => return Err(e.into()),
+            }
         }
         let table = catalog.load_table(&ident).await?;
         let current = table.metadata().current_schema();

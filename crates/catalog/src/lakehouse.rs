@@ -57,6 +57,22 @@ impl Lakehouse {
         };
         config.warehouse = warehouse_url(&config.warehouse)?;
         sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&config.uri)
+            .await
+            .map_err(|e| unavailable(&config.uri, e))?;
+        // On PostgreSQL, loading the SQL catalog runs `CREATE TABLE IF NOT EXISTS` for its two
+        // tables; two processes doing that at once on a fresh database fail with a unique
+        // violation in pg_type. Gateways and ingests starting together take turns under a
+        // transaction-scoped advisory lock (released when the transaction ends, error or not).
+        let init_lock = if config.is_postgres() {
+            let mut tx = pool.begin().await.map_err(|e| unavailable(&config.uri, e))?;
+            sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(|e| unavailable(&config.uri, e))?;
+            Some(tx)
+        } else {
+            None
+        };
         let catalog = SqlCatalogBuilder::default()
             .uri(config.uri.clone())
             .warehouse_location(config.warehouse.clone())
@@ -65,11 +81,9 @@ impl Lakehouse {
             .load(config.name.clone(), HashMap::new())
             .await
             .map_err(|e| unavailable(&config.uri, e))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .connect(&config.uri)
-            .await
-            .map_err(|e| unavailable(&config.uri, e))?;
+        if let Some(tx) = init_lock {
+            tx.commit().await.map_err(|e| unavailable(&config.uri, e))?;
+        }
         if !config.is_postgres() {
             // Several processes may commit to one SQLite catalog; wait for the lock.
             sqlx::query("PRAGMA busy_timeout = 10000")
@@ -120,6 +134,10 @@ impl Lakehouse {
         Ok(list.into_iter().map(|t| t.name().to_string()).collect())
     }
 }
+
+/// Serialises catalog initialisation across processes on PostgreSQL (a fixed advisory lock
+/// key, "rxgate-catalog-init"; the count(*) wrapper gives the statement a decodable column).
+const PG_INIT_LOCK: &str = "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(7278676174745031500)) AS l";
 
 /// Parses `namespace.table` into an Iceberg identifier.
 pub(crate) fn parse_ident(name: &str) -> Result<TableIdent> {
