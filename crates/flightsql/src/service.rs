@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -35,7 +36,12 @@ use crate::auth::{FlightSession, Sessions};
 use crate::metadata;
 use crate::prepared::{schema_bytes, Prepared};
 use crate::status::{df_status, internal, status, to_status};
-use crate::tickets::{Cancelled, ResultEntry, ResultSource, Tickets};
+use crate::tickets::{Cancelled, Redeemed, ResultEntry, ResultSource, Tickets};
+
+/// How long the first DoGet of a multi-endpoint result waits for the other endpoints to be
+/// redeemed before it streams the unredeemed ones itself (parallel clients redeem within
+/// milliseconds of each other).
+const SIBLING_GRACE: Duration = Duration::from_millis(250);
 
 /// Prepared statements one session may hold at once.
 const MAX_PREPARED_PER_SESSION: usize = 1024;
@@ -337,9 +343,22 @@ impl FlightSqlService for FlightSqlServiceImpl {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.session(&request)?;
-        let (entry, partition) = self.shared.tickets.redeem(session.user(), &ticket.statement_handle)?;
-        let batches = entry.stream(partition)?.map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
-        let schema = entry.schema();
+        let (entry, schema, streams) = match self.shared.tickets.redeem(session.user(), &ticket.statement_handle)? {
+            Redeemed::Drained(schema) => (None, schema, vec![]),
+            Redeemed::Partition(entry, partition) => {
+                let mut partitions = vec![partition];
+                if entry.partitions() > 1 {
+                    // Siblings nobody redeemed within the grace are streamed here too (see
+                    // `tickets`): a reader of one endpoint at a time never makes the server
+                    // buffer the other partitions.
+                    partitions.extend(self.shared.tickets.claim_unredeemed(&entry, SIBLING_GRACE).await);
+                }
+                let streams = partitions.into_iter().map(|p| entry.stream(p)).collect::<Result<Vec<_>, _>>()?;
+                (Some(entry.clone()), entry.schema(), streams)
+            }
+        };
+        // One partition, or several merged at the reader's pace (polled in turn, never ahead).
+        let batches = futures::stream::select_all(streams).map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
         // The stream keeps its result registered (cancellable) until it ends.
         let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map(move |item| {
             let _registered = &entry;

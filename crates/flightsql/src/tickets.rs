@@ -9,6 +9,16 @@
 //!
 //! A query stays cancellable (CancelFlightInfo) while any of its tickets is pending or any of
 //! its partitions is still streaming.
+//!
+//! Partitions of one plan are not independent: behind a repartition, one shared input feeds
+//! every partition, so reading partition 0 alone makes the others' share pile up on the
+//! server (until the memory limit, then on disk). Clients that fetch endpoints in parallel
+//! redeem all tickets at about the same time; clients that read one endpoint after the other
+//! (pyarrow's `read_all` loop) do not. So the first DoGet of a multi-endpoint result waits
+//! briefly ([`Tickets::claim_unredeemed`]) for its siblings to be redeemed; the ones still
+//! unredeemed after that are streamed by this DoGet too (merged, at its reader's pace), and
+//! their tickets, redeemed later, stream no rows. Every row is delivered exactly once, through
+//! the endpoints together, and the server never runs ahead of the readers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -88,10 +98,27 @@ struct Pending {
     expires: Instant,
 }
 
+/// A ticket whose partition another DoGet of its result streamed.
+struct Drained {
+    user: String,
+    schema: SchemaRef,
+    expires: Instant,
+}
+
+/// What redeeming a ticket gives.
+pub(crate) enum Redeemed {
+    /// A partition of a result to stream.
+    Partition(Arc<ResultEntry>, usize),
+    /// A ticket whose partition was streamed by another endpoint of the same result: no rows.
+    Drained(SchemaRef),
+}
+
 #[derive(Default)]
 struct Inner {
     /// Tickets not redeemed yet.
     pending: HashMap<TicketId, Pending>,
+    /// Tickets not redeemed yet whose partition another DoGet took over.
+    drained: HashMap<TicketId, Drained>,
     /// Every ticket of a result that is still pending or streaming (for cancellation).
     results: HashMap<TicketId, Weak<ResultEntry>>,
 }
@@ -151,21 +178,65 @@ impl Tickets {
             .collect()
     }
 
-    /// Redeems a ticket for `user`: the result and the partition to stream.
-    pub(crate) fn redeem(&self, user: &str, handle: &[u8]) -> Result<(Arc<ResultEntry>, usize), Status> {
+    /// Redeems a ticket for `user`.
+    pub(crate) fn redeem(&self, user: &str, handle: &[u8]) -> Result<Redeemed, Status> {
         let not_found = || status(StatusCode::TableNotFound, "ticket not found: unknown, expired or already used");
+        let denied = |owner: &str| {
+            tracing::warn!(user, owner, "flight sql: ticket presented by another user");
+            status(StatusCode::PermissionDenied, "this ticket belongs to another user")
+        };
         let id = ticket_id(handle).ok_or_else(not_found)?;
         let mut inner = self.inner.lock().expect("tickets lock");
+        if let Some(drained) = inner.drained.get(&id) {
+            if drained.user != user {
+                return Err(denied(&drained.user));
+            }
+            let drained = inner.drained.remove(&id).expect("present");
+            if drained.expires <= Instant::now() {
+                return Err(not_found());
+            }
+            return Ok(Redeemed::Drained(drained.schema));
+        }
         let pending = inner.pending.get(&id).ok_or_else(not_found)?;
         if pending.entry.user != user {
-            tracing::warn!(user, owner = %pending.entry.user, "flight sql: ticket presented by another user");
-            return Err(status(StatusCode::PermissionDenied, "this ticket belongs to another user"));
+            return Err(denied(&pending.entry.user));
         }
         let pending = inner.pending.remove(&id).expect("present");
         if pending.expires <= Instant::now() {
             return Err(not_found());
         }
-        Ok((pending.entry, pending.partition))
+        Ok(Redeemed::Partition(pending.entry, pending.partition))
+    }
+
+    /// Waits up to `grace` for the other tickets of `entry` to be redeemed; takes over the
+    /// partitions of those still unredeemed then (their tickets will stream no rows).
+    pub(crate) async fn claim_unredeemed(&self, entry: &Arc<ResultEntry>, grace: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + grace;
+        loop {
+            {
+                let mut inner = self.inner.lock().expect("tickets lock");
+                let siblings: Vec<TicketId> = inner
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| Arc::ptr_eq(&p.entry, entry))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if siblings.is_empty() {
+                    return vec![];
+                }
+                if Instant::now() >= deadline {
+                    let mut claimed = vec![];
+                    for id in siblings {
+                        let p = inner.pending.remove(&id).expect("present");
+                        claimed.push(p.partition);
+                        let drained = Drained { user: entry.user.clone(), schema: entry.schema(), expires: p.expires };
+                        inner.drained.insert(id, drained);
+                    }
+                    return claimed;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Cancels the result one of `tickets` belongs to, if `user` owns it.
@@ -196,6 +267,7 @@ impl Tickets {
             let expired: Vec<TicketId> =
                 inner.pending.iter().filter(|(_, p)| p.expires <= now).map(|(id, _)| *id).collect();
             let dropped = expired.iter().filter_map(|id| inner.pending.remove(id)).collect();
+            inner.drained.retain(|_, d| d.expires > now);
             dropped
         };
         // Plans are dropped outside the lock; then their weak references are dead.
@@ -237,7 +309,7 @@ mod tests {
         assert_eq!(eps.len(), 1);
         let h = handle(&eps[0]);
         assert_eq!(tickets.redeem("bob", &h).err().unwrap().code(), tonic::Code::PermissionDenied);
-        let (e, p) = tickets.redeem("ann", &h).unwrap();
+        let Redeemed::Partition(e, p) = tickets.redeem("ann", &h).unwrap() else { panic!("a partition") };
         assert_eq!((e.partitions(), p), (1, 0));
         assert_eq!(tickets.redeem("ann", &h).err().unwrap().code(), tonic::Code::NotFound);
         assert_eq!(tickets.redeem("ann", b"rxt1-forged-handle").err().unwrap().code(), tonic::Code::NotFound);

@@ -129,6 +129,26 @@ async fn statements_metadata_and_tickets() {
     // The schema announced in the FlightInfo is the stream's.
     assert_eq!(info.clone().try_decode_schema().unwrap().fields().len(), 2);
 
+    // A streaming result read one endpoint after the other: the first DoGet waits briefly for
+    // its siblings, then streams the unredeemed partitions too; their tickets give no rows.
+    // Every row arrives exactly once.
+    let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 200000)";
+    let info = ann.execute(sql.into(), None).await.unwrap();
+    assert!(info.endpoint.len() >= 2, "a computed projection is repartitioned: {} endpoint(s)", info.endpoint.len());
+    let mut per_endpoint = vec![];
+    let mut sum = 0i64;
+    for i in 0..info.endpoint.len() {
+        let batches = fetch(&mut ann, ticket(&info, i)).await.unwrap();
+        per_endpoint.push(rows(&batches));
+        for b in &batches {
+            assert_eq!(b.schema().field(1).name(), "twice");
+            sum += b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().iter().flatten().sum::<i64>();
+        }
+    }
+    assert_eq!(per_endpoint.iter().sum::<usize>(), 200000, "{per_endpoint:?}");
+    assert_eq!(per_endpoint[0], 200000, "the first reader streamed every partition: {per_endpoint:?}");
+    assert_eq!(sum, 200000 * 200001 / 2);
+
     // Tickets: single use, bound to their user.
     let info = ann.execute("SELECT 42 AS answer".into(), None).await.unwrap();
     assert_eq!(info.endpoint.len(), 1);
