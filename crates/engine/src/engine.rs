@@ -139,6 +139,7 @@ impl Engine {
         let (policy, _) = self.inner.policy.current();
         let roles = policy.roles_of(&identity.user, &identity.roles);
         pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
+        crate::hive::install(&ctx, &self.inner.lake);
         let state = Arc::new(ctx.state());
         guard.set_state(&state);
         Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles))

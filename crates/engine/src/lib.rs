@@ -9,6 +9,7 @@ mod audit;
 mod cursor;
 mod deadline;
 mod engine;
+mod hive;
 mod pgcompat;
 mod secure;
 mod session;
@@ -20,6 +21,7 @@ pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
 pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};
+pub use hive::HiveCommand;
 pub use secure::{Applied, PolicyStatus, PolicyStore};
 pub use session::{
     EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,

@@ -141,6 +141,8 @@ pub enum SessionCommand {
     Close(Option<String>),
     /// `SHOW GRANTS [FOR …]`, `SHOW POLICIES`.
     Admin(AdminCommand),
+    /// Hive's `SHOW DATABASES|TABLES`, `DESCRIBE [FORMATTED]`, `SHOW CREATE TABLE` (hive.rs).
+    Hive(crate::hive::HiveCommand),
 }
 
 /// One statement, planned and ready to execute (possibly several times with parameters).
@@ -244,6 +246,7 @@ impl Planned {
             Planned::Command(SessionCommand::Show(name)) => Some(show_schema(name.as_deref())),
             Planned::Command(SessionCommand::Fetch { schema, .. }) => Some(schema.clone()),
             Planned::Command(SessionCommand::Admin(cmd)) => Some(crate::admin::schema(cmd)),
+            Planned::Command(SessionCommand::Hive(cmd)) => Some(crate::hive::schema(cmd)),
             _ => None,
         }
     }
@@ -532,8 +535,12 @@ impl EngineSession {
     }
 
     async fn plan_inner(&self, sql: &str) -> Result<Planned> {
+        let sql = &crate::hive::backticks(sql);
         if let Some(cmd) = crate::admin::parse(sql) {
             return Ok(Planned::Command(SessionCommand::Admin(cmd)));
+        }
+        if let Some(cmd) = crate::hive::parse(sql) {
+            return crate::hive::plan(&self.ctx, cmd);
         }
         let mut stmts = pgcompat::parse_statements(sql)
             .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
@@ -730,6 +737,7 @@ impl EngineSession {
                 let stream = guard(self.cursors.get(name)?.fetch(*count), timeout, token, None);
                 Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
             }
+            Planned::Command(SessionCommand::Hive(cmd)) => crate::hive::execute(&self.ctx, cmd).await,
             Planned::Command(cmd) => self.run_command(cmd),
             Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
                 QueryOutput::Rows { schema, stream } => Ok(QueryOutput::Copy { schema, stream, options: options.clone() }),
@@ -936,8 +944,8 @@ impl EngineSession {
                 let stream = MemoryStream::try_new(vec![batch], schema.clone(), None)?;
                 Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
             }
-            SessionCommand::Declare { .. } | SessionCommand::Fetch { .. } => {
-                Err(Error::new(StatusCode::Internal, "cursor command outside execute"))
+            SessionCommand::Declare { .. } | SessionCommand::Fetch { .. } | SessionCommand::Hive(_) => {
+                Err(Error::new(StatusCode::Internal, "cursor or Hive command outside execute"))
             }
         }
     }
