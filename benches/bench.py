@@ -1,6 +1,6 @@
 """benches/run's driver: every workload against rxgate and its peers, side by side, in one run.
 
-    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5] [--bin PATH] ...
+    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5,w6] [--bin PATH] ...
 
 Per scale: datagen, W1 (whose last rxgate run leaves the lakehouse; without W1 one pipeline
 run makes it), then one `rxgate serve` over it (Flight SQL too when the binary has it),
@@ -24,10 +24,10 @@ from pathlib import Path
 from harness import (CACHE, ROOT, BenchError, Perf, git_rev, load_note, log, machine, now,
                      run_checked, write_section)
 
-ALL = ["w1", "w2", "w3", "w4", "w0", "w5"]
+ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6"]
 SECTION = {"summary": "Goals", "w1": "W1 pipeline", "w2": "W2 reports", "w3": "W3 dashboard",
-           "w4": "W4 export", "w0": "W0 overhead", "w5": "W5 scale"}
-ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w5"]
+           "w4": "W4 export", "w0": "W0 overhead", "w5": "W5 scale", "w6": "W6 policy overhead"}
+ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w6", "w5"]
 
 
 class Ctx:
@@ -123,7 +123,7 @@ def parse_args(argv):
         a.scale = "1,10" if only == ["w5"] else "1"
     a.scales = sorted(float(s) for s in a.scale.split(","))
     if not only:
-        only = ["w1", "w2", "w3", "w4", "w0"] + (["w5"] if len(a.scales) > 1 else [])
+        only = ["w1", "w2", "w3", "w4", "w0", "w6"] + (["w5"] if len(a.scales) > 1 else [])
     a.only = only
     a.w3_clients = [int(c) for c in a.w3_clients.split(",")]
     a.w3_reps = a.w3_reps or a.reps
@@ -161,7 +161,7 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
     else:
         secs, _, summary = w1_pipeline.pipeline(binary, raw, lake)
         log(f"pipeline (lakehouse for the queries) {secs:.2f} s, {summary.get('loaded')} rows")
-    if not measure & {"w2", "w3", "w4", "w0"}:
+    if not measure & {"w2", "w3", "w4", "w0", "w6"}:
         return out
     ctx = Ctx(work, scale)
     try:
@@ -211,6 +211,10 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
         if "w3" in measure:
             with prof("w3"):
                 out["w3"] = w3_dashboard.run(ctx, a.w3_reps, a.w3_secs, a.w3_clients)
+        if "w6" in measure:
+            import w6_policy
+            with prof("w6"):
+                out["w6"] = w6_policy.run(ctx, a.w3_reps, a.w3_secs, a.w3_clients)
         out["server_log_tail"] = ctx.rxgate.log_path.read_text()[-2000:]
     finally:
         ctx.close()
@@ -272,6 +276,9 @@ def main(argv=None) -> int:
         sections["w4"] = report.render_w4(r["w4"], top, a.reps, hdr)
     if "w0" in a.only and r.get("w0"):
         sections["w0"] = report.render_w0(r["w0"], top, a.reps, hdr)
+    if "w6" in a.only and r.get("w6"):
+        import w6_policy
+        sections["w6"] = w6_policy.render(r["w6"], top, a.w3_reps, hdr)
     if "w5" in a.only and len(per_scale) > 1:
         sections["w5"] = report.render_w5(per_scale, a.reps, hdr, rows_by_scale)
     if set(sections) & {"w1", "w2", "w3", "w4"}:

@@ -77,6 +77,8 @@ class RxgateServer:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("RXGATE_") and not k.startswith("PG")}
         env["RXGATE_USERS_FILE"] = str(self.users_file)
+        # A pseudonym key, so the analyst of W6 pays for real HMACs (without one the mask is NULL).
+        env["RXGATE_PSEUDONYM_KEY"] = "bench-pseudonym-key-not-secret"
         env.setdefault("RUST_LOG", "warn")
         return env
 
