@@ -45,8 +45,10 @@ impl PseudonymKey {
         let mut out = String::with_capacity(self.id.len() + 33);
         out.push_str(&self.id);
         out.push(':');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in &tag.as_ref()[..16] {
-            out.push_str(&format!("{b:02x}"));
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
         out
     }
