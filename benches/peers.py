@@ -77,6 +77,10 @@ class RxgateServer:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("RXGATE_") and not k.startswith("PG")}
         env["RXGATE_USERS_FILE"] = str(self.users_file)
+        # As in production: with RUST_BACKTRACE=1 every error the server creates (and some
+        # are made and caught on the query path) captures a backtrace.
+        env.pop("RUST_BACKTRACE", None)
+        env.pop("RUST_LIB_BACKTRACE", None)
         # A pseudonym key, so the analyst of W6 pays for real HMACs (without one the mask is NULL).
         env["RXGATE_PSEUDONYM_KEY"] = "bench-pseudonym-key-not-secret"
         env.setdefault("RUST_LOG", "warn")
