@@ -343,3 +343,9 @@ def test_slow_reader_keeps_server_memory_flat(server):
     assert server.alive()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_psql_literals_with_quotes(server):
+    """The simple protocol splits statements and must keep escaped quotes (O'Brien)."""
+    p = psql(server, "-Atc", "SELECT 'O''Brien' AS n; SELECT \"n\" FROM (SELECT 1 AS \"n\") AS \"t\"\"x\"")
+    assert p.stdout.split() == ["O'Brien", "1"]

@@ -483,6 +483,13 @@ impl EngineSession {
 
     /// Splits SQL text into its statements, each with its original text.
     pub fn split(&self, sql: &str) -> Result<Vec<String>> {
+        split_statements(sql)
+    }
+}
+
+/// Splits SQL text into its statements (see [`EngineSession::split`]).
+fn split_statements(sql: &str) -> Result<Vec<String>> {
+    {
         let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .tokenize()
             .map_err(|e| Error::new(StatusCode::SyntaxError, e.to_string()))?;
@@ -501,7 +508,7 @@ impl EngineSession {
                 Token::Whitespace(_) => cur.push_str(&t.to_string()),
                 t => {
                     meaningful = true;
-                    cur.push_str(&t.to_string());
+                    cur.push_str(&token_text(&t));
                 }
             }
         }
@@ -510,7 +517,9 @@ impl EngineSession {
         }
         Ok(out)
     }
+}
 
+impl EngineSession {
     /// **The entry point**: plans one SQL statement for this session. Every frontend gets its
     /// plans here and nowhere else.
     pub async fn plan(&self, sql: &str) -> Result<Planned> {
@@ -1025,6 +1034,17 @@ impl EngineSession {
     }
 }
 
+/// A token as SQL text again. sqlparser displays quoted literals and identifiers with their
+/// unescaped value (`'it's'`), so quotes inside them are doubled (escaped) here.
+fn token_text(t: &Token) -> String {
+    match t {
+        Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+        Token::EscapedStringLiteral(s) => format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Token::Word(w) if w.quote_style == Some('"') => format!("\"{}\"", w.value.replace('"', "\"\"")),
+        other => other.to_string(),
+    }
+}
+
 /// `plan` with the output columns (names and types) of `like`, by casting column by column.
 fn conform(plan: LogicalPlan, like: &LogicalPlan) -> Result<LogicalPlan> {
     use datafusion::logical_expr::{cast, Expr, LogicalPlanBuilder};
@@ -1145,5 +1165,16 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
         SqlStatement::Commit { .. } => Some(SessionCommand::End(true)),
         SqlStatement::Rollback { savepoint: None, .. } => Some(SessionCommand::End(false)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_quotes_inside_literals_and_identifiers() {
+        let parts = split_statements("SELECT 'it''s'; SELECT \"a\"\"b\" FROM t;; SELECT E'x\\'y'").unwrap();
+        assert_eq!(parts, vec!["SELECT 'it''s'", "SELECT \"a\"\"b\" FROM t", "SELECT E'x\\'y'"]);
     }
 }
