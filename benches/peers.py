@@ -232,7 +232,7 @@ class PostgresServer:
         if self.root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._as_pg([PG_BIN / "initdb", "-D", self.data, "-U", self.user, "--auth=trust",
-                     "-E", "UTF8", "--locale=C"])
+                     "-E", "UTF8", "--lc-collate=C", "--lc-ctype=C.UTF-8"])
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 " + " ".join(
             f"-c {k}={v}" for k, v in PG_SETTINGS.items())
         pg_log = self.dir / "postgres.log"
