@@ -21,8 +21,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness import (CACHE, ROOT, BenchError, Perf, git_rev, load_note, log, machine, now,
-                     run_checked, write_section)
+from harness import (CACHE, ROOT, BenchError, LoadWatch, Perf, git_rev, load_note, log,
+                     machine, now, run_checked, write_section)
 
 ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6"]
 SECTION = {"summary": "Goals", "w1": "W1 pipeline", "w2": "W2 reports", "w3": "W3 dashboard",
@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     rows_by_scale: dict[float, int] = {}
     m = machine()
     notes_before = load_note()
+    watch = LoadWatch()
     for scale in a.scales:
         work = a.workdir / f"scale{scale:g}" if a.workdir else CACHE / "bench" / f"scale{scale:g}"
         # Sections are written for the largest scale; the smaller ones only feed W5.
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
             rows_by_scale[scale] = r["rows"]
         elif r.get("w1"):
             rows_by_scale[scale] = r["w1"].counts.get("loaded")
-    notes = f"before the run {notes_before}, after it {load_note()}"
+    notes = f"before the run {notes_before}, after it {load_note()}; {watch.stop()}"
     top = a.scales[-1]
     r = per_scale[top]
     hdr = header(a, command, m, notes)

@@ -358,3 +358,31 @@ class Perf:
         self.data.unlink(missing_ok=True)
         log(f"profile {self.out}")
         return False
+
+
+class LoadWatch:
+    """Samples the machine every few seconds during a run: the highest 1-minute load average
+    and whether a compiler ran, so a run under concurrent load is labelled as such even when
+    the compile happened between the start and end checks."""
+
+    def __init__(self, every: float = 5.0):
+        import threading
+        self.max_load = os.getloadavg()[0]
+        self.compilers: set[str] = set(compilers_running())
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._t.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.max_load = max(self.max_load, os.getloadavg()[0])
+            self.compilers.update(compilers_running())
+
+    def stop(self) -> str:
+        self._stop.set()
+        note = (f"highest 1-minute load average during the run {self.max_load:.1f} (the run's "
+                f"own W3 clients count too)")
+        if self.compilers:
+            note += (f"; **CONCURRENT COMPILE during the run** "
+                     f"({', '.join(sorted(self.compilers))}): absolute times are inflated")
+        return note
