@@ -292,7 +292,7 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     if let Some(flight) = &flight {
         crate::flight::print_connect(flight, demo_logins, user_count)?;
     }
-    println!("  try: SELECT count(*) FROM health.prescriber_drug;");
+    println!("  try: SELECT count(*) FROM health.prescriber_drug;  (viewer: health.city_report)");
     println!("Press Ctrl-C to stop.");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

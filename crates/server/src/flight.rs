@@ -32,8 +32,11 @@ fn uri(server: &FlightSqlServer) -> Result<String> {
 
 /// A Python one-liner connecting with ADBC (user names and demo passwords are quote-safe).
 fn adbc_line(uri: &str, user: &str, password: &str) -> String {
+    // The demo's `public` user may read the report tables only (catalog/policies.toml).
+    let public = crate::users::DEMO_USERS.iter().any(|(u, role)| *u == user && *role == "public");
+    let table = if public { "health.city_report" } else { "health.prescriber_drug" };
     format!(
-        "python -c 'import adbc_driver_flightsql.dbapi as f; c = f.connect(\"{uri}\", db_kwargs={{\"username\": \"{user}\", \"password\": \"{password}\"}}, autocommit=True); print(c.cursor().execute(\"SELECT count(*) FROM health.prescriber_drug\").fetchall())'"
+        "python -c 'import adbc_driver_flightsql.dbapi as f; c = f.connect(\"{uri}\", db_kwargs={{\"username\": \"{user}\", \"password\": \"{password}\"}}, autocommit=True); print(c.cursor().execute(\"SELECT count(*) FROM {table}\").fetchall())'"
     )
 }
 
