@@ -24,7 +24,7 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use rxgate_common::{Error, Result, StatusCode};
-use rxgate_policy::{MaskFunctions, Policy, Principal, PseudonymKey, TableAccess};
+use rxgate_policy::{MaskFunctions, Policy, Principal, PseudonymKey};
 
 /// Schemas whose tables are governed by grants; every other schema of the catalog
 /// (pg_catalog, information_schema) is derived from what the governed ones show.
@@ -336,7 +336,7 @@ impl SchemaProvider for SecuredSchema {
             masks: access.masks(),
             row_filter: access.row_filter.clone(),
         });
-        Ok(Some(Arc::new(SecuredTable::new(plan, &access))))
+        Ok(Some(Arc::new(SecuredTable::new(plan))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -353,7 +353,7 @@ pub(crate) struct SecuredTable {
 }
 
 impl SecuredTable {
-    fn new(plan: LogicalPlan, _access: &TableAccess) -> Self {
+    fn new(plan: LogicalPlan) -> Self {
         let schema = Arc::new(plan.schema().as_arrow().clone());
         Self { plan, schema }
     }
@@ -385,8 +385,13 @@ impl TableProvider for SecuredTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // Normally never called (the analyzer inlines the plan); if it is, run the secured
-        // plan itself, never the raw table.
-        let _ = (projection, filters, limit);
-        state.create_physical_plan(&self.plan).await
+        // plan itself, never the raw table. Filters are not pushed here (the default
+        // `supports_filters_pushdown` keeps them above) and a limit is only a hint.
+        let _ = (filters, limit);
+        let plan = match projection {
+            Some(p) => datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone()).select(p.iter().copied())?.build()?,
+            None => self.plan.clone(),
+        };
+        state.create_physical_plan(&plan).await
     }
 }

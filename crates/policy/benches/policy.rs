@@ -75,37 +75,21 @@ fn rewrite(c: &mut Criterion) {
     let ctx = SessionContext::new();
     let state = ctx.state();
     let sql = |s: &str, schema: &datafusion::common::DFSchema| state.create_logical_expr(s, schema);
-    c.bench_function("policy/table_access+secured_plan (analyst, prescriber_drug)", |b| {
-        b.iter(|| {
-            let access = policy.table_access(&analyst, "rxgate", "health", "prescriber_drug", &columns).unwrap().unwrap();
-            rxgate_policy::secured_plan(
-                TableReference::full("rxgate", "health", "prescriber_drug"),
-                source.clone(),
-                &access,
-                &masks,
-                &sql,
-            )
-            .unwrap()
-        })
-    });
     let auditor = Principal {
         user: "auditor_ca".into(),
         roles: vec!["state_auditor".into()],
         attributes: [("state".to_string(), "CA".to_string())].into(),
     };
-    c.bench_function("policy/table_access+secured_plan (state auditor, row filter)", |b| {
-        b.iter(|| {
-            let access = policy.table_access(&auditor, "rxgate", "health", "prescriber_drug", &columns).unwrap().unwrap();
-            rxgate_policy::secured_plan(
-                TableReference::full("rxgate", "health", "prescriber_drug"),
-                source.clone(),
-                &access,
-                &masks,
-                &sql,
-            )
-            .unwrap()
-        })
-    });
+    for (name, principal) in [("analyst, masks", &analyst), ("state auditor, row filter", &auditor)] {
+        c.bench_function(&format!("policy/table_access+secured_plan ({name})"), |b| {
+            b.iter(|| {
+                let access =
+                    policy.table_access(principal, "rxgate", "health", "prescriber_drug", &columns).unwrap().unwrap();
+                let table = TableReference::full("rxgate", "health", "prescriber_drug");
+                rxgate_policy::secured_plan(table, source.clone(), &access, &masks, &sql).unwrap()
+            })
+        });
+    }
 }
 
 criterion_group!(benches, masks, rewrite);
