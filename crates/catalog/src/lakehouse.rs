@@ -11,6 +11,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+use crate::table_cache::TableCache;
 use crate::LakehouseConfig;
 
 /// An open lakehouse: the Iceberg catalog plus a pool on the same catalog database, used to
@@ -20,6 +21,7 @@ pub struct Lakehouse {
     catalog: Arc<dyn Catalog>,
     pool: AnyPool,
     config: LakehouseConfig,
+    tables: Arc<TableCache>,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -91,7 +93,7 @@ impl Lakehouse {
                 .await
                 .map_err(|e| unavailable(&config.uri, e))?;
         }
-        Ok(Self { catalog: Arc::new(catalog), pool, config })
+        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default() })
     }
 
     /// The Iceberg catalog.
@@ -106,6 +108,10 @@ impl Lakehouse {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn table_cache(&self) -> &TableCache {
+        &self.tables
     }
 
     /// Loads a table by `namespace.table` name.

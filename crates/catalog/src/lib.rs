@@ -7,9 +7,12 @@ mod config;
 mod definition;
 mod lakehouse;
 mod provider;
+mod scan;
+mod table_cache;
 
 pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
 pub use config::LakehouseConfig;
 pub use definition::{apply_definitions, load_definitions, parse_definitions, ApplyAction, ColumnDef, TableDef};
 pub use lakehouse::Lakehouse;
 pub use provider::LakehouseCatalogProvider;
+pub use scan::LakehouseTable;

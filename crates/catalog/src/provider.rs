@@ -13,10 +13,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use iceberg::{NamespaceIdent, TableIdent};
-use iceberg_datafusion::IcebergStaticTableProvider;
 use rxgate_common::Result;
 
-use crate::Lakehouse;
+use crate::{Lakehouse, LakehouseTable};
 
 /// DataFusion catalog over a [`Lakehouse`]; build one per session.
 #[derive(Debug)]
@@ -89,15 +88,8 @@ impl SchemaProvider for NamespaceSchema {
             return Ok(None);
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
-        let table = self
-            .lake
-            .catalog()
-            .load_table(&ident)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider = IcebergStaticTableProvider::try_new_from_table(table)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider = LakehouseTable::try_new(table).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(provider)))
     }
 
