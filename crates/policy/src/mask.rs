@@ -4,10 +4,11 @@
 //! user could call (that would let anyone pseudonymise a list of known NPIs and join it back),
 //! and its key never appears in a plan, EXPLAIN output or a log line.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::hmac;
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -19,13 +20,28 @@ use datafusion::prelude::Column;
 
 use crate::model::MaskKind;
 
+/// The name of the keyed pseudonym UDF in plans (never registered, so never callable).
+pub(crate) const PSEUDONYM_UDF: &str = "rxgate_pseudonym";
+
 /// The pseudonymisation key and its id (`k1`), shown in front of every pseudonym so a
 /// rotated key's pseudonyms are told apart.
 #[derive(Clone)]
 pub struct PseudonymKey {
     id: String,
     key: hmac::Key,
+    memo: Arc<Memo>,
 }
+
+/// Text pseudonyms already computed under one key (value → 32 hex digits), so a value seen
+/// before costs a hash lookup instead of an HMAC. NPIs repeat (one row per drug) and the
+/// same values come back query after query. Bounded: cleared when it reaches `MEMO_MAX`.
+#[derive(Default)]
+struct Memo {
+    map: RwLock<HashMap<Box<str>, [u8; 32]>>,
+}
+
+/// Entries kept at most (about 80 MB of short keys at the bound).
+const MEMO_MAX: usize = 1 << 20;
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,21 +52,68 @@ impl std::fmt::Debug for PseudonymKey {
 impl PseudonymKey {
     /// A key from its secret bytes.
     pub fn new(id: &str, secret: &[u8]) -> Self {
-        Self { id: id.to_string(), key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        Self { id: id.to_string(), key: hmac::Key::new(hmac::HMAC_SHA256, secret), memo: Arc::default() }
     }
 
     /// The text pseudonym of `value`: `id:` + 32 hex digits of HMAC-SHA256(key, value).
     pub fn text(&self, value: &str) -> String {
-        let tag = hmac::sign(&self.key, value.as_bytes());
         let mut out = String::with_capacity(self.id.len() + 33);
+        self.push_text(&mut out, &self.hex(value));
+        out
+    }
+
+    /// The 32 hex digits of HMAC-SHA256(key, value) (the first 128 bits).
+    fn hex(&self, value: &str) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = hmac::sign(&self.key, value.as_bytes());
+        let mut hex = [0u8; 32];
+        for (i, b) in tag.as_ref()[..16].iter().enumerate() {
+            hex[2 * i] = HEX[(b >> 4) as usize];
+            hex[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        hex
+    }
+
+    fn push_text(&self, out: &mut String, hex: &[u8; 32]) {
         out.push_str(&self.id);
         out.push(':');
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in &tag.as_ref()[..16] {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
+        out.push_str(std::str::from_utf8(hex).expect("hex digits are ASCII"));
+    }
+
+    /// The text pseudonyms of a whole array (NULL stays NULL), through the memo.
+    pub fn text_array(&self, values: &StringArray) -> StringArray {
+        let width = self.id.len() + 33;
+        let mut out = StringBuilder::with_capacity(values.len(), values.len() * width);
+        let mut misses: Vec<(Box<str>, [u8; 32])> = Vec::new();
+        let mut text = String::with_capacity(width);
+        {
+            let memo = self.memo.map.read().expect("pseudonym memo lock");
+            for v in values.iter() {
+                let Some(v) = v else {
+                    out.append_null();
+                    continue;
+                };
+                let hex = match memo.get(v) {
+                    Some(hex) => *hex,
+                    None => {
+                        let hex = self.hex(v);
+                        misses.push((v.into(), hex));
+                        hex
+                    }
+                };
+                text.clear();
+                self.push_text(&mut text, &hex);
+                out.append_value(&text);
+            }
         }
-        out
+        if !misses.is_empty() {
+            let mut memo = self.memo.map.write().expect("pseudonym memo lock");
+            if memo.len() + misses.len() > MEMO_MAX {
+                memo.clear();
+            }
+            memo.extend(misses);
+        }
+        out.finish()
     }
 
     /// The integer pseudonym of `value`: 63 bits of HMAC-SHA256(key, decimal text).
@@ -91,11 +154,15 @@ pub fn show_last(s: &str, n: usize) -> String {
 
 /// A string → string UDF from a per-value function (NULL stays NULL).
 fn string_udf(name: &str, f: impl Fn(&str) -> String + Send + Sync + 'static) -> ScalarUDF {
+    string_array_udf(name, move |s| s.iter().map(|v| v.map(&f)).collect::<StringArray>())
+}
+
+/// A string → string UDF from a whole-array function.
+fn string_array_udf(name: &str, f: impl Fn(&StringArray) -> StringArray + Send + Sync + 'static) -> ScalarUDF {
     let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
         let map = |a: &ArrayRef| -> DfResult<ArrayRef> {
             let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
-            let s = a.as_string::<i32>();
-            Ok(Arc::new(s.iter().map(|v| v.map(&f)).collect::<StringArray>()))
+            Ok(Arc::new(f(a.as_string::<i32>())))
         };
         match &args[0] {
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(map(a)?)),
@@ -123,7 +190,7 @@ impl MaskFunctions {
         let (text, int) = match key {
             Some(k) => {
                 let t = k.clone();
-                let text = string_udf("rxgate_pseudonym", move |s| t.text(s));
+                let text = string_array_udf(PSEUDONYM_UDF, move |a| t.text_array(a));
                 let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
                     let a = args[0].to_array(1)?;
                     let a = datafusion::arrow::compute::cast(&a, &DataType::Int64)?;
@@ -134,7 +201,7 @@ impl MaskFunctions {
                         ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
                     })
                 });
-                let int = create_udf("rxgate_pseudonym", vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun);
+                let int = create_udf(PSEUDONYM_UDF, vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun);
                 (Some(Arc::new(text)), Some(Arc::new(int)))
             }
             None => (None, None),
@@ -241,5 +308,21 @@ mod tests {
         assert_ne!(a[3..], k2.text("1234567893")[3..]);
         assert!(k1.int(42) >= 0 && k1.int(42) == k1.int(42) && k1.int(42) != k1.int(43));
         assert!(!format!("{k1:?}").contains("secret one"));
+    }
+
+    #[test]
+    fn array_pseudonyms_equal_single_ones_through_the_memo() {
+        let k = PseudonymKey::new("k1", b"secret");
+        let input = StringArray::from(vec![Some("1"), None, Some("22"), Some("1")]);
+        for _ in 0..2 {
+            // The second round is answered from the memo.
+            let out = k.text_array(&input);
+            assert_eq!(out.len(), 4);
+            assert!(out.is_null(1));
+            assert_eq!(out.value(0), k.text("1"));
+            assert_eq!(out.value(2), k.text("22"));
+            assert_eq!(out.value(3), out.value(0));
+        }
+        assert!(crate::rule::could_be_pseudonym(&k.text("1")));
     }
 }
