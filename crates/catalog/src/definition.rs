@@ -47,6 +47,10 @@ pub struct TableDef {
     pub partition_by: Vec<String>,
     /// Columns in order.
     pub columns: Vec<ColumnDef>,
+    /// Iceberg table properties set when the table is created (e.g.
+    /// `write.parquet.bloom-filter-enabled.column.npi = "true"`).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +193,7 @@ pub async fn apply_definitions(lake: &Lakehouse, defs: &[TableDef]) -> Result<Ve
             if let Some(c) = &def.comment {
                 props.insert("comment".to_string(), c.clone());
             }
+            props.extend(def.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
             let creation = TableCreation::builder()
                 .name(ident.name().to_string())
                 .schema(def.schema()?)
@@ -259,7 +264,7 @@ columns = [
 
     #[test]
     fn rejects_unknown_type_and_partition_column() {
-        let bad = TableDef { name: "a.b".into(), comment: None, partition_by: vec!["x".into()], columns: vec![] };
+        let bad = TableDef { name: "a.b".into(), comment: None, partition_by: vec!["x".into()], columns: vec![], properties: Default::default() };
         assert!(bad.partition_spec().is_err());
         assert!(primitive("blob").is_err());
     }

@@ -122,12 +122,17 @@ impl Engine {
     /// emulation (`pg_catalog`, `version()`, …) installed.
     pub async fn session(&self, identity: Identity) -> Result<EngineSession> {
         let cfg = &self.inner.config;
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("rxgate", "health")
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(cfg.target_partitions)
             .with_batch_size(cfg.batch_size);
+        // Late materialisation: a Parquet scan decodes the filter's columns first and the
+        // other columns only for the rows that pass (the dashboard filters keep few rows).
+        let parquet = &mut session_config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session_config, self.inner.runtime.clone());
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
         lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone())))?;
