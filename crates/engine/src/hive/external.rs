@@ -600,9 +600,14 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
                 return Err(denied("CREATE EXTERNAL TABLE"));
             }
         }
-        ExternalCommand::Drop { .. } => {
-            // Only an external table the session can see is ours; anything else goes on.
-            if lake.external().get(&schema, &table).await?.is_none() || super::resolve(ctx, cmd.table()).await.is_err() {
+        ExternalCommand::Drop { if_exists, .. } => {
+            // Only an external table the session can see is ours; `IF EXISTS` of a table the
+            // session cannot see does nothing (as PostgreSQL); anything else goes on.
+            let visible = super::resolve(ctx, cmd.table()).await.is_ok();
+            if !visible && *if_exists {
+                return Ok(Some(Planned::Command(SessionCommand::Accept("DROP TABLE".into()))));
+            }
+            if !visible || lake.external().get(&schema, &table).await?.is_none() {
                 return Ok(None);
             }
             if !admin {
