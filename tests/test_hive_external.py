@@ -10,7 +10,9 @@ Each module server has its own data dir (the Iceberg tables of `catalog/` create
 `rxgate catalog apply`), so the external tables live beside Iceberg tables in `health`."""
 from __future__ import annotations
 
+import json
 import re
+import time
 from datetime import date
 from pathlib import Path
 
@@ -333,6 +335,13 @@ def test_only_admins_change_external_tables(env, rx_table):
                 f"DROP TABLE {rx_table}"]:
         assert error(s, sql, user=ANALYST).sqlstate == "42501", sql
     assert "mine" not in [r[0] for r in q(s, "SHOW TABLES IN health")]
+    # Every statement is audited, refused or not.
+    time.sleep(0.3)
+    audit = [json.loads(l) for l in (env.data_dir / "audit" / "audit.jsonl").read_text().splitlines()]
+    ddl = [(r["user"], r["outcome"], r["error_code"]) for r in audit
+           if r["kind"] == "statement" and r["statement"].startswith("CREATE EXTERNAL TABLE")]
+    assert (TEST_USER, "ok", None) in ddl and (ANALYST, "error", "PermissionDenied") in ddl
+    assert any(r["user"] == ANALYST and r["statement"].startswith("MSCK") and r["outcome"] == "error" for r in audit)
     # The analyst reads it like the Iceberg tables of health: granted, with the health masks
     # (npi is pseudonymised, never the real value).
     q(s, f"MSCK REPAIR TABLE {rx_table}")
