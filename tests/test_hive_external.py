@@ -279,6 +279,12 @@ def test_csv_external_tables_with_header_and_delimiter(env):
     assert len(q(s, "MSCK REPAIR TABLE health.cities_ext")) == 2
     assert q(s, "SELECT state, city, population FROM health.cities_ext ORDER BY population DESC") == [
         ("NY", "NEW YORK", 8804190), ("CA", "LOS ANGELES", 3898747), ("CA", "SAN DIEGO", 1386932)]
+    # 'discover.partitions'='true' registers what is there when the table is created.
+    q(s, f"CREATE EXTERNAL TABLE health.cities_found (city STRING, population BIGINT) PARTITIONED BY (state STRING) "
+         f"STORED AS CSV LOCATION '{env.csv}' TBLPROPERTIES ('discover.partitions'='true', 'skip.header.line.count'='1')")
+    assert q(s, "SELECT state, sum(population) FROM health.cities_found GROUP BY 1 ORDER BY 1") == [
+        ("CA", 3898747 + 1386932), ("NY", 8804190)]
+    q(s, "DROP TABLE health.cities_found")
     # Unpartitioned, `|`-delimited, no header, OPTIONS syntax, in a schema that did not exist.
     plain = env.root / "files" / "plain"
     plain.mkdir()
@@ -379,6 +385,12 @@ def test_flight_sql_reads_external_tables(env, rx_table):
         assert table.column("n").to_pylist() == [sum(rows_of(d, st) for d in DATES) for st in STATES]
         cur.execute(f"SHOW PARTITIONS {rx_table}")
         assert len(cur.fetchall()) >= 6
+        # DDL over Flight SQL too (an update without rows).
+        cur.execute(f"ALTER TABLE {rx_table} DROP PARTITION (state='TX')")
+        cur.execute(f"SELECT count(*) AS n FROM {rx_table}")
+        assert cur.fetchall() == [(total_rows() - sum(rows_of(d, 'TX') for d in DATES),)]
+        cur.execute(f"MSCK REPAIR TABLE {rx_table}")
+        assert sorted(r[1] for r in cur.fetchall()) == [f"delivery_date={d}/state=TX" for d in DATES]
 
 
 def test_definitions_survive_a_restart_and_drop_keeps_files(env, rx_table):

@@ -604,11 +604,18 @@ impl ExternalCatalog {
             .bind(self.catalog.clone())
             .bind(def.namespace.clone())
             .bind(def.name.clone())
-            .bind(name)
+            .bind(name.clone())
             .bind(p.location.clone())
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| match e {
+                // Another session registered it meanwhile.
+                sqlx::Error::Database(d) if d.is_unique_violation() => Error::new(
+                    StatusCode::AlreadyExists,
+                    format!("partition {name} of {} already exists", def.qualified()),
+                ),
+                e => db_error(e),
+            })?;
             added += 1;
         }
         tx.commit().await.map_err(db_error)?;
