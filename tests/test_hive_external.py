@@ -24,11 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_PASSWORD, TEST_USER, add_user, start_server, stop_server
-from rxcli import Rxgate
+from rxcli import REPO_ROOT, Rxgate
 
 ANALYST, ANALYST_PW = "ext_analyst", "ext-analyst-pw"
 PUBLIC, PUBLIC_PW = "ext_public", "ext-public-pw"
-PASSWORDS = {TEST_USER: TEST_PASSWORD, ANALYST: ANALYST_PW, PUBLIC: PUBLIC_PW}
+AUDITOR, AUDITOR_PW = "auditor_ca", "ext-auditor-pw"  # state_auditor, state CA (built-in policy)
+PASSWORDS = {TEST_USER: TEST_PASSWORD, ANALYST: ANALYST_PW, PUBLIC: PUBLIC_PW, AUDITOR: AUDITOR_PW}
 
 DATES = ["2024-01-01", "2024-02-01"]
 STATES = ["CA", "NY", "TX"]
@@ -93,15 +94,21 @@ class Env:
         self.files = write_parquet_tree(self.parquet)
         self.csv = root / "files" / "cities"
         self.server = None
+        # The shipped policy, in a file the tests may change (the server re-reads it).
+        self.policy = root / "policies.toml"
+        self.policy.write_text((REPO_ROOT / "catalog" / "policies.toml").read_text())
+        self.config = root / "rxgate.toml"
+        self.config.write_text(f'[policy]\nfile = "{self.policy}"\n')
         Rxgate(rxgate_bin, self.data_dir).run("catalog", "apply", "catalog/")
 
     def start(self):
-        self.server = start_server(self.bin, self.data_dir, self.root / "serve.log",
+        self.server = start_server(self.bin, self.data_dir, self.root / "serve.log", config=self.config,
                                    env={"RXGATE_USERS_FILE": str(self.users)} if hasattr(self, "users") else None)
         if not hasattr(self, "users"):
             self.users = self.server.users_file
             add_user(self.bin, self.users, ANALYST, ANALYST_PW, "--role", "analyst")
             add_user(self.bin, self.users, PUBLIC, PUBLIC_PW, "--role", "public")
+            add_user(self.bin, self.users, AUDITOR, AUDITOR_PW, "--role", "state_auditor")
         return self.server
 
     def restart(self):
@@ -356,6 +363,22 @@ def test_only_admins_change_external_tables(env, rx_table):
     seen = {r[0] for r in q(s, f"SELECT npi FROM {rx_table}", user=ANALYST)}
     assert not (real & seen)
     assert [r[0] for r in q(s, f"SHOW PARTITIONS {rx_table}", user=ANALYST)][0].startswith("delivery_date=")
+
+
+def test_row_filters_apply_to_external_tables_and_prune(env, rx_table):
+    s = env.server
+    q(s, f"MSCK REPAIR TABLE {rx_table}")
+    with open(env.policy, "a") as f:
+        f.write('\n[[row_filter]]\nroles = ["state_auditor"]\nschema = "health"\ntable = "rx_ext"\n'
+                'filter = "state = attribute(\'state\')"\n')
+    time.sleep(1.5)  # the server checks the file at most once a second
+    assert q(s, f"SELECT state, count(*) FROM {rx_table} GROUP BY 1", user=AUDITOR) == \
+        [("CA", sum(rows_of(d, "CA") for d in DATES))]
+    assert scalar(s, f"SELECT count(*) FROM {rx_table} WHERE state = 'NY'", user=AUDITOR) == 0
+    # The row filter is on a partition column: the auditor's scans list CA's files only.
+    plan = "\n".join(r[1] for r in q(s, f"EXPLAIN ANALYZE SELECT sum(trx_cnt) FROM {rx_table}", user=AUDITOR))
+    listed = re.findall(r"state=[A-Z]+", plan)
+    assert listed and set(listed) == {"state=CA"}, plan
 
 
 def test_an_ungranted_user_does_not_see_external_tables(env, rx_table):
