@@ -307,6 +307,26 @@ def test_csv_external_tables_with_header_and_delimiter(env):
     assert scalar(s, "SELECT sum(id) FROM staging.ticked_ext") == 6
 
 
+def test_bad_ddl_is_refused_with_a_clear_error(env, rx_table):
+    s = env.server
+    loc = env.parquet
+    cases = {
+        f"CREATE EXTERNAL TABLE health.x (a INT) LOCATION '{loc}'": "42601",  # no STORED AS
+        f"CREATE EXTERNAL TABLE health.x (a INT) STORED AS ORC LOCATION '{loc}'": "0A000",
+        f"CREATE EXTERNAL TABLE health.x (a MAP<STRING, INT>) STORED AS PARQUET LOCATION '{loc}'": "42601",
+        f"CREATE EXTERNAL TABLE health.x (a INT, a STRING) STORED AS PARQUET LOCATION '{loc}'": "22023",
+        f"CREATE EXTERNAL TABLE health.x (state STRING) PARTITIONED BY (state STRING) STORED AS PARQUET LOCATION '{loc}'": "22023",
+        f"CREATE EXTERNAL TABLE health.prescriber_drug (a INT) STORED AS PARQUET LOCATION '{loc}'": "42P07",
+        CREATE_RX.replace("IF NOT EXISTS ", "").format(location=loc): "42P07",
+        "SHOW PARTITIONS health.prescriber_drug": "0A000",  # an Iceberg table
+        "MSCK REPAIR TABLE health.nothing_here": "42P01",
+        "ALTER TABLE health.rx_ext ADD PARTITION (state='CA')": "22023",  # incomplete spec
+    }
+    for sql, state in cases.items():
+        assert error(s, sql).sqlstate == state, sql
+    assert "x" not in [r[0] for r in q(s, "SHOW TABLES IN health")]
+
+
 # --------------------------------------------------------------------------------------------
 # Catalog views: SHOW TABLES, information_schema, DESCRIBE FORMATTED, SHOW CREATE TABLE
 # --------------------------------------------------------------------------------------------
