@@ -28,7 +28,11 @@ pub struct LakehouseCatalogProvider {
 impl LakehouseCatalogProvider {
     /// Lists the namespaces and their tables now; table metadata is loaded per query.
     pub async fn try_new(lake: &Lakehouse) -> Result<Self> {
-        lake.external().refresh().await?;
+        // External-table names as the catalog database holds them now; a failure keeps the
+        // names cached before (the tables themselves are read when a query resolves them).
+        if let Err(e) = lake.external().refresh().await {
+            tracing::warn!(error = %e.message, "external tables not refreshed");
+        }
         let mut lakehouse = HashMap::new();
         for ns in lake.namespaces().await? {
             let tables = lake.tables(&ns).await?;
