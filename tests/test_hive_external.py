@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -353,6 +355,34 @@ def test_listed_and_described_like_other_tables(env, rx_table):
     assert "CREATE EXTERNAL TABLE `health`.`rx_ext`" in ddl
     assert "PARTITIONED BY (\n  `delivery_date` date,\n  `state` string)" in ddl
     assert f"LOCATION 'file://{env.parquet}/'" in ddl and "STORED AS PARQUET" in ddl
+
+
+def test_psql_runs_the_ddl_and_describes_the_table(env, tmp_path):
+    s = env.server
+    exe = shutil.which("psql")
+    assert exe, "psql is not installed (postgresql-client); scripts/test installs it"
+
+    def psql(*args):
+        p = subprocess.run([exe, "-h", s.host, "-p", str(s.port), "-U", TEST_USER, "-d", "rxgate", "-X", "-At",
+                            *args], env=s.pg_env(), capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    script = tmp_path / "ddl.sql"
+    script.write_text(f"""CREATE EXTERNAL TABLE health.psql_ext (npi BIGINT, drug_name STRING, trx_cnt INT,
+  total_cost DOUBLE) PARTITIONED BY (delivery_date DATE, state STRING) STORED AS PARQUET LOCATION '{env.parquet}';
+MSCK REPAIR TABLE health.psql_ext;
+ALTER TABLE health.psql_ext DROP PARTITION (delivery_date='{DATES[1]}');
+SELECT count(*) FROM health.psql_ext;
+""")
+    out = psql("-v", "ON_ERROR_STOP=1", "-f", str(script)).splitlines()
+    assert out[-1] == str(sum(rows_of(DATES[0], st) for st in STATES))
+    assert sum(1 for line in out if line.startswith("added|")) == 6
+    # psql's own catalog queries see it like any table.
+    described = psql("-c", r"\d health.psql_ext")
+    assert "delivery_date" in described and "trx_cnt" in described
+    q(s, "DROP TABLE health.psql_ext")
 
 
 # --------------------------------------------------------------------------------------------
