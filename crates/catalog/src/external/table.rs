@@ -308,3 +308,71 @@ pub async fn discover_partitions(
     found.sort_by(|a, b| a.values.cmp(&b.values));
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::external::{ExternalColumn, ExternalFormat};
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::object_store::local::LocalFileSystem;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::SessionContext;
+
+    fn write(dir: &std::path::Path, rows: i64) {
+        std::fs::create_dir_all(dir).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("npi", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
+        let mut w = ArrowWriter::try_new(std::fs::File::create(dir.join("part-0.parquet")).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
+    }
+
+    #[tokio::test]
+    async fn discovers_partitions_and_scans_only_those_the_filters_keep() {
+        let root = std::env::temp_dir().join(format!("rxgate-external-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (d, s, n) in [("2024-01-01", "CA", 3), ("2024-01-01", "NY", 4), ("2024-02-01", "CA", 5)] {
+            write(&root.join(format!("delivery_date={d}/state={s}")), n);
+        }
+        std::fs::create_dir_all(root.join("delivery_date=not-a-date/state=CA")).unwrap();
+        let col = |n: &str, t: &str| ExternalColumn { name: n.into(), hive_type: t.into(), comment: None };
+        let def = ExternalTableDef {
+            namespace: "health".into(),
+            name: "t".into(),
+            columns: vec![col("npi", "bigint")],
+            partition_columns: vec![col("delivery_date", "date"), col("state", "string")],
+            format: ExternalFormat::Parquet,
+            location: format!("file://{}/", root.display()),
+            properties: Default::default(),
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let found = discover_partitions(&store, &def).await.unwrap();
+        let values: Vec<Vec<String>> = found.iter().map(|p| p.values.clone()).collect();
+        assert_eq!(values, vec![vec!["2024-01-01", "CA"], vec!["2024-01-01", "NY"], vec!["2024-02-01", "CA"]]);
+        assert_eq!(found[1].location, format!("file://{}/delivery_date=2024-01-01/state=NY/", root.display()));
+        assert!(location_has_files(&store, &found[0].location).await.unwrap());
+
+        let ctx = SessionContext::new();
+        // Only two of the three partitions are registered: the third is not read.
+        let provider = ExternalTableProvider::try_new(Arc::new(def), found[..2].to_vec()).unwrap();
+        ctx.register_table("t", Arc::new(provider)).unwrap();
+        let count = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+            }
+        };
+        assert_eq!(count("SELECT count(*) FROM t").await, 7);
+        assert_eq!(count("SELECT count(*) FROM t WHERE state = 'NY'").await, 4);
+        assert_eq!(count("SELECT count(*) FROM t WHERE delivery_date = DATE '2024-01-01' AND state = 'CA'").await, 3);
+        assert_eq!(count("SELECT count(*) FROM t WHERE delivery_date > DATE '2024-01-15'").await, 0);
+        let plan = ctx.sql("SELECT npi FROM t WHERE state = 'NY'").await.unwrap().create_physical_plan().await.unwrap();
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(text.contains("state=NY/part-0.parquet") && !text.contains("state=CA"), "{text}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
