@@ -355,6 +355,12 @@ def test_listed_and_described_like_other_tables(env, rx_table):
     assert "CREATE EXTERNAL TABLE `health`.`rx_ext`" in ddl
     assert "PARTITIONED BY (\n  `delivery_date` date,\n  `state` string)" in ddl
     assert f"LOCATION 'file://{env.parquet}/'" in ddl and "STORED AS PARQUET" in ddl
+    # SHOW CREATE TABLE's text creates the same table again.
+    q(s, ddl.replace("`rx_ext`", "`rx_ext_copy`"))
+    assert q(s, "DESCRIBE health.rx_ext_copy") == q(s, f"DESCRIBE {rx_table}")
+    assert len(q(s, "MSCK REPAIR TABLE health.rx_ext_copy")) == 6
+    assert scalar(s, "SELECT count(*) FROM health.rx_ext_copy") == total_rows()
+    q(s, "DROP TABLE health.rx_ext_copy")
 
 
 def test_psql_runs_the_ddl_and_describes_the_table(env, tmp_path):

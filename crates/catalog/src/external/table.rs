@@ -334,7 +334,7 @@ mod tests {
     async fn discovers_partitions_and_scans_only_those_the_filters_keep() {
         let root = std::env::temp_dir().join(format!("rxgate-external-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        for (d, s, n) in [("2024-01-01", "CA", 3), ("2024-01-01", "NY", 4), ("2024-02-01", "CA", 5)] {
+        for (d, s, n) in [("2024-01-01", "CA", 3), ("2024-01-01", "NY", 4), ("2024-02-01", "CA", 5), ("2024-03-01", crate::external::DEFAULT_PARTITION, 2)] {
             write(&root.join(format!("delivery_date={d}/state={s}")), n);
         }
         std::fs::create_dir_all(root.join("delivery_date=not-a-date/state=CA")).unwrap();
@@ -351,13 +351,19 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         let found = discover_partitions(&store, &def).await.unwrap();
         let values: Vec<Vec<String>> = found.iter().map(|p| p.values.clone()).collect();
-        assert_eq!(values, vec![vec!["2024-01-01", "CA"], vec!["2024-01-01", "NY"], vec!["2024-02-01", "CA"]]);
+        assert_eq!(values, vec![
+            vec!["2024-01-01", "CA"],
+            vec!["2024-01-01", "NY"],
+            vec!["2024-02-01", "CA"],
+            vec!["2024-03-01", crate::external::DEFAULT_PARTITION],
+        ]);
         assert_eq!(found[1].location, format!("file://{}/delivery_date=2024-01-01/state=NY/", root.display()));
         assert!(location_has_files(&store, &found[0].location).await.unwrap());
 
         let ctx = SessionContext::new();
-        // Only two of the three partitions are registered: the third is not read.
-        let provider = ExternalTableProvider::try_new(Arc::new(def), found[..2].to_vec()).unwrap();
+        // The third partition is not registered: it is not read. Hive's default partition is NULL.
+        let registered = vec![found[0].clone(), found[1].clone(), found[3].clone()];
+        let provider = ExternalTableProvider::try_new(Arc::new(def), registered).unwrap();
         ctx.register_table("t", Arc::new(provider)).unwrap();
         let count = |sql: &'static str| {
             let ctx = ctx.clone();
@@ -366,10 +372,11 @@ mod tests {
                 batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
             }
         };
-        assert_eq!(count("SELECT count(*) FROM t").await, 7);
+        assert_eq!(count("SELECT count(*) FROM t").await, 9);
+        assert_eq!(count("SELECT count(*) FROM t WHERE state IS NULL").await, 2);
         assert_eq!(count("SELECT count(*) FROM t WHERE state = 'NY'").await, 4);
         assert_eq!(count("SELECT count(*) FROM t WHERE delivery_date = DATE '2024-01-01' AND state = 'CA'").await, 3);
-        assert_eq!(count("SELECT count(*) FROM t WHERE delivery_date > DATE '2024-01-15'").await, 0);
+        assert_eq!(count("SELECT count(*) FROM t WHERE delivery_date > DATE '2024-01-15'").await, 2);
         let plan = ctx.sql("SELECT npi FROM t WHERE state = 'NY'").await.unwrap().create_physical_plan().await.unwrap();
         let text = displayable(plan.as_ref()).indent(true).to_string();
         assert!(text.contains("state=NY/part-0.parquet") && !text.contains("state=CA"), "{text}");
