@@ -27,7 +27,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
-pub use table::{discover_partitions, location_has_files, ExternalTableProvider};
+pub use table::{discover_partitions, location_has_files, object_store, ExternalTableProvider};
 
 /// Hive's name for a NULL partition value.
 pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";

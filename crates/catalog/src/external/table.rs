@@ -117,6 +117,19 @@ fn directory(location: &str) -> DfResult<(ObjectStoreUrl, StorePath)> {
     Ok((url.object_store(), url.prefix().clone()))
 }
 
+/// The object store of a URL, with a clear error when none is configured for it.
+pub fn object_store(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    url: &ObjectStoreUrl,
+) -> DfResult<Arc<dyn ObjectStore>> {
+    runtime.object_store(url).map_err(|_| {
+        DataFusionError::External(Box::new(rxgate_common::Error::new(
+            rxgate_common::StatusCode::StorageUnavailable,
+            format!("no object store is configured for {}", url.as_str()),
+        )))
+    })
+}
+
 /// Hive skips files and directories whose name starts with `_` or `.` (`_SUCCESS`, `.crc`).
 fn hidden(prefix: &StorePath, path: &StorePath) -> bool {
     let Some(rest) = path.prefix_match(prefix) else { return true };
@@ -226,7 +239,7 @@ async fn list_partition(
     p: &HivePartition,
 ) -> DfResult<(ObjectStoreUrl, Vec<PartitionedFile>)> {
     let (url, prefix) = directory(&p.location)?;
-    let store = runtime.object_store(&url)?;
+    let store = object_store(runtime, &url)?;
     let values = def.partition_scalars(&p.values).map_err(|e| DataFusionError::Plan(e.message))?;
     let files = list_files(&store, &prefix).await?;
     let files = files.into_iter().map(|m| PartitionedFile::new_from_meta(m).with_partition_values(values.clone())).collect();

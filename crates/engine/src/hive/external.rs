@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use iceberg::{NamespaceIdent, TableIdent};
 use rxgate_catalog::external::{
-    discover_partitions, location_has_files, ExternalColumn, ExternalFormat, ExternalTableDef, HivePartition,
+    discover_partitions, location_has_files, object_store, ExternalColumn, ExternalFormat, ExternalTableDef, HivePartition,
 };
 use rxgate_catalog::Lakehouse;
 use rxgate_common::{Error, Result, StatusCode};
@@ -727,7 +727,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             def.validate()?;
             // The location must be on a store the server knows (file://, or one configured).
             let url = ListingTableUrl::parse(&def.location)?;
-            ctx.runtime_env().object_store(url.object_store())?;
+            object_store(&ctx.runtime_env(), &url.object_store())?;
             let ns = NamespaceIdent::from_strs(schema.split('.'))?;
             let catalog = lake.catalog();
             let exists = |what: &str| Error::new(StatusCode::AlreadyExists, format!("relation \"{schema}.{name}\" already exists{what}"));
@@ -749,7 +749,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
                 return Err(exists(""));
             }
             if def.properties.get("discover.partitions").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-                let store = ctx.runtime_env().object_store(url.object_store())?;
+                let store = object_store(&ctx.runtime_env(), &url.object_store())?;
                 let found = discover_partitions(&store, &def).await?;
                 lake.external().add_partitions(&def, &found, true).await?;
             }
@@ -785,7 +785,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
                 return rows(cmd, vec![]);
             }
             let url = ListingTableUrl::parse(&def.location)?;
-            let store = ctx.runtime_env().object_store(url.object_store())?;
+            let store = object_store(&ctx.runtime_env(), &url.object_store())?;
             let registered = lake.external().partitions(&def).await?;
             let mut out = vec![];
             if *add {
@@ -798,7 +798,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             if *drop {
                 let mut gone = vec![];
                 for p in &registered {
-                    let store = ctx.runtime_env().object_store(ListingTableUrl::parse(&p.location)?.object_store())?;
+                    let store = object_store(&ctx.runtime_env(), &ListingTableUrl::parse(&p.location)?.object_store())?;
                     if !location_has_files(&store, &p.location).await? {
                         gone.push(def.partition_name(&p.values));
                     }
