@@ -4,7 +4,8 @@
 //!   LOCATION 'url' [TBLPROPERTIES|OPTIONS ('k'='v', …)]`;
 //! - `DROP TABLE [IF EXISTS] t [PURGE]` of an external table: the definition only, never a
 //!   file (a DROP of anything else is not ours and goes on to the SQL planner);
-//! - `MSCK [REPAIR] TABLE t [ADD|DROP|SYNC PARTITIONS]`;
+//! - `MSCK [REPAIR] TABLE t [ADD|DROP|SYNC PARTITIONS]` (also Spark's `ALTER TABLE t RECOVER
+//!   PARTITIONS`);
 //! - `SHOW PARTITIONS t [PARTITION (k='v', …)]`;
 //! - `ALTER TABLE t ADD [IF NOT EXISTS] PARTITION (k='v', …) [LOCATION 'url'] …` and
 //!   `ALTER TABLE t DROP [IF EXISTS] PARTITION (k='v', …) [, PARTITION (…)] [PURGE]`. Only the
@@ -457,6 +458,10 @@ pub(crate) fn parse(sql: &str) -> Option<Result<ExternalCommand>> {
         })()
     } else if p.kws(&["ALTER", "TABLE"]) {
         let Ok(table) = p.name() else { return None };
+        // Spark's (and EMR Hive's) spelling of MSCK REPAIR TABLE.
+        if p.kws(&["RECOVER", "PARTITIONS"]) && p.at_end() {
+            return Some(Ok(ExternalCommand::Repair { table, add: true, drop: false }));
+        }
         // Only `ADD|DROP [IF [NOT] EXISTS] PARTITION (`: Iceberg's `ADD PARTITION FIELD`
         // and column changes belong to other statements.
         let adding = p.kw("ADD");
@@ -981,6 +986,7 @@ mod tests {
             ok("ALTER TABLE rx DROP IF EXISTS PARTITION (state='CA'), PARTITION (state='NY') PURGE"),
             ExternalCommand::DropPartitions { table: vec!["rx".into()], if_exists: true, specs: vec![spec(&[("state", "CA")]), spec(&[("state", "NY")])] }
         );
+        assert_eq!(ok("ALTER TABLE rx RECOVER PARTITIONS"), ExternalCommand::Repair { table: vec!["rx".into()], add: true, drop: false });
         assert_eq!(ok("DROP TABLE IF EXISTS a.b"), ExternalCommand::Drop { table: vec!["a".into(), "b".into()], if_exists: true });
         // Not ours: Iceberg partition evolution, column changes, other SHOW / DROP forms.
         assert!(parse("ALTER TABLE rx ADD PARTITION FIELD bucket(16, npi)").is_none());
