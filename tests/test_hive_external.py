@@ -322,6 +322,8 @@ def test_bad_ddl_is_refused_with_a_clear_error(env, rx_table):
         f"CREATE EXTERNAL TABLE health.prescriber_drug (a INT) STORED AS PARQUET LOCATION '{loc}'": "42P07",
         CREATE_RX.replace("IF NOT EXISTS ", "").format(location=loc): "42P07",
         "CREATE EXTERNAL TABLE health.x (a INT) STORED AS CSV LOCATION 'ftp://example.invalid/x'": "58030",
+        f"CREATE EXTERNAL TABLE pg_catalog.x (a INT) STORED AS CSV LOCATION '{loc}'": "42501",  # reserved
+        f"CREATE EXTERNAL TABLE system.x (a INT) STORED AS CSV LOCATION '{loc}'": "42501",
         "SHOW PARTITIONS health.prescriber_drug": "0A000",  # an Iceberg table
         "MSCK REPAIR TABLE health.nothing_here": "42P01",
         "ALTER TABLE health.rx_ext ADD PARTITION (state='CA')": "22023",  # incomplete spec

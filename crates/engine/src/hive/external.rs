@@ -604,6 +604,10 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
             if !admin {
                 return Err(denied("CREATE EXTERNAL TABLE"));
             }
+            // The engine's own schemas are not namespaces to create tables in.
+            if matches!(schema.as_str(), "pg_catalog" | "information_schema" | "system") {
+                return Err(Error::new(StatusCode::PermissionDenied, format!("schema {schema} is reserved")));
+            }
         }
         ExternalCommand::Drop { if_exists, .. } => {
             // Only an external table the session can see is ours; `IF EXISTS` of a table the
