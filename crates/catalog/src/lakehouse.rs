@@ -22,6 +22,8 @@ pub struct Lakehouse {
     pool: AnyPool,
     config: LakehouseConfig,
     tables: Arc<TableCache>,
+    /// Hive-style external tables, kept in the same database (external/).
+    external: Arc<crate::external::ExternalCatalog>,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -93,7 +95,8 @@ impl Lakehouse {
                 .await
                 .map_err(|e| unavailable(&config.uri, e))?;
         }
-        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default() })
+        let external = Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
+        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external })
     }
 
     /// The Iceberg catalog.
@@ -104,6 +107,11 @@ impl Lakehouse {
     /// The resolved configuration (warehouse as a URL).
     pub fn config(&self) -> &LakehouseConfig {
         &self.config
+    }
+
+    /// The registry of Hive-style external tables.
+    pub fn external(&self) -> &Arc<crate::external::ExternalCatalog> {
+        &self.external
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

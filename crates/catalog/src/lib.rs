@@ -5,6 +5,7 @@
 mod commit;
 mod config;
 mod definition;
+pub mod external;
 mod lakehouse;
 mod provider;
 mod scan;

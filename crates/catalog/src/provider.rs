@@ -20,6 +20,7 @@ use crate::{Lakehouse, LakehouseTable};
 /// DataFusion catalog over a [`Lakehouse`]; build one per session.
 #[derive(Debug)]
 pub struct LakehouseCatalogProvider {
+    lake: Lakehouse,
     lakehouse: HashMap<String, Arc<NamespaceSchema>>,
     extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
 }
@@ -27,13 +28,24 @@ pub struct LakehouseCatalogProvider {
 impl LakehouseCatalogProvider {
     /// Lists the namespaces and their tables now; table metadata is loaded per query.
     pub async fn try_new(lake: &Lakehouse) -> Result<Self> {
+        // External-table names as the catalog database holds them now; a failure keeps the
+        // names cached before (the tables themselves are read when a query resolves them).
+        if let Err(e) = lake.external().refresh().await {
+            tracing::warn!(error = %e.message, "external tables not refreshed");
+        }
         let mut lakehouse = HashMap::new();
         for ns in lake.namespaces().await? {
             let tables = lake.tables(&ns).await?;
             let ident = NamespaceIdent::from_strs(ns.split('.'))?;
             lakehouse.insert(ns, Arc::new(NamespaceSchema { lake: lake.clone(), namespace: ident, tables }));
         }
-        Ok(Self { lakehouse, extra: RwLock::new(HashMap::new()) })
+        Ok(Self { lake: lake.clone(), lakehouse, extra: RwLock::new(HashMap::new()) })
+    }
+
+    /// Whether `name` is a lakehouse namespace (governed by the policy), including one
+    /// created since the session opened to hold an external table.
+    pub fn is_namespace(&self, name: &str) -> bool {
+        self.lakehouse.contains_key(name) || self.lake.external().namespaces().iter().any(|n| n == name)
     }
 }
 
@@ -45,6 +57,7 @@ impl CatalogProvider for LakehouseCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lakehouse.keys().cloned().collect();
         names.extend(self.extra.read().expect("schema lock").keys().cloned());
+        names.extend(self.lake.external().namespaces());
         names.sort();
         names.dedup();
         names
@@ -54,7 +67,14 @@ impl CatalogProvider for LakehouseCatalogProvider {
         if let Some(s) = self.extra.read().expect("schema lock").get(name) {
             return Some(s.clone());
         }
-        self.lakehouse.get(name).map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        if let Some(s) = self.lakehouse.get(name) {
+            return Some(s.clone() as Arc<dyn SchemaProvider>);
+        }
+        // A namespace created since the session opened, for an external table.
+        let ident = NamespaceIdent::from_strs(name.split('.')).ok()?;
+        self.is_namespace(name).then(|| {
+            Arc::new(NamespaceSchema { lake: self.lake.clone(), namespace: ident, tables: vec![] }) as Arc<dyn SchemaProvider>
+        })
     }
 
     fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
@@ -80,10 +100,16 @@ impl SchemaProvider for NamespaceSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.tables.clone()
+        let mut names = self.tables.clone();
+        names.extend(self.lake.external().names(&self.namespace.join(".")));
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if !self.tables.iter().any(|t| t == name) {
+            // Not an Iceberg table: an external table, or nothing (external/).
+            return crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await;
+        }
         if !self.table_exist(name) {
             return Ok(None);
         }
@@ -94,6 +120,6 @@ impl SchemaProvider for NamespaceSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.iter().any(|t| t == name)
+        self.tables.iter().any(|t| t == name) || self.lake.external().cached(&self.namespace.join("."), name).is_some()
     }
 }

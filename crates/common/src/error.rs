@@ -24,6 +24,8 @@ pub enum StatusCode {
     TableNotFound = 2002,
     /// Another writer committed first; the commit may be retried.
     CommitConflict = 2003,
+    /// A table, partition or object of that name already exists.
+    AlreadyExists = 2004,
     /// SQL could not be parsed.
     SyntaxError = 3000,
     /// A column does not exist.

@@ -241,6 +241,13 @@ impl SecuredCatalog {
         let lakehouse = inner.schema_names();
         Self { inner, catalog: catalog.to_string(), lakehouse, guard }
     }
+
+    /// Governed: a lakehouse namespace when the session opened, or one created since (for an
+    /// external table).
+    fn governed(&self, schema: &str) -> bool {
+        governed(schema, &self.lakehouse)
+            || self.inner.as_any().downcast_ref::<rxgate_catalog::LakehouseCatalogProvider>().is_some_and(|p| p.is_namespace(schema))
+    }
 }
 
 impl CatalogProvider for SecuredCatalog {
@@ -254,7 +261,7 @@ impl CatalogProvider for SecuredCatalog {
             .schema_names()
             .into_iter()
             .filter(|s| {
-                !governed(s, &self.lakehouse)
+                !self.governed(s)
                     || self.inner.schema(s).is_some_and(|schema| {
                         schema.table_names().iter().any(|t| policy.table_visible(&principal, &self.catalog, s, t))
                     })
@@ -264,7 +271,7 @@ impl CatalogProvider for SecuredCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let inner = self.inner.schema(name)?;
-        if !governed(name, &self.lakehouse) {
+        if !self.governed(name) {
             return Some(inner);
         }
         Some(Arc::new(SecuredSchema {

@@ -246,7 +246,7 @@ impl Planned {
             Planned::Command(SessionCommand::Show(name)) => Some(show_schema(name.as_deref())),
             Planned::Command(SessionCommand::Fetch { schema, .. }) => Some(schema.clone()),
             Planned::Command(SessionCommand::Admin(cmd)) => Some(crate::admin::schema(cmd)),
-            Planned::Command(SessionCommand::Hive(cmd)) => Some(crate::hive::schema(cmd)),
+            Planned::Command(SessionCommand::Hive(cmd)) => Some(crate::hive::schema(cmd)).filter(|s| !s.fields().is_empty()),
             _ => None,
         }
     }
@@ -550,6 +550,16 @@ impl EngineSession {
         }
         if let Some(cmd) = crate::hive::parse(sql) {
             return crate::hive::plan(&self.ctx, cmd);
+        }
+        // Hive external tables (hive/external.rs); a DROP TABLE of anything else goes on.
+        if let Some(cmd) = crate::hive::external::parse(sql) {
+            let admin = {
+                let (policy, _) = self.guard.store().current();
+                policy.is_admin(&self.guard.principal(&policy).roles)
+            };
+            if let Some(planned) = crate::hive::external::plan(&self.ctx, cmd?, admin).await? {
+                return Ok(planned);
+            }
         }
         let mut stmts = pgcompat::parse_statements(sql)
             .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;

@@ -24,7 +24,7 @@ pub fn grpc_code(code: StatusCode) -> Code {
         StatusCode::Cancelled => Code::Cancelled,
         StatusCode::ResourcesExhausted => Code::ResourceExhausted,
         StatusCode::Timeout => Code::DeadlineExceeded,
-        StatusCode::DuplicateCursor => Code::AlreadyExists,
+        StatusCode::DuplicateCursor | StatusCode::AlreadyExists => Code::AlreadyExists,
         StatusCode::InvalidTransactionState => Code::FailedPrecondition,
         StatusCode::AuthFailed => Code::Unauthenticated,
         StatusCode::PermissionDenied => Code::PermissionDenied,

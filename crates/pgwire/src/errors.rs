@@ -21,6 +21,7 @@ pub fn sqlstate(code: StatusCode) -> &'static str {
         StatusCode::InvalidArgument => "22023",
         StatusCode::ExecutionError => "22000",
         StatusCode::CommitConflict => "40001",
+        StatusCode::AlreadyExists => "42P07",
         StatusCode::StorageUnavailable | StatusCode::CatalogUnavailable => "58030",
         StatusCode::InputUnavailable | StatusCode::BadInputLayout => "22023",
         StatusCode::Internal => "XX000",

@@ -16,6 +16,7 @@
 //! fields over columns the session sees are shown.
 
 mod datefmt;
+pub(crate) mod external;
 mod functions;
 
 use std::borrow::Cow;
@@ -62,6 +63,8 @@ pub enum HiveCommand {
     },
     /// `SHOW CREATE TABLE [db.]t`.
     ShowCreateTable(Vec<String>),
+    /// External tables: CREATE/DROP, MSCK, SHOW PARTITIONS, ALTER TABLE … PARTITION (external.rs).
+    External(external::ExternalCommand),
 }
 
 /// The lakehouse, kept in the session's config for the Iceberg metadata of DESCRIBE
@@ -384,6 +387,7 @@ pub(crate) fn schema(cmd: &HiveCommand) -> SchemaRef {
         HiveCommand::Describe { .. } => &["col_name", "data_type", "comment"],
         HiveCommand::ShowCreateTable(_) => &["createtab_stmt"],
         HiveCommand::Use(_) => &[],
+        HiveCommand::External(cmd) => return external::schema(cmd),
     };
     Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()))
 }
@@ -404,6 +408,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &HiveCommand) -> Result<Q
         HiveCommand::Describe { table, detail } => describe(ctx, table, *detail).await?,
         HiveCommand::ShowCreateTable(table) => vec![vec![Some(show_create_table(ctx, table).await?)]],
         HiveCommand::Use(_) => return Err(Error::new(StatusCode::Internal, "USE is planned as SET")),
+        HiveCommand::External(cmd) => return external::execute(ctx, cmd).await,
     };
     let schema = schema(cmd);
     let columns = (0..schema.fields().len())
@@ -586,6 +591,10 @@ async fn describe(ctx: &SessionContext, parts: &[String], detail: bool) -> Resul
         return Ok(rows);
     }
     let iceberg = iceberg_table(ctx, &r).await?;
+    let hive = if iceberg.is_none() { external::described(ctx, &r.schema, &r.table).await? } else { None };
+    if let Some(def) = &hive {
+        external::describe_rows(def, &schema, &mut rows, true);
+    }
     if let Some(t) = &iceberg {
         let fields = partition_fields(t, &schema);
         if !fields.is_empty() {
@@ -628,6 +637,7 @@ async fn describe(ctx: &SessionContext, parts: &[String], detail: bool) -> Resul
                 rows.push(row(k, v, ""));
             }
         }
+        None if hive.is_some() => external::describe_rows(hive.as_deref().expect("checked"), &schema, &mut rows, false),
         None => {
             let kind = match r.provider.table_type() {
                 TableType::Base => "TABLE",
@@ -667,6 +677,9 @@ async fn show_create_table(ctx: &SessionContext, parts: &[String]) -> Result<Str
         .collect();
     let name = format!("{}.{}", quote_ident(&r.schema), quote_ident(&r.table));
     let Some(t) = iceberg else {
+        if let Some(def) = external::described(ctx, &r.schema, &r.table).await? {
+            return Ok(external::show_create(&def, &schema));
+        }
         return Ok(format!("CREATE TABLE {name} (\n{})", columns.join(",\n")));
     };
     let md = t.metadata();
