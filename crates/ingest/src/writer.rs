@@ -88,7 +88,7 @@ impl PartitionedWriter {
     fn fanout(table: &Table, prefix: String) -> Result<Fanout> {
         let md = table.metadata();
         let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level")))
+            .set_compression(compression(md.properties())?)
             // Row groups of 64 Ki rows: the unit a bloom filter or statistics can skip.
             .set_max_row_group_row_count(Some(64 * 1024))
             // Iceberg's default page size in rows: finer page-index pruning.
@@ -252,6 +252,29 @@ pub async fn commit_delivery(
     replace_partition(lake, table_name, &replace).await
 }
 
+/// The codec Iceberg's `write.parquet.compression-codec` (and `…-level`) asks for; zstd
+/// level 1 when unset. Snappy decodes several times faster than zstd, zstd files are smaller.
+fn compression(properties: &HashMap<String, String>) -> Result<Compression> {
+    let level = properties.get("write.parquet.compression-level").map(|l| l.parse::<i32>());
+    let codec = properties.get("write.parquet.compression-codec").map(|c| c.to_ascii_lowercase());
+    let bad = |what: String| Error::invalid(format!("table property {what} is not supported"));
+    Ok(match codec.as_deref().unwrap_or("zstd") {
+        "zstd" => {
+            let level = match level {
+                Some(Ok(l)) => l,
+                Some(Err(_)) => return Err(bad("write.parquet.compression-level".into())),
+                None => 1,
+            };
+            Compression::ZSTD(ZstdLevel::try_new(level).map_err(|_| bad(format!("zstd level {level}")))?)
+        }
+        "snappy" => Compression::SNAPPY,
+        "lz4" | "lz4_raw" => Compression::LZ4_RAW,
+        "gzip" => Compression::GZIP(Default::default()),
+        "uncompressed" | "none" => Compression::UNCOMPRESSED,
+        other => return Err(bad(format!("write.parquet.compression-codec = {other}"))),
+    })
+}
+
 /// The columns Iceberg's table properties ask bloom filters for
 /// (`write.parquet.bloom-filter-enabled.column.<name> = true`).
 fn bloom_filter_columns(properties: &HashMap<String, String>) -> Vec<String> {
@@ -263,4 +286,32 @@ fn bloom_filter_columns(properties: &HashMap<String, String>) -> Vec<String> {
         .collect();
     columns.sort();
     columns
+}
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn codec_follows_icebergs_table_properties() {
+        assert_eq!(compression(&props(&[])).unwrap(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap()));
+        assert_eq!(compression(&props(&[("write.parquet.compression-codec", "SNAPPY")])).unwrap(), Compression::SNAPPY);
+        let zstd3 = props(&[("write.parquet.compression-codec", "zstd"), ("write.parquet.compression-level", "3")]);
+        assert_eq!(compression(&zstd3).unwrap(), Compression::ZSTD(ZstdLevel::try_new(3).unwrap()));
+        assert!(compression(&props(&[("write.parquet.compression-codec", "lzo")])).is_err());
+    }
+
+    #[test]
+    fn bloom_filters_only_for_columns_set_true() {
+        let p = props(&[
+            ("write.parquet.bloom-filter-enabled.column.npi", "true"),
+            ("write.parquet.bloom-filter-enabled.column.drug_name", "false"),
+            ("write.parquet.compression-codec", "snappy"),
+        ]);
+        assert_eq!(bloom_filter_columns(&p), vec!["npi".to_string()]);
+    }
 }
