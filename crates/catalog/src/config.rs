@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::storage::StorageOptions;
+
 /// Location of the Iceberg SQL catalog and of the warehouse root.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -13,6 +15,9 @@ pub struct LakehouseConfig {
     /// Catalog name inside the catalog database (shared with pyiceberg).
     #[serde(default = "default_name")]
     pub name: String,
+    /// Object-store settings for gs://, s3://, hdfs:// warehouses and inputs.
+    #[serde(default)]
+    pub storage: StorageOptions,
 }
 
 fn default_name() -> String {
@@ -26,6 +31,7 @@ impl LakehouseConfig {
             uri: format!("sqlite:{}", data_dir.join("catalog.db").display()),
             warehouse: data_dir.join("warehouse").display().to_string(),
             name: default_name(),
+            storage: StorageOptions::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 use crate::table_cache::TableCache;
+use crate::storage::{ObjectStorageFactory, StoreRegistry};
 use crate::LakehouseConfig;
 
 /// An open lakehouse: the Iceberg catalog plus a pool on the same catalog database, used to
@@ -24,6 +25,7 @@ pub struct Lakehouse {
     tables: Arc<TableCache>,
     /// Hive-style external tables, kept in the same database (external/).
     external: Arc<crate::external::ExternalCatalog>,
+    storage: Arc<StoreRegistry>,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -60,6 +62,9 @@ impl Lakehouse {
             SqlBindStyle::QMark
         };
         config.warehouse = warehouse_url(&config.warehouse)?;
+        // One object-store layer for the catalog's FileIO, DataFusion and the ingest readers.
+        let storage = Arc::new(StoreRegistry::new(config.storage.clone()));
+        storage.resolve(&config.warehouse)?;
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(4)
@@ -81,7 +86,7 @@ impl Lakehouse {
             .uri(config.uri.clone())
             .warehouse_location(config.warehouse.clone())
             .sql_bind_style(bind_style)
-            .with_storage_factory(Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new()))
+            .with_storage_factory(Arc::new(ObjectStorageFactory::new(storage.clone())))
             .load(config.name.clone(), HashMap::new())
             .await
             .map_err(|e| unavailable(&config.uri, e))?;
@@ -96,7 +101,7 @@ impl Lakehouse {
                 .map_err(|e| unavailable(&config.uri, e))?;
         }
         let external = Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
-        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external })
+        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external, storage })
     }
 
     /// The Iceberg catalog.
@@ -112,6 +117,11 @@ impl Lakehouse {
     /// The registry of Hive-style external tables.
     pub fn external(&self) -> &Arc<crate::external::ExternalCatalog> {
         &self.external
+    }
+
+    /// The object stores (warehouse, inputs) with their request counters.
+    pub fn storage(&self) -> &Arc<StoreRegistry> {
+        &self.storage
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

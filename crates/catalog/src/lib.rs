@@ -10,6 +10,7 @@ mod lakehouse;
 mod provider;
 mod scan;
 mod table_cache;
+pub mod storage;
 
 pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
 pub use config::LakehouseConfig;

@@ -82,8 +82,11 @@ pub const BUILTIN_POLICY: &str = include_str!("../../../catalog/policies.toml");
 impl Engine {
     /// Builds the engine over an open lakehouse.
     pub fn new(lake: Lakehouse, config: EngineConfig) -> Result<Self> {
-        let mut builder =
-            RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)));
+        // Scans resolve gs://, s3://, hdfs://, file:// URLs through the lakehouse's counted
+        // object stores (the ones the Iceberg FileIO uses).
+        let mut builder = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
+            .with_object_store_registry(lake.storage().datafusion());
         if let Some(dir) = &config.spill_dir {
             std::fs::create_dir_all(dir)?;
             builder = builder.with_temp_file_path(dir.clone());
@@ -135,7 +138,7 @@ impl Engine {
         parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session_config, self.inner.runtime.clone());
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
-        lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone())))?;
+        lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())))?;
         // Every table the session can name goes through the policy (see secure.rs).
         let guard = Guard::new(self.inner.policy.clone(), &identity.user, &identity.roles);
         let provider: Arc<dyn CatalogProvider> = Arc::new(SecuredCatalog::new(lakehouse, "rxgate", guard.clone()));

@@ -1,5 +1,5 @@
 //! The `system` schema: `system.audit_log`, the audit trail read back from its JSON-lines
-//! files. Like every lakehouse schema it is governed by the policy: only roles granted it
+//! files, and `system.storage_requests`, the object-store request counters. Like every lakehouse schema it is governed by the policy: only roles granted it
 //! (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
@@ -13,17 +13,20 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use rxgate_catalog::storage::{request_counts_schema, StoreRegistry};
+
 use crate::audit::{audit_schema, AuditLog, AUDIT_FILE};
 
 /// The `system` schema of a session.
 #[derive(Debug)]
 pub(crate) struct SystemSchema {
     audit: Arc<AuditLog>,
+    storage: Arc<StoreRegistry>,
 }
 
 impl SystemSchema {
-    pub(crate) fn new(audit: Arc<AuditLog>) -> Self {
-        Self { audit }
+    pub(crate) fn new(audit: Arc<AuditLog>, storage: Arc<StoreRegistry>) -> Self {
+        Self { audit, storage }
     }
 
     /// Every audit record on disk, oldest file first.
@@ -62,18 +65,22 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        vec!["audit_log".into()]
+        vec!["audit_log".into(), "storage_requests".into()]
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if name != "audit_log" {
-            return Ok(None);
-        }
-        let table = MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?;
+        let table = match name {
+            "audit_log" => MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?,
+            "storage_requests" => {
+                let batch = self.storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
+                MemTable::try_new(request_counts_schema(), vec![vec![batch]])?
+            }
+            _ => return Ok(None),
+        };
         Ok(Some(Arc::new(table)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "audit_log"
+        matches!(name, "audit_log" | "storage_requests")
     }
 }

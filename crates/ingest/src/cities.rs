@@ -1,7 +1,6 @@
 //! US cities dimension ingest (simplemaps layout Parquet) into `health.us_cities`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int32Array, StringArray};
@@ -14,7 +13,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use crate::batch::{assemble, epoch_days, is_text, Constant};
 use crate::writer::table_arrow_schema;
 use crate::clean;
-use crate::prescribers::{input_files, IngestSummary};
+use crate::prescribers::IngestSummary;
 use crate::writer::replace_delivery;
 
 /// The city dimension table.
@@ -24,25 +23,24 @@ pub const CITY_TABLE: &str = "health.us_cities";
 const UPPER: [&str; 3] = ["city", "state_name", "county_name"];
 
 /// Ingests city Parquet files (a file or a directory of `*.parquet`) as delivery `date`.
-pub async fn ingest_cities(lake: &Lakehouse, input: &Path, date: chrono::NaiveDate) -> Result<IngestSummary> {
-    let files = input_files(input, "parquet")?;
+pub async fn ingest_cities(lake: &Lakehouse, input: &str, date: chrono::NaiveDate) -> Result<IngestSummary> {
+    let files = crate::input::list(lake, input, "parquet").await?;
     let table = lake.load_table(CITY_TABLE).await?;
     let schema = table_arrow_schema(&table)?;
     let mut summary = IngestSummary {
         table: CITY_TABLE.into(),
         delivery_date: date.to_string(),
-        files: files.iter().map(|f| f.display().to_string()).collect(),
+        files: files.clone(),
         ..Default::default()
     };
     let mut out = vec![];
     for f in &files {
-        let file = std::fs::File::open(f)
-            .map_err(|e| Error::new(StatusCode::InputUnavailable, format!("cannot open {}: {e}", f.display())))?;
+        let file = crate::input::read(lake, f).await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
-            .map_err(|e| Error::new(StatusCode::BadInputLayout, format!("{}: not a readable Parquet file: {e}", f.display())))?;
+            .map_err(|e| Error::new(StatusCode::BadInputLayout, format!("{}: not a readable Parquet file: {e}", f)))?;
         for batch in reader {
-            let batch = batch.map_err(|e| Error::new(StatusCode::BadInputLayout, format!("{}: {e}", f.display())))?;
+            let batch = batch.map_err(|e| Error::new(StatusCode::BadInputLayout, format!("{}: {e}", f)))?;
             let rows = batch.num_rows();
             summary.read += rows as u64;
             let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
@@ -66,7 +64,7 @@ pub async fn ingest_cities(lake: &Lakehouse, input: &Path, date: chrono::NaiveDa
             if !cols.contains_key("city") || !cols.contains_key("state_id") {
                 return Err(Error::new(
                     StatusCode::BadInputLayout,
-                    format!("{}: city file needs at least the columns city and state_id", f.display()),
+                    format!("{}: city file needs at least the columns city and state_id", f),
                 ));
             }
             let zips = cols.get("zips").map(|z| cast(z, &DataType::Utf8)).transpose().map_err(|e| Error::invalid(e.to_string()))?;

@@ -8,6 +8,7 @@ mod batch;
 mod cities;
 pub mod clean;
 mod csvline;
+pub mod input;
 mod layout;
 mod pipeline;
 mod prescribers;

@@ -1,7 +1,7 @@
 //! The seed's end-to-end sequence for one delivery, with restart: a step whose output for the
 //! delivery is already committed is skipped on a re-run (unless forced).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use iceberg::spec::Operation;
@@ -17,8 +17,9 @@ use crate::reports::{city_report_sql, materialize, top_prescribers_sql, CITY_REP
 /// Inputs of one pipeline run.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Directory holding `cities/` (Parquet) and `prescribers/` (CSV).
-    pub input: PathBuf,
+    /// Directory (local path or gs://, s3://, hdfs:// location) holding `cities/` (Parquet)
+    /// and `prescribers/` (CSV).
+    pub input: String,
     /// The delivery.
     pub delivery_date: chrono::NaiveDate,
     /// Re-run steps even when their output is committed.
@@ -90,9 +91,9 @@ pub async fn run_pipeline(lake: &Lakehouse, defs: &[TableDef], opts: &PipelineOp
     let actions = apply_definitions(lake, defs).await?;
     log("catalog-apply", false, t, actions.len() as u64);
 
-    let steps: [(&str, &str, PathBuf); 2] = [
-        ("ingest-cities", CITY_TABLE, opts.input.join("cities")),
-        ("ingest-prescribers", FACT_TABLE, opts.input.join("prescribers")),
+    let steps: [(&str, &str, String); 2] = [
+        ("ingest-cities", CITY_TABLE, crate::input::join(&opts.input, "cities")),
+        ("ingest-prescribers", FACT_TABLE, crate::input::join(&opts.input, "prescribers")),
     ];
     let mut facts = (0, 0, 0);
     for (step, table, input) in steps {

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -275,45 +274,23 @@ fn chunks(data: &[u8], first_line: u64, n: usize) -> Vec<(&[u8], u64)> {
     out
 }
 
-/// Lists the input files: the file itself, or the `*.csv` files of a directory, sorted.
-pub fn input_files(path: &Path, ext: &str) -> Result<Vec<PathBuf>> {
-    if !path.exists() {
-        return Err(Error::new(StatusCode::InputUnavailable, format!("input {} does not exist", path.display())));
-    }
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| Error::new(StatusCode::InputUnavailable, format!("{}: {e}", path.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::new(StatusCode::InputUnavailable, format!("no .{ext} files in {}", path.display())));
-    }
-    Ok(files)
-}
-
-/// Reads one raw file and parses it in parallel chunks.
-fn parse_file(path: &Path, progress: &Progress) -> Result<(LayoutKind, Vec<ChunkOut>)> {
-    let data = std::fs::read(path)
-        .map_err(|e| Error::new(StatusCode::InputUnavailable, format!("cannot read {}: {e}", path.display())))?;
+/// Parses one raw file (read whole) in parallel chunks; `name` is its location.
+fn parse_file(name: &str, data: &[u8], progress: &Progress) -> Result<(LayoutKind, Vec<ChunkOut>)> {
     let header_end = memchr::memchr(b'\n', &data).unwrap_or(data.len());
     let header = std::str::from_utf8(&data[..header_end]).map_err(|_| {
-        Error::new(StatusCode::BadInputLayout, format!("{}: header line is not UTF-8", path.display()))
+        Error::new(StatusCode::BadInputLayout, format!("{}: header line is not UTF-8", name))
     })?;
     let header = header.trim_end_matches('\r');
     if header.trim().is_empty() {
-        return Err(Error::new(StatusCode::BadInputLayout, format!("{}: empty file or missing header", path.display())));
+        return Err(Error::new(StatusCode::BadInputLayout, format!("{}: empty file or missing header", name)));
     }
     let mut fields = vec![];
     split_fields(header, &mut fields);
     let names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-    let layout = Layout::detect(&names).map_err(|e| e.context(path.display()))?;
+    let layout = Layout::detect(&names).map_err(|e| e.context(name))?;
     let body = if header_end < data.len() { &data[header_end + 1..] } else { &[][..] };
-    let file: Arc<str> = Arc::from(path.display().to_string());
-    let bar = progress.bar(body.len() as u64, &format!("{}", path.file_name().unwrap_or_default().to_string_lossy()));
+    let file: Arc<str> = Arc::from(name);
+    let bar = progress.bar(body.len() as u64, crate::input::file_name(name));
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let pieces = chunks(body, 2, threads);
     let outs = std::thread::scope(|s| {
@@ -331,26 +308,28 @@ fn parse_file(path: &Path, progress: &Progress) -> Result<(LayoutKind, Vec<Chunk
 }
 
 /// Ingests prescriber files (a file or a directory of `*.csv`) as delivery `date`.
-pub async fn ingest_prescribers(lake: &Lakehouse, input: &Path, date: chrono::NaiveDate, progress: &Progress) -> Result<IngestSummary> {
-    let files = input_files(input, "csv")?;
+pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::NaiveDate, progress: &Progress) -> Result<IngestSummary> {
+    let files = crate::input::list(lake, input, "csv").await?;
     let fact = lake.load_table(FACT_TABLE).await?;
     let rejects_table = lake.load_table(REJECT_TABLE).await?;
     let mut summary = IngestSummary {
         table: FACT_TABLE.into(),
         delivery_date: date.to_string(),
-        files: files.iter().map(|f| f.display().to_string()).collect(),
+        files: files.clone(),
         ..Default::default()
     };
 
-    // Parse every file (CPU-bound, off the async runtime).
+    // Read each file (local disk or object store), parse it off the async runtime (CPU-bound).
     let started = std::time::Instant::now();
-    let progress_c = progress.clone();
-    let files_c = files.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        files_c.iter().map(|f| parse_file(f, &progress_c)).collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::internal(format!("parser task: {e}")))??;
+    let mut parsed = Vec::with_capacity(files.len());
+    for f in &files {
+        let data = crate::input::read(lake, f).await?;
+        let (progress_c, name) = (progress.clone(), f.clone());
+        let out = tokio::task::spawn_blocking(move || parse_file(&name, &data, &progress_c))
+            .await
+            .map_err(|e| Error::internal(format!("parser task: {e}")))??;
+        parsed.push(out);
+    }
 
     tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "parsed and validated");
     let started = std::time::Instant::now();

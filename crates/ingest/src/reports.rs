@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
 use rxgate_common::Result;
@@ -74,7 +75,10 @@ pub struct ReportSummary {
 
 /// Runs a report query and replaces the delivery's partition of `table` with its result.
 pub async fn materialize(lake: &Lakehouse, table: &str, sql: &str, date: chrono::NaiveDate, step: &str) -> Result<ReportSummary> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_default_catalog_and_schema("rxgate", "health"));
+    // Scans read data files through the lakehouse's object stores (gs://, s3://, …).
+    let runtime = RuntimeEnvBuilder::new().with_object_store_registry(lake.storage().datafusion()).build_arc()?;
+    let config = SessionConfig::new().with_default_catalog_and_schema("rxgate", "health");
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_catalog("rxgate", Arc::new(LakehouseCatalogProvider::try_new(lake).await?));
     let batches = ctx.sql(sql).await?.collect().await?;
     let target = lake.load_table(table).await?;

@@ -212,8 +212,8 @@ pub enum IngestCommand {
 /// Arguments shared by ingest commands.
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
-    /// A file, or a directory of files.
-    pub path: PathBuf,
+    /// A file, or a directory of files: a local path or a gs://, s3://, hdfs:// location.
+    pub path: String,
     /// The delivery this data is (YYYY-MM-DD); re-ingesting a delivery replaces it.
     #[arg(long)]
     pub delivery_date: chrono::NaiveDate,
@@ -230,9 +230,10 @@ pub struct IngestArgs {
 pub enum PipelineCommand {
     /// cities → prescribers → city report → top prescribers, skipping committed steps.
     Run {
-        /// Raw-data directory with prescribers/ and cities/.
+        /// Raw-data directory with prescribers/ and cities/: a local path or a gs://, s3://,
+        /// hdfs:// location.
         #[arg(long)]
-        input: PathBuf,
+        input: String,
         /// The delivery (YYYY-MM-DD).
         #[arg(long)]
         delivery_date: chrono::NaiveDate,

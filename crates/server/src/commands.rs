@@ -324,7 +324,7 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     let lake = open(settings).await?;
     let defs = definitions_for(None)?;
     let date = DEMO_DELIVERY.parse().expect("demo date");
-    let opts = PipelineOptions { input: raw, delivery_date: date, force: false };
+    let opts = PipelineOptions { input: raw.display().to_string(), delivery_date: date, force: false };
     let report = run_pipeline(&lake, &defs, &opts, &Progress::auto(false)).await?;
     eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
     drop(lake);

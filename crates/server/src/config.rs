@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rxgate_catalog::storage::StorageOptions;
 use rxgate_catalog::LakehouseConfig;
 use rxgate_common::{Error, Result};
 use rxgate_engine::EngineConfig;
@@ -38,6 +39,9 @@ pub struct FileConfig {
     /// `[flightsql]`.
     #[serde(default)]
     pub flightsql: FlightSection,
+    /// `[storage]`: object stores (gs://, s3://, hdfs://).
+    #[serde(default)]
+    pub storage: StorageOptions,
 }
 
 /// `[policy]` keys.
@@ -261,6 +265,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         uri: env("RXGATE_CATALOG_URI").or(file.catalog.uri).unwrap_or(embedded.uri),
         warehouse: env("RXGATE_WAREHOUSE").or(file.catalog.warehouse).unwrap_or(embedded.warehouse),
         name: file.catalog.name.unwrap_or(embedded.name),
+        storage: resolve_storage(file.storage),
     };
     let mut engine = EngineConfig::default();
     if let Some(m) = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit) {
@@ -360,6 +365,29 @@ fn resolve_flight(
     }))
 }
 
+/// `[storage]` with its environment: `RXGATE_*` variables win over the file, and the file
+/// over the platforms' own variables (GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST,
+/// AWS_*), which fill only what the file leaves unset.
+fn resolve_storage(mut s: StorageOptions) -> StorageOptions {
+    fn set(slot: &mut Option<String>, rxgate: &str, ambient: &[&str]) {
+        if let Some(v) = env(rxgate) {
+            *slot = Some(v);
+        } else if slot.is_none() {
+            *slot = ambient.iter().find_map(|n| env(n));
+        }
+    }
+    set(&mut s.gcs.service_account_path, "RXGATE_GCS_SERVICE_ACCOUNT", &[]);
+    set(&mut s.gcs.application_credentials, "RXGATE_GCS_APPLICATION_CREDENTIALS", &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    set(&mut s.gcs.endpoint, "RXGATE_GCS_ENDPOINT", &["STORAGE_EMULATOR_HOST"]);
+    set(&mut s.s3.endpoint, "RXGATE_S3_ENDPOINT", &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]);
+    set(&mut s.s3.region, "RXGATE_S3_REGION", &["AWS_REGION", "AWS_DEFAULT_REGION"]);
+    set(&mut s.s3.access_key_id, "RXGATE_S3_ACCESS_KEY_ID", &["AWS_ACCESS_KEY_ID"]);
+    set(&mut s.s3.secret_access_key, "RXGATE_S3_SECRET_ACCESS_KEY", &["AWS_SECRET_ACCESS_KEY"]);
+    set(&mut s.s3.session_token, "RXGATE_S3_SESSION_TOKEN", &["AWS_SESSION_TOKEN"]);
+    set(&mut s.hdfs.namenode, "RXGATE_HDFS_NAMENODE", &[]);
+    s
+}
+
 /// The default policy file, relative to the working directory.
 pub const DEFAULT_POLICY_FILE: &str = "catalog/policies.toml";
 
@@ -449,6 +477,35 @@ mod tests {
             }
         }
         assert!(n >= 1, "no configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn storage_keys() {
+        let text = r#"
+            [catalog]
+            warehouse = "gs://lake/warehouse"
+            [storage]
+            multipart_threshold = 1048576
+            [storage.gcs]
+            service_account_path = "/etc/rxgate/sa.json"
+            endpoint = "http://127.0.0.1:4443"
+            [storage.s3]
+            endpoint = "http://127.0.0.1:5000"
+            region = "eu-west-1"
+            path_style = true
+            [storage.hdfs]
+            namenode = "hdfs://nn:8020"
+            config = { "dfs.client.use.datanode.hostname" = "true" }
+        "#;
+        let s = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap();
+        let st = &s.lakehouse.storage;
+        assert_eq!(s.lakehouse.warehouse, "gs://lake/warehouse");
+        assert_eq!(st.multipart_threshold(), 1 << 20);
+        assert_eq!(st.gcs.service_account_path.as_deref(), Some("/etc/rxgate/sa.json"));
+        assert_eq!(st.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(st.hdfs.namenode.as_deref(), Some("hdfs://nn:8020"));
+        assert_eq!(st.hdfs.config["dfs.client.use.datanode.hostname"], "true");
+        assert!(toml::from_str::<FileConfig>("[storage.gcs]\nkey = 1").is_err(), "unknown keys are refused");
     }
 
     #[test]
