@@ -76,7 +76,7 @@ async fn requests_are_counted_by_operation_and_kind() {
     assert_eq!((range.store.as_str(), range.requests, range.bytes), ("memory://", 1, 10));
     let put = rows.iter().find(|r| r.operation == Operation::Put && r.kind == ObjectKind::Parquet).unwrap();
     assert_eq!(put.bytes, 1010);
-    assert_eq!(reg.total_requests(), 9);
+    assert_eq!(reg.total_requests(), 8);
 }
 
 #[tokio::test]
