@@ -71,10 +71,7 @@ impl SchemaProvider for SystemSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let table = match name {
             "audit_log" => MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?,
-            "storage_requests" => {
-                let batch = self.storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
-                MemTable::try_new(request_counts_schema(), vec![vec![batch]])?
-            }
+            "storage_requests" => return Ok(Some(Arc::new(StorageRequests(self.storage.clone())))),
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(table)))
@@ -82,5 +79,36 @@ impl SchemaProvider for SystemSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         matches!(name, "audit_log" | "storage_requests")
+    }
+}
+
+/// `system.storage_requests`: the counters as of each execution (not of planning), so a
+/// prepared statement re-executed shows the current counts.
+#[derive(Debug)]
+struct StorageRequests(Arc<StoreRegistry>);
+
+#[async_trait]
+impl TableProvider for StorageRequests {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        request_counts_schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::prelude::Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batch = self.0.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        MemTable::try_new(request_counts_schema(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
     }
 }

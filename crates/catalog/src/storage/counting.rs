@@ -22,8 +22,10 @@ use object_store::{
 pub enum Operation {
     /// Whole-object read.
     Get,
-    /// Byte-range read (Parquet footers and column chunks).
+    /// Byte-range read inside the object (Parquet column chunks, page indexes).
     GetRange,
+    /// Byte-range read ending at the object's end: for Parquet files, the footer.
+    GetTail,
     /// Metadata only (existence, size).
     Head,
     /// One listing call.
@@ -41,9 +43,10 @@ pub enum Operation {
 }
 
 impl Operation {
-    const ALL: [Operation; 9] = [
+    const ALL: [Operation; 10] = [
         Operation::Get,
         Operation::GetRange,
+        Operation::GetTail,
         Operation::Head,
         Operation::List,
         Operation::Put,
@@ -58,6 +61,7 @@ impl Operation {
         match self {
             Operation::Get => "get",
             Operation::GetRange => "get_range",
+            Operation::GetTail => "get_tail",
             Operation::Head => "head",
             Operation::List => "list",
             Operation::Put => "put",
@@ -144,10 +148,6 @@ impl StoreCounters {
         }
     }
 
-    fn add_bytes(&self, op: Operation, path: &str, bytes: u64) {
-        self.bytes[op as usize][ObjectKind::of(path) as usize].fetch_add(bytes, Ordering::Relaxed);
-    }
-
     /// Requests of one operation on one kind so far.
     pub fn requests(&self, op: Operation, kind: ObjectKind) -> u64 {
         self.requests[op as usize][kind as usize].load(Ordering::Relaxed)
@@ -219,18 +219,23 @@ impl ObjectStore for CountingStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let op = if options.head {
-            Operation::Head
-        } else if options.range.as_ref().is_some_and(|r| !matches!(r, GetRange::Offset(0))) {
-            Operation::GetRange
-        } else {
-            Operation::Get
+        let op = match &options.range {
+            _ if options.head => Operation::Head,
+            None | Some(GetRange::Offset(0)) => Operation::Get,
+            Some(GetRange::Suffix(_)) => Operation::GetTail,
+            Some(_) => Operation::GetRange,
         };
-        self.counters.add(op, location.as_ref(), 0);
-        let got = self.inner.get_opts(location, options).await?;
-        if op != Operation::Head {
-            self.counters.add_bytes(op, location.as_ref(), got.range.end.saturating_sub(got.range.start));
-        }
+        let got = match self.inner.get_opts(location, options).await {
+            Ok(got) => got,
+            Err(e) => {
+                self.counters.add(op, location.as_ref(), 0);
+                return Err(e);
+            }
+        };
+        // A range that turns out to end at the object's end is a tail (footer) read.
+        let op = if op == Operation::GetRange && got.range.end == got.meta.size { Operation::GetTail } else { op };
+        let bytes = if op == Operation::Head { 0 } else { got.range.end.saturating_sub(got.range.start) };
+        self.counters.add(op, location.as_ref(), bytes);
         Ok(got)
     }
 
