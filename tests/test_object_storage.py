@@ -26,7 +26,7 @@ import pytest
 
 import lake
 from conftest import D1, TEST_PASSWORD, TEST_USER, free_port, start_server, stop_server
-from rxcli import REPO_ROOT, Rxgate
+from rxcli import REPO_ROOT, Rxgate, parse_csv
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -82,14 +82,17 @@ class Gcs:
                   {"Content-Type": "application/octet-stream"})
 
     def names(self, bucket: str, prefix: str = "") -> list[str]:
-        out, token = [], None
+        return list(self.sizes(bucket, prefix))
+
+    def sizes(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        out, token = {}, None
         while True:
             q = {"prefix": prefix, "maxResults": "1000"}
             if token:
                 q["pageToken"] = token
             page = json.loads(self.call("GET", f"/storage/v1/b/{bucket}/o?"
                                         + urllib.parse.urlencode(q)))
-            out += [o["name"] for o in page.get("items", [])]
+            out.update({o["name"]: int(o["size"]) for o in page.get("items", [])})
             token = page.get("nextPageToken")
             if not token:
                 return out
@@ -328,6 +331,59 @@ def test_gs_ingest_of_a_missing_input_is_a_clean_error(gs_lake):
     proc = rx.fail("--config", config, "ingest", "cities", "gs://no-such-bucket/raw/cities/x.parquet",
                    "--delivery-date", D1)
     assert "gs://no-such-bucket/raw/cities/x.parquet" in proc.stderr, proc.stderr
+
+
+def test_gs_large_objects_are_uploaded_whole_to_the_emulator(gs_lake, gcs, tmp_path, dataset):
+    """Above multipart_threshold a data file becomes a multipart upload; fake-gcs-server
+    refuses XML multipart, so on an emulator the parts are sent as one JSON upload."""
+    rx, _, _ = gs_lake
+    config = write_config(tmp_path / "small.toml", f"""
+[catalog]
+warehouse = "gs://rx-lake/warehouse"
+
+[storage]
+multipart_threshold = 2048
+
+[storage.gcs]
+endpoint = "{gcs.endpoint}"
+""")
+    date = "2024-03-31"
+    summary = json.loads(rx.run("--config", config, "ingest", "cities", "gs://rx-raw/raw/cities/",
+                                "--delivery-date", date, "--json").stdout.strip().splitlines()[-1])
+    assert summary["loaded"] > 0
+    files = {n: size for n, size in gcs.sizes("rx-lake", f"warehouse/health/us_cities/data/delivery_date={date}/").items()
+             if n.endswith(".parquet")}
+    assert files and max(files.values()) > 2048, f"no data file above the threshold: {files}"
+    proc = rx.run("--config", config, "sql",
+                  f"SELECT count(*) FROM health.us_cities WHERE delivery_date = DATE '{date}'", "--format", "csv")
+    _, rows = parse_csv(proc.stdout, proc)
+    assert int(rows[0][0]) == summary["loaded"]
+
+
+def test_gs_unreachable_store_fails_the_query_not_the_server(gs_lake, rxgate_bin, tmp_path):
+    """The warehouse's store gone (endpoint on a closed port): queries fail with SQLSTATE
+    58030 within seconds, the server stays up and answers what needs no storage."""
+    rx, _, _ = gs_lake
+    config = write_config(tmp_path / "down.toml", f"""
+[catalog]
+warehouse = "gs://rx-lake/warehouse"
+
+[storage.gcs]
+endpoint = "http://127.0.0.1:{closed_port()}"
+""")
+    s = start_server(rxgate_bin, rx.data_dir, tmp_path / "serve.log", config=config)
+    try:
+        with psycopg.connect(s.dsn(), autocommit=True) as conn:
+            started = time.monotonic()
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute("SELECT count(*) FROM health.prescriber_drug").fetchall()
+            assert err.value.sqlstate == "58030", (err.value.sqlstate, str(err.value))
+            assert "gs://rx-lake/warehouse/health/prescriber_drug/metadata/" in str(err.value), str(err.value)
+            assert time.monotonic() - started < 60
+            assert conn.execute("SELECT 1").fetchall() == [(1,)]
+        assert s.alive()
+    finally:
+        stop_server(s)
 
 
 @pytest.fixture(scope="module")
