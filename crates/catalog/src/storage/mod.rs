@@ -67,8 +67,8 @@ pub struct GcsOptions {
     pub allow_http: Option<bool>,
 }
 
-/// `[storage.s3]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `[storage.s3]`. Its Debug form hides the secret key and session token.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Options {
     /// Endpoint override (MinIO, moto, …), e.g. `http://127.0.0.1:5000`.
@@ -89,6 +89,22 @@ pub struct S3Options {
     pub allow_http: Option<bool>,
     /// Send unsigned requests.
     pub anonymous: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
 }
 
 /// `[storage.hdfs]`.

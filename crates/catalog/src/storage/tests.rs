@@ -49,6 +49,17 @@ fn locations_split_into_store_root_and_decoded_object_name() {
     assert_eq!(parse_location("gs:///x", &opts()).unwrap_err().code, StatusCode::InvalidArgument);
 }
 
+#[test]
+fn debug_output_hides_s3_secrets() {
+    let mut o = opts();
+    o.s3.access_key_id = Some("AKIAEXAMPLE".into());
+    o.s3.secret_access_key = Some("very-secret".into());
+    o.s3.session_token = Some("token-secret".into());
+    let text = format!("{o:?}");
+    assert!(text.contains("AKIAEXAMPLE") && text.contains("<hidden>"), "{text}");
+    assert!(!text.contains("very-secret") && !text.contains("token-secret"), "{text}");
+}
+
 #[tokio::test]
 async fn requests_are_counted_by_operation_and_kind() {
     let reg = StoreRegistry::new(opts());
