@@ -425,7 +425,14 @@ def test_s3_pipeline_and_queries_match_the_local_warehouse(s3_lake, s3, lakehous
         assert normalise(flight_answers(s)) == local_answers
         with psycopg.connect(s.dsn(), autocommit=True) as conn:
             stores = {r[0] for r in conn.execute("SELECT DISTINCT store FROM system.storage_requests")}
+            runs = []
+            for _ in range(2):
+                before = request_counts(conn)
+                conn.execute(DASHBOARD).fetchall()
+                runs.append(delta(before, request_counts(conn), "s3://rx-lake"))
         assert "s3://rx-lake" in stores, stores
+        # The same layer, the same caching: the repeated query reads column chunks only.
+        assert set(runs[1]) == {("get_range", "parquet")}, runs
     finally:
         stop_server(s)
 
