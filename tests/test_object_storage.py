@@ -323,6 +323,33 @@ def test_gs_repeated_dashboard_query_fetches_no_metadata_again(gs_lake, rxgate_b
     assert seen.get(("get", "metadata"), 0) >= 1, seen
 
 
+def test_gs_hive_external_table_reads_partition_directories_in_the_bucket(gs_lake, gcs, rxgate_bin,
+                                                                           tmp_path):
+    """Hive-style external tables resolve gs:// LOCATIONs through the same stores: MSCK
+    REPAIR lists the partition directories in the bucket, the scan reads them."""
+    rx, config, _ = gs_lake
+    for state, rows in {"CA": "city,population\nLOS ANGELES,3898747\nSAN DIEGO,1386932\n",
+                        "NY": "city,population\nNEW YORK,8804190\n"}.items():
+        gcs.upload("rx-raw", f"ext/cities/state={state}/cities.csv", rows.encode())
+    s = start_server(rxgate_bin, rx.data_dir, tmp_path / "serve.log", config=config)
+    try:
+        with psycopg.connect(s.dsn(), autocommit=True) as conn:
+            conn.execute("""CREATE EXTERNAL TABLE health.gs_cities_ext (city STRING, population BIGINT)
+                            PARTITIONED BY (state STRING) STORED AS CSV
+                            LOCATION 'gs://rx-raw/ext/cities'
+                            TBLPROPERTIES ('skip.header.line.count'='1')""")
+            assert len(conn.execute("MSCK REPAIR TABLE health.gs_cities_ext").fetchall()) == 2
+            rows = conn.execute("SELECT state, city, population FROM health.gs_cities_ext "
+                                "ORDER BY population DESC").fetchall()
+            assert rows == [("NY", "NEW YORK", 8804190), ("CA", "LOS ANGELES", 3898747),
+                            ("CA", "SAN DIEGO", 1386932)]
+            stores = {r[0] for r in conn.execute("SELECT DISTINCT store FROM system.storage_requests")}
+            assert "gs://rx-raw" in stores, stores
+            conn.execute("DROP TABLE health.gs_cities_ext")
+    finally:
+        stop_server(s)
+
+
 def test_gs_ingest_of_a_missing_input_is_a_clean_error(gs_lake):
     rx, config, _ = gs_lake
     proc = rx.fail("--config", config, "ingest", "cities", "gs://rx-raw/nope/",
