@@ -227,6 +227,8 @@ endpoint = "{gcs.endpoint}"
 def test_gs_pipeline_writes_the_warehouse_to_the_bucket(gs_lake, gcs, lakehouse):
     rx, _, summary = gs_lake
     local = lakehouse.pipeline
+    print(f"\ngs:// pipeline: read {summary['read']} = loaded {summary['loaded']} + quarantined "
+          f"{summary['quarantined']}; steps {[(s['name'], s['rows']) for s in summary['steps']]}")
     assert (summary["read"], summary["loaded"], summary["quarantined"]) == \
         (local["read"], local["loaded"], local["quarantined"])
     assert summary["loaded"] > 0 and summary["quarantined"] > 0
