@@ -112,7 +112,7 @@ impl SchemaProvider for NamespaceSchema {
                 return Ok(None);
             }
             let ident = TableIdent::new(self.namespace.clone(), base.to_string());
-            let table = self.lake.catalog().load_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
             return crate::iceberg_admin::view_provider(table, view).await.map(Some);
         }
         if !self.tables.iter().any(|t| t == name) {
@@ -124,6 +124,8 @@ impl SchemaProvider for NamespaceSchema {
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Read with the current schema, also after schema evolution (iceberg_admin).
+        let table = crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let provider = LakehouseTable::try_new(table).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(provider)))
     }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use iceberg::table::Table;
-use iceberg_datafusion::IcebergStaticTableProvider;
 use rxgate_common::{Error, StatusCode};
 
 /// A metadata table of an Iceberg table.
@@ -136,6 +135,37 @@ pub fn snapshot_at(table: &Table, ms: i64) -> rxgate_common::Result<i64> {
         })
 }
 
+/// The table as Spark and Trino read its current state: with the **current** schema.
+/// iceberg-rust 0.10 scans with the schema of the snapshot it reads, so after `ADD`/`RENAME`/
+/// `DROP COLUMN` (which add a schema, not a snapshot) the current snapshot still names the
+/// old schema and a query of the new column names fails. This returns the table with its
+/// current snapshot re-labelled, in memory only, to the current schema id; iceberg's reader
+/// then maps data files to it by field id (renamed columns keep their data, added ones read
+/// NULL, dropped ones disappear). Time travel keeps the snapshot's own schema.
+pub fn with_current_schema(table: Table) -> rxgate_common::Result<Table> {
+    let md = table.metadata();
+    let Some(snapshot) = md.current_snapshot() else { return Ok(table) };
+    let (id, schema_id) = (snapshot.snapshot_id(), md.current_schema_id());
+    if snapshot.schema_id() == Some(schema_id) {
+        return Ok(table);
+    }
+    let internal = |e: serde_json::Error| Error::internal(format!("table metadata: {e}"));
+    let mut json = serde_json::to_value(md).map_err(internal)?;
+    if let Some(snapshots) = json.get_mut("snapshots").and_then(|s| s.as_array_mut()) {
+        for s in snapshots.iter_mut().filter(|s| s.get("snapshot-id").and_then(|v| v.as_i64()) == Some(id)) {
+            s["schema-id"] = serde_json::Value::from(schema_id);
+        }
+    }
+    let relabelled: iceberg::spec::TableMetadata = serde_json::from_value(json).map_err(internal)?;
+    let mut builder =
+        Table::builder().identifier(table.identifier().clone()).file_io(table.file_io().clone()).metadata(relabelled);
+    builder = builder.runtime(iceberg::Runtime::try_current()?);
+    if let Some(location) = table.metadata_location() {
+        builder = builder.metadata_location(location);
+    }
+    Ok(builder.build()?)
+}
+
 /// The provider of a special view of `table` (already loaded).
 pub async fn view_provider(table: Table, view: TableView) -> DfResult<Arc<dyn TableProvider>> {
     let snapshot = match view {
@@ -153,9 +183,8 @@ pub async fn view_provider(table: Table, view: TableView) -> DfResult<Arc<dyn Ta
             format!("table {} has no snapshot {snapshot}", table.identifier()),
         )));
     }
-    let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(table, snapshot)
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let provider =
+        crate::LakehouseTable::try_new_at(table, snapshot).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(Arc::new(provider))
 }
 
