@@ -343,17 +343,27 @@ def test_schema_evolution_reads_old_files_by_field_id(rxgate_bin, dataset, tmp_p
     assert pg_error(srv, f"ALTER TABLE {table} ADD COLUMN city string").sqlstate == "22023"
     assert pg_error(srv, f"ALTER TABLE {table} DROP COLUMN delivery_date").sqlstate == "22023"  # partition source
     assert pg_error(srv, f"ALTER TABLE {table} ADD COLUMN x").sqlstate == "42601"
-    # Rename (psql), add with a comment (psycopg), add several, drop.
-    assert psql(srv, f"ALTER TABLE {table} RENAME COLUMN population TO pop") == "ALTER TABLE"
+    # Add with a comment (psycopg; names still match the files: the by-name Parquet scan),
+    # rename (psql; then iceberg's field-id scan), add several, drop.
     with connect(srv) as conn:
         assert conn.execute(f"ALTER TABLE {table} ADD COLUMN note varchar COMMENT 'free text'").statusmessage == \
             "ALTER TABLE"
+    added = q(srv, f"SELECT city, state_id, population, note FROM {table} ORDER BY city, state_id, zips")
+    assert added == [(c, s, p, None) for c, s, p, *_ in before]
+    assert psql(srv, f"ALTER TABLE {table} RENAME COLUMN population TO pop") == "ALTER TABLE"
+    with connect(srv) as conn:
         conn.execute(f"ALTER TABLE {table} ADD COLUMNS (score double, rank_no bigint)")
         conn.execute(f"ALTER TABLE {table} DROP COLUMN zip_count")
     after = q(srv, f"SELECT city, state_id, pop, note, score, rank_no, density FROM {table} ORDER BY city, state_id, zips")
     assert after == [(c, s, p, None, None, None, d) for c, s, p, _, d in before]
     assert pg_error(srv, f"SELECT zip_count FROM {table}").sqlstate == "42703"
     assert pg_error(srv, f"SELECT population FROM {table}").sqlstate == "42703"
+    # A column dropped and added again under its old name is a new field: NULL in old files.
+    with connect(srv) as conn:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN zip_count int")
+    assert one(srv, f"SELECT count(zip_count) FROM {table}") == 0
+    with connect(srv) as conn:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN zip_count")
     cols = [r[0] for r in q(srv, f"DESCRIBE {table}")]
     assert "pop" in cols and "note" in cols and "zip_count" not in cols and "population" not in cols
     assert ("note", "string", "free text") in q(srv, f"DESCRIBE {table}")
