@@ -279,6 +279,11 @@ def test_rollback_and_roll_forward(srv, lake):
     assert psql(srv, f"ALTER TABLE {table} EXECUTE rollback_to_snapshot({s1})") == "ALTER TABLE EXECUTE"
     assert psql(srv, f"SELECT count(*) FROM {table}") == str(d1)
     assert one(srv, f"SELECT count(*) FROM {table} FOR VERSION AS OF {s2}") == total
+    # pyiceberg sees the rollback we committed.
+    cat = SqlCatalog("rxgate", uri=f"sqlite:///{lake.data_dir / 'catalog.db'}",
+                     warehouse=f"file://{lake.data_dir / 'warehouse'}")
+    rolled = cat.load_table(table)
+    assert rolled.current_snapshot().snapshot_id == s1 and rolled.scan().to_arrow().num_rows == d1
     lake.run("catalog", "rollback", table, str(s2), "--set-current")
     assert one(srv, f"SELECT count(*) FROM {table}") == total
     # The audit trail has the statements, with their outcome.
