@@ -161,6 +161,9 @@ def test_metadata_tables_over_flight_sql(srv):
             s1 = snapshots(srv, "health.city_report")[0][0]
             cur.execute(f"SELECT count(*) AS n FROM health.city_report FOR VERSION AS OF {s1}")
             n = cur.fetch_arrow_table().column("n").to_pylist()[0]
+            # DBA statements take the same path (a rollback to a snapshot that does not exist).
+            with pytest.raises(flight_sql.ProgrammingError, match="InvalidArgument"):
+                cur.execute("CALL system.rollback_to_snapshot('health.city_report', 1)")
     assert n == one(srv, "SELECT count(*) FROM health.city_report WHERE delivery_date = %s", (D1,)) > 0
 
 
