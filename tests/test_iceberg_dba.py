@@ -409,3 +409,26 @@ def test_cli_prints_metadata_tables(srv, lake):
     assert len(rows) == one(srv, 'SELECT count(*) FROM health."prescriber_drug$manifests"')
     bad = lake.fail("catalog", "rollback", "health.city_report", "1")
     assert "no snapshot 1" in bad.stderr
+
+
+def test_external_tables_have_no_iceberg_features(srv, lake):
+    """A Hive external table in the same schema: DBA statements say it is not an Iceberg table,
+    and it has no metadata tables or snapshots."""
+    location = lake.data_dir / "warehouse" / "health" / "us_cities" / "data"
+    with connect(srv) as conn:
+        conn.execute(f"CREATE EXTERNAL TABLE health.cities_ext (city STRING) PARTITIONED BY (delivery_date DATE) "
+                     f"STORED AS PARQUET LOCATION '{location}'")
+    try:
+        err = pg_error(srv, "ALTER TABLE health.cities_ext ADD COLUMN x int")
+        assert err.sqlstate == "0A000" and "not an Iceberg table" in str(err)
+        assert pg_error(srv, "CALL system.rollback_to_snapshot('health.cities_ext', 1)").sqlstate == "0A000"
+        assert pg_error(srv, 'SELECT * FROM health."cities_ext$files"').sqlstate == "42P01"
+        assert pg_error(srv, "SELECT * FROM health.cities_ext FOR VERSION AS OF 1").sqlstate == "42P01"
+        # Hive's partition DDL on it is not claimed by the Iceberg statements.
+        with connect(srv) as conn:
+            conn.execute(f"ALTER TABLE health.cities_ext ADD PARTITION (delivery_date='{D1}')")
+        assert one(srv, "SELECT count(*) FROM health.cities_ext") == \
+            one(srv, "SELECT count(*) FROM health.us_cities WHERE delivery_date = %s", (D1,))
+    finally:
+        with connect(srv) as conn:
+            conn.execute("DROP TABLE health.cities_ext")

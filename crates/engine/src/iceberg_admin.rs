@@ -884,6 +884,19 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &IcebergCommand) -> Resul
     let name = visible_table(ctx, table_parts(cmd))?;
     let lake = crate::hive::lakehouse(ctx)
         .ok_or_else(|| Error::internal("no lakehouse in this session"))?;
+    // External (Hive) tables and system tables have no Iceberg metadata to change.
+    if let Err(e) = lake.load_table(&name).await {
+        return Err(match e.code {
+            StatusCode::TableNotFound => Error::new(
+                StatusCode::Unsupported,
+                format!(
+                    "{name} is not an Iceberg table: column, partition field and snapshot \
+                     changes apply to Iceberg tables only"
+                ),
+            ),
+            _ => e,
+        });
+    }
     let tag = |t: &str| Ok(QueryOutput::Command { tag: t.to_string() });
     match cmd {
         IcebergCommand::Schema { changes, .. } => {
