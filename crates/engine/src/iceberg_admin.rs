@@ -170,6 +170,12 @@ const CLAUSE_WORDS: &[&str] = &[
     "tablesample",
 ];
 
+/// Words after which a comma no longer separates table references.
+const FROM_ENDS: &[&str] = &[
+    "where", "group", "order", "having", "limit", "offset", "fetch", "window", "qualify", "select",
+    "on", "using", "union", "except", "intersect", "values", "set", "returning",
+];
+
 // ------------------------------------------------------------------------------------------
 // Rewrite: time travel and Spark's metadata table names
 // ------------------------------------------------------------------------------------------
@@ -230,9 +236,17 @@ pub(crate) fn rewrite<'a>(sql: &'a str, catalog: &str) -> Result<Cow<'a, str>> {
     let end = |t: &TokenWithSpan| offset(sql, t.span.end.line, t.span.end.column);
     let mut edits: Vec<(usize, usize, String)> = vec![];
     let mut i = 0;
+    // Inside a FROM list (a comma there starts another table reference).
+    let mut in_from = false;
     while i < toks.len() {
         let t = &toks[i].token;
-        let opens_table = is_kw(t, "from") || is_kw(t, "join") || matches!(t, Token::Comma);
+        if is_kw(t, "from") || is_kw(t, "join") {
+            in_from = true;
+        } else if FROM_ENDS.iter().any(|w| is_kw(t, w)) {
+            in_from = false;
+        }
+        let opens_table =
+            is_kw(t, "from") || is_kw(t, "join") || (in_from && matches!(t, Token::Comma));
         if !opens_table {
             i += 1;
             continue;
@@ -1024,6 +1038,15 @@ mod tests {
         assert_eq!(
             rw("SELECT files FROM health.t"),
             "SELECT files FROM health.t"
+        );
+        // A three-part column in a select list is not a table name.
+        assert_eq!(
+            rw("SELECT a, health.t.files FROM health.t"),
+            "SELECT a, health.t.files FROM health.t"
+        );
+        assert_eq!(
+            rw("SELECT * FROM u, health.t.history WHERE f(a, health.t.files)"),
+            "SELECT * FROM u, health.\"t$history\" WHERE f(a, health.t.files)"
         );
         assert_eq!(
             rw("SELECT * FROM health.\"t$history\""),
