@@ -220,19 +220,41 @@ async fn try_commit(
         .with_timestamp_ms(chrono_now_ms())
         .build();
 
-    let current_location = table
-        .metadata_location()
-        .ok_or_else(|| Error::internal("table has no metadata location"))?
-        .to_string();
     let new_md = md
         .clone()
-        .into_builder(Some(current_location.clone()))
+        .into_builder(table.metadata_location().map(str::to_string))
         .add_snapshot(snapshot)?
         .set_ref(MAIN_BRANCH, SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)))?
         .build()?
         .metadata;
+    if swap_metadata(lake, table, new_md).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(CommitOutcome {
+        snapshot_id,
+        added_files: r.new_files.len() as u64,
+        added_records,
+        deleted_files,
+        deleted_records,
+        attempts: attempt,
+    }))
+}
+
+/// Writes `new_md` as the table's next metadata file and makes it current with a
+/// compare-and-swap on the catalog row (`UPDATE … WHERE metadata_location = <old>`, as the SQL
+/// catalog does). `Ok(None)`: another commit won the race (the caller retries on the fresh
+/// table); `Ok(Some(location))`: the new metadata location.
+pub(crate) async fn swap_metadata(
+    lake: &Lakehouse,
+    table: &Table,
+    new_md: iceberg::spec::TableMetadata,
+) -> Result<Option<String>> {
+    let current_location = table
+        .metadata_location()
+        .ok_or_else(|| Error::internal("table has no metadata location"))?
+        .to_string();
     let new_location = MetadataLocation::from_str(&current_location)?.with_next_version().with_new_metadata(&new_md);
-    new_md.write_to(file_io, &new_location).await?;
+    new_md.write_to(table.file_io(), &new_location).await?;
 
     let ident = parse_ident(&format!("{}.{}", table.identifier().namespace().join("."), table.identifier().name()))?;
     let sql = if lake.config().is_postgres() {
@@ -253,17 +275,7 @@ async fn try_commit(
         .execute(lake.pool())
         .await
         .map_err(|e| Error::new(StatusCode::CatalogUnavailable, format!("commit: {e}")))?;
-    if done.rows_affected() == 0 {
-        return Ok(None);
-    }
-    Ok(Some(CommitOutcome {
-        snapshot_id,
-        added_files: r.new_files.len() as u64,
-        added_records,
-        deleted_files,
-        deleted_records,
-        attempts: attempt,
-    }))
+    Ok((done.rows_affected() > 0).then_some(new_location))
 }
 
 fn chrono_now_ms() -> i64 {

@@ -6,6 +6,7 @@ mod commit;
 mod config;
 mod definition;
 pub mod external;
+pub mod iceberg_admin;
 mod lakehouse;
 mod provider;
 mod scan;

@@ -106,6 +106,15 @@ impl SchemaProvider for NamespaceSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        // `t$snapshots`, `t@v=<id>`, …: a metadata table or a time-travelled view of t.
+        if let (base, Some(view)) = crate::iceberg_admin::split_table_name(name) {
+            if !self.tables.iter().any(|t| t == base) {
+                return Ok(None);
+            }
+            let ident = TableIdent::new(self.namespace.clone(), base.to_string());
+            let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            return crate::iceberg_admin::view_provider(table, view).await.map(Some);
+        }
         if !self.tables.iter().any(|t| t == name) {
             // Not an Iceberg table: an external table, or nothing (external/).
             return crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await;
@@ -115,6 +124,8 @@ impl SchemaProvider for NamespaceSchema {
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Read with the current schema, also after schema evolution (iceberg_admin).
+        let table = crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let provider = LakehouseTable::try_new(table).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(provider)))
     }

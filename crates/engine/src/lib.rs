@@ -10,6 +10,7 @@ mod cursor;
 mod deadline;
 mod engine;
 mod hive;
+mod iceberg_admin;
 mod pgcompat;
 mod secure;
 mod session;
@@ -22,6 +23,7 @@ pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};
 pub use hive::HiveCommand;
+pub use iceberg_admin::{IcebergCommand, RollbackTarget};
 pub use secure::{Applied, PolicyStatus, PolicyStore};
 pub use session::{
     EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,

@@ -313,13 +313,28 @@ impl SchemaProvider for SecuredSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let (policy, masks, principal) = self.guard.view();
-        if !policy.table_visible(&principal, &self.catalog, &self.schema, name) {
+        // `t$files`, `t@v=<id>` (iceberg_admin): the policy of the base table t decides.
+        let (base, view) = rxgate_catalog::iceberg_admin::split_table_name(name);
+        if !policy.table_visible(&principal, &self.catalog, &self.schema, base) {
             return Ok(None);
+        }
+        if matches!(view, Some(rxgate_catalog::iceberg_admin::TableView::Metadata(_))) {
+            // Metadata tables only for who sees the base table whole: file paths, partition
+            // values and counts would reveal masked or filtered data.
+            let Some(base_table) = self.inner.table(base).await? else { return Ok(None) };
+            let columns: Vec<String> = base_table.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let access = policy
+                .table_access(&principal, &self.catalog, &self.schema, base, &columns)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if !access.is_some_and(|a| a.is_unrestricted()) {
+                return Ok(None);
+            }
+            return self.inner.table(name).await;
         }
         let Some(table) = self.inner.table(name).await? else { return Ok(None) };
         let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
         let access = policy
-            .table_access(&principal, &self.catalog, &self.schema, name, &columns)
+            .table_access(&principal, &self.catalog, &self.schema, base, &columns)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let Some(access) = access else { return Ok(None) };
         if access.is_unrestricted() {
@@ -339,7 +354,7 @@ impl SchemaProvider for SecuredSchema {
             )))
         })?;
         self.guard.record(Applied {
-            table: format!("{}.{}", self.schema, name),
+            table: format!("{}.{}", self.schema, base),
             masks: access.masks(),
             row_filter: access.row_filter.clone(),
         });
@@ -348,7 +363,8 @@ impl SchemaProvider for SecuredSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         let (policy, _, principal) = self.guard.view();
-        policy.table_visible(&principal, &self.catalog, &self.schema, name) && self.inner.table_exist(name)
+        let (base, _) = rxgate_catalog::iceberg_admin::split_table_name(name);
+        policy.table_visible(&principal, &self.catalog, &self.schema, base) && self.inner.table_exist(name)
     }
 }
 

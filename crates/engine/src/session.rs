@@ -143,6 +143,8 @@ pub enum SessionCommand {
     Admin(AdminCommand),
     /// Hive's `SHOW DATABASES|TABLES`, `DESCRIBE [FORMATTED]`, `SHOW CREATE TABLE` (hive.rs).
     Hive(crate::hive::HiveCommand),
+    /// Iceberg schema/partition evolution and rollback (iceberg_admin.rs).
+    Iceberg(crate::iceberg_admin::IcebergCommand),
 }
 
 /// One statement, planned and ready to execute (possibly several times with parameters).
@@ -247,6 +249,7 @@ impl Planned {
             Planned::Command(SessionCommand::Fetch { schema, .. }) => Some(schema.clone()),
             Planned::Command(SessionCommand::Admin(cmd)) => Some(crate::admin::schema(cmd)),
             Planned::Command(SessionCommand::Hive(cmd)) => Some(crate::hive::schema(cmd)).filter(|s| !s.fields().is_empty()),
+            Planned::Command(SessionCommand::Iceberg(cmd)) => crate::iceberg_admin::schema(cmd),
             _ => None,
         }
     }
@@ -551,6 +554,9 @@ impl EngineSession {
         if let Some(cmd) = crate::hive::parse(sql) {
             return crate::hive::plan(&self.ctx, cmd);
         }
+        if let Some(cmd) = crate::iceberg_admin::parse(sql) {
+            return crate::iceberg_admin::plan(&self.ctx, cmd?, self.is_admin());
+        }
         // Hive external tables (hive/external.rs); a DROP TABLE of anything else goes on.
         if let Some(cmd) = crate::hive::external::parse(sql) {
             let admin = {
@@ -561,6 +567,8 @@ impl EngineSession {
                 return Ok(planned);
             }
         }
+        let catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
+        let sql = &crate::iceberg_admin::rewrite(sql, &catalog)?;
         let mut stmts = pgcompat::parse_statements(sql)
             .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
         let (written, stmt) = match stmts.len() {
@@ -757,6 +765,7 @@ impl EngineSession {
                 Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
             }
             Planned::Command(SessionCommand::Hive(cmd)) => crate::hive::execute(&self.ctx, cmd).await,
+            Planned::Command(SessionCommand::Iceberg(cmd)) => crate::iceberg_admin::execute(&self.ctx, cmd).await,
             Planned::Command(cmd) => self.run_command(cmd),
             Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
                 QueryOutput::Rows { schema, stream } => Ok(QueryOutput::Copy { schema, stream, options: options.clone() }),
@@ -963,10 +972,19 @@ impl EngineSession {
                 let stream = MemoryStream::try_new(vec![batch], schema.clone(), None)?;
                 Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
             }
-            SessionCommand::Declare { .. } | SessionCommand::Fetch { .. } | SessionCommand::Hive(_) => {
+            SessionCommand::Declare { .. }
+            | SessionCommand::Fetch { .. }
+            | SessionCommand::Hive(_)
+            | SessionCommand::Iceberg(_) => {
                 Err(Error::new(StatusCode::Internal, "cursor or Hive command outside execute"))
             }
         }
+    }
+
+    /// Whether the session's principal has an administrator role under the policy in force.
+    fn is_admin(&self) -> bool {
+        let (policy, _) = self.guard.store().current();
+        policy.is_admin(&self.guard.principal(&policy).roles)
     }
 
     /// Answers a policy admin statement; other users' grants and the whole policy are for

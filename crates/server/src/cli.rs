@@ -198,6 +198,48 @@ pub enum CatalogCommand {
     },
     /// List namespaces and tables.
     List,
+    /// The table's snapshots (the SQL metadata table `db."t$snapshots"`).
+    Snapshots(InspectArgs),
+    /// The table's current-snapshot history (`db."t$history"`).
+    History(InspectArgs),
+    /// The table's live data files (`db."t$files"`).
+    Files(InspectArgs),
+    /// The table's manifests (`db."t$manifests"`).
+    Manifests(InspectArgs),
+    /// The table's partitions (`db."t$partitions"`).
+    Partitions(InspectArgs),
+    /// Make an older snapshot current again (`CALL system.rollback_to_snapshot`).
+    Rollback {
+        /// `db.table`.
+        table: String,
+        /// The snapshot (an ancestor of the current one, unless --set-current).
+        #[arg(required_unless_present = "to_timestamp")]
+        snapshot_id: Option<i64>,
+        /// Any snapshot of the table, not only an ancestor (`system.set_current_snapshot`).
+        #[arg(long)]
+        set_current: bool,
+        /// Roll back to the snapshot current at this time (`system.rollback_to_timestamp`).
+        #[arg(long, conflicts_with = "snapshot_id")]
+        to_timestamp: Option<String>,
+    },
+    /// Schema or partition evolution: `rxgate catalog alter health.t "ADD COLUMN note string"`
+    /// (any `ALTER TABLE` clause rxgate runs: ADD|RENAME|DROP COLUMN, ADD|DROP PARTITION FIELD).
+    Alter {
+        /// `db.table`.
+        table: String,
+        /// The clause after `ALTER TABLE db.table`.
+        clause: String,
+    },
+}
+
+/// A table whose Iceberg metadata to print.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// `db.table`.
+    pub table: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Ingest subcommands.

@@ -111,6 +111,37 @@ fn datagen(scale: f64, out: &Path, layout: LayoutArg, seed: u64) -> Result<rxgat
 }
 
 async fn catalog(settings: &Settings, action: CatalogCommand) -> Result<()> {
+    // Iceberg DBA subcommands are SQL run as the local operator: planned (and audited) by
+    // EngineSession::plan like any client's statement.
+    let iceberg_sql = |action: &CatalogCommand| -> Option<(String, Format)> {
+        let meta = |table: &str, what: &str| {
+            let (db, t) = table.rsplit_once('.').unwrap_or(("", table));
+            let name = format!("\"{}${what}\"", t.replace('"', "\"\""));
+            if db.is_empty() { name } else { format!("{db}.{name}") }
+        };
+        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        Some(match action {
+            CatalogCommand::Snapshots(a) => (format!("SELECT * FROM {}", meta(&a.table, "snapshots")), a.format),
+            CatalogCommand::History(a) => (format!("SELECT * FROM {}", meta(&a.table, "history")), a.format),
+            CatalogCommand::Files(a) => (format!("SELECT * FROM {}", meta(&a.table, "files")), a.format),
+            CatalogCommand::Manifests(a) => (format!("SELECT * FROM {}", meta(&a.table, "manifests")), a.format),
+            CatalogCommand::Partitions(a) => (format!("SELECT * FROM {}", meta(&a.table, "partitions")), a.format),
+            CatalogCommand::Rollback { table, snapshot_id, set_current, to_timestamp } => {
+                let sql = match (snapshot_id, to_timestamp) {
+                    (_, Some(ts)) => format!("CALL system.rollback_to_timestamp({}, TIMESTAMP {})", lit(table), lit(ts)),
+                    (Some(id), None) if *set_current => format!("CALL system.set_current_snapshot({}, {id})", lit(table)),
+                    (Some(id), None) => format!("CALL system.rollback_to_snapshot({}, {id})", lit(table)),
+                    (None, None) => return None,
+                };
+                (sql, Format::Table)
+            }
+            CatalogCommand::Alter { table, clause } => (format!("ALTER TABLE {table} {clause}"), Format::Table),
+            _ => return None,
+        })
+    };
+    if let Some((query, format)) = iceberg_sql(&action) {
+        return sql(settings, &query, format, None).await;
+    }
     let lake = open(settings).await?;
     match action {
         CatalogCommand::Apply { path } => {
@@ -126,6 +157,7 @@ async fn catalog(settings: &Settings, action: CatalogCommand) -> Result<()> {
                 }
             }
         }
+        _ => return Err(Error::internal("catalog subcommand not handled")),
     }
     Ok(())
 }

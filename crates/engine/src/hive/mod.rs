@@ -72,6 +72,11 @@ pub enum HiveCommand {
 #[derive(Debug)]
 struct IcebergMetadata(Lakehouse);
 
+/// The session's lakehouse (Iceberg DBA statements commit through it).
+pub(crate) fn lakehouse(ctx: &SessionContext) -> Option<Lakehouse> {
+    ctx.state().config().get_extension::<IcebergMetadata>().map(|m| m.0.clone())
+}
+
 /// Installs the Hive functions into a session and gives it the lakehouse handle that the
 /// table descriptions read Iceberg metadata from.
 pub(crate) fn install(ctx: &SessionContext, lake: &Lakehouse) {
