@@ -517,27 +517,23 @@ impl ExternalCatalog {
     pub async fn drop_table(&self, namespace: &str, name: &str) -> Result<bool> {
         self.ready().await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query(&self.sql(
-            "DELETE FROM rxgate_external_partitions WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        ))
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .bind(name.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let done = sqlx::query(&self.sql(
-            "DELETE FROM rxgate_external_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        ))
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .bind(name.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        // Partitions first, then the definition; `done` ends as the definition's count.
+        let mut done = 0;
+        for table in ["rxgate_external_partitions", "rxgate_external_tables"] {
+            done = sqlx::query(&self.sql(&format!(
+                "DELETE FROM {table} WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
+            )))
+            .bind(self.catalog.clone())
+            .bind(namespace.to_string())
+            .bind(name.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        }
         tx.commit().await.map_err(db_error)?;
         self.cache.write().expect("external cache lock").remove(&(namespace.to_string(), name.to_string()));
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// The registered partitions of a table, sorted by name.
