@@ -396,10 +396,25 @@ def render_w7(res: w7_gcs.W7Result, scale: float, reps: int, header: str) -> str
                      f"{_w7_n(wr.get(key, 0))} | {wb.get(key, 0) / 1e6:,.2f} |")
     lines.append(f"| **total** | {_w7_n(tot(cr))} | {tot(cb) / 1e6:,.2f} | {_w7_n(tot(wr))} | "
                  f"{tot(wb) / 1e6:,.2f} |")
-    local_req = res.req_median("cold", lo)
-    lines += ["", (f"The local warehouse's server counted {tot(local_req):,.0f} requests per cold "
-                   f"query: {_w7_all(local_req)}." if local_req else
-                   "The local warehouse's server counted no object-store requests."), ""]
+    lines.append("")
+    if cr and wr:
+        gone = [_w7_label(k) for k in sorted(cr, key=_w7_order) if cr[k] and not wr.get(k)]
+        refetched = [_w7_label(k) for k in sorted(wr, key=_w7_order) if wr[k] and k[1] != "parquet"]
+        lines.append(f"- Warm, the repeated report made {_w7_n(tot(wr))} of the cold run's "
+                     f"{_w7_n(tot(cr))} requests ({tot(wb) / max(tot(cb), 1):.0%} of its bytes)"
+                     + (f"; not fetched again: {', '.join(gone)}" if gone else "")
+                     + (f"; still fetched: {', '.join(refetched)}" if refetched else "")
+                     + ".")
+    tail_n, tail_b = cr.get(("get_tail", "parquet"), 0), cb.get(("get_tail", "parquet"), 0)
+    pq_files, pq_bytes = res.lake_parquet
+    if tail_n and pq_files:
+        lines.append(f"- The cold footer reads average {tail_b / tail_n / 1e3:,.0f} KB per tail read, "
+                     f"against {pq_bytes / pq_files / 1e3:,.0f} KB per Parquet file in the bucket "
+                     f"({pq_files} files, {pq_bytes / 1e6:,.0f} MB).")
+    for phase in ("cold", "warm"):
+        local_req = res.req_median(phase, lo)
+        lines.append(f"- The local warehouse's server counted, per {phase} query: "
+                     + (_w7_all(local_req) if local_req else "no object-store requests") + ".")
     per_run = []
     for phase in ("cold", "warm"):
         for t in w7_gcs.TARGETS:
@@ -409,7 +424,7 @@ def render_w7(res: w7_gcs.W7Result, scale: float, reps: int, header: str) -> str
                     f"{m.secs * 1000:.0f} ms/{sum(v for (op, k), v in m.requests.items()):,} req"
                     for m in ms))
     if res.lake_objects:
-        lines.append(f"The gs:// warehouse after the pipeline: {res.lake_objects:,} objects, "
+        lines.append(f"- The gs:// warehouse after the pipeline: {res.lake_objects:,} objects, "
                      f"{res.lake_bytes / 1e6:,.0f} MB.")
     lines += [f"- {n}" for n in res.notes + res.errors]
     lines += ["", "All runs (time / requests): " + "; ".join(per_run) + ".", "",

@@ -61,6 +61,7 @@ class W7Result:
     pipeline_rows: dict[str, int] = field(default_factory=dict)
     lake_objects: int = 0
     lake_bytes: int = 0
+    lake_parquet: tuple[int, int] = (0, 0)                         # (files, bytes) in the bucket
     emulator: str = ""
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -132,10 +133,10 @@ class FakeGcs:
     def create_bucket(self, name: str) -> None:
         self.call("POST", "/storage/v1/b", json.dumps({"name": name}).encode())
 
-    def usage(self, bucket: str) -> tuple[int, int]:
-        """(objects, bytes) in a bucket."""
+    def usage(self, bucket: str) -> tuple[int, int, tuple[int, int]]:
+        """(objects, bytes, (Parquet objects, their bytes)) in a bucket."""
         import urllib.parse
-        n = size = 0
+        n = size = pq = pq_size = 0
         token = None
         while True:
             q = {"maxResults": "1000"} | ({"pageToken": token} if token else {})
@@ -143,9 +144,12 @@ class FakeGcs:
             for o in page.get("items", []):
                 n += 1
                 size += int(o["size"])
+                if o["name"].endswith(".parquet"):
+                    pq += 1
+                    pq_size += int(o["size"])
             token = page.get("nextPageToken")
             if not token:
-                return n, size
+                return n, size, (pq, pq_size)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -235,7 +239,7 @@ def run(binary: Path, raw: Path, local_lake: Path, work: Path, reps: int,
         res.pipeline_rows["gs:// warehouse"] = summary.get("loaded")
         if local_pipeline_s is not None:
             res.pipeline_s["local warehouse"] = local_pipeline_s
-        res.lake_objects, res.lake_bytes = gcs.usage(LAKE_BUCKET)
+        res.lake_objects, res.lake_bytes, res.lake_parquet = gcs.usage(LAKE_BUCKET)
         log(f"W7 gs:// pipeline {secs:.1f} s, {summary.get('loaded')} rows, "
             f"{res.lake_objects} objects / {res.lake_bytes / 1e6:.0f} MB in {STORE}")
         if local := list((local_lake / "warehouse").rglob("*.parquet")):
