@@ -1,11 +1,12 @@
 """benches/run's driver: every workload against rxgate and its peers, side by side, in one run.
 
-    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5,w6] [--bin PATH] ...
+    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5,w6,w7] [--bin PATH] ...
 
 Per scale: datagen, W1 (whose last rxgate run leaves the lakehouse; without W1 one pipeline
 run makes it), then one `rxgate serve` over it (Flight SQL too when the binary has it),
 PostgreSQL 15 loaded with the same rows, DuckDB / raw DataFusion / PySpark in-process on the
-same Parquet files, and W2, W0, W4, W3 in that order. With more than one scale W5 compares
+same Parquet files, and W2, W0, W4, W3 in that order. W7 runs the pipeline again with the
+warehouse on gs:// (fake-gcs-server) and compares the city report on both warehouses. With more than one scale W5 compares
 W1/W2/W4 across them. Each selected workload rewrites its section of benches/README.md and
 its chart in benches/charts/; sections of the largest scale are the ones written.
 See benches/README.md for what each workload times.
@@ -17,6 +18,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import sys
 import traceback
 from pathlib import Path
@@ -24,10 +26,11 @@ from pathlib import Path
 from harness import (CACHE, ROOT, BenchError, LoadWatch, Perf, git_rev, load_note, log,
                      machine, now, run_checked, write_section)
 
-ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6"]
+ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6", "w7"]
 SECTION = {"summary": "Goals", "w1": "W1 pipeline", "w2": "W2 reports", "w3": "W3 dashboard",
-           "w4": "W4 export", "w0": "W0 overhead", "w5": "W5 scale", "w6": "W6 policy overhead"}
-ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w6", "w5"]
+           "w4": "W4 export", "w0": "W0 overhead", "w5": "W5 scale", "w6": "W6 policy overhead",
+           "w7": "W7 gs:// warehouse"}
+ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w6", "w5", "w7"]
 
 
 class Ctx:
@@ -123,7 +126,7 @@ def parse_args(argv):
         a.scale = "1,10" if only == ["w5"] else "1"
     a.scales = sorted(float(s) for s in a.scale.split(","))
     if not only:
-        only = ["w1", "w2", "w3", "w4", "w0", "w6"] + (["w5"] if len(a.scales) > 1 else [])
+        only = ["w1", "w2", "w3", "w4", "w0", "w6", "w7"] + (["w5"] if len(a.scales) > 1 else [])
     a.only = only
     a.w3_clients = [int(c) for c in a.w3_clients.split(",")]
     a.w3_reps = a.w3_reps or a.reps
@@ -158,9 +161,18 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
     if "w1" in measure:
         out["w1"] = w1_pipeline.run(binary, raw, lake, work, a.reps, datagen_s, raw_mb,
                                     spark=not a.no_spark)
+        local_pipeline_s = statistics.median(out["w1"].rx_runs) if out["w1"].rx_runs else None
     else:
         secs, _, summary = w1_pipeline.pipeline(binary, raw, lake)
+        local_pipeline_s = secs
         log(f"pipeline (lakehouse for the queries) {secs:.2f} s, {summary.get('loaded')} rows")
+    if "w7" in measure:
+        import w7_gcs
+        try:
+            out["w7"] = w7_gcs.run(binary, raw, lake, work, a.reps, local_pipeline_s)
+        except Exception as e:  # noqa: BLE001 — the other workloads still run; no W7 section
+            out["w7_error"] = f"{type(e).__name__}: {e}"
+            log(f"W7 failed, its section is left as it was: {out['w7_error'][:2000]}")
     if not measure & {"w2", "w3", "w4", "w0", "w6"}:
         return out
     ctx = Ctx(work, scale)
@@ -280,6 +292,8 @@ def main(argv=None) -> int:
     if "w6" in a.only and r.get("w6"):
         import w6_policy
         sections["w6"] = w6_policy.render(r["w6"], top, a.w3_reps, hdr)
+    if "w7" in a.only and r.get("w7"):
+        sections["w7"] = report.render_w7(r["w7"], top, a.reps, hdr)
     if "w5" in a.only and len(per_scale) > 1:
         sections["w5"] = report.render_w5(per_scale, a.reps, hdr, rows_by_scale)
     if set(sections) & {"w1", "w2", "w3", "w4"}:

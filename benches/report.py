@@ -1,4 +1,4 @@
-"""Rendering of the W0/W2/W3/W4/W5 sections and the goal summary of benches/README.md, and
+"""Rendering of the W0/W2/W3/W4/W5/W7 sections and the goal summary of benches/README.md, and
 the PNG charts (matplotlib, Agg backend) in benches/charts/."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import w0_overhead
 import w2_reports
 import w3_dashboard
 import w4_export
+import w7_gcs
 
 
 def _chart_link(name: str) -> str:
@@ -338,6 +339,100 @@ def render_summary(r: dict, per_scale: dict, rows_by_scale: dict, scale: float,
 
 
 # ---------------------------------------------------------------------------
+# W7
+# ---------------------------------------------------------------------------
+
+W7_KINDS = {"metadata": "table metadata json", "manifest": "manifest list / manifest (avro)",
+            "parquet": "Parquet", "other": "other objects"}
+W7_OPS = {("get_tail", "parquet"): "Parquet footers (tail reads)",
+          ("get_range", "parquet"): "Parquet column chunks (range reads)"}
+
+
+def _w7_label(key: tuple[str, str]) -> str:
+    op, kind = key
+    return W7_OPS.get(key) or f"{W7_KINDS.get(kind, kind)} ({op})"
+
+
+def _w7_order(key: tuple[str, str]):
+    kinds = list(W7_KINDS)
+    return (kinds.index(key[1]) if key[1] in kinds else 9, key[0] != "get_tail", key[0])
+
+
+def _w7_n(n: float) -> str:
+    return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.1f}"
+
+
+def _w7_all(d: dict) -> str:
+    return ", ".join(f"{op} {k} {n:,.0f}" for (op, k), n in sorted(d.items()) if n)
+
+
+def render_w7(res: w7_gcs.W7Result, scale: float, reps: int, header: str) -> str:
+    gs, lo = "gs:// warehouse", "local warehouse"
+    lines = [f"### W7 gs:// warehouse — scale {scale:g}, city report, {reps} cold starts and "
+             f"{reps} warm runs per warehouse (medians)", "", header, "",
+             f"The city report (the SQL of `crates/ingest/src/reports.rs`) through pgwire (psycopg, "
+             f"whole result fetched) on two `rxgate serve` processes: one over the usual local "
+             f"warehouse, one over the same pipeline's output in `{w7_gcs.STORE}/warehouse` on "
+             f"{res.emulator}. Cold = the first report after a fresh server start (a new server "
+             f"per repetition); warm = the same query repeated on the last server. Requests and "
+             f"bytes are the deltas of `system.storage_requests` around each query.", "",
+             "| | local warehouse | gs:// warehouse | gs:// / local |", "|---|---|---|---|"]
+    for phase, label in (("cold", "cold (first query after start)"), ("warm", "warm (repeated)")):
+        a, b = res.med(phase, lo), res.med(phase, gs)
+        lines.append(f"| {label} | {fmt_ms(a)} | {fmt_ms(b)} | {fmt_ratio(b, a)} |")
+    if res.pipeline_s.get(gs) is not None:
+        lines.append(f"| `rxgate pipeline run` (whole process, raw inputs local) | "
+                     f"{fmt_s(res.pipeline_s.get(lo))} | {fmt_s(res.pipeline_s.get(gs))} | "
+                     f"{fmt_ratio(res.pipeline_s.get(gs), res.pipeline_s.get(lo))} |")
+    lines += ["", "Object-store requests per city report on the gs:// warehouse (median over the "
+              "runs; footers are `get_tail`, column chunks `get_range`):", "",
+              "| object kind (request) | cold requests | cold MB | warm requests | warm MB |",
+              "|---|---|---|---|---|"]
+    cr, wr = res.req_median("cold", gs), res.req_median("warm", gs)
+    cb, wb = res.bytes_median("cold", gs), res.bytes_median("warm", gs)
+    tot = lambda d: sum(d.values())
+    for key in sorted(set(cr) | set(wr), key=_w7_order):
+        lines.append(f"| {_w7_label(key)} | {_w7_n(cr.get(key, 0))} | {cb.get(key, 0) / 1e6:,.2f} | "
+                     f"{_w7_n(wr.get(key, 0))} | {wb.get(key, 0) / 1e6:,.2f} |")
+    lines.append(f"| **total** | {_w7_n(tot(cr))} | {tot(cb) / 1e6:,.2f} | {_w7_n(tot(wr))} | "
+                 f"{tot(wb) / 1e6:,.2f} |")
+    lines.append("")
+    if cr and wr:
+        gone = [_w7_label(k) for k in sorted(cr, key=_w7_order) if cr[k] and not wr.get(k)]
+        refetched = [_w7_label(k) for k in sorted(wr, key=_w7_order) if wr[k] and k[1] != "parquet"]
+        lines.append(f"- Warm, the repeated report made {_w7_n(tot(wr))} of the cold run's "
+                     f"{_w7_n(tot(cr))} requests ({tot(wb) / max(tot(cb), 1):.0%} of its bytes)"
+                     + (f"; not fetched again: {', '.join(gone)}" if gone else "")
+                     + (f"; still fetched: {', '.join(refetched)}" if refetched else "")
+                     + ".")
+    tail_n, tail_b = cr.get(("get_tail", "parquet"), 0), cb.get(("get_tail", "parquet"), 0)
+    pq_files, pq_bytes = res.lake_parquet
+    if tail_n and pq_files:
+        lines.append(f"- The cold footer reads average {tail_b / tail_n / 1e3:,.0f} KB per tail read, "
+                     f"against {pq_bytes / pq_files / 1e3:,.0f} KB per Parquet file in the bucket "
+                     f"({pq_files} files, {pq_bytes / 1e6:,.0f} MB).")
+    for phase in ("cold", "warm"):
+        local_req = res.req_median(phase, lo)
+        lines.append(f"- The local warehouse's server counted, per {phase} query: "
+                     + (_w7_all(local_req) if local_req else "no object-store requests") + ".")
+    per_run = []
+    for phase in ("cold", "warm"):
+        for t in w7_gcs.TARGETS:
+            ms = getattr(res, phase).get(t) or []
+            if ms:
+                per_run.append(f"{phase} {t} " + ", ".join(
+                    f"{m.secs * 1000:.0f} ms/{sum(v for (op, k), v in m.requests.items()):,} req"
+                    for m in ms))
+    if res.lake_objects:
+        lines.append(f"- The gs:// warehouse after the pipeline: {res.lake_objects:,} objects, "
+                     f"{res.lake_bytes / 1e6:,.0f} MB.")
+    lines += [f"- {n}" for n in res.notes + res.errors]
+    lines += ["", "All runs (time / requests): " + "; ".join(per_run) + ".", "",
+              _chart_link("w7_gcs")]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
 # Charts
 # ---------------------------------------------------------------------------
 
@@ -487,6 +582,37 @@ def charts(r: dict, per_scale: dict, rows_by_scale: dict, scale: float, subtitle
         ax.set_xlabel("median wall time, s (lower is better)")
         ax.set_title(f"W1 raw CSV → curated tables + reports — scale {scale:g}")
         save(fig, "w1_pipeline")
+    w7 = r.get("w7")
+    if w7 and any(w7.cold.values()):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        phases = ["cold", "warm"]
+        tcol = {"local warehouse": "#1f77b4", "gs:// warehouse": "#d62728"}
+        width = 0.38
+        for i, t in enumerate(w7_gcs.TARGETS):
+            xs = [j + i * width for j, ph in enumerate(phases) if w7.med(ph, t) is not None]
+            ys = [w7.med(ph, t) * 1000 for ph in phases if w7.med(ph, t) is not None]
+            bars = a1.bar(xs, ys, width, label=t, color=tcol[t])
+            a1.bar_label(bars, fmt="%.0f", fontsize=7)
+        a1.set_xticks([j + width / 2 for j in range(len(phases))])
+        a1.set_xticklabels(["cold (first after start)", "warm (repeated)"])
+        a1.set_ylabel("median time, ms (lower is better)")
+        a1.set_title("city report time", fontsize=10)
+        a1.legend(fontsize=8)
+        kcol = ["#9467bd", "#ff7f0e", "#8c564b", "#2ca02c", "#999", "#17becf", "#bcbd22"]
+        bottom = [0.0, 0.0]
+        meds = [w7.req_median(ph, "gs:// warehouse") for ph in phases]
+        for i, key in enumerate(sorted(set(meds[0]) | set(meds[1]), key=_w7_order)):
+            vals = [m.get(key, 0) for m in meds]
+            a2.bar(phases, vals, 0.5, bottom=bottom, label=_w7_label(key),
+                   color=kcol[i % len(kcol)])
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        for j, b in enumerate(bottom):
+            a2.text(j, b, f"{b:,.0f}", ha="center", va="bottom", fontsize=8)
+        a2.set_ylabel("object-store requests per query (median)")
+        a2.set_title("gs:// requests by object kind", fontsize=10)
+        a2.legend(fontsize=8)
+        fig.suptitle(f"W7 city report: gs:// warehouse (fake-gcs-server) vs local — scale {scale:g}")
+        save(fig, "w7_gcs")
     for p in made:
         log(f"chart {p}")
     return made
