@@ -1,14 +1,17 @@
 //! `COPY (query) TO STDOUT` in text, CSV and binary format (what psql's `\copy … to` sends).
 //!
-//! Rows are encoded batch by batch as the client reads (see encode.rs) and packed about
-//! 64 KiB to a CopyData message, as PostgreSQL does, rather than one message per row. pgwire's
-//! own CopyOut path counts CopyData messages as rows, so this one sends CopyOutResponse,
+//! Rows are encoded batch by batch as the client reads, into one buffer per batch (see
+//! encode.rs), and sent one CopyData message per row as PostgreSQL does (psycopg's
+//! `Copy.rows()` parses one row per message); the connection's write buffer packs them into
+//! large socket writes. The CSV header is a message of its own, the binary header goes with
+//! the first row and the trailer is the last message, as in PostgreSQL. pgwire's CopyOut path
+//! would count the header and trailer messages as rows, so this one sends CopyOutResponse,
 //! CopyData and CopyDone itself and answers with the `COPY n` tag of the rows it encoded.
 
 use std::sync::Arc;
 
 use arrow_pg::datatypes::arrow_schema_to_pg_fields;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Sink, SinkExt, StreamExt};
@@ -21,9 +24,6 @@ use rxgate_engine::{CopyFormat, CopyOptions};
 
 use crate::encode::{RowWriter, Target};
 use crate::errors::df_to_pg;
-
-/// CopyData messages carry about this many bytes.
-const CHUNK: usize = 64 * 1024;
 
 /// Streams the rows of `stream` to the client in the format of `options`; the response is
 /// the `COPY n` tag, or the error that stopped the stream (after the rows sent so far).
@@ -54,26 +54,25 @@ where
             null: Bytes::from(options.null.clone()),
         },
     };
+    let format_code = i8::from(binary);
+    let response = CopyOutResponse::new(format_code, columns as i16, vec![i16::from(format_code); columns]);
+    client.feed(PgWireBackendMessage::CopyOutResponse(response)).await?;
     let mut writer = RowWriter::new(fields.clone(), target);
     if binary {
         writer.put_raw(b"PGCOPY\n\xFF\r\n\x00");
         writer.put_raw(&0i32.to_be_bytes());
         writer.put_raw(&0i32.to_be_bytes());
     } else if options.header {
-        writer.put_raw(&csv_header(&fields, options));
+        let header = csv_header(&fields, options);
+        client.feed(PgWireBackendMessage::CopyData(CopyData::new(header))).await?;
     }
-    let format_code = i8::from(binary);
-    let response = CopyOutResponse::new(format_code, columns as i16, vec![i16::from(format_code); columns]);
-    client.feed(PgWireBackendMessage::CopyOutResponse(response)).await?;
 
     let mut rows = 0u64;
-    let mut chunks: Vec<BytesMut> = vec![];
+    let mut encoded: Vec<Bytes> = vec![];
     while let Some(batch) = stream.next().await {
-        let written = batch
-            .map_err(df_to_pg)
-            .and_then(|b| writer.copy_rows(&b, CHUNK, &mut |chunk| chunks.push(chunk)));
-        for chunk in chunks.drain(..) {
-            client.feed(PgWireBackendMessage::CopyData(CopyData::new(chunk.freeze()))).await?;
+        let written = batch.map_err(df_to_pg).and_then(|b| writer.copy_rows(&b, &mut |row| encoded.push(row)));
+        for row in encoded.drain(..) {
+            client.feed(PgWireBackendMessage::CopyData(CopyData::new(row))).await?;
         }
         match written {
             Ok(n) => rows += n,

@@ -125,28 +125,26 @@ impl RowWriter {
         Ok(out)
     }
 
-    /// Writes the rows of `batch` in the COPY format, calling `full` with the buffer whenever
-    /// it holds at least `chunk` bytes; returns how many rows were written.
-    pub(crate) fn copy_rows(&mut self, batch: &RecordBatch, chunk: usize, full: &mut impl FnMut(BytesMut)) -> PgWireResult<u64> {
+    /// Writes the rows of `batch` in the COPY format, handing each row (with whatever was
+    /// written before it, such as the binary header) to `row`: PostgreSQL sends one CopyData
+    /// message per row, and clients (psycopg's `Copy.rows()`) parse them so. The rows share
+    /// the batch's buffer. Returns how many rows were written.
+    pub(crate) fn copy_rows(&mut self, batch: &RecordBatch, row: &mut impl FnMut(Bytes)) -> PgWireResult<u64> {
         let rows = batch.num_rows();
-        self.reserve(rows.min(chunk / self.bytes_per_row.max(1) + 1));
+        self.reserve(rows);
         let columns = self.columns(batch);
         let binary = matches!(self.target, Target::CopyBinary);
         let mut written = 0usize;
-        for row in 0..rows {
-            let start = self.out.len();
+        for i in 0..rows {
             if binary {
                 self.out.put_i16(columns.len() as i16);
             }
-            self.write_row(&columns, batch, row)?;
+            self.write_row(&columns, batch, i)?;
             if !binary {
                 self.out.put_u8(b'\n');
             }
-            written += self.out.len() - start;
-            if self.out.len() >= chunk {
-                full(self.out.split());
-                self.out.reserve(chunk + chunk / 4);
-            }
+            written += self.out.len();
+            row(self.out.split().freeze());
         }
         self.learn(rows, written);
         Ok(rows as u64)
@@ -462,10 +460,9 @@ mod tests {
         let fields = Arc::new(arrow_schema_to_pg_fields(batch.schema().as_ref(), &format, None).unwrap());
         let mut writer = RowWriter::new(fields, target);
         let mut chunks = vec![];
-        let rows = writer.copy_rows(&batch, 16, &mut |c| chunks.push(c)).unwrap();
+        let rows = writer.copy_rows(&batch, &mut |c| chunks.push(c)).unwrap();
         assert_eq!(rows, 4);
-        chunks.push(writer.take());
-        assert!(chunks.len() > 2);
+        assert_eq!(chunks.len(), 4);
         chunks.concat()
     }
 
