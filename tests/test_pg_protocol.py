@@ -222,13 +222,19 @@ def test_asyncpg_binary_types(server):
         conn = await asyncpg.connect(host=server.host, port=server.port, user=TEST_USER,
                                      password=TEST_PASSWORD, database="rxgate")
         try:
-            # Known gap (ARCHITECTURE.md, pgcompat): asyncpg cannot introspect integer arrays.
-            return await conn.fetchrow(TYPES_SQL.replace("ARRAY[1, 2, 3] AS ia, ", ""))
+            row = await conn.fetchrow(TYPES_SQL)
+            small = await conn.fetch("SELECT ARRAY[1,2]")
+            # A bigint[] and an int[] column with a NULL element, and an empty array.
+            more = await conn.fetchrow("SELECT ARRAY[CAST(9000000000 AS bigint), 1] AS la, "
+                                       "ARRAY[1, NULL, 3] AS na, CAST(ARRAY[] AS int[]) AS ea")
+            return row, small, more
         finally:
             await conn.close()
 
-    row = asyncio.run(main())
-    assert tuple(row) == TYPES_WANT[:8] + TYPES_WANT[9:]
+    row, small, more = asyncio.run(main())
+    assert tuple(row) == TYPES_WANT
+    assert [tuple(r) for r in small] == [([1, 2],)]
+    assert tuple(more) == ([9000000000, 1], [1, None, 3], [])
 
 
 # --------------------------------------------------------------------------- cancel

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
@@ -39,7 +38,7 @@ where
 {
     let binary = options.format == CopyFormat::Binary;
     let format = if binary { Format::UnifiedBinary } else { Format::UnifiedText };
-    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &format, None)?);
+    let fields = Arc::new(crate::encode::pg_fields(&schema, &format)?);
     let columns = fields.len();
     let byte = |s: &str, default: u8| s.as_bytes().first().copied().unwrap_or(default);
     let target = match options.format {

@@ -12,7 +12,10 @@ use datafusion::arrow::array::{
     Array, ArrayRef, Date32Array, Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, StringArray,
     StringViewArray,
 };
-use datafusion::arrow::datatypes::DataType;
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion::arrow::array::{AsArray, ListArray};
+use datafusion::arrow::datatypes::{DataType, Schema, UInt32Type};
+use pgwire::api::portal::Format;
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::api::Type;
@@ -21,6 +24,24 @@ use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{IsNull, ToSql};
+
+/// The RowDescription fields of `schema` (arrow-pg's mapping), except that a list of
+/// UInt32 is `oid[]`: the engine types catalog OID arrays so (asyncpg's type introspection
+/// reads its `attrtypoids` column with its built-in oid[] codec; an int4[] there would make it
+/// introspect int4[] with the same query, forever).
+pub(crate) fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    let mut fields = arrow_schema_to_pg_fields(schema, format, None)?;
+    for (i, f) in schema.fields().iter().enumerate() {
+        if is_oid_list(f.data_type()) {
+            fields[i] = FieldInfo::new(f.name().into(), None, None, Type::OID_ARRAY, format.format_for(i));
+        }
+    }
+    Ok(fields)
+}
+
+fn is_oid_list(t: &DataType) -> bool {
+    matches!(t, DataType::List(f) if f.data_type() == &DataType::UInt32)
+}
 
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_DAYS: i32 = 10_957;
@@ -60,6 +81,8 @@ enum Column<'a> {
     Float64(&'a Float64Array),
     /// A date written as ISO `YYYY-MM-DD` text (the DateStyle is ISO) or binary.
     Date32(&'a Date32Array),
+    /// `oid[]` (a list of UInt32).
+    OidList(&'a ListArray),
     /// Anything else: arrow-pg's encoder.
     Other(&'a ArrayRef),
 }
@@ -77,6 +100,7 @@ impl<'a> Column<'a> {
             DataType::Int32 if *ty == Type::INT4 => any.downcast_ref().map(Column::Int32),
             DataType::Int64 if *ty == Type::INT8 => any.downcast_ref().map(Column::Int64),
             DataType::Float64 if *ty == Type::FLOAT8 => any.downcast_ref().map(Column::Float64),
+            t if is_oid_list(t) && *ty == Type::OID_ARRAY => any.downcast_ref().map(Column::OidList),
             DataType::Date32
                 if *ty == Type::DATE
                     && (field.format() == FieldFormat::Binary
@@ -182,6 +206,16 @@ impl RowWriter {
                 Column::Float64(a) if binary => self.put_value(a.is_null(row), &a.value(row).to_bits().to_be_bytes()),
                 Column::Date32(a) if binary => {
                     self.put_value(a.is_null(row), &a.value(row).wrapping_sub(PG_EPOCH_DAYS).to_be_bytes())
+                }
+                Column::OidList(a) => {
+                    if a.is_null(row) {
+                        self.put_null();
+                    } else {
+                        let values = a.value(row);
+                        let values = values.as_primitive::<UInt32Type>();
+                        let bytes = if binary { oid_array_binary(values) } else { oid_array_text(values) };
+                        self.put_value(false, &bytes);
+                    }
                 }
                 Column::Int16(a) => self.put_int(a.is_null(row), i64::from(a.value(row))),
                 Column::Int32(a) => self.put_int(a.is_null(row), i64::from(a.value(row))),
@@ -349,6 +383,35 @@ impl Encoder for RowWriter {
     fn take_row(&mut self) -> Self::Item {}
 }
 
+/// An `oid[]` in binary: one dimension (none when empty), then each element.
+fn oid_array_binary(values: &datafusion::arrow::array::UInt32Array) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + values.len() * 8);
+    let dims = i32::from(!values.is_empty());
+    out.extend_from_slice(&dims.to_be_bytes());
+    out.extend_from_slice(&i32::from(values.null_count() > 0).to_be_bytes());
+    out.extend_from_slice(&(Type::OID.oid() as i32).to_be_bytes());
+    if dims == 1 {
+        out.extend_from_slice(&(values.len() as i32).to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+    }
+    for v in values.iter() {
+        match v {
+            Some(v) => {
+                out.extend_from_slice(&4i32.to_be_bytes());
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out
+}
+
+/// An `oid[]` in text: `{1,2,NULL}`.
+fn oid_array_text(values: &datafusion::arrow::array::UInt32Array) -> Vec<u8> {
+    let items: Vec<String> = values.iter().map(|v| v.map_or_else(|| "NULL".to_string(), |v| v.to_string())).collect();
+    format!("{{{}}}", items.join(",")).into_bytes()
+}
+
 /// PostgreSQL's COPY text escaping: backslash, the delimiter and control characters.
 fn copy_text_escape(out: &mut BytesMut, value: &[u8], delimiter: u8) {
     if !value.iter().any(|&c| c < 0x20 || c == b'\\' || c == delimiter) {
@@ -406,8 +469,7 @@ mod tests {
     use super::*;
     use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
     use datafusion::arrow::array::{BooleanArray, Decimal128Array};
-    use datafusion::arrow::datatypes::{Field, Schema};
-    use pgwire::api::portal::Format;
+    use datafusion::arrow::datatypes::Field;
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -464,6 +526,34 @@ mod tests {
         assert_eq!(rows, 4);
         assert_eq!(chunks.len(), 4);
         chunks.concat()
+    }
+
+    #[test]
+    fn oid_lists_are_oid_arrays() {
+        use datafusion::arrow::array::ListBuilder;
+        use datafusion::arrow::array::UInt32Builder;
+        let mut b = ListBuilder::new(UInt32Builder::new());
+        b.append_value([Some(23), None, Some(4_000_000_000)]);
+        b.append_value([]);
+        b.append_null();
+        let list = b.finish();
+        let schema = Arc::new(Schema::new(vec![Field::new("o", list.data_type().clone(), true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).unwrap();
+        let text = Arc::new(pg_fields(&schema, &Format::UnifiedText).unwrap());
+        assert_eq!(text[0].datatype(), &Type::OID_ARRAY);
+        let rows = RowWriter::new(text, Target::DataRow).data_rows(&batch).unwrap();
+        assert_eq!(&rows[0].data[4..], b"{23,NULL,4000000000}");
+        assert_eq!(&rows[1].data[4..], b"{}");
+        assert_eq!(&rows[2].data[..], &(-1i32).to_be_bytes());
+        let binary = Arc::new(pg_fields(&schema, &Format::UnifiedBinary).unwrap());
+        let rows = RowWriter::new(binary, Target::DataRow).data_rows(&batch).unwrap();
+        let mut want = vec![];
+        for v in [1i32, 1, 26, 3, 1, 4, 23, -1, 4] {
+            want.extend_from_slice(&v.to_be_bytes());
+        }
+        want.extend_from_slice(&4_000_000_000u32.to_be_bytes());
+        assert_eq!(&rows[0].data[4..], &want[..]);
+        assert_eq!(&rows[1].data[4..], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 26]);
     }
 
     #[test]

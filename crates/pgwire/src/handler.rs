@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 
 use crate::auth::{not_authenticated, Authenticated, Startup};
 use crate::cancel::{CancelRegistry, CancelRequests, CancelSlot};
-use crate::encode::{RowWriter, Target};
+use crate::encode::{pg_fields, RowWriter, Target};
 use crate::errors::{df_to_pg, to_pg};
 
 /// State shared by one connection's handlers.
@@ -133,7 +133,7 @@ impl QueryParser for Parser {
 
     fn get_result_schema(&self, stmt: &Planned, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         match stmt.schema() {
-            Some(schema) => arrow_schema_to_pg_fields(&schema, format.unwrap_or(&Format::UnifiedBinary), None),
+            Some(schema) => pg_fields(&schema, format.unwrap_or(&Format::UnifiedBinary)),
             None => Ok(vec![]),
         }
     }
@@ -240,7 +240,7 @@ where
 /// Rows as DataRow messages, encoded batch by batch as the client reads them; the rows of a
 /// batch share one buffer (see encode.rs).
 fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+    let fields = Arc::new(pg_fields(&schema, format)?);
     let mut writer = RowWriter::new(fields.clone(), Target::DataRow);
     let rows = stream
         .map(move |batch| match batch.map_err(df_to_pg).and_then(|b| writer.data_rows(&b)) {
@@ -310,7 +310,7 @@ impl ExtendedQueryHandler for Query {
             if client.portal_store().get_portal(&name).is_none() {
                 let session = self.conn.session(client).await?;
                 if let Some(schema) = session.cursor_schema(&name) {
-                    let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                    let fields = pg_fields(&schema, &Format::UnifiedText)?;
                     let description = RowDescription::new(fields.iter().map(Into::into).collect());
                     client.send(PgWireBackendMessage::RowDescription(description)).await?;
                     return Ok(());
@@ -341,7 +341,15 @@ impl ExtendedQueryHandler for Query {
                     t => t.as_ref(),
                 })
                 .collect();
-            let mut params = deserialize_parameters(portal, &refs)?;
+            // When every parameter is an oid[] (asyncpg's introspection), arrow-pg is skipped:
+            // it would read a binary oid[] as text and fail on bytes that are not UTF-8.
+            let all_oid_arrays = inferred.len() == portal.parameter_len()
+                && inferred.iter().all(|t| t.as_ref().is_some_and(is_oid_array));
+            let mut params = if all_oid_arrays {
+                ParamValues::List(vec![ScalarValue::Null.into(); portal.parameter_len()])
+            } else {
+                deserialize_parameters(portal, &refs)?
+            };
             if let ParamValues::List(values) = &mut params {
                 for (i, t) in inferred.iter().enumerate() {
                     if t.as_ref().is_some_and(is_oid_array) {

@@ -186,6 +186,19 @@ fn is_name_text(e: &Expr) -> bool {
     }
 }
 
+/// `array_agg(x.atttypid …)`: an aggregate of pg_attribute's type OIDs.
+fn is_type_oid_array_agg(e: &Expr) -> bool {
+    let Expr::Function(f) = e else { return false };
+    let is_array_agg = f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
+    let FunctionArguments::List(list) = &f.args else { return false };
+    let column = match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => Some(i),
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(ids)))) => ids.last(),
+        _ => None,
+    };
+    is_array_agg && list.args.len() == 1 && column.is_some_and(|c| c.value.eq_ignore_ascii_case("atttypid"))
+}
+
 /// `'t'::regclass` → the relation's OID (`rxgate_regclass('t')`), likewise regtype and
 /// regnamespace; `oid::regclass::text` → its name; `x::oid` → `CAST(x AS INT)` (OIDs are int4
 /// here); `x::name` → text; the other reg* casts keep their operand.
@@ -335,6 +348,15 @@ impl VisitorMut for PgCasts {
     }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if is_type_oid_array_agg(expr) {
+            // `array_agg(a.atttypid …)` is an oid[] in PostgreSQL; asyncpg's type introspection
+            // reads it with its built-in oid[] codec. Typed as unsigned ints, the frontend
+            // describes it as oid[].
+            use datafusion::sql::sqlparser::ast::ArrayElemTypeDef as E;
+            let agg = expr.clone();
+            *expr = cast_to(agg, SqlType::Array(E::SquareBracket(Box::new(SqlType::IntUnsigned(None)), None)));
+            return ControlFlow::Continue(());
+        }
         let Expr::Cast { data_type, expr: inner, .. } = expr else { return ControlFlow::Continue(()) };
         let name = type_name(data_type);
         let replacement = match name.as_str() {
