@@ -295,10 +295,11 @@ def test_malformed_message_closes_only_that_connection(server):
         except (ConnectionError, OSError):
             pass
         raw.sock.close()
-        # pgwire 0.40 drops a connection whose message cannot be decoded without a word
-        # (PostgreSQL would send FATAL 08P01 first): nothing but an error may come back.
-        assert all(t == b"E" for t, _ in got), got
-        assert all(error_fields(b)["C"] == "08P01" for _, b in got), got
+        # As PostgreSQL: FATAL 08P01 (protocol violation), then the connection closes.
+        assert [t for t, _ in got] == [b"E"], got
+        fields = error_fields(got[0][1])
+        assert (fields["S"], fields["C"]) == ("FATAL", "08P01"), fields
+        assert "invalid frontend message" in fields["M"], fields
         # Garbage before any startup message: closed as well.
         s = __import__("socket").create_connection((server.host, server.port), timeout=10)
         s.sendall(b"\x00\x00\x00\x02garbage")
