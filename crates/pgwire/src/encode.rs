@@ -221,8 +221,14 @@ impl RowWriter {
                 Column::Int32(a) => self.put_int(a.is_null(row), i64::from(a.value(row))),
                 Column::Int64(a) => self.put_int(a.is_null(row), a.value(row)),
                 Column::Float64(a) => {
+                    let v = a.value(row);
                     if a.is_null(row) {
                         self.put_null();
+                    } else if field.format_options().extra_float_digits >= 1 && v.is_finite() && v != 0.0 {
+                        // What pgwire's float8 text is at extra_float_digits ≥ 1 (shortest
+                        // round-trip digits), without its intermediate string.
+                        let mut digits = ryu::Buffer::new();
+                        self.put_value(false, digits.format_finite(v).as_bytes());
                     } else {
                         self.put_formatted(|buf, opts| a.value(row).to_sql_text(&Type::FLOAT8, buf, opts))?;
                     }
