@@ -143,6 +143,28 @@ def test_postgres_column_names(server):
         assert row[4].startswith("PostgreSQL 16.6 (rxgate "), row
 
 
+def test_information_schema_columns_show_postgresql_types(server):
+    """data_type and udt_name as PostgreSQL shows them, not Arrow's names."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT column_name, data_type, udt_schema, udt_name FROM information_schema.columns "
+            "WHERE table_schema = 'health' AND table_name = 'prescriber_drug' ORDER BY ordinal_position").fetchall()
+        got = {r[0]: r[1:] for r in rows}
+        assert len(rows) == 25
+        assert got["npi"] == ("text", "pg_catalog", "text")
+        assert got["trx_cnt"] == ("bigint", "pg_catalog", "int8")
+        assert got["total_drug_cost"] == ("double precision", "pg_catalog", "float8")
+        assert got["years_of_exp"] == ("integer", "pg_catalog", "int4")
+        assert got["delivery_date"] == ("date", "pg_catalog", "date")
+        # Through an alias, in a join, as JDBC-style tools read it.
+        rows = conn.execute(
+            "SELECT c.column_name, c.data_type, c.udt_name FROM information_schema.columns AS c "
+            "JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+            "WHERE c.table_name = 'prescriber_drug' AND c.column_name IN ('bene_count', 'npi') "
+            "ORDER BY c.ordinal_position").fetchall()
+        assert rows == [("npi", "text", "text"), ("bene_count", "bigint", "int8")], rows
+
+
 def test_transaction_status(server):
     with psycopg.connect(server.dsn()) as conn:  # not autocommit: psycopg sends BEGIN
         assert conn.info.transaction_status == TransactionStatus.IDLE

@@ -222,13 +222,19 @@ def test_asyncpg_binary_types(server):
         conn = await asyncpg.connect(host=server.host, port=server.port, user=TEST_USER,
                                      password=TEST_PASSWORD, database="rxgate")
         try:
-            # Known gap (ARCHITECTURE.md, pgcompat): asyncpg cannot introspect integer arrays.
-            return await conn.fetchrow(TYPES_SQL.replace("ARRAY[1, 2, 3] AS ia, ", ""))
+            row = await conn.fetchrow(TYPES_SQL)
+            small = await conn.fetch("SELECT ARRAY[1,2]")
+            # A bigint[] and an int[] column with a NULL element, and an empty array.
+            more = await conn.fetchrow("SELECT ARRAY[CAST(9000000000 AS bigint), 1] AS la, "
+                                       "ARRAY[1, NULL, 3] AS na, CAST(ARRAY[] AS int[]) AS ea")
+            return row, small, more
         finally:
             await conn.close()
 
-    row = asyncio.run(main())
-    assert tuple(row) == TYPES_WANT[:8] + TYPES_WANT[9:]
+    row, small, more = asyncio.run(main())
+    assert tuple(row) == TYPES_WANT
+    assert [tuple(r) for r in small] == [([1, 2],)]
+    assert tuple(more) == ([9000000000, 1], [1, None, 3], [])
 
 
 # --------------------------------------------------------------------------- cancel
@@ -289,10 +295,11 @@ def test_malformed_message_closes_only_that_connection(server):
         except (ConnectionError, OSError):
             pass
         raw.sock.close()
-        # pgwire 0.40 drops a connection whose message cannot be decoded without a word
-        # (PostgreSQL would send FATAL 08P01 first): nothing but an error may come back.
-        assert all(t == b"E" for t, _ in got), got
-        assert all(error_fields(b)["C"] == "08P01" for _, b in got), got
+        # As PostgreSQL: FATAL 08P01 (protocol violation), then the connection closes.
+        assert [t for t, _ in got] == [b"E"], got
+        fields = error_fields(got[0][1])
+        assert (fields["S"], fields["C"]) == ("FATAL", "08P01"), fields
+        assert "invalid frontend message" in fields["M"], fields
         # Garbage before any startup message: closed as well.
         s = __import__("socket").create_connection((server.host, server.port), timeout=10)
         s.sendall(b"\x00\x00\x00\x02garbage")

@@ -1,91 +1,99 @@
-//! `COPY (query) TO STDOUT` in text, CSV and binary format (what psql's `\copy … to` sends),
-//! encoded row by row as the client reads, with arrow-pg's value encoders.
+//! `COPY (query) TO STDOUT` in text, CSV and binary format (what psql's `\copy … to` sends).
+//!
+//! Rows are encoded batch by batch as the client reads, into one buffer per batch (see
+//! encode.rs), and sent one CopyData message per row as PostgreSQL does (psycopg's
+//! `Copy.rows()` parses one row per message); the connection's write buffer packs them into
+//! large socket writes. The CSV header is a message of its own, the binary header goes with
+//! the first row and the trailer is the last message, as in PostgreSQL. pgwire's CopyOut path
+//! would count the header and trailer messages as rows, so this one sends CopyOutResponse,
+//! CopyData and CopyDone itself and answers with the `COPY n` tag of the rows it encoded.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
-use arrow_pg::encoder::encode_value;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
-use futures::{stream, StreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::portal::Format;
-use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo};
-use pgwire::error::PgWireResult;
-use pgwire::messages::copy::CopyData;
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
+use pgwire::messages::PgWireBackendMessage;
 use rxgate_engine::{CopyFormat, CopyOptions};
 
+use crate::encode::{RowWriter, Target};
 use crate::errors::df_to_pg;
 
-/// The CopyOut response of a COPY: the rows of `stream` in the format of `options`.
-pub(crate) fn copy_out(schema: SchemaRef, stream: SendableRecordBatchStream, options: &CopyOptions) -> PgWireResult<CopyResponse> {
+/// Streams the rows of `stream` to the client in the format of `options`; the response is
+/// the `COPY n` tag, or the error that stopped the stream (after the rows sent so far).
+pub(crate) async fn send_copy_out<C>(
+    client: &mut C,
+    schema: SchemaRef,
+    mut stream: SendableRecordBatchStream,
+    options: &CopyOptions,
+) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
     let binary = options.format == CopyFormat::Binary;
     let format = if binary { Format::UnifiedBinary } else { Format::UnifiedText };
-    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &format, None)?);
+    let fields = Arc::new(crate::encode::pg_fields(&schema, &format)?);
     let columns = fields.len();
-    let mut encoder = match options.format {
-        CopyFormat::Binary => CopyEncoder::new_binary(fields.clone()),
-        CopyFormat::Text => CopyEncoder::new_text(
-            fields.clone(),
-            CopyTextOptions { delimiter: options.delimiter.as_str().into(), null_string: options.null.as_str().into() },
-        ),
-        CopyFormat::Csv => CopyEncoder::new_csv(
-            fields.clone(),
-            CopyCsvOptions {
-                delimiter: options.delimiter.as_str().into(),
-                quote: options.quote.as_str().into(),
-                escape: options.escape.as_str().into(),
-                null_string: options.null.as_str().into(),
-                force_quote: vec![],
-            },
-        ),
+    let byte = |s: &str, default: u8| s.as_bytes().first().copied().unwrap_or(default);
+    let target = match options.format {
+        CopyFormat::Binary => Target::CopyBinary,
+        CopyFormat::Text => {
+            Target::CopyText { delimiter: byte(&options.delimiter, b'\t'), null: Bytes::from(options.null.clone()) }
+        }
+        CopyFormat::Csv => Target::CopyCsv {
+            delimiter: byte(&options.delimiter, b','),
+            quote: byte(&options.quote, b'"'),
+            escape: byte(&options.escape, byte(&options.quote, b'"')),
+            null: Bytes::from(options.null.clone()),
+        },
     };
-    // The CSV header goes in front of the first row, so that the COPY row count pgwire
-    // reports counts rows only; with no rows it is sent on its own at the end.
-    let header = Arc::new(Mutex::new(options.header.then(|| csv_header(&fields, options))));
-    let pending_header = header.clone();
-    let data = stream
-        .map(move |batch| {
-            let items = match batch {
-                Ok(b) => encode_batch(&mut encoder, &fields, &b, &header),
-                Err(e) => vec![Err(df_to_pg(e))],
-            };
-            stream::iter(items)
-        })
-        .flatten()
-        .chain(stream::iter(std::iter::from_fn(move || {
-            pending_header.lock().expect("header lock").take().map(|h| Ok(CopyData::new(h)))
-        })));
-    Ok(CopyResponse::new(if binary { 1 } else { 0 }, columns, data))
+    let format_code = i8::from(binary);
+    let response = CopyOutResponse::new(format_code, columns as i16, vec![i16::from(format_code); columns]);
+    client.feed(PgWireBackendMessage::CopyOutResponse(response)).await?;
+    let mut writer = RowWriter::new(fields.clone(), target);
+    if binary {
+        writer.put_raw(b"PGCOPY\n\xFF\r\n\x00");
+        writer.put_raw(&0i32.to_be_bytes());
+        writer.put_raw(&0i32.to_be_bytes());
+    } else if options.header {
+        let header = csv_header(&fields, options);
+        client.feed(PgWireBackendMessage::CopyData(CopyData::new(header))).await?;
+    }
+
+    let mut rows = 0u64;
+    let mut encoded: Vec<Bytes> = vec![];
+    while let Some(batch) = stream.next().await {
+        let written = batch.map_err(df_to_pg).and_then(|b| writer.copy_rows(&b, &mut |row| encoded.push(row)));
+        for row in encoded.drain(..) {
+            client.feed(PgWireBackendMessage::CopyData(CopyData::new(row))).await?;
+        }
+        match written {
+            Ok(n) => rows += n,
+            Err(e) => return failed(e),
+        }
+    }
+    if binary {
+        writer.put_raw(&(-1i16).to_be_bytes());
+    }
+    if writer.buffered() > 0 {
+        client.feed(PgWireBackendMessage::CopyData(CopyData::new(writer.take().freeze()))).await?;
+    }
+    client.feed(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows as usize)))
 }
 
-fn encode_batch(
-    encoder: &mut CopyEncoder,
-    fields: &[FieldInfo],
-    batch: &RecordBatch,
-    header: &Mutex<Option<Bytes>>,
-) -> Vec<PgWireResult<CopyData>> {
-    let schema = batch.schema();
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        for (col, array) in batch.columns().iter().enumerate() {
-            if let Err(e) = encode_value(encoder, array, row, schema.field(col), &fields[col]) {
-                out.push(Err(e));
-                return out;
-            }
-        }
-        let data = encoder.take_copy();
-        out.push(Ok(match header.lock().expect("header lock").take() {
-            Some(h) => {
-                let mut joined = BytesMut::from(h.as_ref());
-                joined.extend_from_slice(&data.data);
-                CopyData::new(joined.freeze())
-            }
-            None => data,
-        }));
+/// An error in the middle of the copy: PostgreSQL ends CopyOut with an ErrorResponse.
+fn failed(e: PgWireError) -> PgWireResult<Response> {
+    match e {
+        PgWireError::UserError(info) => Ok(Response::Error(info)),
+        other => Err(other),
     }
-    out
 }
 
 /// The CSV header line: column names, quoted when they contain the delimiter, a quote or a

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 
 use crate::auth::{not_authenticated, Authenticated, Startup};
 use crate::cancel::{CancelRegistry, CancelRequests, CancelSlot};
+use crate::encode::{pg_fields, RowWriter, Target};
 use crate::errors::{df_to_pg, to_pg};
 
 /// State shared by one connection's handlers.
@@ -132,7 +133,7 @@ impl QueryParser for Parser {
 
     fn get_result_schema(&self, stmt: &Planned, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         match stmt.schema() {
-            Some(schema) => arrow_schema_to_pg_fields(&schema, format.unwrap_or(&Format::UnifiedBinary), None),
+            Some(schema) => pg_fields(&schema, format.unwrap_or(&Format::UnifiedBinary)),
             None => Ok(vec![]),
         }
     }
@@ -210,8 +211,13 @@ where
     Ok(())
 }
 
-/// Turns an engine output into a pgwire response, streaming rows as the client reads.
-fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
+/// Turns an engine output into a pgwire response, streaming rows as the client reads. A COPY
+/// is sent here, on `client` (see copy.rs); its response is the `COPY n` tag.
+async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
     Ok(match output {
         QueryOutput::Empty => Response::EmptyQuery,
         QueryOutput::Command { tag } => Response::Execution(Tag::new(&tag)),
@@ -225,18 +231,21 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             response.set_command_tag("FETCH");
             Response::Query(response)
         }
-        QueryOutput::Copy { schema, stream, options } => Response::CopyOut(crate::copy::copy_out(schema, stream, &options)?),
+        QueryOutput::Copy { schema, stream, options } => {
+            crate::copy::send_copy_out(client, schema, stream, &options).await?
+        }
     })
 }
 
-/// Rows as DataRow messages, encoded batch by batch as the client reads them.
+/// Rows as DataRow messages, encoded batch by batch as the client reads them; the rows of a
+/// batch share one buffer (see encode.rs).
 fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
-    let f = fields.clone();
+    let fields = Arc::new(pg_fields(&schema, format)?);
+    let mut writer = RowWriter::new(fields.clone(), Target::DataRow);
     let rows = stream
-        .map(move |batch| match batch {
-            Ok(b) => stream::iter(encode_recordbatch(f.clone(), b).collect::<Vec<_>>()),
-            Err(e) => stream::iter(vec![Err(df_to_pg(e))]),
+        .map(move |batch| match batch.map_err(df_to_pg).and_then(|b| writer.data_rows(&b)) {
+            Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => stream::iter(vec![Err(e)]),
         })
         .flatten();
     Ok(QueryResponse::new(fields, rows))
@@ -265,7 +274,7 @@ impl SimpleQueryHandler for Query {
             .await;
             report_parameters(client, &session).await?;
             match result {
-                Ok(output) => out.push(respond(output, &Format::UnifiedText)?),
+                Ok(output) => out.push(respond(client, output, &Format::UnifiedText).await?),
                 Err(e) => {
                     out.push(Response::Error(Box::new(match to_pg(e) {
                         PgWireError::UserError(info) => *info,
@@ -301,7 +310,7 @@ impl ExtendedQueryHandler for Query {
             if client.portal_store().get_portal(&name).is_none() {
                 let session = self.conn.session(client).await?;
                 if let Some(schema) = session.cursor_schema(&name) {
-                    let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                    let fields = pg_fields(&schema, &Format::UnifiedText)?;
                     let description = RowDescription::new(fields.iter().map(Into::into).collect());
                     client.send(PgWireBackendMessage::RowDescription(description)).await?;
                     return Ok(());
@@ -332,7 +341,15 @@ impl ExtendedQueryHandler for Query {
                     t => t.as_ref(),
                 })
                 .collect();
-            let mut params = deserialize_parameters(portal, &refs)?;
+            // When every parameter is an oid[] (asyncpg's introspection), arrow-pg is skipped:
+            // it would read a binary oid[] as text and fail on bytes that are not UTF-8.
+            let all_oid_arrays = inferred.len() == portal.parameter_len()
+                && inferred.iter().all(|t| t.as_ref().is_some_and(is_oid_array));
+            let mut params = if all_oid_arrays {
+                ParamValues::List(vec![ScalarValue::Null.into(); portal.parameter_len()])
+            } else {
+                deserialize_parameters(portal, &refs)?
+            };
             if let ParamValues::List(values) = &mut params {
                 for (i, t) in inferred.iter().enumerate() {
                     if t.as_ref().is_some_and(is_oid_array) {
@@ -348,7 +365,7 @@ impl ExtendedQueryHandler for Query {
         };
         let output = session.execute(planned, params).await;
         report_parameters(client, &session).await?;
-        respond(output.map_err(to_pg)?, &portal.result_column_format)
+        respond(client, output.map_err(to_pg)?, &portal.result_column_format).await
     }
 }
 

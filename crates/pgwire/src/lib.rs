@@ -4,6 +4,7 @@
 mod auth;
 mod cancel;
 mod copy;
+mod encode;
 mod errors;
 mod handler;
 mod server;

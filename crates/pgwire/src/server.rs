@@ -7,16 +7,29 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use pgwire::tokio::process_socket;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::ErrorInfo;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use rxgate_auth::UserDirectory;
 use rxgate_common::{Error, Result};
 use rxgate_engine::Engine;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{AuthConfig, Gatekeeper, Startup};
 use crate::handler::{Connection, Handlers};
 use crate::tls::{self, TlsConfig};
+
+/// Time a client has to finish TLS negotiation, startup and authentication.
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The connection's write buffer is flushed to the socket once it holds this much: large
+/// results go out in large writes (tokio-util's default is 8 KiB).
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Connections beyond `max_connections` that may be in the middle of being told so (53300);
 /// further ones are closed without a word.
@@ -113,7 +126,7 @@ impl PgServer {
                         let _slot = slot;
                         let _refusal = refusal;
                         tracing::debug!(%peer, open, "connection opened");
-                        if let Err(e) = process_socket(socket, tls, handlers).await {
+                        if let Err(e) = serve_connection(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -126,6 +139,74 @@ impl PgServer {
     pub fn auth_config(&self) -> &AuthConfig {
         self.gate.config()
     }
+}
+
+/// One connection: TLS negotiation, then pgwire's message handling, message by message, as
+/// pgwire's `process_socket` does, except that a message that cannot be decoded is answered
+/// with FATAL 08P01 (protocol violation) before the connection closes, as PostgreSQL does,
+/// and that the write buffer is larger.
+async fn serve_connection(tcp: TcpStream, tls: Option<TlsAcceptor>, handlers: Arc<Handlers>) -> std::io::Result<()> {
+    let deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(deadline);
+    let negotiated = tokio::select! {
+        _ = &mut deadline => return Ok(()),
+        socket = negotiate_tls(tcp, tls) => socket?,
+    };
+    let Some(mut socket) = negotiated else { return Ok(()) };
+    socket.set_backpressure_boundary(WRITE_BUFFER);
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    loop {
+        let starting =
+            matches!(socket.state(), PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress);
+        // pgwire's decoder panics on some truncated messages (a Bind shorter than its counts):
+        // that is a malformed message too.
+        let read = AssertUnwindSafe(socket.next()).catch_unwind();
+        let next = if starting {
+            tokio::select! {
+                _ = &mut deadline => Ok(None),
+                m = read => m,
+            }
+        } else {
+            read.await
+        };
+        let undecodable = match next {
+            Ok(None | Some(Ok(PgWireFrontendMessage::Terminate(_)))) => break,
+            Ok(Some(Ok(m))) => Ok(m),
+            Ok(Some(Err(e))) => Err(e.to_string()),
+            Err(_) => Err("malformed message".to_string()),
+        };
+        let message = match undecodable {
+            Ok(m) => m,
+            Err(e) => {
+                let info = ErrorInfo::new("FATAL".into(), "08P01".into(), format!("invalid frontend message: {e}"));
+                tracing::debug!(error = %e, "closing a connection on a message that cannot be decoded");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
+        };
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let outcome = process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(e) = outcome {
+            process_error(&mut socket, e, extended_query).await?;
+        }
+    }
+    Ok(())
 }
 
 struct RefusalGuard(Arc<AtomicU32>);

@@ -175,6 +175,19 @@ pub(crate) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
     ctx.register_udf(quote_ident_udf::create_parse_ident_udf());
     ctx.register_udtf("pg_get_keywords", pg.static_tables.pg_get_keywords.clone());
 
+    // information_schema.columns shows PostgreSQL's type names (see rewrite.rs): data_type
+    // as the SQL standard spells it, udt_name as pg_type does, from DataFusion's Arrow names.
+    for (name, udt) in [("rxgate_pg_data_type", false), ("rxgate_pg_udt_name", true)] {
+        ctx.register_udf(udf(name, Args::Any, DataType::Utf8, Volatility::Immutable, move |args, rows| {
+            let n = rows_of(args, rows);
+            let values = text_arg(args, 0, n)?
+                .into_iter()
+                .map(|t| t.map(|t| information_schema_type(&t, udt)))
+                .collect();
+            text_result(args, values)
+        }));
+    }
+
     let version = version_string();
     ctx.register_udf(udf("version", Args::None, DataType::Utf8, Volatility::Stable, move |_, _| {
         Ok(text(version.clone()))
@@ -682,5 +695,66 @@ mod tests {
         assert_eq!(normalise_type_name("text[]"), "_text");
         assert_eq!(size_pretty(20_000), "20 kB");
         assert_eq!(size_pretty(100), "100 bytes");
+    }
+}
+
+/// PostgreSQL's information_schema name of an Arrow type given as DataFusion shows it
+/// (`Int64`, `Utf8View`, `Timestamp(µs)`…): `data_type` (`bigint`, `text`, `ARRAY`…), or with
+/// `udt` the pg_type name (`int8`, `_int4`…). An unparsable name is kept as is.
+pub(crate) fn information_schema_type(arrow: &str, udt: bool) -> String {
+    let Ok(dt) = arrow.parse::<DataType>() else { return arrow.to_string() };
+    let info = super::tables::pg_type_of(&dt);
+    let ty = datafusion::arrow::datatypes::DataType::clone(&dt);
+    let typ = arrow_pg::datatypes::into_pg_type(&ty).ok();
+    let typname = typ.as_ref().map(|t| t.name().to_string()).unwrap_or_else(|| "text".into());
+    if udt {
+        return typname;
+    }
+    if info.array {
+        return "ARRAY".into();
+    }
+    match typname.as_str() {
+        "int2" => "smallint",
+        "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" => "double precision",
+        "bool" => "boolean",
+        "varchar" => "character varying",
+        "bpchar" => "character",
+        "timestamp" => "timestamp without time zone",
+        "timestamptz" => "timestamp with time zone",
+        "time" => "time without time zone",
+        "timetz" => "time with time zone",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod information_schema_tests {
+    use super::information_schema_type as t;
+
+    #[test]
+    fn arrow_names_become_postgresql_names() {
+        for (arrow, data_type, udt) in [
+            ("Int32", "integer", "int4"),
+            ("Int64", "bigint", "int8"),
+            ("Float64", "double precision", "float8"),
+            ("Utf8", "text", "text"),
+            ("Utf8View", "text", "text"),
+            ("Date32", "date", "date"),
+            ("Boolean", "boolean", "bool"),
+            ("Decimal128(10, 2)", "numeric", "numeric"),
+        ] {
+            assert_eq!(t(arrow, false), data_type, "{arrow}");
+            assert_eq!(t(arrow, true), udt, "{arrow}");
+        }
+        let ts = datafusion::arrow::datatypes::DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None).to_string();
+        assert_eq!(t(&ts, false), "timestamp without time zone");
+        assert_eq!(t(&ts, true), "timestamp");
+        let list = datafusion::arrow::datatypes::DataType::new_list(datafusion::arrow::datatypes::DataType::Int32, true).to_string();
+        assert_eq!(t(&list, false), "ARRAY");
+        assert_eq!(t(&list, true), "_int4");
     }
 }

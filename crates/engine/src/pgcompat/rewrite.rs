@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CastKind, DataType as SqlType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentList, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr,
-    Statement, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
+    Statement, TableAlias, TableFactor, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -44,6 +44,9 @@ fn rewrite(mut stmt: Statement) -> Statement {
     let catalog = touches_catalog(&stmt);
     let _ = VisitMut::visit(&mut stmt, &mut PgCasts);
     if catalog {
+        let _ = VisitMut::visit(&mut stmt, &mut InformationSchemaColumns);
+    }
+    if catalog {
         for rule in catalog_rules() {
             stmt = rule.rewrite(stmt);
         }
@@ -69,6 +72,41 @@ fn catalog_rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(AggregateSubqueries),
         ]
     })
+}
+
+/// `information_schema.columns` is DataFusion's, with Arrow type names in `data_type`; it is
+/// read through a view with PostgreSQL's names (`integer`, `double precision`, `ARRAY`…) and
+/// PostgreSQL's `udt_catalog`, `udt_schema`, `udt_name` columns.
+struct InformationSchemaColumns;
+
+const PG_COLUMNS_VIEW: &str = "SELECT table_catalog, table_schema, table_name, column_name, ordinal_position, \
+    column_default, is_nullable, rxgate_pg_data_type(data_type) AS data_type, character_maximum_length, \
+    character_octet_length, numeric_precision, numeric_precision_radix, numeric_scale, datetime_precision, \
+    interval_type, table_catalog AS udt_catalog, 'pg_catalog' AS udt_schema, \
+    rxgate_pg_udt_name(data_type) AS udt_name FROM information_schema.columns";
+
+impl VisitorMut for InformationSchemaColumns {
+    type Break = ();
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, alias, args: None, .. } = factor else { return ControlFlow::Continue(()) };
+        let parts: Vec<String> =
+            name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.to_ascii_lowercase()).collect();
+        if !matches!(parts.as_slice(), [.., s, t] if s == "information_schema" && t == "columns") {
+            return ControlFlow::Continue(());
+        }
+        let Ok(Statement::Query(view)) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(PG_COLUMNS_VIEW)
+            .and_then(|mut p| p.parse_statement())
+        else {
+            return ControlFlow::Continue(());
+        };
+        let alias = alias.clone().or_else(|| {
+            Some(TableAlias { name: Ident::new("columns"), columns: vec![], explicit: false })
+        });
+        *factor = TableFactor::Derived { lateral: false, subquery: view, alias, sample: None };
+        ControlFlow::Continue(())
+    }
 }
 
 fn is_catalog_relation(name: &ObjectName) -> bool {
@@ -184,6 +222,19 @@ fn is_name_text(e: &Expr) -> bool {
         Expr::Nested(e) => is_name_text(e),
         _ => false,
     }
+}
+
+/// `array_agg(x.atttypid …)`: an aggregate of pg_attribute's type OIDs.
+fn is_type_oid_array_agg(e: &Expr) -> bool {
+    let Expr::Function(f) = e else { return false };
+    let is_array_agg = f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
+    let FunctionArguments::List(list) = &f.args else { return false };
+    let column = match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => Some(i),
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(ids)))) => ids.last(),
+        _ => None,
+    };
+    is_array_agg && list.args.len() == 1 && column.is_some_and(|c| c.value.eq_ignore_ascii_case("atttypid"))
 }
 
 /// `'t'::regclass` → the relation's OID (`rxgate_regclass('t')`), likewise regtype and
@@ -335,6 +386,15 @@ impl VisitorMut for PgCasts {
     }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if is_type_oid_array_agg(expr) {
+            // `array_agg(a.atttypid …)` is an oid[] in PostgreSQL; asyncpg's type introspection
+            // reads it with its built-in oid[] codec. Typed as unsigned ints, the frontend
+            // describes it as oid[].
+            use datafusion::sql::sqlparser::ast::ArrayElemTypeDef as E;
+            let agg = expr.clone();
+            *expr = cast_to(agg, SqlType::Array(E::SquareBracket(Box::new(SqlType::IntUnsigned(None)), None)));
+            return ControlFlow::Continue(());
+        }
         let Expr::Cast { data_type, expr: inner, .. } = expr else { return ControlFlow::Continue(()) };
         let name = type_name(data_type);
         let replacement = match name.as_str() {
