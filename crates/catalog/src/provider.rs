@@ -119,9 +119,6 @@ impl SchemaProvider for NamespaceSchema {
             // Not an Iceberg table: an external table, or nothing (external/).
             return crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await;
         }
-        if !self.table_exist(name) {
-            return Ok(None);
-        }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Read with the current schema, also after schema evolution (iceberg_admin).
