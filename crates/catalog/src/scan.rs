@@ -9,6 +9,11 @@
 //! path and size; Iceberg data files never change). The row count of the planned files is
 //! exact, so `count(*)` without a filter is answered from the manifests.
 //!
+//! Strings are read as `Utf8View`, as DataFusion's own Parquet tables are: a dictionary-encoded
+//! column then decodes to views into its dictionary page instead of copying every value, which
+//! halved the dashboard filters' scan time at scale 1 (`benches/README.md`). The protocols take
+//! views as they are (pgwire) or turn them back into plain strings at their edge (Flight SQL).
+//!
 //! The Parquet files are read by column *name*. That is only the same as Iceberg's field-id
 //! projection while no column was ever renamed, or dropped and re-added under its old name,
 //! and while the snapshot has no delete files: otherwise the table falls back to iceberg's own
@@ -23,7 +28,7 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{DataFusionError, Result as DfResult, Statistics};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::parquet::{transform_schema_to_view, ParquetFormat};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
@@ -31,7 +36,10 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::{cast, Column};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 use iceberg::scan::FileScanTask;
@@ -66,7 +74,7 @@ impl LakehouseTable {
     }
 
     fn with(table: Table, snapshot_id: Option<i64>, fallback: IcebergStaticTableProvider) -> Self {
-        let schema = fallback.schema();
+        let schema = Arc::new(transform_schema_to_view(&fallback.schema()));
         let by_name = names_are_field_ids(table.metadata());
         Self { table, snapshot_id, schema, fallback, by_name }
     }
@@ -79,6 +87,36 @@ impl LakehouseTable {
     /// Whether scans read Parquet by column name (the parallel path).
     pub fn reads_by_name(&self) -> bool {
         self.by_name
+    }
+
+    /// iceberg's own scan, its plain strings cast to the table's view types.
+    async fn fallback_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let plan = self.fallback.scan(state, projection, filters, limit).await?;
+        let target = match projection {
+            Some(p) => self.schema.project(p)?,
+            None => self.schema.as_ref().clone(),
+        };
+        let input = plan.schema();
+        if input.fields().iter().zip(target.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+            return Ok(plan);
+        }
+        let exprs = input
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .enumerate()
+            .map(|(i, (from, to))| {
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(from.name(), i));
+                Ok((cast(column, &input, to.data_type().clone())?, to.name().clone()))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
     }
 
     async fn plan_tasks(&self, filters: &[Expr]) -> iceberg::Result<Vec<FileScanTask>> {
@@ -115,11 +153,11 @@ impl TableProvider for LakehouseTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if !self.by_name {
-            return self.fallback.scan(state, projection, filters, limit).await;
+            return self.fallback_scan(state, projection, filters, limit).await;
         }
         let tasks = self.plan_tasks(filters).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         let Some(files) = ParquetFiles::from_tasks(&tasks)? else {
-            return self.fallback.scan(state, projection, filters, limit).await;
+            return self.fallback_scan(state, projection, filters, limit).await;
         };
         if files.files.is_empty() {
             let projected = match projection {
@@ -134,8 +172,8 @@ impl TableProvider for LakehouseTable {
         statistics.total_byte_size = Precision::Inexact(files.bytes as usize);
 
         let mut options = state.table_options().parquet.clone();
-        // Iceberg's Arrow schema has Utf8 strings: decode them as such, not as views to cast.
-        options.global.schema_force_view_types = false;
+        // The files' Arrow schema has Utf8 strings: decode them as views, as the table schema says.
+        options.global.schema_force_view_types = true;
         let format = ParquetFormat::default().with_options(options);
         let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
         let groups = files.groups(target);

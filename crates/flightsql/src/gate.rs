@@ -74,7 +74,7 @@ impl FlightService for Gate {
         let schema: Schema = match command(&request.get_ref().cmd)? {
             Command::CommandStatementQuery(q) => {
                 let planned = session.engine.plan(&q.query).await.map_err(to_status)?;
-                planned.schema().map(|s| s.as_ref().clone()).unwrap_or_else(Schema::empty)
+                planned.schema().map(|s| crate::wire::wire_schema(&s).as_ref().clone()).unwrap_or_else(Schema::empty)
             }
             Command::CommandPreparedStatementQuery(p) => {
                 self.0.prepared(&session, &p.prepared_statement_handle)?.dataset_schema().as_ref().clone()

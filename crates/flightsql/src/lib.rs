@@ -11,6 +11,7 @@
 //! - `metadata`: catalog listings via SQL over information_schema, SqlInfo, XDBC types.
 //! - `gate`: what tonic serves: clean errors for malformed requests, and GetSchema.
 //! - `status`: the one StatusCode → gRPC code table.
+//! - `wire`: results leave as plain Arrow strings (the engine reads views).
 //! - `tls`, `server`: the listener.
 
 mod auth;
@@ -22,6 +23,7 @@ mod service;
 mod status;
 mod tickets;
 mod tls;
+mod wire;
 
 pub use auth::SessionLimits;
 pub use server::{FlightSqlConfig, FlightSqlServer};

@@ -166,7 +166,7 @@ pub(crate) async fn tables(session: &EngineSession, cmd: CommandGetTables) -> Re
 /// The schema of `SELECT * FROM catalog.schema.table`, planned (not run) by the session.
 async fn table_schema(session: &EngineSession, c: &str, s: &str, t: &str) -> Result<SchemaRef, Status> {
     let planned = session.plan(&format!("SELECT * FROM {}.{}.{}", ident(c), ident(s), ident(t))).await.map_err(to_status)?;
-    planned.schema().ok_or_else(|| internal("a SELECT without a result schema"))
+    planned.schema().map(|s| crate::wire::wire_schema(&s)).ok_or_else(|| internal("a SELECT without a result schema"))
 }
 
 /// GetTableTypes.

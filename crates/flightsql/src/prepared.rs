@@ -38,7 +38,7 @@ impl Prepared {
 
     /// The result schema (empty for statements without rows).
     pub(crate) fn dataset_schema(&self) -> SchemaRef {
-        self.planned.schema().unwrap_or_else(|| Arc::new(Schema::empty()))
+        self.planned.schema().map(|s| crate::wire::wire_schema(&s)).unwrap_or_else(|| Arc::new(Schema::empty()))
     }
 
     /// The parameter schema: one nullable field per placeholder, named `$1`, `$2`, …; type

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: faster than glibc malloc for the engine's many short-lived buffers, and it returns
+/// freed memory instead of growing per-thread arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = rxgate_server::cli::Cli::parse();
     rxgate_server::logging::init(cli.verbose);
