@@ -62,8 +62,10 @@ fn pseudonym_arg(e: &Expr) -> Option<&Expr> {
     match e {
         Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == PSEUDONYM_UDF && args.len() == 1 => {
             let arg = &args[0];
-            // The integer pseudonym is called on a cast to Int64; only text ones are handled.
-            (!matches!(arg, Expr::Cast(_))).then_some(arg)
+            // The integer pseudonym is called on a cast to Int64; only text ones are handled
+            // (their argument may be a cast too: view strings to the UDF's Utf8).
+            let int = matches!(arg, Expr::Cast(c) if c.data_type.is_integer());
+            (!int).then_some(arg)
         }
         _ => None,
     }
@@ -91,7 +93,7 @@ pub(crate) fn could_be_pseudonym(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::datatypes::DataType;
-    use datafusion::logical_expr::col;
+    use datafusion::logical_expr::{cast, col};
 
     use super::*;
     use crate::{MaskFunctions, MaskKind, PseudonymKey};
@@ -114,6 +116,21 @@ mod tests {
         assert_eq!(out.data, expected);
         let ne = rewrite_comparison(lit("x").not_eq(pseudonym_of("npi"))).unwrap();
         assert!(ne.transformed);
+    }
+
+    #[test]
+    fn view_columns_cast_to_text_are_rewritten_too() {
+        let f = MaskFunctions::new(Some(PseudonymKey::new("k1", b"s")));
+        let schema = datafusion::common::DFSchema::empty();
+        let column = datafusion::prelude::Column::from_name("npi");
+        let masked = f.expr(&MaskKind::Pseudonym, &column, &DataType::Utf8View, &schema, &|_, _| unreachable!()).unwrap();
+        // What type coercion makes of the call on a Utf8View column.
+        let Expr::ScalarFunction(ScalarFunction { func, .. }) = masked else { panic!("a call: {masked}") };
+        let call = Expr::ScalarFunction(ScalarFunction { func, args: vec![cast(col("npi"), DataType::Utf8)] });
+        let out = rewrite_comparison(call.eq(lit("1234567893"))).unwrap();
+        assert!(out.transformed, "{}", out.data);
+        let int = f.expr(&MaskKind::Pseudonym, &column, &DataType::Int64, &schema, &|_, _| unreachable!()).unwrap();
+        assert!(!rewrite_comparison(int.eq(lit("1234567893"))).unwrap().transformed);
     }
 
     #[test]
