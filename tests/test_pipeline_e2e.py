@@ -96,6 +96,26 @@ def test_table_counts_reconcile(lakehouse, oracle_d1, dataset):
     assert rx.count(lake.PRESCRIBER_DRUG, lake.on(D1)) == oracle_d1.loaded
 
 
+def test_prescriber_files_follow_the_tables_sort_order(lakehouse):
+    """catalog/health.toml gives prescriber_drug the Iceberg sort order (presc_specialty,
+    drug_name): the metadata records it and every data file is written in that order."""
+    import json
+    table_dir = lakehouse.rx.data_dir / "warehouse" / "health" / "prescriber_drug"
+    meta = max((table_dir / "metadata").glob("*.metadata.json"), key=lambda p: p.stat().st_mtime)
+    md = json.loads(meta.read_text())
+    order = next(o for o in md["sort-orders"] if o["order-id"] == md["default-sort-order-id"])
+    names = {f["id"]: f["name"] for f in md["schemas"][-1]["fields"]}
+    assert [names[f["source-id"]] for f in order["fields"]] == ["presc_specialty", "drug_name"]
+    files = sorted(table_dir.glob("data/**/*.parquet"))
+    assert len(files) > 10
+    for f in files:
+        t = pq.read_table(f, columns=["presc_specialty", "drug_name"])
+        keys = list(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+        # Nulls first, then ascending (None sorts as "" here: no value is empty).
+        norm = [tuple("" if v is None else v for v in k) for k in keys]
+        assert norm == sorted(norm), f"{f.name} is not sorted by (presc_specialty, drug_name)"
+
+
 def test_quarantine_matches_oracle(lakehouse, oracle_d1):
     lake.assert_quarantine_matches(lakehouse.rx, oracle_d1, D1)
 

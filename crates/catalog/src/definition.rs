@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::spec::{
+    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform, Type, UnboundPartitionSpec,
+};
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::TableCreation;
 use rxgate_common::{Error, Result, StatusCode};
@@ -45,6 +47,10 @@ pub struct TableDef {
     /// Identity-partition columns, outermost first.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// The table's Iceberg sort order (ascending, nulls first): writers sort each partition's
+    /// rows by these columns, so filters on them skip row groups and pages.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
     /// Columns in order.
     pub columns: Vec<ColumnDef>,
     /// Iceberg table properties set when the table is created (e.g.
@@ -156,6 +162,24 @@ impl TableDef {
         Ok(Schema::builder().with_fields(fields).build()?)
     }
 
+    fn sort_order(&self, schema: &Schema) -> Result<SortOrder> {
+        let mut builder = SortOrder::builder();
+        for col in &self.sort_by {
+            let field = schema
+                .field_by_name(col)
+                .ok_or_else(|| Error::invalid(format!("{}: sort column {col} is not a column", self.name)))?;
+            builder.with_sort_field(
+                SortField::builder()
+                    .source_id(field.id)
+                    .transform(Transform::Identity)
+                    .direction(SortDirection::Ascending)
+                    .null_order(NullOrder::First)
+                    .build(),
+            );
+        }
+        Ok(builder.build(schema)?)
+    }
+
     fn partition_spec(&self) -> Result<UnboundPartitionSpec> {
         let mut builder = UnboundPartitionSpec::builder();
         for col in &self.partition_by {
@@ -194,9 +218,11 @@ pub async fn apply_definitions(lake: &Lakehouse, defs: &[TableDef]) -> Result<Ve
                 props.insert("comment".to_string(), c.clone());
             }
             props.extend(def.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let schema = def.schema()?;
             let creation = TableCreation::builder()
                 .name(ident.name().to_string())
-                .schema(def.schema()?)
+                .sort_order(def.sort_order(&schema)?)
+                .schema(schema)
                 .partition_spec(def.partition_spec()?)
                 .properties(props)
                 .build();
@@ -264,7 +290,7 @@ columns = [
 
     #[test]
     fn rejects_unknown_type_and_partition_column() {
-        let bad = TableDef { name: "a.b".into(), comment: None, partition_by: vec!["x".into()], columns: vec![], properties: Default::default() };
+        let bad = TableDef { name: "a.b".into(), comment: None, partition_by: vec!["x".into()], sort_by: vec![], columns: vec![], properties: Default::default() };
         assert!(bad.partition_spec().is_err());
         assert!(primitive("blob").is_err());
     }

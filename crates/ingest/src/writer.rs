@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
 use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::spec::{DataFile, DataFileFormat, Literal, NullOrder, PartitionKey, SortDirection, Struct};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
@@ -34,11 +34,23 @@ type Fanout = FanoutWriter<DataFileWriterBuilder<ParquetWriterBuilder, DefaultLo
 /// One partition's slice of a batch, on its way to a worker.
 type Slice = (PartitionKey, RecordBatch);
 
+/// The table's Iceberg sort order, resolved to columns of its Arrow schema.
+type SortSpec = Arc<Vec<(usize, SortOptions)>>;
+
+/// A sorted table's worker sorts a partition's rows once this many are buffered (and at close);
+/// each run is written in order, so its row groups and pages have narrow min/max ranges.
+const SORT_RUN_ROWS: usize = 1 << 20;
+/// ... or once its partitions together hold this many rows (it then writes the largest).
+const SORT_WORKER_ROWS: usize = 4 << 20;
+
 /// Writes batches (in the table's Arrow schema) as Parquet data files, one or more per
 /// partition value, without committing them.
 ///
 /// Parquet encoding is CPU-bound, so partition values are spread over one worker task per
 /// core; each worker owns the open files of its partitions. Bounded channels keep memory flat.
+/// A table with an Iceberg sort order has each partition's rows sorted by it before they are
+/// written (in runs of up to [`SORT_RUN_ROWS`]), which is what lets Parquet statistics and the
+/// page index skip data for filters on the sort columns.
 pub struct PartitionedWriter {
     table: Table,
     workers: Vec<(tokio::sync::mpsc::Sender<Slice>, tokio::task::JoinHandle<Result<Vec<DataFile>>>)>,
@@ -74,12 +86,17 @@ impl PartitionedWriter {
         } else {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         };
+        let sort = sort_spec(table)?;
         let run = uuid::Uuid::new_v4();
         let workers = (0..n)
             .map(|i| {
                 let fanout = Self::fanout(table, format!("rx-{run}-w{i}"))?;
                 let (tx, rx) = tokio::sync::mpsc::channel::<Slice>(4);
-                Ok((tx, tokio::spawn(Self::work(fanout, rx))))
+                let handle = match &sort {
+                    None => tokio::spawn(Self::work(fanout, rx)),
+                    Some(sort) => tokio::spawn(Self::work_sorted(fanout, rx, sort.clone())),
+                };
+                Ok((tx, handle))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { table: table.clone(), workers, partition_columns, converter: None, rows: 0 })
@@ -115,6 +132,37 @@ impl PartitionedWriter {
     async fn work(mut fanout: Fanout, mut rx: tokio::sync::mpsc::Receiver<Slice>) -> Result<Vec<DataFile>> {
         while let Some((key, batch)) = rx.recv().await {
             fanout.write(key, batch).await?;
+        }
+        Ok(fanout.close().await?)
+    }
+
+    /// A worker for a sorted table: buffers each partition's slices, sorts and writes them in
+    /// runs (see [`SORT_RUN_ROWS`], [`SORT_WORKER_ROWS`]).
+    async fn work_sorted(mut fanout: Fanout, mut rx: tokio::sync::mpsc::Receiver<Slice>, sort: SortSpec) -> Result<Vec<DataFile>> {
+        let mut parts: Vec<(PartitionKey, Vec<RecordBatch>, usize)> = vec![];
+        let mut buffered = 0usize;
+        while let Some((key, batch)) = rx.recv().await {
+            let i = match parts.iter().position(|(k, ..)| k.data() == key.data()) {
+                Some(i) => i,
+                None => {
+                    parts.push((key, vec![], 0));
+                    parts.len() - 1
+                }
+            };
+            buffered += batch.num_rows();
+            parts[i].2 += batch.num_rows();
+            parts[i].1.push(batch);
+            let largest = (0..parts.len()).max_by_key(|&j| parts[j].2).expect("a partition");
+            if parts[i].2 >= SORT_RUN_ROWS || buffered >= SORT_WORKER_ROWS {
+                let j = if parts[i].2 >= SORT_RUN_ROWS { i } else { largest };
+                let (key, batches, rows) = &mut parts[j];
+                buffered -= *rows;
+                *rows = 0;
+                write_sorted(&mut fanout, key, std::mem::take(batches), &sort).await?;
+            }
+        }
+        for (key, batches, _) in parts {
+            write_sorted(&mut fanout, &key, batches, &sort).await?;
         }
         Ok(fanout.close().await?)
     }
@@ -190,6 +238,56 @@ impl PartitionedWriter {
         }
         Ok(files)
     }
+}
+
+/// The columns and directions of the table's default sort order; `None` when unsorted.
+fn sort_spec(table: &Table) -> Result<Option<SortSpec>> {
+    let md = table.metadata();
+    let order = md.default_sort_order();
+    if order.is_unsorted() {
+        return Ok(None);
+    }
+    let schema = md.current_schema();
+    let mut columns = vec![];
+    for field in &order.fields {
+        if field.transform != iceberg::spec::Transform::Identity {
+            return Err(Error::invalid(format!("sort transform {} is not supported for writes", field.transform)));
+        }
+        let name = schema.name_by_field_id(field.source_id).ok_or_else(|| Error::internal("sort column missing"))?;
+        let idx = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| Error::internal("sort column missing"))?;
+        let options = SortOptions {
+            descending: field.direction == SortDirection::Descending,
+            nulls_first: field.null_order == NullOrder::First,
+        };
+        columns.push((idx, options));
+    }
+    Ok(Some(Arc::new(columns)))
+}
+
+/// Sorts one partition's buffered rows and writes them in order.
+async fn write_sorted(fanout: &mut Fanout, key: &PartitionKey, batches: Vec<RecordBatch>, sort: &SortSpec) -> Result<()> {
+    let Some(first) = batches.first() else { return Ok(()) };
+    let all = concat_batches(&first.schema(), &batches).map_err(|e| Error::internal(e.to_string()))?;
+    drop(batches);
+    let columns: Vec<SortColumn> =
+        sort.iter().map(|&(i, options)| SortColumn { values: all.column(i).clone(), options: Some(options) }).collect();
+    let order = lexsort_to_indices(&columns, None).map_err(|e| Error::internal(e.to_string()))?;
+    drop(columns);
+    let sorted = take_record_batch(&all, &order).map_err(|e| Error::internal(e.to_string()))?;
+    drop(all);
+    const WRITE_ROWS: usize = 64 * 1024;
+    let mut offset = 0;
+    while offset < sorted.num_rows() {
+        let len = WRITE_ROWS.min(sorted.num_rows() - offset);
+        fanout.write(key.clone(), sorted.slice(offset, len)).await?;
+        offset += len;
+    }
+    Ok(())
 }
 
 fn literal_at(col: &ArrayRef, i: usize) -> Result<Option<Literal>> {
