@@ -153,7 +153,7 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
     import w3_dashboard
     import w4_export
     from peers import (LakeFiles, PostgresServer, RxgateServer, datafusion_context,
-                       duckdb_connect, spark_session)
+                       duckdb_connect, spark_session, stop_spark)
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {}
     raw, lake = work / "raw", work / "lake"
@@ -212,7 +212,7 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
             with prof("w2"):
                 out["w2"] = w2_reports.run(ctx, a.reps)
             if ctx.spark is not None:  # free its 6 GB heap and its threads before the rest
-                ctx.spark.stop()
+                stop_spark(ctx.spark)
                 ctx.spark = None
         if "w0" in measure:
             with prof("w0"):

@@ -375,6 +375,31 @@ def spark_session(files: LakeFiles, work: Path):
     return spark, startup
 
 
+def stop_spark(spark) -> None:
+    """Stops the session and ends its JVM. `spark.stop()` alone leaves the py4j gateway's JVM
+    (6 GB heap, GC and timer threads) running until the harness exits, which slowed every
+    workload measured after W2 on this 2-core machine."""
+    from pyspark import SparkContext
+    gateway = SparkContext._gateway
+    spark.stop()
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    try:
+        gateway.shutdown()
+    except Exception as e:  # noqa: BLE001 — the JVM is killed below anyway
+        log(f"py4j gateway shutdown: {e}")
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    log("PySpark JVM stopped")
+
+
 def connect_pg(dsn: str):
     import psycopg
     return psycopg.connect(dsn, autocommit=True)
