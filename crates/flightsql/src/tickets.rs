@@ -87,8 +87,9 @@ impl ResultEntry {
             ResultSource::Query(q) => {
                 let wire = self.schema();
                 let stream = q.stream(i).map_err(to_status)?;
+                let out = wire.clone();
                 let batches = stream.map(move |b| b.and_then(|b| Ok(crate::wire::wire_batch(b, &wire)?)));
-                Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), batches)))
+                Ok(Box::pin(RecordBatchStreamAdapter::new(out, batches)))
             }
             ResultSource::Batches(schema, batches) => {
                 let batches = batches.lock().expect("batches lock").take().unwrap_or_default();

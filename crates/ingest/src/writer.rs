@@ -70,16 +70,7 @@ impl PartitionedWriter {
             if field.transform != iceberg::spec::Transform::Identity {
                 return Err(Error::invalid(format!("partition transform {} is not supported for writes", field.transform)));
             }
-            let name = schema
-                .name_by_field_id(field.source_id)
-                .ok_or_else(|| Error::internal("partition source column missing"))?;
-            let idx = schema
-                .as_struct()
-                .fields()
-                .iter()
-                .position(|f| f.name == name)
-                .ok_or_else(|| Error::internal("partition source column missing"))?;
-            partition_columns.push(idx);
+            partition_columns.push(column_index(&schema, field.source_id, "partition source")?);
         }
         let n = if partition_columns.is_empty() {
             1
@@ -152,9 +143,12 @@ impl PartitionedWriter {
             buffered += batch.num_rows();
             parts[i].2 += batch.num_rows();
             parts[i].1.push(batch);
-            let largest = (0..parts.len()).max_by_key(|&j| parts[j].2).expect("a partition");
             if parts[i].2 >= SORT_RUN_ROWS || buffered >= SORT_WORKER_ROWS {
-                let j = if parts[i].2 >= SORT_RUN_ROWS { i } else { largest };
+                let j = if parts[i].2 >= SORT_RUN_ROWS {
+                    i
+                } else {
+                    (0..parts.len()).max_by_key(|&j| parts[j].2).expect("a partition")
+                };
                 let (key, batches, rows) = &mut parts[j];
                 buffered -= *rows;
                 *rows = 0;
@@ -240,6 +234,17 @@ impl PartitionedWriter {
     }
 }
 
+/// The position in the table's Arrow schema of the top-level field `field_id` (`what` names it
+/// in the error).
+fn column_index(schema: &iceberg::spec::Schema, field_id: i32, what: &str) -> Result<usize> {
+    schema
+        .as_struct()
+        .fields()
+        .iter()
+        .position(|f| f.id == field_id)
+        .ok_or_else(|| Error::internal(format!("{what} column (field id {field_id}) missing")))
+}
+
 /// The columns and directions of the table's default sort order; `None` when unsorted.
 fn sort_spec(table: &Table) -> Result<Option<SortSpec>> {
     let md = table.metadata();
@@ -253,13 +258,7 @@ fn sort_spec(table: &Table) -> Result<Option<SortSpec>> {
         if field.transform != iceberg::spec::Transform::Identity {
             return Err(Error::invalid(format!("sort transform {} is not supported for writes", field.transform)));
         }
-        let name = schema.name_by_field_id(field.source_id).ok_or_else(|| Error::internal("sort column missing"))?;
-        let idx = schema
-            .as_struct()
-            .fields()
-            .iter()
-            .position(|f| f.name == name)
-            .ok_or_else(|| Error::internal("sort column missing"))?;
+        let idx = column_index(schema, field.source_id, "sort")?;
         let options = SortOptions {
             descending: field.direction == SortDirection::Descending,
             nulls_first: field.null_order == NullOrder::First,
