@@ -9,10 +9,12 @@ binary):
 - `auditor_ca` (role state_auditor, CA): a row filter (presc_state = 'CA') under every query.
 
 Reported: tps and p99 per role and client count, and each role's ratio to the admin's.
-The goal is an overhead of at most 5% (ratio of tps >= 0.95). Note that the analyst's npi
-lookup compares the pseudonym, so it must compute the HMAC of every row it scans: that is
-the price of a mask that cannot be pushed into the scan, not of the rewrite itself (the
-rewrite's own cost is in the criterion bench `cargo bench -p rxgate-policy`)."""
+The goal is an overhead of at most 5% (ratio of tps >= 0.95). What the analyst's plans cost
+beyond the admin's: the small-cell CASE on every summed count, the redaction of the names
+the top-N returns, and one pseudonym per group of `GROUP BY npi` (the injective mask rule
+groups and counts by the real NPI; `count(DISTINCT npi)` computes no pseudonym). The npi
+lookup with a real NPI is answered by a null check (the pseudonym literal rule). The
+rewrite's own cost is in the criterion bench `cargo bench -p rxgate-policy`."""
 from __future__ import annotations
 
 import subprocess

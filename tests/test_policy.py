@@ -148,6 +148,33 @@ def test_pseudonyms_are_keyed_stable_and_joinable(pserver, truth):
     assert rows(pserver, "ann", join) == rows(pserver, TEST_USER, join) != [(0,)]
 
 
+def test_aggregates_over_pseudonyms_equal_those_over_real_npis(pserver, truth):
+    """The engine counts and groups by the real NPI and masks only the groups (the injective
+    mask rule): results equal the admin's with each NPI pseudonymised, and nothing raw shows."""
+    distinct = ("SELECT presc_state, count(DISTINCT npi), count(npi), sum(total_drug_cost) FROM health.prescriber_drug "
+                "WHERE years_of_exp >= 10 GROUP BY presc_state ORDER BY presc_state")
+    assert rows(pserver, "ann", distinct) == rows(pserver, TEST_USER, distinct)
+    grouped = ("SELECT npi, presc_state, count(*), count(DISTINCT drug_name) FROM health.prescriber_drug "
+               "WHERE presc_state IN ('CA', 'NY') GROUP BY npi, presc_state")
+    real = rows(pserver, TEST_USER, grouped)
+    masked = rows(pserver, "ann", grouped)
+    assert sorted(masked, key=repr) == sorted([(n and pseudonym(n), s, c, d) for n, s, c, d in real], key=repr)
+    assert len(masked) > 100
+    # Above the aggregate the column is the masked one again: ORDER BY, HAVING and an outer
+    # filter see pseudonyms, and max() (not rewritten) too.
+    top = rows(pserver, "ann", "SELECT npi, count(*) AS n FROM health.prescriber_drug GROUP BY npi "
+                               "HAVING count(*) > 1 AND npi >= 'k1:8' ORDER BY npi LIMIT 5")
+    assert top and all(n.startswith("k1:8") or n > "k1:8" for n, _ in top)
+    assert top == sorted(top)
+    nested = rows(pserver, "ann", "SELECT max(npi), count(*) FROM (SELECT npi FROM health.prescriber_drug "
+                                  "GROUP BY npi) g WHERE npi LIKE 'k1:%'")
+    real_npis = [n for n in truth["npis"] if n is not None]
+    assert nested == [(max(pseudonym(n) for n in real_npis), len(real_npis))]
+    plan = "\n".join(r[1] for r in rows(pserver, "ann", "EXPLAIN " + grouped))
+    assert "rxgate_pseudonym" in plan
+    assert_no_secret(repr(masked) + plan, truth)
+
+
 def test_small_cells_are_suppressed(pserver, truth):
     assert rows(pserver, "ann", "SELECT count(*) FROM health.prescriber_drug WHERE bene_count BETWEEN 1 AND 10") == [(0,)]
     nulls = rows(pserver, "ann", "SELECT count(*) FROM health.prescriber_drug WHERE bene_count IS NULL")[0][0]

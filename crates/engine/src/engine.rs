@@ -149,6 +149,7 @@ impl Engine {
         pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
         crate::hive::install(&ctx, &self.inner.lake);
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::PseudonymLiteralRule));
+        ctx.add_optimizer_rule(Arc::new(rxgate_policy::InjectiveMaskRule));
         let state = Arc::new(ctx.state());
         guard.set_state(&state);
         Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles))

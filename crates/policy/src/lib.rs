@@ -5,6 +5,7 @@
 //! the rewrite to every table a session resolves.
 
 mod eval;
+mod injective;
 mod mask;
 mod model;
 mod rule;
@@ -13,5 +14,6 @@ mod secure;
 pub use eval::{ColumnAccess, Principal, TableAccess};
 pub use mask::{redact, show_first, show_last, MaskFunctions, PseudonymKey};
 pub use model::{Grant, MaskKind, MaskRule, Pattern, Policy, PseudonymConfig, RoleEntry, RowFilterRule, Target, UserEntry};
+pub use injective::InjectiveMaskRule;
 pub use rule::PseudonymLiteralRule;
 pub use secure::secured_plan;
