@@ -124,7 +124,7 @@ impl SchemaProvider for NamespaceSchema {
         // Read with the current schema, also after schema evolution (iceberg_admin).
         let table = crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let provider = LakehouseTable::try_new(table).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(Arc::new(provider)))
+        Ok(Some(Arc::new(provider.with_data_cache(self.lake.storage().data_cache().clone()))))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -27,11 +27,14 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::{DataFusionError, Result as DfResult, Statistics};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, Statistics};
 use datafusion::datasource::file_format::parquet::{transform_schema_to_view, ParquetFormat};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -48,6 +51,8 @@ use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
+use crate::storage::FileCache;
+
 /// A DataFusion table over one snapshot of an Iceberg table (the current one unless pinned).
 #[derive(Debug, Clone)]
 pub struct LakehouseTable {
@@ -58,6 +63,8 @@ pub struct LakehouseTable {
     /// for snapshots with delete files.
     fallback: IcebergStaticTableProvider,
     by_name: bool,
+    /// Whole data files kept in memory across scans (Iceberg data files never change).
+    data_cache: Option<Arc<FileCache>>,
 }
 
 impl LakehouseTable {
@@ -76,7 +83,13 @@ impl LakehouseTable {
     fn with(table: Table, snapshot_id: Option<i64>, fallback: IcebergStaticTableProvider) -> Self {
         let schema = Arc::new(transform_schema_to_view(&fallback.schema()));
         let by_name = names_are_field_ids(table.metadata());
-        Self { table, snapshot_id, schema, fallback, by_name }
+        Self { table, snapshot_id, schema, fallback, by_name, data_cache: None }
+    }
+
+    /// Reads the data files through `cache`.
+    pub fn with_data_cache(mut self, cache: Arc<FileCache>) -> Self {
+        self.data_cache = Some(cache);
+        self
     }
 
     /// The Iceberg table this reads.
@@ -124,7 +137,7 @@ impl LakehouseTable {
         if let Some(id) = self.snapshot_id {
             scan = scan.snapshot_id(id);
         }
-        if let Some(predicate) = convert_filters_to_predicate(filters) {
+        if let Some(predicate) = convert_filters_to_predicate(&plain_string_literals(filters)) {
             scan = scan.with_filter(predicate);
         }
         scan.build()?.plan_files().await?.try_collect().await
@@ -174,15 +187,30 @@ impl TableProvider for LakehouseTable {
         let mut options = state.table_options().parquet.clone();
         // The files' Arrow schema has Utf8 strings: decode them as views, as the table schema says.
         options.global.schema_force_view_types = true;
-        let format = ParquetFormat::default().with_options(options);
-        let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
+        let format = ParquetFormat::default().with_options(options.clone());
+        let mut source = ParquetSource::new(TableSchema::from_file_schema(self.schema.clone()))
+            .with_table_parquet_options(options);
+        if let Some(cache) = &self.data_cache {
+            // What ParquetFormat::create_physical_plan does, with the store read through the
+            // data file cache: the runtime's footer cache, the format's metadata size hint.
+            let store = state.runtime_env().object_store(&files.store)?;
+            let store = cache.store(files.store.as_str(), store);
+            let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
+            source = source.with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, metadata)));
+            if let Some(hint) = format.metadata_size_hint() {
+                source = source.with_metadata_size_hint(hint);
+            }
+        }
         let groups = files.groups(target);
-        let config = FileScanConfigBuilder::new(files.store, source)
+        let config = FileScanConfigBuilder::new(files.store, Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
+        if self.data_cache.is_some() {
+            return Ok(DataSourceExec::from_data_source(config));
+        }
         format.create_physical_plan(state, config).await
     }
 
@@ -191,6 +219,27 @@ impl TableProvider for LakehouseTable {
         // still filters the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
+}
+
+/// The filters with view-string literals (`presc_state = Utf8View('CA')`, as type coercion
+/// makes them against the view columns) turned into plain ones, which iceberg understands:
+/// it drops a predicate on a literal it cannot convert, and with it partition and file pruning.
+fn plain_string_literals(filters: &[Expr]) -> Vec<Expr> {
+    filters
+        .iter()
+        .map(|f| {
+            f.clone()
+                .transform(|e| {
+                    Ok(match e {
+                        Expr::Literal(ScalarValue::Utf8View(v), meta) => {
+                            Transformed::yes(Expr::Literal(ScalarValue::Utf8(v), meta))
+                        }
+                        e => Transformed::no(e),
+                    })
+                })
+                .map_or_else(|_| f.clone(), |t| t.data)
+        })
+        .collect()
 }
 
 /// The planned data files of one scan, in one object store.
@@ -300,5 +349,15 @@ mod tests {
         assert_eq!(sizes.iter().sum::<u64>(), 220);
         assert!(sizes.iter().all(|s| *s == 110), "{sizes:?}");
         assert_eq!(files.groups(8).len(), 4, "never more groups than files");
+    }
+
+    #[test]
+    fn view_string_literals_still_prune_files() {
+        use datafusion::logical_expr::{col, lit};
+        let view = col("presc_state").eq(lit(ScalarValue::Utf8View(Some("CA".into()))));
+        assert!(convert_filters_to_predicate(std::slice::from_ref(&view)).is_none(), "iceberg drops it");
+        let plain = plain_string_literals(&[view]);
+        assert_eq!(plain, vec![col("presc_state").eq(lit("CA"))]);
+        assert!(convert_filters_to_predicate(&plain).is_some());
     }
 }

@@ -1,12 +1,15 @@
 //! The `system` schema: `system.audit_log`, the audit trail read back from its JSON-lines
-//! files, and `system.storage_requests`, the object-store request counters. Like every lakehouse schema it is governed by the policy: only roles granted it
-//! (the demo policy: `admin`) can list or read it.
+//! files; `system.storage_requests`, the object-store request counters; `system.data_cache`,
+//! the data file cache's counters. Like every lakehouse schema it is governed by the policy:
+//! only roles granted it (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
 use std::io::BufReader;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -65,36 +68,67 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        vec!["audit_log".into(), "storage_requests".into()]
+        TABLES.iter().map(|t| t.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let table = match name {
-            "audit_log" => MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?,
-            "storage_requests" => return Ok(Some(Arc::new(StorageRequests(self.storage.clone())))),
+        let storage = self.storage.clone();
+        let table: Arc<dyn TableProvider> = match name {
+            "audit_log" => Arc::new(MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?),
+            "storage_requests" => Arc::new(Counters {
+                schema: request_counts_schema(),
+                batch: Box::new(move || storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))),
+            }),
+            "data_cache" => Arc::new(Counters { schema: data_cache_schema(), batch: Box::new(move || data_cache_batch(&storage)) }),
             _ => return Ok(None),
         };
-        Ok(Some(Arc::new(table)))
+        Ok(Some(table))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "audit_log" | "storage_requests")
+        TABLES.contains(&name)
     }
 }
 
-/// `system.storage_requests`: the counters as of each execution (not of planning), so a
-/// prepared statement re-executed shows the current counts.
-#[derive(Debug)]
-struct StorageRequests(Arc<StoreRegistry>);
+/// The tables of the `system` schema.
+const TABLES: [&str; 3] = ["audit_log", "storage_requests", "data_cache"];
+
+fn data_cache_schema() -> SchemaRef {
+    let field = |name: &str| Field::new(name, DataType::UInt64, false);
+    Arc::new(Schema::new(["budget_bytes", "bytes", "hits", "misses", "evictions"].map(field).to_vec()))
+}
+
+/// `system.data_cache`: one row, the data file cache's budget and counters.
+fn data_cache_batch(storage: &StoreRegistry) -> DfResult<RecordBatch> {
+    let cache = storage.data_cache();
+    let s = cache.stats();
+    let columns = [cache.budget(), s.bytes, s.hits, s.misses, s.evictions]
+        .map(|v| Arc::new(UInt64Array::from(vec![v])) as ArrayRef)
+        .to_vec();
+    Ok(RecordBatch::try_new(data_cache_schema(), columns)?)
+}
+
+/// A table of counters read at each execution (not at planning), so a prepared statement
+/// re-executed shows the current counts.
+struct Counters {
+    schema: SchemaRef,
+    batch: Box<dyn Fn() -> DfResult<RecordBatch> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters").field("schema", &self.schema).finish()
+    }
+}
 
 #[async_trait]
-impl TableProvider for StorageRequests {
+impl TableProvider for Counters {
     fn as_any(&self) -> &dyn Any {
         self
     }
 
-    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        request_counts_schema()
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     fn table_type(&self) -> datafusion::datasource::TableType {
@@ -108,7 +142,7 @@ impl TableProvider for StorageRequests {
         filters: &[datafusion::prelude::Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let batch = self.0.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
-        MemTable::try_new(request_counts_schema(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
+        let batch = (self.batch)()?;
+        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
     }
 }

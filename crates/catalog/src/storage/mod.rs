@@ -11,6 +11,7 @@
 //! Object names are the URL path percent-decoded once (`Path::from_url_path`): a location
 //! holding `delivery_date=2021-01-01` names an object with a literal `=`, never `%3D`.
 
+mod cache;
 mod counting;
 mod gcs;
 mod iceberg_io;
@@ -26,6 +27,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use cache::{FileCache, FileCacheStats};
 pub use counting::{CountingStore, ObjectKind, Operation, RequestCount, StoreCounters};
 pub use iceberg_io::{ObjectStorage, ObjectStorageFactory};
 
@@ -45,7 +47,13 @@ pub struct StorageOptions {
     pub hdfs: HdfsOptions,
     /// Objects up to this many bytes are written with one request; `None`: 64 MiB.
     pub multipart_threshold: Option<u64>,
+    /// Bytes of Iceberg data files the server keeps in memory for its scans (see
+    /// [`FileCache`]); `None`: 1 GiB; 0: no cache.
+    pub data_cache_bytes: Option<u64>,
 }
+
+/// The default of [`StorageOptions::data_cache_bytes`].
+pub const DEFAULT_DATA_CACHE_BYTES: u64 = 1 << 30;
 
 /// `[storage.gcs]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -214,6 +222,7 @@ fn url_key(url: &Url) -> String {
 pub struct StoreRegistry {
     options: StorageOptions,
     stores: RwLock<HashMap<String, Arc<CountingStore>>>,
+    data_cache: Arc<FileCache>,
 }
 
 impl std::fmt::Debug for StoreRegistry {
@@ -226,7 +235,13 @@ impl std::fmt::Debug for StoreRegistry {
 impl StoreRegistry {
     /// An empty registry; stores are built on first use.
     pub fn new(options: StorageOptions) -> Self {
-        Self { options, stores: RwLock::new(HashMap::new()) }
+        let data_cache = Arc::new(FileCache::new(options.data_cache_bytes.unwrap_or(DEFAULT_DATA_CACHE_BYTES)));
+        Self { options, stores: RwLock::new(HashMap::new()), data_cache }
+    }
+
+    /// The cache of data files the lakehouse's scans read through.
+    pub fn data_cache(&self) -> &Arc<FileCache> {
+        &self.data_cache
     }
 
     /// The settings stores are built from.

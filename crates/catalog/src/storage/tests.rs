@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use iceberg::io::{FileIOBuilder, FileWrite};
+use iceberg::io::FileIOBuilder;
 use object_store::ObjectStoreExt;
 use url::Url;
 
