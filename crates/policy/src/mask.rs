@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::hmac;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -175,12 +176,31 @@ fn string_array_udf(name: &str, f: impl Fn(&StringArray) -> StringArray + Send +
     create_udf(name, vec![DataType::Utf8], DataType::Utf8, Volatility::Immutable, fun)
 }
 
+/// CMS small-cell suppression of an Int64 column: values 1 to 10 become NULL. Only the
+/// validity bitmap is computed; the values are shared with the input.
+fn small_cell_udf() -> ScalarUDF {
+    let fun: ScalarFunctionImplementation = Arc::new(|args: &[ColumnarValue]| {
+        let suppress = |a: &ArrayRef| -> ArrayRef {
+            let ints = a.as_primitive::<Int64Type>();
+            let shown = BooleanBuffer::collect_bool(ints.len(), |i| !(1..=10).contains(&ints.value(i)));
+            let nulls = NullBuffer::union(ints.nulls(), Some(&NullBuffer::new(shown)));
+            Arc::new(Int64Array::new(ints.values().clone(), nulls))
+        };
+        Ok(match &args[0] {
+            ColumnarValue::Array(a) => ColumnarValue::Array(suppress(a)),
+            ColumnarValue::Scalar(v) => ColumnarValue::Scalar(ScalarValue::try_from_array(&suppress(&v.to_array()?), 0)?),
+        })
+    });
+    create_udf("rxgate_mask_small_cell", vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun)
+}
+
 /// The mask functions of one policy, built once per key.
 #[derive(Debug, Clone)]
 pub struct MaskFunctions {
     redact: Arc<ScalarUDF>,
     pseudonym_text: Option<Arc<ScalarUDF>>,
     pseudonym_int: Option<Arc<ScalarUDF>>,
+    small_cell: Arc<ScalarUDF>,
     firsts: Arc<std::sync::Mutex<std::collections::HashMap<(bool, usize), Arc<ScalarUDF>>>>,
 }
 
@@ -210,6 +230,7 @@ impl MaskFunctions {
             redact: Arc::new(string_udf("rxgate_mask_redact", redact)),
             pseudonym_text: text,
             pseudonym_int: int,
+            small_cell: Arc::new(small_cell_udf()),
             firsts: Arc::default(),
         }
     }
@@ -267,6 +288,10 @@ impl MaskFunctions {
                 datafusion::functions::unicode::expr_fn::substring(c, lit(1i64), lit(3i64))
             }
             MaskKind::Zip3 => null(),
+            MaskKind::SmallCell if is_int => {
+                let e = self.small_cell.call(vec![if data_type == &DataType::Int64 { c } else { cast(c, DataType::Int64) }]);
+                if data_type == &DataType::Int64 { e } else { cast(e, data_type.clone()) }
+            }
             MaskKind::SmallCell if data_type.is_numeric() => {
                 when(c.clone().gt_eq(lit(1i64)).and(c.clone().lt_eq(lit(10i64))), null()).otherwise(c)?
             }
@@ -288,6 +313,28 @@ impl MaskFunctions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_cells_become_null_and_types_stay() {
+        let f = MaskFunctions::new(None);
+        let ctx = datafusion::prelude::SessionContext::new();
+        let schema = DFSchema::empty();
+        let no_sql = |_: &str, _: &DFSchema| -> DfResult<Expr> { unreachable!() };
+        for (t, input) in [(DataType::Int64, "CAST(x AS BIGINT)"), (DataType::Int32, "CAST(x AS INT)")] {
+            let e = f.expr(&MaskKind::SmallCell, &Column::from_name("x"), &t, &schema, &no_sql).unwrap();
+            let sql = format!("SELECT {input} AS x FROM (VALUES (0), (1), (10), (11), (NULL), (-3)) v(x)");
+            let df = block_on(async { ctx.sql(&sql).await.unwrap().select(vec![e.alias("m")]).unwrap().collect().await });
+            let batch = &df.unwrap()[0];
+            assert_eq!(batch.schema().field(0).data_type(), &t);
+            let out = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
+            let got: Vec<Option<i64>> = out.as_primitive::<Int64Type>().iter().collect();
+            assert_eq!(got, vec![Some(0), None, None, Some(11), None, Some(-3)]);
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
 
     #[test]
     fn redaction_keeps_shape() {
