@@ -44,8 +44,8 @@ class Ctx:
         self.pg = None
         self.duck = None
         self.datafusion = None
-        self.spark = None
-        self.spark_startup_s = None
+        #: Starts PySpark and returns (session, startup seconds); W2 calls it when its turn comes.
+        self.spark_factory = None
         self.spark_note = "not selected"
         self.flight_note = "no rxgate server"
         self._rx = self._fl = self._pg = None
@@ -84,12 +84,6 @@ class Ctx:
             except Exception:  # noqa: BLE001
                 pass
         self._rx = self._fl = self._pg = None
-        if self.spark is not None:
-            try:
-                self.spark.stop()
-            except Exception:  # noqa: BLE001
-                pass
-            self.spark = None
         if self.rxgate is not None:
             self.rxgate.stop()
         if self.pg is not None:
@@ -153,7 +147,7 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
     import w3_dashboard
     import w4_export
     from peers import (LakeFiles, PostgresServer, RxgateServer, datafusion_context,
-                       duckdb_connect, spark_session, stop_spark)
+                       duckdb_connect, spark_session)
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {}
     raw, lake = work / "raw", work / "lake"
@@ -197,12 +191,9 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
             except Exception as e:  # noqa: BLE001
                 log(f"raw DataFusion unavailable: {e}")
         if "w2" in measure and not a.no_spark:
-            try:
-                ctx.spark, ctx.spark_startup_s = spark_session(ctx.files, work)
-                ctx.spark_note = "PySpark local[2]"
-            except Exception as e:  # noqa: BLE001
-                ctx.spark_note = f"PySpark failed to start: {str(e).splitlines()[0][:150]}"
-                log(ctx.spark_note)
+            # Started by W2 when PySpark's turn comes (see w2_reports.run).
+            ctx.spark_factory = lambda: spark_session(ctx.files, work)
+            ctx.spark_note = "PySpark local[2]"
         elif a.no_spark:
             ctx.spark_note = "left out (--no-spark)"
         out["flight_note"] = ctx.flight_note
@@ -211,9 +202,6 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
         if "w2" in measure:
             with prof("w2"):
                 out["w2"] = w2_reports.run(ctx, a.reps)
-            if ctx.spark is not None:  # free its 6 GB heap and its threads before the rest
-                stop_spark(ctx.spark)
-                ctx.spark = None
         if "w0" in measure:
             with prof("w0"):
                 out["w0"] = w0_overhead.run(ctx, a.reps)

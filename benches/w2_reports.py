@@ -7,7 +7,8 @@ table names of each engine. Targets, each fetching the whole result to the clien
   DuckDB          in-process on the same Parquet files, result as Arrow
   PostgreSQL 15   loopback, same rows loaded, indexes on state/specialty/drug/npi; psycopg
   PySpark         local[2], same Parquet files, .collect()
-One untimed warm-up per target and query, then `reps` timed runs, interleaved.
+One untimed warm-up per target and query, then `reps` timed runs, interleaved. PySpark's
+JVM is started after the other targets are measured and ended after its own runs.
 Row counts and a checksum of each result are compared across targets.
 """
 from __future__ import annotations
@@ -53,44 +54,17 @@ SUM_COL = {"city_report": ("trx_counts", 5), "top_prescribers": ("trx_cnt", 5)}
 def run(ctx, reps: int) -> W2Result:
     res = W2Result()
     templates = report_sql()
-    rx, pg, duck, spark = ctx.rxgate, ctx.pg, ctx.duck, ctx.spark
-    res.spark_startup_s = ctx.spark_startup_s
+    rx, pg, duck = ctx.rxgate, ctx.pg, ctx.duck
     rx_conn = ctx.rx_conn()
     fl_conn = ctx.flight_conn()
     pg_conn = ctx.pg_conn()
     if rx is not None:
         rx.reset_peak()
 
-    for report, template in templates.items():
-        col, idx = SUM_COL[report]
-        checks = res.checks.setdefault(report, {})
-        fns = []
-
-        def add(target, fn, enabled=True, why="n/a"):
-            s = res.series.setdefault((report, target), Series())
-            if not enabled:
-                s.error = why
-                return
-
-            def timed():
-                if s.error:
-                    return
-                try:
-                    t0 = time.perf_counter()
-                    sig = fn()
-                    s.runs.append(time.perf_counter() - t0)
-                    s.rows = sig[0]
-                    checks[target] = sig
-                except Exception as e:  # noqa: BLE001 — reported, not fatal
-                    s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                    log(f"W2 {report} {target}: {s.error}")
-            fns.append((target, timed))
-            return timed
-
+    def add_others(add, template: str, col: str, idx: int) -> None:
+        """rxgate (pgwire, Flight), DuckDB and PostgreSQL."""
         if rx_conn is not None:
-            q_rx = RXGATE_TABLES.sql(template)
-
-            def f_rx(q=q_rx):
+            def f_rx(q=RXGATE_TABLES.sql(template)):
                 with rx_conn.cursor() as cur:
                     cur.execute(q)
                     return _signature(cur.fetchall(), idx)
@@ -119,12 +93,42 @@ def run(ctx, reps: int) -> W2Result:
             add("PostgreSQL 15", f_pg)
         else:
             add("PostgreSQL 15", None, False, "not selected")
-        if spark is not None:
-            def f_sp(q=LOCAL_TABLES.sql(template)):
-                return _signature([tuple(r) for r in spark.sql(q).collect()], idx)
-            add("PySpark", f_sp)
+
+    def measure(report: str, template: str, spark_phase: bool) -> None:
+        col, idx = SUM_COL[report]
+        checks = res.checks.setdefault(report, {})
+        fns = []
+
+        def add(target, fn, enabled=True, why="n/a"):
+            s = res.series.setdefault((report, target), Series())
+            if not enabled:
+                s.error = why
+                return
+
+            def timed():
+                if s.error:
+                    return
+                try:
+                    t0 = time.perf_counter()
+                    sig = fn()
+                    s.runs.append(time.perf_counter() - t0)
+                    s.rows = sig[0]
+                    checks[target] = sig
+                except Exception as e:  # noqa: BLE001 — reported, not fatal
+                    s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    log(f"W2 {report} {target}: {s.error}")
+            fns.append((target, timed))
+            return timed
+
+        if spark_phase:
+            if spark is not None:
+                def f_sp(q=LOCAL_TABLES.sql(template)):
+                    return _signature([tuple(r) for r in spark.sql(q).collect()], idx)
+                add("PySpark", f_sp)
+            else:
+                add("PySpark", None, False, ctx.spark_note)
         else:
-            add("PySpark", None, False, ctx.spark_note)
+            add_others(add, template, col, idx)
 
         log(f"W2 {report}: warm-up")
         for _, fn in fns:
@@ -132,14 +136,32 @@ def run(ctx, reps: int) -> W2Result:
         for (r, t), s in res.series.items():  # the warm-up run is not a measurement
             if r == report and s.runs:
                 s.runs.clear()
-        # PySpark's repetitions come after the others': its JVM goes on working (GC, cleaners)
-        # for a while after each query and would slow whichever target ran next.
-        interleaved(reps, [f for f in fns if f[0] != "PySpark"])
-        interleaved(reps, [f for f in fns if f[0] == "PySpark"])
+        interleaved(reps, fns)
         for t in TARGETS:
             s = res.series.get((report, t))
             if s and s.runs:
                 log(f"W2 {report} {t}: median {s.med * 1000:.1f} ms, rows {s.rows}")
+
+    # PySpark is measured last, in a JVM started only then and ended right after: a live JVM
+    # (GC and timer threads, a 6 GB heap) slows whatever else runs on these two cores, so the
+    # other targets are measured before it exists. Its session start is reported separately.
+    for report, template in templates.items():
+        measure(report, template, False)
+    spark = None
+    if ctx.spark_factory is not None:
+        try:
+            spark, res.spark_startup_s = ctx.spark_factory()
+            ctx.spark_note = "PySpark local[2]"
+        except Exception as e:  # noqa: BLE001 — reported, not fatal
+            ctx.spark_note = f"PySpark failed to start: {str(e).splitlines()[0][:150]}"
+            log(ctx.spark_note)
+    try:
+        for report, template in templates.items():
+            measure(report, template, True)
+    finally:
+        if spark is not None:
+            from peers import stop_spark
+            stop_spark(spark)
 
     if rx is not None:
         res.peak_rss = rx.peak_rss()
