@@ -133,9 +133,8 @@ def run(ctx, reps: int) -> W2Result:
         log(f"W2 {report}: warm-up")
         for _, fn in fns:
             fn()
-        for (r, t), s in res.series.items():  # the warm-up run is not a measurement
-            if r == report and s.runs:
-                s.runs.clear()
+        for t, _ in fns:  # the warm-up run is not a measurement
+            res.series[(report, t)].runs.clear()
         interleaved(reps, fns)
         for t in TARGETS:
             s = res.series.get((report, t))
