@@ -113,7 +113,8 @@ impl SchemaProvider for NamespaceSchema {
             }
             let ident = TableIdent::new(self.namespace.clone(), base.to_string());
             let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            return crate::iceberg_admin::view_provider(table, view).await.map(Some);
+            let cache = self.lake.storage().data_cache().clone();
+            return crate::iceberg_admin::view_provider(table, view, cache).await.map(Some);
         }
         if !self.tables.iter().any(|t| t == name) {
             // Not an Iceberg table: an external table, or nothing (external/).

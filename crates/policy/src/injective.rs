@@ -3,9 +3,9 @@
 //!
 //! The keyed pseudonym is injective in practice (HMAC-SHA256 cut to 128 bits for text: odds
 //! of any collision among a billion values ~10^-21; 63 bits for integers: ~10^-7 among a
-//! million) and keeps NULL as NULL. So
-//! grouping by `pseudonym(x)` makes exactly the groups that grouping by `x` makes, and
-//! `count([DISTINCT] pseudonym(x))` equals `count([DISTINCT] x)`. The rule rewrites
+//! million) and keeps NULL as NULL. So grouping by `pseudonym(x)` makes exactly the groups
+//! that grouping by `x` makes, and `count([DISTINCT] pseudonym(x))` equals
+//! `count([DISTINCT] x)`. The rule rewrites
 //!
 //! ```text
 //! Aggregate: groupBy=[c], aggr=[count(DISTINCT c)]        Projection: pseudonym(c) AS c, …

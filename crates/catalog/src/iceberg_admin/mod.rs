@@ -167,7 +167,11 @@ pub fn with_current_schema(table: Table) -> rxgate_common::Result<Table> {
 }
 
 /// The provider of a special view of `table` (already loaded).
-pub async fn view_provider(table: Table, view: TableView) -> DfResult<Arc<dyn TableProvider>> {
+pub async fn view_provider(
+    table: Table,
+    view: TableView,
+    data_cache: Arc<crate::storage::FileCache>,
+) -> DfResult<Arc<dyn TableProvider>> {
     let snapshot = match view {
         TableView::Metadata(kind) => {
             return inspect::metadata_table(&table, kind)
@@ -185,7 +189,7 @@ pub async fn view_provider(table: Table, view: TableView) -> DfResult<Arc<dyn Ta
     }
     let provider =
         crate::LakehouseTable::try_new_at(table, snapshot).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(Arc::new(provider))
+    Ok(Arc::new(provider.with_data_cache(data_cache)))
 }
 
 #[cfg(test)]
