@@ -303,6 +303,25 @@ class Series:
     def med(self) -> float | None:
         return median(self.runs)
 
+    def timer(self, fn: Callable[[], object], label: str,
+              record: Callable[[object], None] | None = None) -> Callable[[], None]:
+        """A runner for `interleaved`: times one call of `fn` into this series and hands its
+        result to `record`. Once a call fails, the series keeps the error (logged under
+        `label`) and later calls do nothing."""
+        def run() -> None:
+            if self.error:
+                return
+            try:
+                t0 = time.perf_counter()
+                out = fn()
+                self.runs.append(time.perf_counter() - t0)
+                if record is not None:
+                    record(out)
+            except Exception as e:  # noqa: BLE001 — reported, not fatal
+                self.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                log(f"{label}: {self.error}")
+        return run
+
 
 def interleaved(reps: int, targets: list[tuple[str, Callable[[], None]]]) -> None:
     """Runs each target once per repetition, rotating the order each time so that no target

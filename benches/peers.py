@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import (DELIVERY, PG_BIN, ROOT, BenchError, free_port, log, read_vm,
+from harness import (DELIVERY, PG_BIN, BenchError, free_port, log, read_vm,
                      reset_peak_rss, run_checked, wait_port)
 
 BENCH_USER = "bench"

@@ -9,7 +9,6 @@ an untimed warm-up, then `reps` timed runs, interleaved; the whole result is fet
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from harness import LOCAL_TABLES, RXGATE_TABLES, Series, interleaved, log, report_sql
@@ -53,17 +52,7 @@ def run(ctx, reps: int) -> W0Result:
                 s.error = why or "n/a"
                 return
 
-            def timed():
-                if s.error:
-                    return
-                try:
-                    t0 = time.perf_counter()
-                    s.rows = fn()
-                    s.runs.append(time.perf_counter() - t0)
-                except Exception as e:  # noqa: BLE001
-                    s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                    log(f"W0 {name} {target}: {s.error}")
-            fns.append((target, timed))
+            fns.append((target, s.timer(fn, f"W0 {name} {target}", lambda rows: setattr(s, "rows", rows))))
 
         q_rx = RXGATE_TABLES.sql(template)
         q_df = LOCAL_TABLES.sql(template)

@@ -13,7 +13,6 @@ Row counts and a checksum of each result are compared across targets.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from harness import (LOCAL_TABLES, PG_TABLES, RXGATE_TABLES, Series, interleaved, log,
@@ -54,7 +53,7 @@ SUM_COL = {"city_report": ("trx_counts", 5), "top_prescribers": ("trx_cnt", 5)}
 def run(ctx, reps: int) -> W2Result:
     res = W2Result()
     templates = report_sql()
-    rx, pg, duck = ctx.rxgate, ctx.pg, ctx.duck
+    rx, duck = ctx.rxgate, ctx.duck
     rx_conn = ctx.rx_conn()
     fl_conn = ctx.flight_conn()
     pg_conn = ctx.pg_conn()
@@ -105,20 +104,10 @@ def run(ctx, reps: int) -> W2Result:
                 s.error = why
                 return
 
-            def timed():
-                if s.error:
-                    return
-                try:
-                    t0 = time.perf_counter()
-                    sig = fn()
-                    s.runs.append(time.perf_counter() - t0)
-                    s.rows = sig[0]
-                    checks[target] = sig
-                except Exception as e:  # noqa: BLE001 — reported, not fatal
-                    s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                    log(f"W2 {report} {target}: {s.error}")
-            fns.append((target, timed))
-            return timed
+            def record(sig):
+                s.rows = sig[0]
+                checks[target] = sig
+            fns.append((target, s.timer(fn, f"W2 {report} {target}", record)))
 
         if spark_phase:
             if spark is not None:
@@ -136,9 +125,9 @@ def run(ctx, reps: int) -> W2Result:
         for t, _ in fns:  # the warm-up run is not a measurement
             res.series[(report, t)].runs.clear()
         interleaved(reps, fns)
-        for t in TARGETS:
-            s = res.series.get((report, t))
-            if s and s.runs:
+        for t, _ in fns:
+            s = res.series[(report, t)]
+            if s.runs:
                 log(f"W2 {report} {t}: median {s.med * 1000:.1f} ms, rows {s.rows}")
 
     # PySpark is measured last, in a JVM started only then and ended right after: a live JVM

@@ -23,7 +23,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

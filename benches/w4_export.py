@@ -16,7 +16,6 @@ Flight) are shown beside it where known.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from harness import Series, interleaved, log
@@ -77,22 +76,13 @@ def run(ctx, reps: int) -> W4Result:
             s.error = why or "n/a"
             return
 
-        def timed():
-            if s.error:
-                return
-            try:
-                t0 = time.perf_counter()
-                out = fn()
-                s.runs.append(time.perf_counter() - t0)
-                if isinstance(out, tuple):
-                    s.rows, res.wire_bytes[target] = out
-                else:
-                    s.rows = out
-                log(f"W4 {target}: {s.runs[-1]:.2f} s, {s.rows:,} rows")
-            except Exception as e:  # noqa: BLE001
-                s.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                log(f"W4 {target}: {s.error}")
-        fns.append((target, timed))
+        def record(out):
+            if isinstance(out, tuple):
+                s.rows, res.wire_bytes[target] = out
+            else:
+                s.rows = out
+            log(f"W4 {target}: {s.runs[-1]:.2f} s, {s.rows:,} rows")
+        fns.append((target, s.timer(fn, f"W4 {target}", record)))
 
     copy_ok, copy_note = (rxgate_copy_supported(rx_conn) if rx_conn is not None
                           else (False, "no rxgate server"))

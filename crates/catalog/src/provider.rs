@@ -124,8 +124,9 @@ impl SchemaProvider for NamespaceSchema {
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Read with the current schema, also after schema evolution (iceberg_admin).
         let table = crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider = LakehouseTable::try_new(table).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(Arc::new(provider.with_data_cache(self.lake.storage().data_cache().clone()))))
+        let cache = self.lake.storage().data_cache().clone();
+        let provider = LakehouseTable::try_new(table, cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(provider)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -29,8 +29,7 @@ use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, Statistics};
-use datafusion::datasource::file_format::parquet::{transform_schema_to_view, ParquetFormat};
-use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::transform_schema_to_view;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -63,33 +62,33 @@ pub struct LakehouseTable {
     /// for snapshots with delete files.
     fallback: IcebergStaticTableProvider,
     by_name: bool,
-    /// Whole data files kept in memory across scans (Iceberg data files never change).
-    data_cache: Option<Arc<FileCache>>,
+    /// Whole data files kept in memory across scans (Iceberg data files never change); a
+    /// cache with no budget reads the store directly.
+    data_cache: Arc<FileCache>,
 }
 
 impl LakehouseTable {
-    /// The table at its current snapshot.
-    pub async fn try_new(table: Table) -> iceberg::Result<Self> {
+    /// The table at its current snapshot, its data files read through `data_cache`.
+    pub async fn try_new(table: Table, data_cache: Arc<FileCache>) -> iceberg::Result<Self> {
         let fallback = IcebergStaticTableProvider::try_new_from_table(table.clone()).await?;
-        Ok(Self::with(table, None, fallback))
+        Ok(Self::with(table, None, fallback, data_cache))
     }
 
     /// The table pinned at `snapshot_id` (time travel), with that snapshot's schema.
-    pub async fn try_new_at(table: Table, snapshot_id: i64) -> iceberg::Result<Self> {
+    pub async fn try_new_at(table: Table, snapshot_id: i64, data_cache: Arc<FileCache>) -> iceberg::Result<Self> {
         let fallback = IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot_id).await?;
-        Ok(Self::with(table, Some(snapshot_id), fallback))
+        Ok(Self::with(table, Some(snapshot_id), fallback, data_cache))
     }
 
-    fn with(table: Table, snapshot_id: Option<i64>, fallback: IcebergStaticTableProvider) -> Self {
+    fn with(
+        table: Table,
+        snapshot_id: Option<i64>,
+        fallback: IcebergStaticTableProvider,
+        data_cache: Arc<FileCache>,
+    ) -> Self {
         let schema = Arc::new(transform_schema_to_view(&fallback.schema()));
         let by_name = names_are_field_ids(table.metadata());
-        Self { table, snapshot_id, schema, fallback, by_name, data_cache: None }
-    }
-
-    /// Reads the data files through `cache`.
-    pub fn with_data_cache(mut self, cache: Arc<FileCache>) -> Self {
-        self.data_cache = Some(cache);
-        self
+        Self { table, snapshot_id, schema, fallback, by_name, data_cache }
     }
 
     /// The Iceberg table this reads.
@@ -187,19 +186,17 @@ impl TableProvider for LakehouseTable {
         let mut options = state.table_options().parquet.clone();
         // The files' Arrow schema has Utf8 strings: decode them as views, as the table schema says.
         options.global.schema_force_view_types = true;
-        let format = ParquetFormat::default().with_options(options.clone());
+        let hint = options.global.metadata_size_hint;
+        // What ParquetFormat::create_physical_plan does, with the store read through the data
+        // file cache: the runtime's footer cache, the options' metadata size hint.
+        let store = state.runtime_env().object_store(&files.store)?;
+        let store = self.data_cache.store(files.store.as_str(), store);
+        let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
         let mut source = ParquetSource::new(TableSchema::from_file_schema(self.schema.clone()))
-            .with_table_parquet_options(options);
-        if let Some(cache) = &self.data_cache {
-            // What ParquetFormat::create_physical_plan does, with the store read through the
-            // data file cache: the runtime's footer cache, the format's metadata size hint.
-            let store = state.runtime_env().object_store(&files.store)?;
-            let store = cache.store(files.store.as_str(), store);
-            let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
-            source = source.with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, metadata)));
-            if let Some(hint) = format.metadata_size_hint() {
-                source = source.with_metadata_size_hint(hint);
-            }
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, footers)));
+        if let Some(hint) = hint {
+            source = source.with_metadata_size_hint(hint);
         }
         let groups = files.groups(target);
         let config = FileScanConfigBuilder::new(files.store, Arc::new(source))
@@ -208,10 +205,7 @@ impl TableProvider for LakehouseTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        if self.data_cache.is_some() {
-            return Ok(DataSourceExec::from_data_source(config));
-        }
-        format.create_physical_plan(state, config).await
+        Ok(DataSourceExec::from_data_source(config))
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {

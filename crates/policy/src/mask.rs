@@ -314,8 +314,8 @@ impl MaskFunctions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn small_cells_become_null_and_types_stay() {
+    #[tokio::test]
+    async fn small_cells_become_null_and_types_stay() {
         let f = MaskFunctions::new(None);
         let ctx = datafusion::prelude::SessionContext::new();
         let schema = DFSchema::empty();
@@ -323,17 +323,13 @@ mod tests {
         for (t, input) in [(DataType::Int64, "CAST(x AS BIGINT)"), (DataType::Int32, "CAST(x AS INT)")] {
             let e = f.expr(&MaskKind::SmallCell, &Column::from_name("x"), &t, &schema, &no_sql).unwrap();
             let sql = format!("SELECT {input} AS x FROM (VALUES (0), (1), (10), (11), (NULL), (-3)) v(x)");
-            let df = block_on(async { ctx.sql(&sql).await.unwrap().select(vec![e.alias("m")]).unwrap().collect().await });
+            let df = ctx.sql(&sql).await.unwrap().select(vec![e.alias("m")]).unwrap().collect().await;
             let batch = &df.unwrap()[0];
             assert_eq!(batch.schema().field(0).data_type(), &t);
             let out = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
             let got: Vec<Option<i64>> = out.as_primitive::<Int64Type>().iter().collect();
             assert_eq!(got, vec![Some(0), None, None, Some(11), None, Some(-3)]);
         }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
     #[test]

@@ -188,8 +188,8 @@ pub async fn view_provider(
         )));
     }
     let provider =
-        crate::LakehouseTable::try_new_at(table, snapshot).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(Arc::new(provider.with_data_cache(data_cache)))
+        crate::LakehouseTable::try_new_at(table, snapshot, data_cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(Arc::new(provider))
 }
 
 #[cfg(test)]
