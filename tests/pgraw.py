@@ -79,6 +79,15 @@ class PgRaw:
     def query(self, sql: str) -> None:
         self.send(b"Q", sql.encode() + b"\0")
 
+    def execute(self, sql: str, binary: bool = False, max_rows: int = 0) -> None:
+        """The extended protocol, as drivers send it: Parse, Bind (result format text or
+        binary), Describe portal, Execute with a row limit (0 = all rows), Sync."""
+        self.send(b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+        self.send(b"B", b"\0\0" + struct.pack("!hhhh", 0, 0, 1, int(binary)))
+        self.send(b"D", b"P\0")
+        self.send(b"E", b"\0" + struct.pack("!i", max_rows))
+        self.send(b"S", b"")
+
     def close(self) -> None:
         try:
             self.send(b"X", b"")

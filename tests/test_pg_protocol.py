@@ -322,19 +322,28 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_slow_reader_keeps_server_memory_flat(server):
+@pytest.mark.parametrize("protocol", ["simple", "extended-binary"])
+def test_slow_reader_keeps_server_memory_flat(server, protocol):
     """About 700 MB of rows for a client that stops reading: the server must wait for the
-    socket (backpressure), not buffer the result."""
+    socket (backpressure), not buffer the result. Also through the extended protocol with an
+    unlimited Execute (what JDBC and psycopg's binary cursors send), which pgwire's default
+    handling would gather whole before sending the first row."""
     pid = server.proc.pid
     raw = PgRaw(server.host, server.port, TEST_USER, TEST_PASSWORD)
+    sql = "SELECT p.*, t.x FROM health.prescriber_drug p CROSS JOIN generate_series(1, 200) AS t(x)"
     try:
-        raw.query("SELECT p.*, t.x FROM health.prescriber_drug p CROSS JOIN generate_series(1, 200) AS t(x)")
+        if protocol == "simple":
+            raw.query(sql)
+            preamble = (b"T",)
+        else:
+            raw.execute(sql, binary=True)
+            preamble = (b"1", b"2", b"T")
+        before = rss_mib(pid)
         received = 0
         while received < 2_000_000:
             tag, body = raw.recv()
-            assert tag in (b"T", b"D"), (tag, body[:200])
+            assert tag in preamble + (b"D",), (tag, body[:200])
             received += len(body) + 5
-        before = rss_mib(pid)
         samples = []
         for _ in range(8):  # the client stalls; the server may only fill socket buffers
             time.sleep(0.5)
@@ -350,6 +359,34 @@ def test_slow_reader_keeps_server_memory_flat(server):
     assert server.alive()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_unlimited_execute_streams_rows_as_computed(server):
+    """An endless query through Parse/Bind/Execute(0): the first rows arrive at once (they
+    are not gathered first), a cancel ends it with 57014, and the connection goes on with an
+    extended statement and a row-limited one."""
+    raw = PgRaw(server.host, server.port, TEST_USER, TEST_PASSWORD)
+    try:
+        raw.execute("SELECT x FROM generate_series(1, 10000000000) AS t(x)")
+        assert [raw.recv()[0] for _ in range(3)] == [b"1", b"2", b"T"]
+        first = [raw.recv() for _ in range(1000)]
+        assert all(t == b"D" for t, _ in first)
+        assert first[0][1] == struct.pack("!hi", 1, 1) + b"1"
+        with __import__("socket").create_connection((server.host, server.port)) as s:
+            s.sendall(struct.pack("!ii", 16, 80877102) + raw.backend_key)
+        msgs = raw.until(b"Z")
+        errors = [error_fields(b) for t, b in msgs if t == b"E"]
+        assert errors and errors[0]["C"] == "57014", errors
+        raw.execute("SELECT npi FROM health.prescriber_drug ORDER BY npi LIMIT 3")
+        msgs = raw.until(b"Z")
+        assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"D", b"D", b"C", b"Z"]
+        assert msgs[-2][1] == b"SELECT 3\0"
+        raw.execute("SELECT npi FROM health.prescriber_drug ORDER BY npi LIMIT 3", max_rows=2)
+        msgs = raw.until(b"Z")
+        assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"D", b"s", b"Z"]
+    finally:
+        raw.close()
+    assert server.alive()
 
 
 def test_psql_literals_with_quotes(server):

@@ -9,17 +9,18 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::LogicalPlan;
 use pgwire::error::ErrorInfo;
 use futures::{stream, Sink, SinkExt, StreamExt};
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{send_execution_response, send_partial_query_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, METADATA_USER};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME, METADATA_USER};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::RowDescription;
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use rxgate_common::{Channel, Identity};
@@ -237,6 +238,27 @@ where
     })
 }
 
+/// Whether a planned statement answers with rows (a query or EXPLAIN), not with a command
+/// tag, a transaction change, a COPY or nothing.
+fn returns_rows(planned: &Planned) -> bool {
+    match planned {
+        Planned::Audited(inner, _) => returns_rows(inner),
+        Planned::Plan(plan, ..) => !matches!(plan, LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)),
+        Planned::Command(_) | Planned::Copy(..) | Planned::Empty => false,
+    }
+}
+
+fn response_kind(response: &Response) -> &'static str {
+    match response {
+        Response::EmptyQuery => "empty query",
+        Response::Query(_) => "rows",
+        Response::Execution(_) => "command",
+        Response::TransactionStart(_) | Response::TransactionEnd(_) => "transaction",
+        Response::Error(_) => "error",
+        Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => "copy",
+    }
+}
+
 /// Rows as DataRow messages, encoded batch by batch as the client reads them; the rows of a
 /// batch share one buffer (see encode.rs).
 fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
@@ -318,6 +340,49 @@ impl ExtendedQueryHandler for Query {
             }
         }
         self._on_describe(client, message).await
+    }
+
+    /// An Execute without a row limit (`max_rows` 0: JDBC, psycopg with binary results,
+    /// asyncpg's `fetch`) streams its rows as they are computed. pgwire's own Execute gathers
+    /// every row of an unlimited fetch in memory before sending the first (`Portal::fetch`),
+    /// which would hold a whole table export in the server. Row limits (portal suspension),
+    /// resumed portals and statements that return no rows take pgwire's path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(p) if message.max_rows == 0 && returns_rows(&p.statement.statement) => p,
+            _ => return self._on_execute(client, message).await,
+        };
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            || !matches!(*state, PortalExecutionState::Initial)
+        {
+            drop(state);
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(mut rows) => {
+                *state = PortalExecutionState::Finished;
+                drop(state);
+                send_partial_query_response(client, &mut rows, 0).await?;
+            }
+            Response::Execution(tag) => send_execution_response(client, tag).await?,
+            other => {
+                return Err(PgWireError::ApiError(
+                    format!("unexpected response to a row-returning statement: {}", response_kind(&other)).into(),
+                ))
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Planned>, _max_rows: usize) -> PgWireResult<Response>
