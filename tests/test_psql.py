@@ -93,3 +93,33 @@ def test_serve_fixture_restarts_cleanly(rxgate_bin, lakehouse, tmp_path):
         assert psql(s2, "SELECT 1").stdout.strip() == "1"
     finally:
         stop_server(s2)
+
+
+#: The top-5 report's ranking, computed live from the facts (W2's query).
+LIVE_TOP5 = """
+WITH per_npi AS (
+  SELECT npi, presc_state, CAST(sum(trx_cnt) AS BIGINT) AS trx_cnt
+  FROM health.prescriber_drug WHERE years_of_exp BETWEEN 20 AND 50
+  GROUP BY npi, presc_full_name, presc_state, country_name, years_of_exp
+), ranked AS (
+  SELECT *, dense_rank() OVER (PARTITION BY presc_state ORDER BY trx_cnt DESC NULLS LAST) AS rank
+  FROM per_npi
+)
+SELECT npi, presc_state, trx_cnt, rank FROM ranked WHERE rank <= 5
+"""
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_top_n_per_group_prefilter_keeps_the_oracles_rows(server, oracle_d1, binary):
+    """`rank <= 5` over a per-state ranking runs with the top-N prefilter (WindowTopKExec
+    in the plan), and returns exactly the oracle's rows, ties included."""
+    def norm(rows):
+        return sorted((str(npi), state, int(trx), int(rank)) for npi, state, trx, rank in rows)
+    want = norm(oracle_d1.con.execute("SELECT npi, presc_state, trx_cnt, rank FROM top_prescribers").fetchall())
+    assert len(want) > 50
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        plan = "\n".join(r[1] for r in conn.execute("EXPLAIN " + LIVE_TOP5).fetchall())
+        assert "WindowTopKExec: k=5" in plan, plan
+        with conn.cursor(binary=binary) as cur:
+            got = norm(cur.execute(LIVE_TOP5).fetchall())
+    assert got == want

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
@@ -136,7 +137,13 @@ impl Engine {
         let parquet = &mut session_config.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let ctx = SessionContext::new_with_config_rt(session_config, self.inner.runtime.clone());
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(self.inner.runtime.clone())
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::topk::WindowTopKRule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
         lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())))?;
         // Every table the session can name goes through the policy (see secure.rs).

@@ -15,6 +15,7 @@ mod pgcompat;
 mod secure;
 mod session;
 mod system;
+mod topk;
 pub mod settings;
 
 pub use admin::AdminCommand;
