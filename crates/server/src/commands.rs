@@ -289,6 +289,7 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?);
     let user_count = users.users()?.len();
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
+    tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");
     let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;
     let flight = crate::flight::bind(settings, engine, users).await?;
     let addr = server.local_addr()?;

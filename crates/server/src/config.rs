@@ -231,6 +231,38 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
     Ok((n * mult) as usize)
 }
 
+/// The query memory pool when none is configured: half of the machine's memory.
+pub const DEFAULT_MEMORY_LIMIT: &str = "50%";
+
+/// `[engine] memory_limit`: a size (`2GiB`) or a share of `machine` bytes (`50%`).
+pub fn memory_limit(s: &str, machine: usize) -> Result<usize> {
+    match s.trim().strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p.trim().parse().map_err(|_| Error::invalid(format!("bad memory share {s:?}")))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(Error::invalid(format!("memory share {s:?} must be above 0% and at most 100%")));
+            }
+            Ok((machine as f64 * p / 100.0) as usize)
+        }
+        None => parse_bytes(s),
+    }
+}
+
+/// The memory this process may use: physical memory, or the cgroup's limit when lower
+/// (containers). 4 GiB when neither can be read.
+pub fn machine_memory() -> usize {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    match (physical, cgroup) {
+        (Some(p), Some(c)) => p.min(c),
+        (p, c) => p.or(c).unwrap_or(4 << 30),
+    }
+}
+
 /// Reads the config file: the one given, else `conf/rxgate.toml` if present, else defaults.
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
     let default = Path::new("conf/rxgate.toml");
@@ -268,9 +300,8 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         storage: resolve_storage(file.storage),
     };
     let mut engine = EngineConfig::default();
-    if let Some(m) = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit) {
-        engine.memory_limit_bytes = parse_bytes(&m)?;
-    }
+    let memory = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit);
+    engine.memory_limit_bytes = memory_limit(memory.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT), machine_memory())?;
     let timeout = match env("RXGATE_QUERY_TIMEOUT_SECS") {
         Some(v) => Some(v.parse::<u64>().map_err(|_| Error::invalid("RXGATE_QUERY_TIMEOUT_SECS must be seconds"))?),
         None => file.engine.query_timeout_secs,
@@ -462,6 +493,12 @@ mod tests {
         assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_bytes("1024").unwrap(), 1024);
         assert!(parse_bytes("lots").is_err());
+        assert_eq!(memory_limit("50%", 8 << 30).unwrap(), 4 << 30);
+        assert_eq!(memory_limit("12.5 %", 8 << 30).unwrap(), 1 << 30);
+        assert_eq!(memory_limit("3GiB", 8 << 30).unwrap(), 3 << 30);
+        assert!(memory_limit("0%", 8 << 30).is_err());
+        assert!(memory_limit("150%", 8 << 30).is_err());
+        assert!(machine_memory() >= 256 << 20);
     }
 
     #[test]
