@@ -7,11 +7,18 @@
 //! puts a [`WindowTopKExec`] under the window's sort. In one streaming pass it keeps, per
 //! value of `p`, the N best distinct values of `o` seen so far, and lets through only rows
 //! whose `o` is among them when they arrive. The sort, the window function and the filter
-//! still run, unchanged, over the few rows left, so results are exactly the same:
-//! - rank ≤ N or dense_rank ≤ N means fewer than N distinct `o` values are strictly better
-//!   in the row's partition, so the row's `o` is among the N best distinct values;
-//! - every row ordered before a kept row is kept as well, so each kept row gets the same
-//!   rank (and the same row_number, up to the order of ties, which SQL leaves open).
+//! still run, unchanged, over the rows left, so results are exactly the same:
+//! - a row is dropped only when N rows already kept have distinct `o` values better than
+//!   its own, so its rank, dense_rank and row_number are all above N;
+//! - a row ranked N or better, and every row better than it, has fewer than N better
+//!   distinct values anywhere, so it is kept, and its rank among the kept rows is its rank
+//!   (its row_number too, up to the order of ties, which SQL leaves open).
+//!
+//! The same holds for any subset of the rows, so the prefilter may run before a hash
+//! repartition, and it may stop filtering at any time. It does when it stops paying off
+//! (most rows kept, e.g. `row_number() ... <= 1` per high-cardinality key) or when its keys
+//! no longer fit the query's memory pool. Volatile keys (`ORDER BY random()`) and bounds
+//! above [`MAX_K`] are left to the plain window.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,6 +40,7 @@ use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::window::StandardWindowExpr;
 use datafusion::physical_expr::{split_conjunction, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -48,6 +56,16 @@ use futures::{Stream, StreamExt};
 
 /// Ranking functions whose `<= N` filter the prefilter may serve.
 const RANKINGS: [&str; 3] = ["rank", "dense_rank", "row_number"];
+
+/// The largest N served: each partition key keeps up to N order keys, inserted in order.
+pub const MAX_K: usize = 1000;
+
+/// Input rows after which a prefilter that keeps more than half of them stops filtering.
+const PAYOFF_ROWS: usize = 1 << 16;
+
+/// Bytes counted per partition key and per order key besides the key bytes (map entry,
+/// vector and box headers, allocator rounding).
+const KEY_OVERHEAD: usize = 64;
 
 /// Physical optimizer rule: adds a [`WindowTopKExec`] under the sort of a ranking window
 /// that a `<= N` / `< N` filter reads (see the module docs).
@@ -97,7 +115,8 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     };
     // One window function only: a prefilter would change any other's values.
     let [expr] = exprs else { return Ok(None) };
-    if !is_ranking(expr) || expr.order_by().is_empty() {
+    let keys = || expr.partition_by().iter().chain(expr.order_by().iter().map(|s| &s.expr));
+    if !is_ranking(expr) || expr.order_by().is_empty() || keys().any(is_volatile) {
         return Ok(None);
     }
     // The ranking is the window's last column; where is it in the filter's input?
@@ -110,9 +129,12 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
                 .collect();
         }
     }
-    let Some(k) = split_conjunction(filter.predicate()).into_iter().find_map(|c| rank_bound(c, &rank_columns)) else {
+    let Some(k) = split_conjunction(filter.predicate()).into_iter().filter_map(|c| rank_bound(c, &rank_columns)).min() else {
         return Ok(None);
     };
+    if k > MAX_K {
+        return Ok(None);
+    }
     // Below the window: an optional merge of sorted partitions, then the sort.
     let mut below = vec![];
     let mut sort = window.children()[0];
@@ -122,6 +144,11 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     }
     let Some(sort_exec) = sort.as_any().downcast_ref::<SortExec>() else { return Ok(None) };
     let below_sort = sort_exec.input();
+    let schema = below_sort.schema();
+    let fields = keys().map(|e| e.data_type(&schema).map(SortField::new)).collect::<Result<Vec<_>>>()?;
+    if !RowConverter::supports_fields(&fields) {
+        return Ok(None);
+    }
     let topk = |input: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
         Arc::new(WindowTopKExec::new(input, expr.partition_by().to_vec(), expr.order_by().to_vec(), k))
     };
@@ -260,6 +287,9 @@ impl ExecutionPlan for WindowTopKExec {
             best: HashMap::new(),
             k: self.k,
             held: 0,
+            seen: 0,
+            kept: 0,
+            passthrough: false,
             reservation,
             metrics: BaselineMetrics::new(&self.metrics, partition),
         }))
@@ -281,17 +311,25 @@ struct TopKStream {
     /// Per partition key, its best distinct order keys so far, ascending (at most `k`).
     best: HashMap<Box<[u8]>, Vec<Box<[u8]>>>,
     k: usize,
-    /// Bytes of keys held in `best`.
+    /// Bytes of keys held in `best` (with [`KEY_OVERHEAD`] each).
     held: usize,
+    /// Rows read and rows let through while filtering.
+    seen: usize,
+    kept: usize,
+    /// Filtering stopped (see the module docs): every row goes through.
+    passthrough: bool,
     reservation: MemoryReservation,
     metrics: BaselineMetrics,
 }
 
 impl TopKStream {
-    fn keep(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+    fn keep(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        if self.passthrough {
+            return Ok(Some(batch));
+        }
         let n = batch.num_rows();
         let eval = |exprs: &[Arc<dyn PhysicalExpr>]| -> Result<Vec<ArrayRef>> {
-            exprs.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect()
+            exprs.iter().map(|e| e.evaluate(&batch)?.into_array(n)).collect()
         };
         // Without PARTITION BY, every row is in the one partition keyed by no bytes.
         let partitions = match self.partition_by.is_empty() {
@@ -306,17 +344,17 @@ impl TopKStream {
             let best = match self.best.get_mut(p) {
                 Some(best) => best,
                 None => {
-                    self.held += p.len();
+                    self.held += p.len() + KEY_OVERHEAD;
                     self.best.entry(p.into()).or_default()
                 }
             };
             let keep = match best.binary_search_by(|b| b.as_ref().cmp(o.as_ref())) {
                 Ok(_) => true,
                 Err(at) if at < self.k => {
-                    self.held += o.as_ref().len();
+                    self.held += o.as_ref().len() + KEY_OVERHEAD;
                     best.insert(at, o.as_ref().into());
                     if best.len() > self.k {
-                        self.held -= best.pop().map_or(0, |b| b.len());
+                        self.held -= best.pop().map_or(0, |b| b.len() + KEY_OVERHEAD);
                     }
                     true
                 }
@@ -324,8 +362,19 @@ impl TopKStream {
             };
             mask.push(keep);
         }
-        self.reservation.try_resize(self.held + self.best.len() * std::mem::size_of::<Vec<Box<[u8]>>>())?;
-        let kept = filter_record_batch(batch, &BooleanArray::from(mask))?;
+        let kept = mask.iter().filter(|k| **k).count();
+        (self.seen, self.kept) = (self.seen + n, self.kept + kept);
+        let unprofitable = self.seen >= PAYOFF_ROWS && self.kept * 2 > self.seen;
+        if unprofitable || self.reservation.try_resize(self.held).is_err() {
+            // Rows dropped so far stay correctly dropped; from here on every row goes through.
+            self.passthrough = true;
+            self.best = HashMap::new();
+            self.reservation.free();
+        }
+        if kept == n {
+            return Ok(Some(batch));
+        }
+        let kept = filter_record_batch(&batch, &BooleanArray::from(mask))?;
         Ok((kept.num_rows() > 0).then_some(kept))
     }
 }
@@ -341,12 +390,12 @@ impl Stream for TopKStream {
             };
             let elapsed = self.metrics.elapsed_compute().clone();
             let timer = elapsed.timer();
-            let kept = self.keep(&batch);
+            let kept = self.keep(batch);
             timer.done();
             match kept {
                 Ok(Some(kept)) => return self.metrics.record_poll(Poll::Ready(Some(Ok(kept)))),
                 Ok(None) => continue,
-                Err(e) => return Poll::Ready(Some(Err(e))),
+                Err(e) => return self.metrics.record_poll(Poll::Ready(Some(Err(e)))),
             }
         }
     }
@@ -448,6 +497,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_tightest_bound_is_used() {
+        let sql = "SELECT * FROM (SELECT g, v, rank() OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r <= 10 AND r < 4";
+        assert!(plan(&context(true), sql).await.contains("WindowTopKExec: k=3"));
+    }
+
+    #[tokio::test]
+    async fn a_prefilter_that_keeps_most_rows_stops_filtering() {
+        // One row per key: every row is its key's best, so filtering cannot pay off.
+        let n = 3 * PAYOFF_ROWS as i64;
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..n))]).unwrap();
+        let sql = "SELECT count(*) FROM (SELECT id, row_number() OVER (PARTITION BY id ORDER BY id) AS r FROM big) WHERE r <= 1";
+        for rule in [true, false] {
+            let ctx = context(rule);
+            ctx.register_table("big", Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).unwrap())).unwrap();
+            let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(out[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), n);
+        }
+    }
+
+    #[tokio::test]
     async fn other_windows_and_filters_are_left_alone() {
         let ctx = context(true);
         for sql in [
@@ -458,6 +528,10 @@ mod tests {
             "SELECT * FROM (SELECT g, v, rank() OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r >= 3",
             // Not a ranking function.
             "SELECT * FROM (SELECT g, v, sum(v) OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r <= 3",
+            // A random sample per group must stay uniform.
+            "SELECT * FROM (SELECT g, v, row_number() OVER (PARTITION BY g ORDER BY random()) AS r FROM t) WHERE r <= 3",
+            // N too large to pay off.
+            "SELECT * FROM (SELECT g, v, rank() OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r <= 100000",
         ] {
             assert!(!plan(&ctx, sql).await.contains("WindowTopKExec"), "prefilter in the plan of {sql}");
         }

@@ -24,7 +24,7 @@ use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use rxgate_common::{Channel, Identity};
-use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput};
+use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput, SessionCommand};
 use tokio::sync::OnceCell;
 
 use crate::auth::{not_authenticated, Authenticated, Startup};
@@ -238,12 +238,13 @@ where
     })
 }
 
-/// Whether a planned statement answers with rows (a query or EXPLAIN), not with a command
+/// Whether a planned statement answers with rows (a query, EXPLAIN, FETCH), not with a command
 /// tag, a transaction change, a COPY or nothing.
 fn returns_rows(planned: &Planned) -> bool {
     match planned {
         Planned::Audited(inner, _) => returns_rows(inner),
         Planned::Plan(plan, ..) => !matches!(plan, LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)),
+        Planned::Command(SessionCommand::Fetch { .. }) => true,
         Planned::Command(_) | Planned::Copy(..) | Planned::Empty => false,
     }
 }
@@ -346,7 +347,7 @@ impl ExtendedQueryHandler for Query {
     /// asyncpg's `fetch`) streams its rows as they are computed. pgwire's own Execute gathers
     /// every row of an unlimited fetch in memory before sending the first (`Portal::fetch`),
     /// which would hold a whole table export in the server. Row limits (portal suspension),
-    /// resumed portals and statements that return no rows take pgwire's path.
+    /// the rest of a suspended portal and statements that return no rows take pgwire's path.
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,

@@ -248,19 +248,50 @@ pub fn memory_limit(s: &str, machine: usize) -> Result<usize> {
     }
 }
 
-/// The memory this process may use: physical memory, or the cgroup's limit when lower
-/// (containers). 4 GiB when neither can be read.
+/// The memory this process may use: physical memory, or the lowest limit of its cgroup and
+/// the cgroup's ancestors when lower (containers, systemd `MemoryMax=`; cgroup v2 and v1).
+/// 4 GiB when nothing can be read.
 pub fn machine_memory() -> usize {
     let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
         let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|v| v.trim().parse::<usize>().ok());
-    match (physical, cgroup) {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limit = cgroup_memory_limit(&cgroups, |path| std::fs::read_to_string(path).ok());
+    match (physical, limit) {
         (Some(p), Some(c)) => p.min(c),
         (p, c) => p.or(c).unwrap_or(4 << 30),
     }
+}
+
+/// The lowest memory limit on the way from `/proc/self/cgroup`'s group up to the root, read
+/// with `read` (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`; "max" and v1's huge
+/// "unlimited" values are no limit).
+fn cgroup_memory_limit(proc_self_cgroup: &str, read: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    let mut lowest: Option<usize> = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (root, file) = match controllers {
+            "" => ("/sys/fs/cgroup", "memory.max"),
+            c if c.split(',').any(|c| c == "memory") => ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+            _ => continue,
+        };
+        let mut dir = path.trim_end_matches('/').to_string();
+        loop {
+            if let Some(v) = read(&format!("{root}{dir}/{file}")).and_then(|v| v.trim().parse::<usize>().ok()) {
+                if v < (1 << 60) {
+                    lowest = Some(lowest.map_or(v, |l| l.min(v)));
+                }
+            }
+            match dir.rfind('/') {
+                Some(i) => dir.truncate(i),
+                None => break,
+            }
+        }
+    }
+    lowest
 }
 
 /// Reads the config file: the one given, else `conf/rxgate.toml` if present, else defaults.
@@ -499,6 +530,18 @@ mod tests {
         assert!(memory_limit("0%", 8 << 30).is_err());
         assert!(memory_limit("150%", 8 << 30).is_err());
         assert!(machine_memory() >= 256 << 20);
+        // A service limit two levels up, a looser one below it, and a v1 hierarchy.
+        let files = |p: &str| match p {
+            "/sys/fs/cgroup/system.slice/rx.service/memory.max" => Some("max\n".to_string()),
+            "/sys/fs/cgroup/system.slice/memory.max" => Some("8589934592\n".to_string()),
+            "/sys/fs/cgroup/memory.max" => None,
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => Some("9223372036854771712".to_string()),
+            "/sys/fs/cgroup/memory/docker/memory.limit_in_bytes" => Some("4294967296".to_string()),
+            _ => None,
+        };
+        assert_eq!(cgroup_memory_limit("0::/system.slice/rx.service\n", files), Some(8 << 30));
+        assert_eq!(cgroup_memory_limit("4:memory:/docker/abc\n3:cpu:/docker/abc\n", files), Some(4 << 30));
+        assert_eq!(cgroup_memory_limit("0::/\n", files), None);
     }
 
     #[test]
