@@ -384,6 +384,32 @@ def test_unlimited_execute_streams_rows_as_computed(server):
         raw.execute("SELECT npi FROM health.prescriber_drug ORDER BY npi LIMIT 3", max_rows=2)
         msgs = raw.until(b"Z")
         assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"D", b"s", b"Z"]
+        # A suspended portal, then the rest of it without a limit (streamed), in one Sync.
+        raw.send(b"P", b"\0SELECT DISTINCT npi FROM health.prescriber_drug ORDER BY npi LIMIT 5\0" + struct.pack("!h", 0))
+        raw.send(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+        raw.send(b"D", b"P\0")
+        raw.send(b"E", b"\0" + struct.pack("!i", 2))
+        raw.send(b"E", b"\0" + struct.pack("!i", 0))
+        raw.send(b"S", b"")
+        msgs = raw.until(b"Z")
+        tags = [t for t, _ in msgs]
+        assert tags == [b"1", b"2", b"T", b"D", b"D", b"s", b"D", b"D", b"D", b"C", b"Z"], tags
+        assert msgs[-2][1] == b"SELECT 3\0"
+        npis = [m[1] for m in msgs if m[0] == b"D"]
+        assert len(set(npis)) == 5 and npis == sorted(npis)
+        # The rest of an endless suspended portal streams too (it is not gathered first).
+        raw.send(b"P", b"\0SELECT x FROM generate_series(1, 10000000000) AS t(x)\0" + struct.pack("!h", 0))
+        raw.send(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+        raw.send(b"E", b"\0" + struct.pack("!i", 10))
+        raw.send(b"E", b"\0" + struct.pack("!i", 0))
+        raw.send(b"S", b"")
+        assert [raw.recv()[0] for _ in range(13)] == [b"1", b"2"] + [b"D"] * 10 + [b"s"]
+        rest = [raw.recv() for _ in range(1000)]
+        assert all(t == b"D" for t, _ in rest) and rest[0][1] == struct.pack("!hi", 1, 2) + b"11"
+        with __import__("socket").create_connection((server.host, server.port)) as s:
+            s.sendall(struct.pack("!ii", 16, 80877102) + raw.backend_key)
+        errors = [error_fields(b) for t, b in raw.until(b"Z") if t == b"E"]
+        assert errors and errors[0]["C"] == "57014", errors
     finally:
         raw.close()
     assert server.alive()

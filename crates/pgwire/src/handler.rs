@@ -346,8 +346,8 @@ impl ExtendedQueryHandler for Query {
     /// An Execute without a row limit (`max_rows` 0: JDBC, psycopg with binary results,
     /// asyncpg's `fetch`) streams its rows as they are computed. pgwire's own Execute gathers
     /// every row of an unlimited fetch in memory before sending the first (`Portal::fetch`),
-    /// which would hold a whole table export in the server. Row limits (portal suspension),
-    /// the rest of a suspended portal and statements that return no rows take pgwire's path.
+    /// which would hold a whole table export in the server; so would the rest of a portal a
+    /// row limit suspended. Row limits and statements that return no rows take pgwire's path.
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -363,12 +363,19 @@ impl ExtendedQueryHandler for Query {
         let state = portal.state();
         let mut state = state.lock().await;
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
-            || !matches!(*state, PortalExecutionState::Initial)
+            || !matches!(*state, PortalExecutionState::Initial | PortalExecutionState::Suspended(_))
         {
             drop(state);
             return self._on_execute(client, message).await;
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
+        // The rest of a portal that a row limit suspended: all remaining rows, streamed.
+        if let PortalExecutionState::Suspended(mut rows) = std::mem::replace(&mut *state, PortalExecutionState::Finished) {
+            drop(state);
+            send_partial_query_response(client, &mut rows, 0).await?;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            return Ok(());
+        }
         match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
             Response::Query(mut rows) => {
                 *state = PortalExecutionState::Finished;
