@@ -79,14 +79,35 @@ class PgRaw:
     def query(self, sql: str) -> None:
         self.send(b"Q", sql.encode() + b"\0")
 
-    def execute(self, sql: str, binary: bool = False, max_rows: int = 0) -> None:
-        """The extended protocol, as drivers send it: Parse, Bind (result format text or
-        binary), Describe portal, Execute with a row limit (0 = all rows), Sync."""
+    def parse_bind(self, sql: str, binary: bool = False) -> None:
+        """Parse and Bind into the unnamed portal (results in text or binary)."""
         self.send(b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
         self.send(b"B", b"\0\0" + struct.pack("!hhhh", 0, 0, 1, int(binary)))
-        self.send(b"D", b"P\0")
+
+    def execute_portal(self, max_rows: int = 0) -> None:
+        """Execute the unnamed portal with a row limit (0 = all rows)."""
         self.send(b"E", b"\0" + struct.pack("!i", max_rows))
+
+    def sync(self) -> None:
         self.send(b"S", b"")
+
+    def execute(self, sql: str, binary: bool = False, max_rows: int = 0) -> None:
+        """The extended protocol, as drivers send it: Parse, Bind, Describe portal, Execute
+        with a row limit (0 = all rows), Sync."""
+        self.parse_bind(sql, binary)
+        self.send(b"D", b"P\0")
+        self.execute_portal(max_rows)
+        self.sync()
+
+    def cancel(self) -> None:
+        """A CancelRequest with this connection's key, on a new connection (as libpq)."""
+        with socket.create_connection(self.sock.getpeername()[:2]) as s:
+            s.sendall(struct.pack("!ii", 16, 80877102) + self.backend_key)
+
+    def error_until_ready(self) -> dict[str, str] | None:
+        """The fields of the first ErrorResponse up to ReadyForQuery, if any."""
+        errors = [error_fields(b) for t, b in self.until(b"Z") if t == b"E"]
+        return errors[0] if errors else None
 
     def close(self) -> None:
         try:

@@ -268,11 +268,9 @@ def test_cancel_while_rows_stream(server):
         assert tag == b"T"
         for _ in range(100):
             assert raw.recv()[0] == b"D"
-        with __import__("socket").create_connection((server.host, server.port)) as s:
-            s.sendall(struct.pack("!ii", 16, 80877102) + raw.backend_key)
-        msgs = raw.until(b"Z")
-        errors = [error_fields(b) for t, b in msgs if t == b"E"]
-        assert errors and errors[0]["C"] == "57014", errors
+        raw.cancel()
+        error = raw.error_until_ready()
+        assert error and error["C"] == "57014", error
         raw.query("SELECT 1")
         assert [t for t, _ in raw.until(b"Z")] == [b"T", b"D", b"C", b"Z"]
     finally:
@@ -372,11 +370,9 @@ def test_unlimited_execute_streams_rows_as_computed(server):
         first = [raw.recv() for _ in range(1000)]
         assert all(t == b"D" for t, _ in first)
         assert first[0][1] == struct.pack("!hi", 1, 1) + b"1"
-        with __import__("socket").create_connection((server.host, server.port)) as s:
-            s.sendall(struct.pack("!ii", 16, 80877102) + raw.backend_key)
-        msgs = raw.until(b"Z")
-        errors = [error_fields(b) for t, b in msgs if t == b"E"]
-        assert errors and errors[0]["C"] == "57014", errors
+        raw.cancel()
+        error = raw.error_until_ready()
+        assert error and error["C"] == "57014", error
         raw.execute("SELECT npi FROM health.prescriber_drug ORDER BY npi LIMIT 3")
         msgs = raw.until(b"Z")
         assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"D", b"D", b"C", b"Z"]
@@ -385,12 +381,11 @@ def test_unlimited_execute_streams_rows_as_computed(server):
         msgs = raw.until(b"Z")
         assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"D", b"s", b"Z"]
         # A suspended portal, then the rest of it without a limit (streamed), in one Sync.
-        raw.send(b"P", b"\0SELECT DISTINCT npi FROM health.prescriber_drug ORDER BY npi LIMIT 5\0" + struct.pack("!h", 0))
-        raw.send(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+        raw.parse_bind("SELECT DISTINCT npi FROM health.prescriber_drug ORDER BY npi LIMIT 5")
         raw.send(b"D", b"P\0")
-        raw.send(b"E", b"\0" + struct.pack("!i", 2))
-        raw.send(b"E", b"\0" + struct.pack("!i", 0))
-        raw.send(b"S", b"")
+        raw.execute_portal(2)
+        raw.execute_portal(0)
+        raw.sync()
         msgs = raw.until(b"Z")
         tags = [t for t, _ in msgs]
         assert tags == [b"1", b"2", b"T", b"D", b"D", b"s", b"D", b"D", b"D", b"C", b"Z"], tags
@@ -398,18 +393,16 @@ def test_unlimited_execute_streams_rows_as_computed(server):
         npis = [m[1] for m in msgs if m[0] == b"D"]
         assert len(set(npis)) == 5 and npis == sorted(npis)
         # The rest of an endless suspended portal streams too (it is not gathered first).
-        raw.send(b"P", b"\0SELECT x FROM generate_series(1, 10000000000) AS t(x)\0" + struct.pack("!h", 0))
-        raw.send(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
-        raw.send(b"E", b"\0" + struct.pack("!i", 10))
-        raw.send(b"E", b"\0" + struct.pack("!i", 0))
-        raw.send(b"S", b"")
+        raw.parse_bind("SELECT x FROM generate_series(1, 10000000000) AS t(x)")
+        raw.execute_portal(10)
+        raw.execute_portal(0)
+        raw.sync()
         assert [raw.recv()[0] for _ in range(13)] == [b"1", b"2"] + [b"D"] * 10 + [b"s"]
         rest = [raw.recv() for _ in range(1000)]
         assert all(t == b"D" for t, _ in rest) and rest[0][1] == struct.pack("!hi", 1, 2) + b"11"
-        with __import__("socket").create_connection((server.host, server.port)) as s:
-            s.sendall(struct.pack("!ii", 16, 80877102) + raw.backend_key)
-        errors = [error_fields(b) for t, b in raw.until(b"Z") if t == b"E"]
-        assert errors and errors[0]["C"] == "57014", errors
+        raw.cancel()
+        error = raw.error_until_ready()
+        assert error and error["C"] == "57014", error
     finally:
         raw.close()
     assert server.alive()

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -162,8 +162,8 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     };
     // Rebuild the path from the sort up to the filter over the new input.
     let mut plan = sort.clone().with_new_children(vec![input])?;
-    for node in below.iter().rev().chain([&window]).chain(above.iter().rev()).chain([&node]) {
-        plan = (*node).clone().with_new_children(vec![plan])?;
+    for parent in below.iter().rev().chain([&window]).chain(above.iter().rev()).chain([&node]) {
+        plan = (*parent).clone().with_new_children(vec![plan])?;
     }
     Ok(Some(plan))
 }
@@ -180,20 +180,19 @@ fn rank_bound(conjunct: &Arc<dyn PhysicalExpr>, rank_columns: &[usize]) -> Optio
     let b = conjunct.as_any().downcast_ref::<BinaryExpr>()?;
     let is_rank =
         |e: &Arc<dyn PhysicalExpr>| e.as_any().downcast_ref::<Column>().is_some_and(|c| rank_columns.contains(&c.index()));
-    let int = |e: &Arc<dyn PhysicalExpr>| -> Option<i128> {
-        match e.as_any().downcast_ref::<Literal>()?.value() {
-            ScalarValue::UInt64(Some(v)) => Some(*v as i128),
-            ScalarValue::Int64(Some(v)) => Some(*v as i128),
-            ScalarValue::Int32(Some(v)) => Some(*v as i128),
-            ScalarValue::UInt32(Some(v)) => Some(*v as i128),
+    // Integer literals only: `r < 5.5` is not `r <= 4`.
+    let int = |e: &Arc<dyn PhysicalExpr>| -> Option<i64> {
+        let value = e.as_any().downcast_ref::<Literal>()?.value();
+        match value.data_type().is_integer().then(|| value.cast_to(&DataType::Int64)) {
+            Some(Ok(ScalarValue::Int64(Some(v)))) => Some(v),
             _ => None,
         }
     };
     let bound = match b.op() {
         Operator::LtEq if is_rank(b.left()) => int(b.right())?,
-        Operator::Lt if is_rank(b.left()) => int(b.right())? - 1,
+        Operator::Lt if is_rank(b.left()) => int(b.right())?.saturating_sub(1),
         Operator::GtEq if is_rank(b.right()) => int(b.left())?,
-        Operator::Gt if is_rank(b.right()) => int(b.left())? - 1,
+        Operator::Gt if is_rank(b.right()) => int(b.left())?.saturating_sub(1),
         _ => return None,
     };
     // Ranks start at 1; a bound below it keeps nothing, which the filter does by itself.
@@ -411,7 +410,7 @@ impl RecordBatchStream for TopKStream {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;

@@ -13,7 +13,7 @@ use datafusion::logical_expr::LogicalPlan;
 use pgwire::error::ErrorInfo;
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{send_execution_response, send_partial_query_response, ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{send_partial_query_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
@@ -249,17 +249,6 @@ fn returns_rows(planned: &Planned) -> bool {
     }
 }
 
-fn response_kind(response: &Response) -> &'static str {
-    match response {
-        Response::EmptyQuery => "empty query",
-        Response::Query(_) => "rows",
-        Response::Execution(_) => "command",
-        Response::TransactionStart(_) | Response::TransactionEnd(_) => "transaction",
-        Response::Error(_) => "error",
-        Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => "copy",
-    }
-}
-
 /// Rows as DataRow messages, encoded batch by batch as the client reads them; the rows of a
 /// batch share one buffer (see encode.rs).
 fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
@@ -369,26 +358,18 @@ impl ExtendedQueryHandler for Query {
             return self._on_execute(client, message).await;
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        // The rest of a portal that a row limit suspended: all remaining rows, streamed.
-        if let PortalExecutionState::Suspended(mut rows) = std::mem::replace(&mut *state, PortalExecutionState::Finished) {
-            drop(state);
-            send_partial_query_response(client, &mut rows, 0).await?;
-            client.set_state(PgWireConnectionState::ReadyForQuery);
-            return Ok(());
-        }
-        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
-            Response::Query(mut rows) => {
-                *state = PortalExecutionState::Finished;
-                drop(state);
-                send_partial_query_response(client, &mut rows, 0).await?;
-            }
-            Response::Execution(tag) => send_execution_response(client, tag).await?,
-            other => {
-                return Err(PgWireError::ApiError(
-                    format!("unexpected response to a row-returning statement: {}", response_kind(&other)).into(),
-                ))
-            }
-        }
+        // `take` leaves an unstarted portal as it was until its query has started.
+        let mut rows = match std::mem::take(&mut *state) {
+            // The rest of a portal that a row limit suspended.
+            PortalExecutionState::Suspended(rows) => rows,
+            _ => match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+                Response::Query(rows) => rows,
+                _ => return Err(PgWireError::ApiError("a row-returning statement answered without rows".into())),
+            },
+        };
+        *state = PortalExecutionState::Finished;
+        drop(state);
+        send_partial_query_response(client, &mut rows, 0).await?;
         client.set_state(PgWireConnectionState::ReadyForQuery);
         Ok(())
     }
