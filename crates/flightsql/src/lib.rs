@@ -11,10 +11,13 @@
 //! - `metadata`: catalog listings via SQL over information_schema, SqlInfo, XDBC types.
 //! - `gate`: what tonic serves: clean errors for malformed requests, and GetSchema.
 //! - `status`: the one StatusCode → gRPC code table.
+//! - `encode`: DoGet's IPC messages, written straight from the engine's batches.
 //! - `wire`: results leave as plain Arrow strings (the engine reads views).
-//! - `tls`, `server`: the listener.
+//! - `tls`, `server`: the listener; `coalesce` gathers h2's per-frame writes into large ones.
 
 mod auth;
+mod coalesce;
+mod encode;
 mod gate;
 mod metadata;
 mod prepared;

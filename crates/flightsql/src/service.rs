@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -358,14 +357,11 @@ impl FlightSqlService for FlightSqlServiceImpl {
             }
         };
         // One partition, or several merged at the reader's pace (polled in turn, never ahead).
-        let batches = futures::stream::select_all(streams).map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
+        let batches = futures::stream::select_all(streams).map_err(df_status);
         // The stream keeps its result registered (cancellable) until it ends.
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map(move |item| {
+        let flight = crate::encode::flight_data(schema, batches).map(move |item| {
             let _registered = &entry;
-            item.map_err(|e| match e {
-                FlightError::Tonic(s) => *s,
-                other => internal(other),
-            })
+            item
         });
         let flight: <Self as FlightService>::DoGetStream = Box::pin(flight);
         Ok(Response::new(flight))

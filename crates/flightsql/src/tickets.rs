@@ -30,8 +30,6 @@ use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightEndpoint, Ticket};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::StreamExt;
 use prost::Message;
 use rxgate_auth::random_bytes;
 use rxgate_common::StatusCode;
@@ -84,13 +82,8 @@ impl ResultEntry {
     /// Starts streaming partition `i` (once).
     pub(crate) fn stream(&self, i: usize) -> Result<SendableRecordBatchStream, Status> {
         match &self.source {
-            ResultSource::Query(q) => {
-                let wire = self.schema();
-                let stream = q.stream(i).map_err(to_status)?;
-                let out = wire.clone();
-                let batches = stream.map(move |b| b.and_then(|b| Ok(crate::wire::wire_batch(b, &wire)?)));
-                Ok(Box::pin(RecordBatchStreamAdapter::new(out, batches)))
-            }
+            // Batches leave in the engine's types; `encode` writes them as `schema()` says.
+            ResultSource::Query(q) => q.stream(i).map_err(to_status),
             ResultSource::Batches(schema, batches) => {
                 let batches = batches.lock().expect("batches lock").take().unwrap_or_default();
                 let stream = MemoryStream::try_new(batches, schema.clone(), None).map_err(crate::status::df_status)?;
