@@ -6,12 +6,13 @@
 //! (19,199 `writev` calls for a 308 MB result). [`Coalesced`] gathers those writes into one
 //! buffer of up to [`CAPACITY`] bytes:
 //! - a write that would overflow the buffer first sends what is buffered;
-//! - a flush right after new writes is deferred: the connection task is woken and polled
-//!   again at once, and h2 either hands over the next frame (which joins the buffer) or, with
-//!   nothing more to send, flushes again, and that flush writes the buffer out.
+//! - a flush right after new writes is deferred: the task is woken and polled again at once.
+//!   h2 then either hands over its next frame (which joins the buffer) or, with nothing more
+//!   to send, reads the socket or flushes again; either writes the buffer out. (A TLS
+//!   handshake flushes and then reads, so it is served the same way.)
 //!
-//! So nothing waits for a timer, and bytes stay buffered only while the connection task has
-//! more to write at the same moment.
+//! So nothing waits for a timer, and bytes stay buffered only while the task has more to
+//! write at the same moment.
 
 use std::io;
 use std::pin::Pin;
@@ -31,11 +32,13 @@ pub(crate) struct Coalesced<S> {
     sent: usize,
     /// Bytes were buffered since the last flush.
     fresh: bool,
+    /// A flush was asked for and deferred: the buffer goes out at the next read or flush.
+    owed: bool,
 }
 
 impl<S> Coalesced<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Self { inner, buf: Vec::new(), sent: 0, fresh: false }
+        Self { inner, buf: Vec::new(), sent: 0, fresh: false, owed: false }
     }
 }
 
@@ -97,10 +100,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         if self.fresh {
             // The writer may have more to send right now: let it add that first.
             self.fresh = false;
+            self.owed = true;
             cx.waker().wake_by_ref();
             return Poll::Ready(Ok(()));
         }
         ready!(self.drain(cx))?;
+        self.owed = false;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -110,8 +115,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // A writer that reads after a flush has nothing more to send now: send what it flushed.
+        // If the socket is full, the read goes ahead; the socket wakes the task when writable.
+        if self.owed {
+            if let Poll::Ready(done) = self.drain(cx) {
+                done?;
+                self.owed = false;
+            }
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -121,5 +134,98 @@ impl<S: Connected> Connected for Coalesced<S> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A socket that records each write it takes and reads `incoming`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        writes: Arc<Mutex<Vec<usize>>>,
+        bytes: Arc<Mutex<Vec<u8>>>,
+        incoming: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes.lock().unwrap().push(data.len());
+            self.bytes.lock().unwrap().extend_from_slice(data);
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let mut incoming = self.incoming.lock().unwrap();
+            let n = incoming.len().min(buf.remaining());
+            buf.put_slice(&incoming[..n]);
+            incoming.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frame(i: usize) -> Vec<u8> {
+        vec![i as u8; 16 * 1024]
+    }
+
+    #[tokio::test]
+    async fn frames_flushed_one_by_one_leave_in_large_writes() {
+        let socket = Recorder::default();
+        let mut s = Coalesced::new(socket.clone());
+        // h2's pattern: a frame, a flush, the next frame, a flush, ... then a flush with
+        // nothing new, which sends the rest.
+        for i in 0..40 {
+            s.write_all(&frame(i)).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        assert!(socket.bytes.lock().unwrap().len() < 40 * 16 * 1024, "flushes after new writes wait");
+        s.flush().await.unwrap();
+        let expected: Vec<u8> = (0..40).flat_map(frame).collect();
+        assert_eq!(*socket.bytes.lock().unwrap(), expected);
+        let writes = socket.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        assert!(writes.iter().all(|&w| w <= CAPACITY));
+    }
+
+    #[tokio::test]
+    async fn a_read_after_a_flush_sends_what_was_flushed() {
+        // A TLS handshake writes, flushes once and waits for the peer's answer.
+        let socket = Recorder::default();
+        socket.incoming.lock().unwrap().extend_from_slice(b"answer");
+        let mut s = Coalesced::new(socket.clone());
+        s.write_all(b"hello").await.unwrap();
+        s.flush().await.unwrap();
+        let mut answer = [0u8; 6];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"answer");
+        assert_eq!(*socket.bytes.lock().unwrap(), b"hello");
+    }
+
+    #[tokio::test]
+    async fn large_writes_pass_through_and_shutdown_sends_the_rest() {
+        let socket = Recorder::default();
+        let mut s = Coalesced::new(socket.clone());
+        s.write_all(b"head").await.unwrap();
+        let big = vec![7u8; CAPACITY + 1];
+        let n = poll_fn(|cx| Pin::new(&mut s).poll_write(cx, &big)).await.unwrap();
+        assert_eq!(n, big.len());
+        assert_eq!(*socket.writes.lock().unwrap(), vec![4, CAPACITY + 1], "buffered bytes go first");
+        s.write_all(b"tail").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(socket.bytes.lock().unwrap().len(), 4 + CAPACITY + 1 + 4);
     }
 }

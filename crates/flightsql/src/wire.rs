@@ -4,7 +4,8 @@
 //! client reads view types yet (older Arrow Java and Go releases do not), and a view array's
 //! IPC form carries every buffer it points into, so results leave as `Utf8`/`Binary`: the
 //! dataset schemas announced (GetFlightInfo, GetSchema, prepared statements, GetTables with
-//! schemas) and every batch streamed.
+//! schemas) and every batch streamed (`crate::encode` writes views as plain strings itself
+//! and uses [`wire_batch`] for the results it leaves to arrow-flight).
 
 use std::sync::Arc;
 
