@@ -16,7 +16,7 @@
 use std::pin::Pin;
 
 use arrow::array::{Array, ArrayData, RecordBatch};
-use arrow::buffer::{Buffer, NullBuffer};
+use arrow::buffer::Buffer;
 use arrow::datatypes::{ArrowNativeType, DataType, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::ipc::{self, MessageHeader, MetadataVersion};
@@ -38,7 +38,7 @@ pub(crate) const MAX_BODY: usize = 2 << 20;
 const ALIGN: usize = 8;
 
 /// Bytes the string writer may write past its end (its fixed-size copies of short values).
-const SLACK: usize = 16;
+const SLACK: usize = 32;
 
 /// The FlightData of a DoGet: the schema of `schema` as clients see it (see [`wire_schema`]),
 /// then `batches`, encoded only as the client reads (backpressure is the caller's stream's).
@@ -234,38 +234,48 @@ impl Body {
     /// A view array written as a plain offsets-and-values array (null rows are empty).
     fn views_as_plain(&mut self, data: &ArrayData) -> Result<(), String> {
         let views = &data.buffer::<u128>(0)[data.offset()..data.offset() + data.len()];
-        let nulls = data.nulls().filter(|n| n.null_count() > 0);
-        let len_of = |i: usize, v: u128| if nulls.is_none_or(|n: &NullBuffer| n.is_valid(i)) { view_len(v) } else { 0 };
+        let lens: Vec<u32> = match data.nulls().filter(|n| n.null_count() > 0) {
+            None => views.iter().map(|&v| v as u32).collect(),
+            Some(nulls) => views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 } else { 0 }).collect(),
+        };
+        let total: usize = lens.iter().map(|&l| l as usize).sum();
+        if total > i32::MAX as usize {
+            return Err("a batch's strings exceed 2 GiB".into());
+        }
         // Offsets.
         let start = self.bytes.len();
-        let mut end = 0usize;
-        self.bytes.extend_from_slice(&0i32.to_le_bytes());
-        for (i, &v) in views.iter().enumerate() {
-            end += len_of(i, v);
-            let end = i32::try_from(end).map_err(|_| "a batch's strings exceed 2 GiB".to_string())?;
-            self.bytes.extend_from_slice(&end.to_le_bytes());
+        self.bytes.resize(start + 4 * (lens.len() + 1), 0);
+        let mut end = 0i32;
+        for (slot, &len) in self.bytes[start + 4..].chunks_exact_mut(4).zip(&lens) {
+            end += len as i32;
+            slot.copy_from_slice(&end.to_le_bytes());
         }
         self.close(start);
         // Values: short ones sit in the view itself (12 bytes after the length), long ones in
-        // a data buffer at (buffer index, offset).
-        let start = self.bytes.len();
+        // a data buffer at (buffer index, offset). Both are copied in fixed-size pieces where
+        // they can be, which may write up to SLACK bytes past the value; the next value or the
+        // final truncation takes care of those.
         let buffers = &data.buffers()[1..];
-        for (i, &v) in views.iter().enumerate() {
-            let len = len_of(i, v);
-            if len == 0 {
-                continue;
-            }
+        let start = self.bytes.len();
+        self.bytes.resize(start + total + SLACK, 0);
+        let out = &mut self.bytes[start..];
+        let mut at = 0;
+        for (&v, &len) in views.iter().zip(&lens) {
+            let len = len as usize;
             if len <= 12 {
-                // A fixed 12-byte copy, then keep `len` of it (the body has SLACK to spare).
-                let at = self.bytes.len();
-                self.bytes.extend_from_slice(&v.to_le_bytes()[4..16]);
-                self.bytes.truncate(at + len);
+                out[at..at + 12].copy_from_slice(&v.to_le_bytes()[4..16]);
             } else {
-                let buffer = &buffers[(v >> 64) as u32 as usize];
+                let buffer = buffers[(v >> 64) as u32 as usize].as_slice();
                 let offset = (v >> 96) as u32 as usize;
-                self.bytes.extend_from_slice(&buffer.as_slice()[offset..offset + len]);
+                if len <= SLACK && offset + SLACK <= buffer.len() {
+                    out[at..at + SLACK].copy_from_slice(&buffer[offset..offset + SLACK]);
+                } else {
+                    out[at..at + len].copy_from_slice(&buffer[offset..offset + len]);
+                }
             }
+            at += len;
         }
+        self.bytes.truncate(start + total);
         self.close(start);
         Ok(())
     }
