@@ -7,25 +7,40 @@
 //! buffer of up to [`CAPACITY`] bytes:
 //! - a write that would overflow the buffer first sends what is buffered;
 //! - a flush right after new writes is deferred: the task is woken and polled again at once.
-//!   h2 then either hands over its next frame (which joins the buffer) or, with nothing more
-//!   to send, reads the socket or flushes again; either writes the buffer out. (A TLS
-//!   handshake flushes and then reads, so it is served the same way.)
+//!   h2 hands over every frame it has ready before its final flush of a round, and that
+//!   flush (with nothing new) writes the buffer out; so does any read, as a TLS handshake
+//!   flushes and then reads.
+//! - bytes still buffered when the connection is dropped (a TLS alert written on a failed
+//!   handshake, with no flush after it) get one non-blocking write.
 //!
 //! So nothing waits for a timer, and bytes stay buffered only while the task has more to
-//! write at the same moment.
+//! write at the same moment. An idle connection keeps no buffer.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
 /// Most bytes buffered before they are written out.
 pub(crate) const CAPACITY: usize = 256 * 1024;
 
+/// A socket that can take bytes without blocking outside of a task (for [`Drop`]).
+pub(crate) trait WriteNow {
+    /// Writes what the socket takes right now.
+    fn write_now(&self, data: &[u8]) -> io::Result<usize>;
+}
+
+impl WriteNow for TcpStream {
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        self.try_write(data)
+    }
+}
+
 /// A stream whose small writes are gathered into large ones (see the module docs).
-pub(crate) struct Coalesced<S> {
+pub(crate) struct Coalesced<S: WriteNow> {
     inner: S,
     buf: Vec<u8>,
     /// How much of `buf` the socket already took.
@@ -36,13 +51,21 @@ pub(crate) struct Coalesced<S> {
     owed: bool,
 }
 
-impl<S> Coalesced<S> {
+impl<S: WriteNow> Coalesced<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self { inner, buf: Vec::new(), sent: 0, fresh: false, owed: false }
     }
 }
 
-impl<S: AsyncWrite + Unpin> Coalesced<S> {
+impl<S: WriteNow> Drop for Coalesced<S> {
+    fn drop(&mut self) {
+        if self.sent < self.buf.len() {
+            let _ = self.inner.write_now(&self.buf[self.sent..]);
+        }
+    }
+}
+
+impl<S: AsyncWrite + WriteNow + Unpin> Coalesced<S> {
     /// Writes out everything buffered.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.buf.len() {
@@ -57,16 +80,27 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes out everything buffered and lets the buffer go (the connection is between rounds).
+    fn drain_and_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        self.buf = Vec::new();
+        self.owed = false;
+        Poll::Ready(Ok(()))
+    }
+
     /// Makes room for `len` more bytes; `true` when they should bypass the buffer.
     fn make_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
         if self.buf.len() + len > CAPACITY {
             ready!(self.drain(cx))?;
         }
+        if len < CAPACITY && self.buf.capacity() == 0 {
+            self.buf.reserve_exact(CAPACITY);
+        }
         Poll::Ready(Ok(len >= CAPACITY))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
+impl<S: AsyncWrite + WriteNow + Unpin> AsyncWrite for Coalesced<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if ready!(self.make_room(cx, data.len()))? {
             return Pin::new(&mut self.inner).poll_write(cx, data);
@@ -104,8 +138,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
             cx.waker().wake_by_ref();
             return Poll::Ready(Ok(()));
         }
-        ready!(self.drain(cx))?;
-        self.owed = false;
+        ready!(self.drain_and_release(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -115,21 +148,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
+impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Coalesced<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         // A writer that reads after a flush has nothing more to send now: send what it flushed.
         // If the socket is full, the read goes ahead; the socket wakes the task when writable.
         if self.owed {
-            if let Poll::Ready(done) = self.drain(cx) {
+            if let Poll::Ready(done) = self.drain_and_release(cx) {
                 done?;
-                self.owed = false;
             }
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: Connected> Connected for Coalesced<S> {
+impl<S: Connected + WriteNow> Connected for Coalesced<S> {
     type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -165,6 +197,14 @@ mod tests {
         }
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    impl WriteNow for Recorder {
+        fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+            self.writes.lock().unwrap().push(data.len());
+            self.bytes.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
         }
     }
 
@@ -227,5 +267,16 @@ mod tests {
         s.write_all(b"tail").await.unwrap();
         s.shutdown().await.unwrap();
         assert_eq!(socket.bytes.lock().unwrap().len(), 4 + CAPACITY + 1 + 4);
+    }
+
+    #[tokio::test]
+    async fn bytes_left_unflushed_go_out_when_the_connection_is_dropped() {
+        // A TLS alert written after a failed handshake, then the connection dropped.
+        let socket = Recorder::default();
+        let mut s = Coalesced::new(socket.clone());
+        s.write_all(b"alert").await.unwrap();
+        assert!(socket.bytes.lock().unwrap().is_empty());
+        drop(s);
+        assert_eq!(*socket.bytes.lock().unwrap(), b"alert");
     }
 }

@@ -28,7 +28,7 @@ use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tonic::Status;
 
 use crate::status::internal;
-use crate::wire::{wire_batch, wire_schema};
+use crate::wire::{wire_batch, wire_schema, wire_type};
 
 /// Largest message body sent in one FlightData (as arrow-flight's default): gRPC clients
 /// refuse messages over 4 MiB unless told otherwise.
@@ -61,13 +61,27 @@ where
         }));
     }
     let head = FlightData::from(SchemaAsIpc::new(&wire, &IpcWriteOptions::default()));
-    let messages = batches.flat_map(|b| -> Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>> {
-        match b.and_then(|b| encode_batch(&b).map_err(internal)) {
+    let messages = batches.flat_map(move |b| -> Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>> {
+        match b.and_then(|b| encode_batch(&as_announced(b, &wire)?).map_err(internal)) {
             Ok(messages) => Box::pin(stream::iter(messages.into_iter().map(Ok))),
             Err(e) => Box::pin(stream::once(async { Err(e) })),
         }
     });
     Box::pin(stream::once(async { Ok(head) }).chain(messages))
+}
+
+/// `batch` with the column types the schema message announced: views are written as plain
+/// strings by [`Body`]; any other difference (not expected from a plan) is cast.
+fn as_announced(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, Status> {
+    let announced = batch.columns().iter().zip(wire.fields()).all(|(c, f)| {
+        let t = c.data_type();
+        t == f.data_type() || wire_type(t).as_ref() == Some(f.data_type())
+    });
+    if announced && batch.num_columns() == wire.fields().len() {
+        Ok(batch)
+    } else {
+        wire_batch(batch, wire).map_err(internal)
+    }
 }
 
 /// Whether columns of type `t` (as announced to the client) are written by this module.
@@ -84,8 +98,8 @@ fn encode_batch(batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
     if parts == 1 {
         return Ok(vec![encode_slice(batch, size)?]);
     }
-    // Equal row ranges, rounded to whole validity bytes so the bitmaps slice without shifting.
-    let step = rows.div_ceil(parts).next_multiple_of(8);
+    // Equal row ranges (bitmaps at any bit offset are sliced by `Buffer::bit_slice`).
+    let step = rows.div_ceil(parts);
     (0..rows)
         .step_by(step)
         .map(|start| {
@@ -157,7 +171,7 @@ fn body_size(batch: &RecordBatch) -> Result<usize, String> {
 
 /// Bytes of values an offsets-based array's rows span.
 fn offset_span<O: ArrowNativeType>(data: &ArrayData) -> usize {
-    let offsets = &data.buffer::<O>(0)[data.offset()..data.offset() + data.len() + 1];
+    let offsets = &data.buffer::<O>(0)[..data.len() + 1];
     offsets[data.len()].as_usize() - offsets[0].as_usize()
 }
 
@@ -168,7 +182,7 @@ fn view_len(v: u128) -> usize {
 
 /// Bytes of values the non-null rows of a view array hold.
 fn view_bytes(data: &ArrayData) -> usize {
-    let views = &data.buffer::<u128>(0)[data.offset()..data.offset() + data.len()];
+    let views = &data.buffer::<u128>(0)[..data.len()];
     match data.nulls().filter(|n| n.null_count() > 0) {
         None => views.iter().map(|&v| view_len(v)).sum(),
         Some(nulls) => views.iter().enumerate().filter(|(i, _)| nulls.is_valid(*i)).map(|(_, &v)| view_len(v)).sum(),
@@ -220,7 +234,7 @@ impl Body {
     /// An offsets-based array, its offsets rebased to start at zero.
     fn offsets_and_values<O: ArrowNativeType>(&mut self, data: &ArrayData) {
         let (from, rows, width) = (data.offset(), data.len(), O::get_byte_width());
-        let offsets = &data.buffer::<O>(0)[from..from + rows + 1];
+        let offsets = &data.buffer::<O>(0)[..rows + 1];
         let (first, last) = (offsets[0].as_usize(), offsets[rows].as_usize());
         if first == 0 {
             self.put(&data.buffers()[0].as_slice()[from * width..(from + rows + 1) * width]);
@@ -233,7 +247,7 @@ impl Body {
 
     /// A view array written as a plain offsets-and-values array (null rows are empty).
     fn views_as_plain(&mut self, data: &ArrayData) -> Result<(), String> {
-        let views = &data.buffer::<u128>(0)[data.offset()..data.offset() + data.len()];
+        let views = &data.buffer::<u128>(0)[..data.len()];
         let lens: Vec<u32> = match data.nulls().filter(|n| n.null_count() > 0) {
             None => views.iter().map(|&v| v as u32).collect(),
             Some(nulls) => views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 } else { 0 }).collect(),
@@ -375,6 +389,17 @@ mod tests {
         assert!(sent.iter().all(|m| m.data_body.len() <= MAX_BODY), "every body within the limit");
         let wire = wire_schema(&big.schema());
         assert_eq!(concat_batches(&wire, &decoded).unwrap(), wire_batch(big, &wire).unwrap());
+    }
+
+    #[tokio::test]
+    async fn batches_are_sent_in_the_announced_types() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let large = Arc::new(Schema::new(vec![Field::new("s", DataType::LargeUtf8, true)]));
+        let b = RecordBatch::try_new(large, vec![Arc::new(LargeStringArray::from(vec![Some("x"), None]))]).unwrap();
+        let (decoded, _) = round_trip(schema.clone(), vec![b]).await;
+        assert_eq!(decoded[0].schema(), schema);
+        let s = decoded[0].column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Some("x"), None]);
     }
 
     #[tokio::test]

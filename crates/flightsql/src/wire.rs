@@ -14,7 +14,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
-fn wire_type(t: &DataType) -> Option<DataType> {
+/// The type a column of type `t` is sent as, when it is not sent as it is.
+pub(crate) fn wire_type(t: &DataType) -> Option<DataType> {
     match t {
         DataType::Utf8View => Some(DataType::Utf8),
         DataType::BinaryView => Some(DataType::Binary),
