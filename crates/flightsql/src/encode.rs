@@ -92,11 +92,11 @@ fn written_here(t: &DataType) -> bool {
 /// `batch` as record batch messages whose bodies stay under [`MAX_BODY`] (one unless the
 /// batch is larger).
 fn encode_batch(batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
-    let size = body_size(batch)?;
+    let columns = Column::all(batch)?;
     let rows = batch.num_rows();
-    let parts = size.div_ceil(MAX_BODY).clamp(1, rows.max(1));
+    let parts = body_size(&columns).div_ceil(MAX_BODY).clamp(1, rows.max(1));
     if parts == 1 {
-        return Ok(vec![encode_slice(batch, size)?]);
+        return Ok(vec![encode_slice(rows, &columns)]);
     }
     // Equal row ranges (bitmaps at any bit offset are sliced by `Buffer::bit_slice`).
     let step = rows.div_ceil(parts);
@@ -104,19 +104,20 @@ fn encode_batch(batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
         .step_by(step)
         .map(|start| {
             let part = batch.slice(start, step.min(rows - start));
-            encode_slice(&part, body_size(&part)?)
+            Ok(encode_slice(part.num_rows(), &Column::all(&part)?))
         })
         .collect()
 }
 
-/// One record batch message for `batch`, whose body is `size` bytes.
-fn encode_slice(batch: &RecordBatch, size: usize) -> Result<FlightData, String> {
+/// One record batch message of `rows` rows holding `columns`.
+fn encode_slice(rows: usize, columns: &[Column]) -> FlightData {
+    let size = body_size(columns);
     let mut body = Body { bytes: Vec::with_capacity(size + SLACK), nodes: vec![], buffers: vec![] };
-    for column in batch.columns() {
-        body.column(&column.to_data())?;
+    for column in columns {
+        body.column(column);
     }
     debug_assert_eq!(body.bytes.len(), size, "body size computed ahead");
-    Ok(FlightData { data_header: header(batch.num_rows(), &body).into(), data_body: Bytes::from(body.bytes), ..Default::default() })
+    FlightData { data_header: header(rows, &body).into(), data_body: Bytes::from(body.bytes), ..Default::default() }
 }
 
 /// The flatbuffer `Message` describing a record batch body.
@@ -143,30 +144,45 @@ fn padded(len: usize) -> usize {
     len.next_multiple_of(ALIGN)
 }
 
-/// The validity bitmap sent for `data`: none when nothing is null.
-fn validity(data: &ArrayData) -> Option<Buffer> {
-    data.nulls().filter(|n| n.null_count() > 0).map(|n| n.inner().sliced())
+/// Body bytes of `columns`, padding included.
+fn body_size(columns: &[Column]) -> usize {
+    columns.iter().map(|c| c.validity.as_ref().map_or(0, |v| padded(v.len())) + c.lens.iter().map(|&l| padded(l)).sum::<usize>()).sum()
 }
 
-/// Exact body size of `batch` as [`Body::column`] writes it.
-fn body_size(batch: &RecordBatch) -> Result<usize, String> {
-    let mut size = 0;
-    for column in batch.columns() {
-        let data = column.to_data();
+/// A column as the body carries it: its data, its validity bitmap (none when nothing is
+/// null) and the byte length of each buffer written after the bitmap.
+struct Column {
+    data: ArrayData,
+    validity: Option<Buffer>,
+    lens: Vec<usize>,
+}
+
+impl Column {
+    fn all(batch: &RecordBatch) -> Result<Vec<Column>, String> {
+        batch.columns().iter().map(|c| Column::new(c.to_data())).collect()
+    }
+
+    fn new(data: ArrayData) -> Result<Self, String> {
         let rows = data.len();
-        size += validity(&data).map_or(0, |b| padded(b.len()));
-        size += match data.data_type() {
-            DataType::Boolean => padded(rows.div_ceil(8)),
-            DataType::Utf8 | DataType::Binary => padded(4 * (rows + 1)) + padded(offset_span::<i32>(&data)),
-            DataType::LargeUtf8 | DataType::LargeBinary => padded(8 * (rows + 1)) + padded(offset_span::<i64>(&data)),
-            DataType::Utf8View | DataType::BinaryView => padded(4 * (rows + 1)) + padded(view_bytes(&data)),
+        let lens = match data.data_type() {
+            DataType::Boolean => vec![rows.div_ceil(8)],
+            DataType::Utf8 | DataType::Binary => vec![4 * (rows + 1), offset_span::<i32>(&data)],
+            DataType::LargeUtf8 | DataType::LargeBinary => vec![8 * (rows + 1), offset_span::<i64>(&data)],
+            DataType::Utf8View | DataType::BinaryView => {
+                let values = view_bytes(&data);
+                if values > i32::MAX as usize {
+                    return Err("a batch's strings exceed 2 GiB".into());
+                }
+                vec![4 * (rows + 1), values]
+            }
             t => match t.primitive_width() {
-                Some(w) => padded(w * rows),
+                Some(w) => vec![w * rows],
                 None => return Err(format!("{t} columns are not written by the Flight encoder")),
             },
         };
+        let validity = data.nulls().filter(|n| n.null_count() > 0).map(|n| n.inner().sliced());
+        Ok(Self { data, validity, lens })
     }
-    Ok(size)
 }
 
 /// Bytes of values an offsets-based array's rows span.
@@ -211,24 +227,22 @@ impl Body {
     }
 
     /// Writes one column: its field node, its validity bitmap, then its data buffers.
-    fn column(&mut self, data: &ArrayData) -> Result<(), String> {
+    fn column(&mut self, column: &Column) {
+        let data = &column.data;
         let rows = data.len();
         self.nodes.push(ipc::FieldNode::new(rows as i64, data.null_count() as i64));
-        match validity(data) {
-            Some(bits) => self.put(bits.as_slice()),
-            None => self.put(&[]),
-        }
+        self.put(column.validity.as_ref().map_or(&[][..], |v| v.as_slice()));
         match data.data_type() {
             DataType::Boolean => self.put(data.buffers()[0].bit_slice(data.offset(), rows).as_slice()),
             DataType::Utf8 | DataType::Binary => self.offsets_and_values::<i32>(data),
             DataType::LargeUtf8 | DataType::LargeBinary => self.offsets_and_values::<i64>(data),
-            DataType::Utf8View | DataType::BinaryView => self.views_as_plain(data)?,
-            t => {
-                let w = t.primitive_width().ok_or_else(|| format!("{t} columns are not written by the Flight encoder"))?;
-                self.put(&data.buffers()[0].as_slice()[w * data.offset()..w * (data.offset() + rows)]);
+            DataType::Utf8View | DataType::BinaryView => self.views_as_plain(data, column.lens[1]),
+            // Fixed width (`Column::new` accepted nothing else): one values buffer.
+            _ => {
+                let from = data.data_type().primitive_width().unwrap_or_default() * data.offset();
+                self.put(&data.buffers()[0].as_slice()[from..from + column.lens[0]]);
             }
         }
-        Ok(())
     }
 
     /// An offsets-based array, its offsets rebased to start at zero.
@@ -245,17 +259,14 @@ impl Body {
         self.put(&data.buffers()[1].as_slice()[first..last]);
     }
 
-    /// A view array written as a plain offsets-and-values array (null rows are empty).
-    fn views_as_plain(&mut self, data: &ArrayData) -> Result<(), String> {
+    /// A view array written as a plain offsets-and-values array (null rows are empty) holding
+    /// `total` bytes of values.
+    fn views_as_plain(&mut self, data: &ArrayData, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
         let lens: Vec<u32> = match data.nulls().filter(|n| n.null_count() > 0) {
             None => views.iter().map(|&v| v as u32).collect(),
             Some(nulls) => views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 } else { 0 }).collect(),
         };
-        let total: usize = lens.iter().map(|&l| l as usize).sum();
-        if total > i32::MAX as usize {
-            return Err("a batch's strings exceed 2 GiB".into());
-        }
         // Offsets.
         let start = self.bytes.len();
         self.bytes.resize(start + 4 * (lens.len() + 1), 0);
@@ -291,7 +302,6 @@ impl Body {
         }
         self.bytes.truncate(start + total);
         self.close(start);
-        Ok(())
     }
 }
 
@@ -383,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_over_the_message_limit_is_split() {
         let big = batch(60_000);
-        assert!(body_size(&big).unwrap() > 2 * MAX_BODY);
+        assert!(body_size(&Column::all(&big).unwrap()) > 2 * MAX_BODY);
         let (decoded, sent) = round_trip(big.schema(), vec![big.clone()]).await;
         assert!(decoded.len() >= 3, "split into {} messages", decoded.len());
         assert!(sent.iter().all(|m| m.data_body.len() <= MAX_BODY), "every body within the limit");
