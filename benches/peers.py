@@ -317,6 +317,63 @@ class PostgresServer:
 # In-process engines
 # ---------------------------------------------------------------------------
 
+def _serve_in_memory(files: list[str], port: int, ready) -> None:
+    """Child process of FlightCeiling: loads the Parquet files into memory with plain strings,
+    cuts the table into 8,192-row batches and answers every statement with all of them."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.flight as fl
+    table = ds.dataset(files, format="parquet").to_table()
+    plain = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type)
+                                or pa.types.is_large_string(f.type) else f.type)
+                       for f in table.schema])
+    table = table.cast(plain).combine_chunks()
+    batches = table.to_batches(max_chunksize=8192)
+
+    class Server(fl.FlightServerBase):
+        def get_flight_info(self, context, descriptor):
+            if b"CommandStatementQuery" not in descriptor.command:
+                raise fl.FlightUnavailableError("only statements are answered")
+            return fl.FlightInfo(table.schema, descriptor, [fl.FlightEndpoint(b"all", [])],
+                                 table.num_rows, table.nbytes)
+
+        def do_get(self, context, ticket):
+            return fl.RecordBatchStream(pa.Table.from_batches(batches))
+
+    server = Server(f"grpc://127.0.0.1:{port}")
+    ready.set()
+    server.serve()
+
+
+class FlightCeiling:
+    """pyarrow's C++ Flight server (gRPC C++) holding one table in memory and doing no query
+    work: any statement gets the whole table, plain strings in 8,192-row batches, one
+    endpoint. What a Flight SQL client on this machine can take at most; W4 measures it
+    beside rxgate with the same ADBC client. Runs in a child process so that its CPU is not
+    the client's."""
+
+    def __init__(self, files: list[str]):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.port = free_port()
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_serve_in_memory, args=(files, self.port, ready),
+                                daemon=True)
+        self.proc.start()
+        if not ready.wait(600) or not wait_port(self.port, 60):
+            self.stop()
+            raise BenchError("the in-memory Flight server did not start")
+
+    def connect(self):
+        import adbc_driver_flightsql.dbapi as fs
+        return fs.connect(f"grpc://127.0.0.1:{self.port}", autocommit=True)
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(30)
+
+
 def duckdb_connect(files: LakeFiles):
     """DuckDB in-process with views over the same Parquet files (default threads = cores)."""
     import duckdb

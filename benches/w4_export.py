@@ -5,6 +5,9 @@ Paths (each reads every row; nothing is written to disk):
   rxgate pgwire, psycopg binary    the same with binary result format
   rxgate pgwire, COPY TO STDOUT    raw bytes read by psycopg (only if rxgate answers COPY)
   rxgate Flight SQL, ADBC          the result as one Arrow table (only with a Flight port)
+  Flight ceiling, ADBC             the same client and call against pyarrow's C++ Flight
+                                   server holding the table in memory (peers.FlightCeiling):
+                                   what this machine's Flight client takes at most
   PostgreSQL 15, psycopg text      SELECT * ; rows converted to Python tuples
   PostgreSQL 15, COPY TO STDOUT    COPY (SELECT * FROM …) TO STDOUT, raw bytes read by psycopg
   DuckDB in-process Arrow          the ceiling: no wire, no conversion
@@ -27,6 +30,7 @@ COPY_PG = "COPY (SELECT * FROM health.prescriber_drug) TO STDOUT"
 
 TARGETS = ["rxgate pgwire psycopg (text)", "rxgate pgwire psycopg (binary)",
            "rxgate pgwire COPY TO STDOUT", "rxgate Flight SQL ADBC",
+           "Flight ceiling: C++ server, table in memory, ADBC",
            "PostgreSQL 15 psycopg (text)", "PostgreSQL 15 COPY TO STDOUT",
            "DuckDB in-process Arrow"]
 
@@ -61,7 +65,7 @@ def _copy(conn, sql: str) -> tuple[int, int]:
 
 
 def run(ctx, reps: int) -> W4Result:
-    from peers import duckdb_arrow, rxgate_copy_supported
+    from peers import FlightCeiling, duckdb_arrow, rxgate_copy_supported
     res = W4Result()
     rx, duck = ctx.rxgate, ctx.duck
     rx_conn, fl_conn, pg_conn = ctx.rx_conn(), ctx.flight_conn(), ctx.pg_conn()
@@ -96,25 +100,46 @@ def run(ctx, reps: int) -> W4Result:
     add(TARGETS[2], (lambda: _copy(rx_conn, COPY_RX)) if copy_ok else None,
         "rxgate does not answer COPY TO STDOUT yet" if rx_conn is not None else "no server")
 
-    def f_fl():
-        with fl_conn.cursor() as cur:
-            cur.execute(SQL_RX)
-            t = cur.fetch_arrow_table()
-            return t.num_rows, t.nbytes
-    add(TARGETS[3], f_fl if fl_conn is not None else None, ctx.flight_note)
+    def adbc_fetch(conn):
+        def fetch():
+            with conn.cursor() as cur:
+                cur.execute(SQL_RX)
+                t = cur.fetch_arrow_table()
+                return t.num_rows, t.nbytes
+        return fetch
+    add(TARGETS[3], adbc_fetch(fl_conn) if fl_conn is not None else None, ctx.flight_note)
+    ceiling = ceiling_conn = None
+    ceiling_note = "no ADBC Flight SQL client"
+    if fl_conn is not None:
+        try:
+            ceiling = FlightCeiling(ctx.files.glob("prescriber_drug"))
+            ceiling_conn = ceiling.connect()
+        except Exception as e:  # noqa: BLE001 — the other paths are still measured
+            ceiling_note = f"in-memory Flight server failed: {str(e).splitlines()[0][:150]}"
+            log(ceiling_note)
+            if ceiling is not None:
+                ceiling.stop()
+            ceiling = None
+    add(TARGETS[4], adbc_fetch(ceiling_conn) if ceiling_conn is not None else None,
+        ceiling_note)
     if pg_conn is not None:
-        add(TARGETS[4], lambda: _fetch_rows(pg_conn, SQL_PG))
-        add(TARGETS[5], lambda: _copy(pg_conn, COPY_PG))
+        add(TARGETS[5], lambda: _fetch_rows(pg_conn, SQL_PG))
+        add(TARGETS[6], lambda: _copy(pg_conn, COPY_PG))
     else:
-        add(TARGETS[4], None, "not selected")
         add(TARGETS[5], None, "not selected")
-    add(TARGETS[6], lambda: duckdb_arrow(duck, "SELECT * FROM prescriber_drug").num_rows)
+        add(TARGETS[6], None, "not selected")
+    add(TARGETS[7], lambda: duckdb_arrow(duck, "SELECT * FROM prescriber_drug").num_rows)
 
     if rx is not None:
         rx.reset_peak()
     # No separate warm-up: each export reads the whole table, and the interleaving spreads
     # the cold first run over all targets (the rxgate server and PostgreSQL are warm from W2).
-    interleaved(reps, fns)
+    try:
+        interleaved(reps, fns)
+    finally:
+        if ceiling is not None:
+            ceiling_conn.close()
+            ceiling.stop()
     if rx is not None:
         res.peak_rss = rx.peak_rss()
     rows = {t: s.rows for t, s in res.series.items() if s.runs}

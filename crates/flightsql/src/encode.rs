@@ -263,44 +263,50 @@ impl Body {
     /// `total` bytes of values.
     fn views_as_plain(&mut self, data: &ArrayData, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
-        let lens: Vec<u32> = match data.nulls().filter(|n| n.null_count() > 0) {
-            None => views.iter().map(|&v| v as u32).collect(),
-            Some(nulls) => views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 } else { 0 }).collect(),
-        };
-        // Offsets.
+        match data.nulls().filter(|n| n.null_count() > 0) {
+            None => self.views_with_lens(data, views.iter().map(|&v| v as u32 as usize), total),
+            Some(nulls) => {
+                let lens = views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 as usize } else { 0 });
+                self.views_with_lens(data, lens, total)
+            }
+        }
+    }
+
+    /// Offsets, then values, of the views of `data` whose lengths `lens` gives (read twice, so
+    /// that no list of lengths is kept).
+    fn views_with_lens(&mut self, data: &ArrayData, lens: impl Iterator<Item = usize> + Clone, total: usize) {
+        let views = &data.buffer::<u128>(0)[..data.len()];
         let start = self.bytes.len();
-        self.bytes.resize(start + 4 * (lens.len() + 1), 0);
+        self.bytes.reserve(4 * (views.len() + 1) + total + SLACK);
         let mut end = 0i32;
-        for (slot, &len) in self.bytes[start + 4..].chunks_exact_mut(4).zip(&lens) {
+        self.bytes.extend_from_slice(&end.to_le_bytes());
+        for len in lens.clone() {
             end += len as i32;
-            slot.copy_from_slice(&end.to_le_bytes());
+            self.bytes.extend_from_slice(&end.to_le_bytes());
         }
         self.close(start);
         // Values: short ones sit in the view itself (12 bytes after the length), long ones in
-        // a data buffer at (buffer index, offset). Both are copied in fixed-size pieces where
-        // they can be, which may write up to SLACK bytes past the value; the next value or the
-        // final truncation takes care of those.
+        // a data buffer at (buffer index, offset). Both are appended in fixed-size pieces where
+        // they can be, and the body is cut back to the value's end after each (the capacity
+        // reserved above holds the SLACK bytes a piece may reach past it).
         let buffers = &data.buffers()[1..];
         let start = self.bytes.len();
-        self.bytes.resize(start + total + SLACK, 0);
-        let out = &mut self.bytes[start..];
-        let mut at = 0;
-        for (&v, &len) in views.iter().zip(&lens) {
-            let len = len as usize;
+        for (&v, len) in views.iter().zip(lens) {
+            let at = self.bytes.len();
             if len <= 12 {
-                out[at..at + 12].copy_from_slice(&v.to_le_bytes()[4..16]);
+                self.bytes.extend_from_slice(&v.to_le_bytes()[4..16]);
             } else {
                 let buffer = buffers[(v >> 64) as u32 as usize].as_slice();
                 let offset = (v >> 96) as u32 as usize;
                 if len <= SLACK && offset + SLACK <= buffer.len() {
-                    out[at..at + SLACK].copy_from_slice(&buffer[offset..offset + SLACK]);
+                    self.bytes.extend_from_slice(&buffer[offset..offset + SLACK]);
                 } else {
-                    out[at..at + len].copy_from_slice(&buffer[offset..offset + len]);
+                    self.bytes.extend_from_slice(&buffer[offset..offset + len]);
                 }
             }
-            at += len;
+            self.bytes.truncate(at + len);
         }
-        self.bytes.truncate(start + total);
+        debug_assert_eq!(self.bytes.len(), start + total);
         self.close(start);
     }
 }
