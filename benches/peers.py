@@ -360,9 +360,15 @@ class FlightCeiling:
         self.proc = ctx.Process(target=_serve_in_memory, args=(files, self.port, ready),
                                 daemon=True)
         self.proc.start()
-        if not ready.wait(600) or not wait_port(self.port, 60):
+        deadline = time.monotonic() + 600
+        while not ready.wait(0.5):
+            if not self.proc.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError("the in-memory Flight server did not start (exit code "
+                                 f"{self.proc.exitcode})")
+        if not wait_port(self.port, 60):
             self.stop()
-            raise BenchError("the in-memory Flight server did not start")
+            raise BenchError("the in-memory Flight server does not listen")
 
     def connect(self):
         import adbc_driver_flightsql.dbapi as fs
