@@ -133,6 +133,27 @@ def test_adbc_execute_and_fetch_arrow_table_equal_pgwire(fserver):
         assert isinstance(row[2], datetime.date)
 
 
+def test_nested_strings_arrive_as_plain_strings(fserver):
+    """Strings inside lists and structs (array_agg, named_struct) reach Flight clients as plain
+    `string`, as top-level ones do: older Arrow Java and Go readers have no view types."""
+    sql = ("SELECT presc_state, array_agg(DISTINCT description_flag) AS flags, "
+           "named_struct('city', min(presc_city), 'n', count(*)) AS s "
+           "FROM health.prescriber_drug GROUP BY presc_state")
+    table = Raw(fserver).query(sql)
+    assert table.schema.field("flags").type == pa.list_(pa.string())
+    assert table.schema.field("s").type == pa.struct([("city", pa.string()), ("n", pa.int64())])
+    with adbc(fserver) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        assert cur.fetch_arrow_table().schema == table.schema
+    expected = pg_rows(fserver, "SELECT presc_state, array_agg(DISTINCT description_flag), "
+                                "min(presc_city), count(*) FROM health.prescriber_drug "
+                                "GROUP BY presc_state")
+    got = [(r["presc_state"], sorted(r["flags"]), r["s"]["city"], r["s"]["n"])
+           for r in table.to_pylist()]
+    assert len(got) == len(expected) > 10
+    assert sorted(got) == sorted((st, sorted(fl), c, n) for st, fl, c, n in expected)
+
+
 def test_adbc_prepared_statement_with_parameters(fserver):
     sql = ("SELECT npi, drug_name, trx_cnt FROM health.prescriber_drug "
            "WHERE presc_state = $1 AND trx_cnt > $2 ORDER BY npi, drug_name")
