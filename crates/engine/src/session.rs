@@ -632,7 +632,7 @@ impl EngineSession {
     async fn plan_cursor_or_copy(&self, written: &SqlStatement, stmt: &SqlStatement) -> Result<Option<Planned>> {
         let inner = |s: &SqlStatement| -> Option<SqlStatement> {
             match s {
-                SqlStatement::Declare { stmts } => stmts.first()?.for_query.clone().map(|q| SqlStatement::Query(q)),
+                SqlStatement::Declare { stmts } => stmts.first()?.for_query.clone().map(SqlStatement::Query),
                 SqlStatement::Copy { source: CopySource::Query(q), .. } => Some(SqlStatement::Query(q.clone())),
                 _ => None,
             }

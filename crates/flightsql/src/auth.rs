@@ -95,7 +95,7 @@ impl Sessions {
         // PBKDF2 is CPU work: keep it off the async workers.
         let principal = tokio::task::spawn_blocking(move || users.verify_password(&name, &password))
             .await
-            .map_err(|e| crate::status::internal(e))?;
+            .map_err(crate::status::internal)?;
         let Some(principal) = principal else {
             tracing::info!(%user, ?peer, "flight sql: password authentication failed");
             return Err(status(StatusCode::AuthFailed, format!("password authentication failed for user \"{user}\"")));

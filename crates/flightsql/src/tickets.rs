@@ -174,7 +174,7 @@ impl Tickets {
                 let id: TicketId = random_bytes::<16>();
                 inner.pending.insert(id, Pending { entry: entry.clone(), partition, expires });
                 inner.results.insert(id, Arc::downgrade(&entry));
-                FlightEndpoint::new().with_ticket(ticket_bytes(&id)).with_expiration_time(expiration.clone())
+                FlightEndpoint::new().with_ticket(ticket_bytes(&id)).with_expiration_time(expiration)
             })
             .collect()
     }

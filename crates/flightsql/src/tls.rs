@@ -118,7 +118,7 @@ mod tests {
         };
         load(&cfg(&c, &k, None)).unwrap();
         load(&cfg(&c, &k, Some(&c))).unwrap();
-        let msg = |r: Result<ServerTlsConfig>| r.err().expect("must fail").message;
+        let msg = |r: Result<ServerTlsConfig>| r.expect_err("must fail").message;
         assert!(msg(load(&cfg(&c, &o, None))).contains("do not work together"));
         assert!(msg(load(&cfg(&k, &k, None))).contains("TLS setup failed"));
         assert!(msg(load(&cfg(&c, &k, Some(&k)))).contains("no certificate"));

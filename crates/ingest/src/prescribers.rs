@@ -276,7 +276,7 @@ fn chunks(data: &[u8], first_line: u64, n: usize) -> Vec<(&[u8], u64)> {
 
 /// Parses one raw file (read whole) in parallel chunks; `name` is its location.
 fn parse_file(name: &str, data: &[u8], progress: &Progress) -> Result<(LayoutKind, Vec<ChunkOut>)> {
-    let header_end = memchr::memchr(b'\n', &data).unwrap_or(data.len());
+    let header_end = memchr::memchr(b'\n', data).unwrap_or(data.len());
     let header = std::str::from_utf8(&data[..header_end]).map_err(|_| {
         Error::new(StatusCode::BadInputLayout, format!("{}: header line is not UTF-8", name))
     })?;
@@ -324,7 +324,7 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::Nai
     let mut parsed = Vec::with_capacity(files.len());
     for f in &files {
         let data = crate::input::read(lake, f).await?;
-        let (progress_c, name) = (progress.clone(), f.clone());
+        let (progress_c, name) = (*progress, f.clone());
         let out = tokio::task::spawn_blocking(move || parse_file(&name, &data, &progress_c))
             .await
             .map_err(|e| Error::internal(format!("parser task: {e}")))??;

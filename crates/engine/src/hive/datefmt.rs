@@ -195,7 +195,7 @@ fn format_field(out: &mut String, c: char, n: usize, dt: &NaiveDateTime) {
         'H' => pad(out, i64::from(dt.hour()), n),
         'k' => pad(out, i64::from(if dt.hour() == 0 { 24 } else { dt.hour() }), n),
         'K' => pad(out, i64::from(dt.hour() % 12), n),
-        'h' => pad(out, i64::from(if dt.hour() % 12 == 0 { 12 } else { dt.hour() % 12 }), n),
+        'h' => pad(out, i64::from(if dt.hour().is_multiple_of(12) { 12 } else { dt.hour() % 12 }), n),
         'm' => pad(out, i64::from(dt.minute()), n),
         's' => pad(out, i64::from(dt.second()), n),
         'S' => {

@@ -204,8 +204,8 @@ pub(crate) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
         Args::Any,
         DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
         Volatility::Stable,
-        move |args, rows| {
-            let implicit = int_arg(args, 0, rows.min(1).max(1)).ok().and_then(|v| v[0]).unwrap_or(0) != 0
+        move |args, _| {
+            let implicit = int_arg(args, 0, 1).ok().and_then(|v| v[0]).unwrap_or(0) != 0
                 || matches!(args.first(), Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))));
             let mut names = vec![];
             if implicit {

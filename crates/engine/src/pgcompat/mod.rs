@@ -199,7 +199,7 @@ impl PgContext {
     /// The OID of a namespace, if it exists.
     pub(crate) fn resolve_namespace(&self, name: &str) -> Option<i32> {
         let name = split_qualified(name).pop()?;
-        self.schema_names().iter().any(|s| *s == name).then(|| self.oids.lock().expect("oid lock").namespace(&name))
+        self.schema_names().contains(&name).then(|| self.oids.lock().expect("oid lock").namespace(&name))
     }
 
     /// The first schema of the search path that exists (what `current_schema()` returns).

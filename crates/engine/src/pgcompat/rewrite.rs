@@ -974,50 +974,6 @@ pub(crate) fn unique_aliases(mut stmt: Statement) -> Statement {
     stmt
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(sql: &str) -> Statement {
-        parse_statements(sql).unwrap().remove(0).1
-    }
-
-    #[test]
-    fn regclass_casts_become_lookups() {
-        let s = one("SELECT * FROM pg_catalog.pg_class WHERE oid = 'health.t'::regclass").to_string();
-        assert!(s.contains("rxgate_regclass('health.t')"), "{s}");
-        let s = one("SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c").to_string();
-        assert!(s.contains("rxgate_regclass_name(c.oid)"), "{s}");
-        let s = one("SELECT typname FROM pg_type WHERE oid = $1::oid").to_string();
-        assert!(s.contains("CAST($1 AS INT)"), "{s}");
-        let s = one("SELECT 1 WHERE 'a' OPERATOR(pg_catalog.~) '^a'").to_string();
-        assert!(s.contains("~ '^a'"), "{s}");
-    }
-
-    #[test]
-    fn user_queries_keep_their_subqueries() {
-        let sql = "SELECT (SELECT max(x) FROM t2 WHERE t2.a = t1.a) FROM t1";
-        assert_eq!(one(sql).to_string(), sql);
-    }
-
-    #[test]
-    fn postgres_output_names() {
-        let s = one("SELECT count(*), 1, x, t.y, CAST(z AS INT), 1::int, (SELECT a FROM t), version() AS v FROM t");
-        let fields: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
-        assert_eq!(output_names(&s, &fields).unwrap(), vec!["count", "?column?", "x", "y", "z", "int4", "a", "v"]);
-        let s = one("SELECT n.oid, n.* FROM pg_catalog.pg_namespace n");
-        let fields: Vec<String> = ["__alias_oid", "oid", "nspname"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(output_names(&s, &fields).unwrap(), vec!["oid", "oid", "nspname"]);
-    }
-
-    #[test]
-    fn duplicate_expressions_get_unique_aliases() {
-        let s = unique_aliases(one("SELECT (SELECT 1), (SELECT 1)"));
-        let text = s.to_string();
-        assert!(text.contains("AS \"?column?#1\"") && text.contains("AS \"?column?#2\""), "{text}");
-    }
-}
-
 /// Types the statement gives its placeholders by casting them (`$1::int`, `CAST($2 AS
 /// date)`), indexed from `$1`: PostgreSQL infers a parameter's type from such a cast, and
 /// drivers (asyncpg, pgjdbc) encode parameters by the type the server describes.
@@ -1074,4 +1030,48 @@ pub(crate) fn placeholder_casts(stmt: &Statement) -> Vec<Option<datafusion::arro
     let mut v = V(vec![]);
     let _ = Visit::visit(stmt, &mut v);
     v.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        parse_statements(sql).unwrap().remove(0).1
+    }
+
+    #[test]
+    fn regclass_casts_become_lookups() {
+        let s = one("SELECT * FROM pg_catalog.pg_class WHERE oid = 'health.t'::regclass").to_string();
+        assert!(s.contains("rxgate_regclass('health.t')"), "{s}");
+        let s = one("SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c").to_string();
+        assert!(s.contains("rxgate_regclass_name(c.oid)"), "{s}");
+        let s = one("SELECT typname FROM pg_type WHERE oid = $1::oid").to_string();
+        assert!(s.contains("CAST($1 AS INT)"), "{s}");
+        let s = one("SELECT 1 WHERE 'a' OPERATOR(pg_catalog.~) '^a'").to_string();
+        assert!(s.contains("~ '^a'"), "{s}");
+    }
+
+    #[test]
+    fn user_queries_keep_their_subqueries() {
+        let sql = "SELECT (SELECT max(x) FROM t2 WHERE t2.a = t1.a) FROM t1";
+        assert_eq!(one(sql).to_string(), sql);
+    }
+
+    #[test]
+    fn postgres_output_names() {
+        let s = one("SELECT count(*), 1, x, t.y, CAST(z AS INT), 1::int, (SELECT a FROM t), version() AS v FROM t");
+        let fields: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+        assert_eq!(output_names(&s, &fields).unwrap(), vec!["count", "?column?", "x", "y", "z", "int4", "a", "v"]);
+        let s = one("SELECT n.oid, n.* FROM pg_catalog.pg_namespace n");
+        let fields: Vec<String> = ["__alias_oid", "oid", "nspname"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(output_names(&s, &fields).unwrap(), vec!["oid", "oid", "nspname"]);
+    }
+
+    #[test]
+    fn duplicate_expressions_get_unique_aliases() {
+        let s = unique_aliases(one("SELECT (SELECT 1), (SELECT 1)"));
+        let text = s.to_string();
+        assert!(text.contains("AS \"?column?#1\"") && text.contains("AS \"?column?#2\""), "{text}");
+    }
 }
