@@ -276,37 +276,41 @@ impl Body {
     /// that no list of lengths is kept).
     fn views_with_lens(&mut self, data: &ArrayData, lens: impl Iterator<Item = usize> + Clone, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
+        // Offsets.
         let start = self.bytes.len();
-        self.bytes.reserve(4 * (views.len() + 1) + total + SLACK);
+        self.bytes.resize(start + 4 * (views.len() + 1), 0);
         let mut end = 0i32;
-        self.bytes.extend_from_slice(&end.to_le_bytes());
-        for len in lens.clone() {
+        for (slot, len) in self.bytes[start + 4..].chunks_exact_mut(4).zip(lens.clone()) {
             end += len as i32;
-            self.bytes.extend_from_slice(&end.to_le_bytes());
+            slot.copy_from_slice(&end.to_le_bytes());
         }
         self.close(start);
         // Values: short ones sit in the view itself (12 bytes after the length), long ones in
-        // a data buffer at (buffer index, offset). Both are appended in fixed-size pieces where
-        // they can be, and the body is cut back to the value's end after each (the capacity
-        // reserved above holds the SLACK bytes a piece may reach past it).
+        // a data buffer at (buffer index, offset). Both are copied in fixed-size pieces where
+        // they can be, which may write up to SLACK bytes past the value; the next value or the
+        // final truncation takes care of those. (Zero-filling first measured faster than
+        // appending each piece and cutting the vector back: the loop then keeps the length in
+        // memory, and the first touch of each page falls in it.)
         let buffers = &data.buffers()[1..];
         let start = self.bytes.len();
+        self.bytes.resize(start + total + SLACK, 0);
+        let out = &mut self.bytes[start..];
+        let mut at = 0;
         for (&v, len) in views.iter().zip(lens) {
-            let at = self.bytes.len();
             if len <= 12 {
-                self.bytes.extend_from_slice(&v.to_le_bytes()[4..16]);
+                out[at..at + 12].copy_from_slice(&v.to_le_bytes()[4..16]);
             } else {
                 let buffer = buffers[(v >> 64) as u32 as usize].as_slice();
                 let offset = (v >> 96) as u32 as usize;
                 if len <= SLACK && offset + SLACK <= buffer.len() {
-                    self.bytes.extend_from_slice(&buffer[offset..offset + SLACK]);
+                    out[at..at + SLACK].copy_from_slice(&buffer[offset..offset + SLACK]);
                 } else {
-                    self.bytes.extend_from_slice(&buffer[offset..offset + len]);
+                    out[at..at + len].copy_from_slice(&buffer[offset..offset + len]);
                 }
             }
-            self.bytes.truncate(at + len);
+            at += len;
         }
-        debug_assert_eq!(self.bytes.len(), start + total);
+        self.bytes.truncate(start + total);
         self.close(start);
     }
 }
