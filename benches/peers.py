@@ -319,7 +319,8 @@ class PostgresServer:
 
 def _serve_in_memory(files: list[str], port: int, ready) -> None:
     """Child process of FlightCeiling: loads the Parquet files into memory with plain strings,
-    cuts the table into 8,192-row batches and answers every statement with all of them."""
+    cuts the table into batches of at most 8,192 rows and answers every statement with all of
+    them."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     import pyarrow.flight as fl
@@ -327,7 +328,7 @@ def _serve_in_memory(files: list[str], port: int, ready) -> None:
     plain = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type)
                                 or pa.types.is_large_string(f.type) else f.type)
                        for f in table.schema])
-    table = table.cast(plain).combine_chunks()
+    table = table.cast(plain)
     batches = table.to_batches(max_chunksize=8192)
 
     class Server(fl.FlightServerBase):
@@ -347,8 +348,8 @@ def _serve_in_memory(files: list[str], port: int, ready) -> None:
 
 class FlightCeiling:
     """pyarrow's C++ Flight server (gRPC C++) holding one table in memory and doing no query
-    work: any statement gets the whole table, plain strings in 8,192-row batches, one
-    endpoint. What a Flight SQL client on this machine can take at most; W4 measures it
+    work: any statement gets the whole table, plain strings in batches of at most 8,192 rows,
+    one endpoint. What a Flight SQL client on this machine can take at most; W4 measures it
     beside rxgate with the same ADBC client. Runs in a child process so that its CPU is not
     the client's."""
 

@@ -1,6 +1,6 @@
 """The W4 Flight ceiling on this machine, by hand: the Go ADBC Flight SQL client reading the
 prescriber_drug table from pyarrow's C++ Flight server, which holds it in memory (plain
-strings, 8,192-row batches, one endpoint) and does no query work (peers.FlightCeiling, which
+strings, batches of at most 8,192 rows, one endpoint) and does no query work (peers.FlightCeiling, which
 `benches/run` also measures in W4).
 
     ~/.cache/rxgate/bench-venv/bin/python benches/w4_flight_ceiling.py \\
