@@ -1,7 +1,7 @@
 """The W4 Flight ceiling on this machine, by hand: the Go ADBC Flight SQL client reading the
 prescriber_drug table from pyarrow's C++ Flight server, which holds it in memory (plain
-strings, batches of at most 8,192 rows, one endpoint) and does no query work (peers.FlightCeiling, which
-`benches/run` also measures in W4).
+strings, batches of at most 8,192 rows, one endpoint) and does no query work
+(peers.FlightCeiling, which `benches/run` also measures in W4).
 
     ~/.cache/rxgate/bench-venv/bin/python benches/w4_flight_ceiling.py \\
         ~/.cache/rxgate/bench/scale1/lake/warehouse/health/prescriber_drug/data [REPS] [PAUSE_S]
