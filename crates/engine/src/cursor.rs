@@ -251,6 +251,8 @@ impl Cursors {
 }
 
 #[cfg(test)]
+// Slices of one range are what these APIs take (row ranges, byte ranges).
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, Int64Array};

@@ -148,6 +148,8 @@ pub enum SessionCommand {
 }
 
 /// One statement, planned and ready to execute (possibly several times with parameters).
+// One value per statement: boxing the plan would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Planned {
     /// A DataFusion plan (queries, EXPLAIN, transactions), with the output schema the client

@@ -43,7 +43,7 @@ impl SystemSchema {
                 Some((n, e.path()))
             })
             .collect();
-        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
         let mut files: Vec<std::path::PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
         files.push(dir.join(AUDIT_FILE));
         let mut batches = vec![];

@@ -138,8 +138,9 @@ pub(crate) async fn tables(session: &EngineSession, cmd: CommandGetTables) -> Re
     let mut builder: GetTablesBuilder = cmd.into_builder();
     let cols: Vec<Vec<Option<String>>> = (0..4).map(|i| strings(&batches, i)).collect::<Result<_, _>>()?;
     let empty = Schema::empty();
-    for r in 0..cols[0].len() {
-        let (Some(c), Some(s), Some(t), Some(ty)) = (&cols[0][r], &cols[1][r], &cols[2][r], &cols[3][r]) else {
+    let rows = cols[0].iter().zip(&cols[1]).zip(&cols[2]).zip(&cols[3]);
+    for (((c, s), t), ty) in rows {
+        let (Some(c), Some(s), Some(t), Some(ty)) = (c, s, t, ty) else {
             continue;
         };
         if !wanted_types.is_empty() && !wanted_types.contains(ty) {

@@ -204,11 +204,8 @@ fn parse_chunk(buf: &[u8], first_line: u64, layout: &Layout, file: &Arc<str>, pr
     let mut out = ChunkOut { batches: vec![], rejects: vec![], stats: HashMap::new(), read: 0 };
     let mut b = FactBuilders::new();
     let mut fields: Vec<Cow<'_, str>> = Vec::with_capacity(32);
-    let mut line_no = first_line;
     let mut since_tick = 0usize;
-    for raw in buf.split(|&c| c == b'\n') {
-        let this_line = line_no;
-        line_no += 1;
+    for (this_line, raw) in (first_line..).zip(buf.split(|&c| c == b'\n')) {
         since_tick += raw.len() + 1;
         if since_tick > (1 << 20) {
             progress.inc(since_tick as u64);

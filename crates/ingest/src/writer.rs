@@ -43,6 +43,9 @@ const SORT_RUN_ROWS: usize = 1 << 20;
 /// ... or once its partitions together hold this many rows (it then writes the largest).
 const SORT_WORKER_ROWS: usize = 4 << 20;
 
+/// A writer task: where its slices go, and the files it wrote.
+type Worker = (tokio::sync::mpsc::Sender<Slice>, tokio::task::JoinHandle<Result<Vec<DataFile>>>);
+
 /// Writes batches (in the table's Arrow schema) as Parquet data files, one or more per
 /// partition value, without committing them.
 ///
@@ -53,7 +56,7 @@ const SORT_WORKER_ROWS: usize = 4 << 20;
 /// page index skip data for filters on the sort columns.
 pub struct PartitionedWriter {
     table: Table,
-    workers: Vec<(tokio::sync::mpsc::Sender<Slice>, tokio::task::JoinHandle<Result<Vec<DataFile>>>)>,
+    workers: Vec<Worker>,
     partition_columns: Vec<usize>,
     converter: Option<RowConverter>,
     rows: u64,

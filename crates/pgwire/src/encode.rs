@@ -179,8 +179,8 @@ impl RowWriter {
     }
 
     fn learn(&mut self, rows: usize, bytes: usize) {
-        if rows > 0 {
-            self.bytes_per_row = bytes / rows + 1;
+        if let Some(per_row) = bytes.checked_div(rows) {
+            self.bytes_per_row = per_row + 1;
         }
     }
 

@@ -194,6 +194,9 @@ fn small_cell_udf() -> ScalarUDF {
     create_udf("rxgate_mask_small_cell", vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun)
 }
 
+/// The show-first/show-last functions made so far, by (first?, number of characters kept).
+type FirstUdfs = std::collections::HashMap<(bool, usize), Arc<ScalarUDF>>;
+
 /// The mask functions of one policy, built once per key.
 #[derive(Debug, Clone)]
 pub struct MaskFunctions {
@@ -201,7 +204,7 @@ pub struct MaskFunctions {
     pseudonym_text: Option<Arc<ScalarUDF>>,
     pseudonym_int: Option<Arc<ScalarUDF>>,
     small_cell: Arc<ScalarUDF>,
-    firsts: Arc<std::sync::Mutex<std::collections::HashMap<(bool, usize), Arc<ScalarUDF>>>>,
+    firsts: Arc<std::sync::Mutex<FirstUdfs>>,
 }
 
 impl MaskFunctions {

@@ -77,7 +77,7 @@ fn definitions_for(path: Option<&Path>) -> Result<Vec<TableDef>> {
 }
 
 fn datagen(scale: f64, out: &Path, layout: LayoutArg, seed: u64) -> Result<rxgate_datagen::DatagenReport> {
-    if !(scale > 0.0) {
+    if scale.is_nan() || scale <= 0.0 {
         return Err(Error::invalid("--scale must be positive"));
     }
     let opts = rxgate_datagen::DatagenOptions {

@@ -266,6 +266,8 @@ impl ObjectStore for CachedStore {
 }
 
 #[cfg(test)]
+// Slices of one range are what these APIs take (row ranges, byte ranges).
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use object_store::memory::InMemory;
 
