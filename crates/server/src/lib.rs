@@ -2,6 +2,7 @@
 //!
 //! **Invariant:** only this crate reads configuration files and environment variables.
 
+pub mod allocator;
 pub mod cli;
 mod commands;
 pub mod config;
