@@ -288,7 +288,7 @@ def goals(r: dict, per_scale: dict, rows_by_scale: dict) -> list[tuple[str, str,
             if copy and copy.runs:
                 out.append(("W4 Flight ≥ 5× PostgreSQL COPY",
                             fmt_ratio(copy.med, fl.med), verdict(copy.med >= 5 * fl.med)))
-            top = w4.series.get(w4_export.TARGETS[4])
+            top = w4.series.get(w4_export.CEILING_TARGET)
             if top and top.runs:
                 out.append(("W4 Flight, reference: the same client from an in-memory C++ "
                              "Flight server", f"{w4.arrow_bytes / top.med / 1e9:.2f} GB/s, "

@@ -28,12 +28,15 @@ SQL_PG = "SELECT * FROM health.prescriber_drug"
 COPY_RX = "COPY (SELECT * FROM health.prescriber_drug) TO STDOUT"
 COPY_PG = "COPY (SELECT * FROM health.prescriber_drug) TO STDOUT"
 
+# The in-memory Flight server's row (peers.FlightCeiling).
+CEILING_TARGET = "Flight ceiling: C++ server, table in memory, ADBC"
+
 # Largest table the in-memory Flight server is started for (it and the client each hold it).
 CEILING_MAX_BYTES = 4e9
 
 TARGETS = ["rxgate pgwire psycopg (text)", "rxgate pgwire psycopg (binary)",
            "rxgate pgwire COPY TO STDOUT", "rxgate Flight SQL ADBC",
-           "Flight ceiling: C++ server, table in memory, ADBC",
+           CEILING_TARGET,
            "PostgreSQL 15 psycopg (text)", "PostgreSQL 15 COPY TO STDOUT",
            "DuckDB in-process Arrow"]
 
@@ -126,7 +129,7 @@ def run(ctx, reps: int) -> W4Result:
             if ceiling is not None:
                 ceiling.stop()
             ceiling = None
-    add(TARGETS[4], adbc_fetch(ceiling_conn) if ceiling_conn is not None else None,
+    add(CEILING_TARGET, adbc_fetch(ceiling_conn) if ceiling_conn is not None else None,
         ceiling_note)
     if pg_conn is not None:
         add(TARGETS[5], lambda: _fetch_rows(pg_conn, SQL_PG))

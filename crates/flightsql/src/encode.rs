@@ -201,7 +201,7 @@ fn view_bytes(data: &ArrayData) -> usize {
     let views = &data.buffer::<u128>(0)[..data.len()];
     match data.nulls().filter(|n| n.null_count() > 0) {
         None => views.iter().map(|&v| view_len(v)).sum(),
-        Some(nulls) => views.iter().enumerate().filter(|(i, _)| nulls.is_valid(*i)).map(|(_, &v)| view_len(v)).sum(),
+        Some(nulls) => views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { view_len(v) } else { 0 }).sum(),
     }
 }
 
@@ -264,9 +264,9 @@ impl Body {
     fn views_as_plain(&mut self, data: &ArrayData, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
         match data.nulls().filter(|n| n.null_count() > 0) {
-            None => self.views_with_lens(data, views.iter().map(|&v| v as u32 as usize), total),
+            None => self.views_with_lens(data, views.iter().map(|&v| view_len(v)), total),
             Some(nulls) => {
-                let lens = views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { v as u32 as usize } else { 0 });
+                let lens = views.iter().zip(nulls.iter()).map(|(&v, valid)| if valid { view_len(v) } else { 0 });
                 self.views_with_lens(data, lens, total)
             }
         }

@@ -17,15 +17,11 @@ use crate::cli::Command;
 /// mimalloc's switch for transparent huge pages.
 const ALLOW_THP: &str = "MIMALLOC_ALLOW_THP";
 
-/// Whether `command` writes tables in bulk (and runs better without huge pages).
-pub fn bulk_writer(command: &Command) -> bool {
-    matches!(command, Command::Ingest { .. } | Command::Pipeline { .. })
-}
-
-/// Replaces this process with the same command under `MIMALLOC_ALLOW_THP=0`, unless the
-/// variable is set already. Returns only if that cannot be done.
-pub fn without_huge_pages() {
-    if std::env::var_os(ALLOW_THP).is_some() {
+/// For the commands that write tables in bulk (`ingest`, `pipeline`): replaces this process
+/// with the same command under `MIMALLOC_ALLOW_THP=0`, unless the variable is set already.
+/// Returns for other commands, and if that cannot be done.
+pub fn settle(command: &Command) {
+    if !matches!(command, Command::Ingest { .. } | Command::Pipeline { .. }) || std::env::var_os(ALLOW_THP).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };

@@ -9,9 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = rxgate_server::cli::Cli::parse();
-    if rxgate_server::allocator::bulk_writer(&cli.command) {
-        rxgate_server::allocator::without_huge_pages();
-    }
+    rxgate_server::allocator::settle(&cli.command);
     rxgate_server::logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
