@@ -34,6 +34,7 @@ use prost::Message;
 use rxgate_auth::random_bytes;
 use rxgate_common::StatusCode;
 use rxgate_engine::{CancelToken, PartitionedQuery};
+use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::status::{status, to_status};
@@ -128,6 +129,8 @@ struct Inner {
 pub(crate) struct Tickets {
     ttl: Duration,
     inner: Mutex<Inner>,
+    /// Woken at every redeemed partition (what [`Tickets::claim_unredeemed`] waits for).
+    redeemed: Notify,
 }
 
 /// How a cancellation request went.
@@ -160,7 +163,7 @@ fn raw_ticket_id(ticket: &[u8]) -> Option<TicketId> {
 
 impl Tickets {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, inner: Mutex::new(Inner::default()) }
+        Self { ttl, inner: Mutex::new(Inner::default()), redeemed: Notify::new() }
     }
 
     /// Registers a result and returns one endpoint per partition, each with its own ticket.
@@ -203,6 +206,8 @@ impl Tickets {
             return Err(denied(&pending.entry.user));
         }
         let pending = inner.pending.remove(&id).expect("present");
+        drop(inner);
+        self.redeemed.notify_waiters();
         if pending.expires <= Instant::now() {
             return Err(not_found());
         }
@@ -212,8 +217,12 @@ impl Tickets {
     /// Waits up to `grace` for the other tickets of `entry` to be redeemed; takes over the
     /// partitions of those still unredeemed then (their tickets will stream no rows).
     pub(crate) async fn claim_unredeemed(&self, entry: &Arc<ResultEntry>, grace: Duration) -> Vec<usize> {
-        let deadline = Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + grace;
         loop {
+            // Registered before looking, so that a redeem in between is not missed.
+            let redeemed = self.redeemed.notified();
+            tokio::pin!(redeemed);
+            redeemed.as_mut().enable();
             {
                 let mut inner = self.inner.lock().expect("tickets lock");
                 let siblings: Vec<TicketId> = inner
@@ -225,7 +234,7 @@ impl Tickets {
                 if siblings.is_empty() {
                     return vec![];
                 }
-                if Instant::now() >= deadline {
+                if tokio::time::Instant::now() >= deadline {
                     let mut claimed = vec![];
                     for id in siblings {
                         let p = inner.pending.remove(&id).expect("present");
@@ -236,7 +245,7 @@ impl Tickets {
                     return claimed;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = tokio::time::timeout_at(deadline, redeemed).await;
         }
     }
 
@@ -314,6 +323,62 @@ mod tests {
         assert_eq!((e.partitions(), p), (1, 0));
         assert_eq!(tickets.redeem("ann", &h).err().unwrap().code(), tonic::Code::NotFound);
         assert_eq!(tickets.redeem("ann", b"rxt1-forged-handle").err().unwrap().code(), tonic::Code::NotFound);
+    }
+
+    /// A second ticket of the same result as `first`, as a two-partition plan would issue.
+    fn sibling(tickets: &Tickets, first: &FlightEndpoint) -> (Arc<ResultEntry>, Vec<u8>) {
+        let id = ticket_id(&handle(first)).unwrap();
+        let mut inner = tickets.inner.lock().unwrap();
+        let entry = inner.pending[&id].entry.clone();
+        let sibling: TicketId = random_bytes::<16>();
+        let expires = Instant::now() + tickets.ttl;
+        inner.pending.insert(sibling, Pending { entry: entry.clone(), partition: 1, expires });
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&sibling);
+        (entry, h)
+    }
+
+    /// A waker that records whether it was woken.
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl futures::task::ArcWake for Flag {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_reader_is_woken_by_its_siblings_redeem() {
+        use std::future::Future;
+        use std::task::{Context, Poll};
+        let tickets = Tickets::new(Duration::from_secs(60));
+        let eps = tickets.issue(entry("ann"));
+        let (entry, sibling) = sibling(&tickets, &eps[0]);
+        tickets.redeem("ann", &handle(&eps[0])).unwrap();
+        let flag = Arc::new(Flag(Default::default()));
+        let waker = futures::task::waker(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let claim = tickets.claim_unredeemed(&entry, Duration::from_secs(60));
+        tokio::pin!(claim);
+        assert!(claim.as_mut().poll(&mut cx).is_pending(), "waits while the sibling is pending");
+        let Redeemed::Partition(_, p) = tickets.redeem("ann", &sibling).unwrap() else { panic!("a partition") };
+        assert_eq!(p, 1);
+        // Nothing ran in between (this task never yielded): only the redeem can have woken it.
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst), "woken by the redeem itself");
+        assert_eq!(claim.as_mut().poll(&mut cx), Poll::Ready(vec![]), "nothing left to take over");
+    }
+
+    #[tokio::test]
+    async fn a_sibling_nobody_redeems_is_taken_over_after_the_grace() {
+        let tickets = Tickets::new(Duration::from_secs(60));
+        let eps = tickets.issue(entry("ann"));
+        let (entry, sibling) = sibling(&tickets, &eps[0]);
+        tickets.redeem("ann", &handle(&eps[0])).unwrap();
+        let start = Instant::now();
+        assert_eq!(tickets.claim_unredeemed(&entry, Duration::from_millis(20)).await, vec![1]);
+        assert!(start.elapsed() >= Duration::from_millis(20), "the sibling had its grace");
+        // Its ticket still works for its owner, and streams nothing.
+        assert!(matches!(tickets.redeem("ann", &sibling).unwrap(), Redeemed::Drained(_)));
     }
 
     #[test]
