@@ -12,6 +12,11 @@
 //! arrow-ipc's own encoder cast every view column into a new array, then copied that into a
 //! body vector grown by doubling: about a third of the server's CPU in a bulk export.
 //! Other results (dictionaries, nested types) go through arrow-flight's encoder.
+//!
+//! A record batch message is an [`Outgoing::Batch`]: its header is built ahead (every
+//! buffer's length is known from the arrays), its body is written only when the message is,
+//! by [`BatchMessage::write_body`]. DoGet ([`crate::doget`]) writes it straight into tonic's
+//! send buffer; [`Outgoing::into_flight_data`] makes a `FlightData` of it for other callers.
 
 use std::pin::Pin;
 
@@ -23,7 +28,7 @@ use arrow::ipc::{self, MessageHeader, MetadataVersion};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, SchemaAsIpc};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tonic::Status;
 
@@ -40,9 +45,31 @@ const ALIGN: usize = 8;
 /// Bytes the string writer may write past its end (its fixed-size copies of short values).
 const SLACK: usize = 32;
 
-/// The FlightData of a DoGet: the schema of `schema` as clients see it (see [`wire_schema`]),
+/// One DoGet message.
+pub(crate) enum Outgoing {
+    /// A message already encoded (the schema, arrow-flight's encoder).
+    Data(FlightData),
+    /// A record batch message whose body is written when it is sent.
+    Batch(BatchMessage),
+}
+
+impl Outgoing {
+    /// The message as a `FlightData` (its body written into a vector of its own).
+    pub(crate) fn into_flight_data(self) -> FlightData {
+        match self {
+            Outgoing::Data(data) => data,
+            Outgoing::Batch(message) => {
+                let mut body = Vec::with_capacity(message.body_len());
+                message.write_body(&mut body, &mut Vec::new());
+                FlightData { data_header: message.header.into(), data_body: Bytes::from(body), ..Default::default() }
+            }
+        }
+    }
+}
+
+/// The messages of a DoGet: the schema of `schema` as clients see it (see [`wire_schema`]),
 /// then `batches`, encoded only as the client reads (backpressure is the caller's stream's).
-pub(crate) fn flight_data<S>(schema: SchemaRef, batches: S) -> BoxStream<'static, Result<FlightData, Status>>
+pub(crate) fn messages<S>(schema: SchemaRef, batches: S) -> BoxStream<'static, Result<Outgoing, Status>>
 where
     S: Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
 {
@@ -53,17 +80,16 @@ where
             b.and_then(|b| wire_batch(b, &out).map_err(internal)).map_err(|s| FlightError::Tonic(Box::new(s)))
         });
         let encoded = FlightDataEncoderBuilder::new().with_schema(wire).build(batches);
-        return Box::pin(encoded.map(|item| {
-            item.map_err(|e| match e {
-                FlightError::Tonic(s) => *s,
-                other => internal(other),
-            })
+        return Box::pin(encoded.map(|item| match item {
+            Ok(data) => Ok(Outgoing::Data(data)),
+            Err(FlightError::Tonic(s)) => Err(*s),
+            Err(other) => Err(internal(other)),
         }));
     }
-    let head = FlightData::from(SchemaAsIpc::new(&wire, &IpcWriteOptions::default()));
-    let messages = batches.flat_map(move |b| -> Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>> {
+    let head = Outgoing::Data(FlightData::from(SchemaAsIpc::new(&wire, &IpcWriteOptions::default())));
+    let messages = batches.flat_map(move |b| -> Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>> {
         match b.and_then(|b| encode_batch(&as_announced(b, &wire)?).map_err(internal)) {
-            Ok(messages) => Box::pin(stream::iter(messages.into_iter().map(Ok))),
+            Ok(messages) => Box::pin(stream::iter(messages.into_iter().map(|m| Ok(Outgoing::Batch(m))))),
             Err(e) => Box::pin(stream::once(async { Err(e) })),
         }
     });
@@ -91,12 +117,12 @@ fn written_here(t: &DataType) -> bool {
 
 /// `batch` as record batch messages whose bodies stay under [`MAX_BODY`] (one unless the
 /// batch is larger).
-fn encode_batch(batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
+fn encode_batch(batch: &RecordBatch) -> Result<Vec<BatchMessage>, String> {
     let columns = Column::all(batch)?;
     let rows = batch.num_rows();
     let parts = body_size(&columns).div_ceil(MAX_BODY).clamp(1, rows.max(1));
     if parts == 1 {
-        return Ok(vec![encode_slice(rows, &columns)]);
+        return Ok(vec![BatchMessage::new(rows, columns)]);
     }
     // Equal row ranges (bitmaps at any bit offset are sliced by `Buffer::bit_slice`).
     let step = rows.div_ceil(parts);
@@ -104,27 +130,63 @@ fn encode_batch(batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
         .step_by(step)
         .map(|start| {
             let part = batch.slice(start, step.min(rows - start));
-            Ok(encode_slice(part.num_rows(), &Column::all(&part)?))
+            Ok(BatchMessage::new(part.num_rows(), Column::all(&part)?))
         })
         .collect()
 }
 
-/// One record batch message of `rows` rows holding `columns`.
-fn encode_slice(rows: usize, columns: &[Column]) -> FlightData {
-    let size = body_size(columns);
-    let mut body = Body { bytes: Vec::with_capacity(size + SLACK), nodes: vec![], buffers: vec![] };
-    for column in columns {
-        body.column(column);
+/// One record batch message: its flatbuffer header, and the columns its body is written from.
+pub(crate) struct BatchMessage {
+    header: Vec<u8>,
+    columns: Vec<Column>,
+    body_len: usize,
+}
+
+impl BatchMessage {
+    /// The message of `rows` rows holding `columns`; the header lays out every buffer of the
+    /// body (each padded to [`ALIGN`]) in the order [`Self::write_body`] writes them.
+    fn new(rows: usize, columns: Vec<Column>) -> Self {
+        let mut nodes = Vec::with_capacity(columns.len());
+        let mut buffers = vec![];
+        let mut at = 0;
+        for column in &columns {
+            nodes.push(ipc::FieldNode::new(rows as i64, column.data.null_count() as i64));
+            let validity = column.validity.as_ref().map_or(0, |v| v.len());
+            for len in std::iter::once(validity).chain(column.lens.iter().copied()) {
+                buffers.push(ipc::Buffer::new(at as i64, len as i64));
+                at += padded(len);
+            }
+        }
+        Self { header: header(rows, &nodes, &buffers, at), columns, body_len: at }
     }
-    debug_assert_eq!(body.bytes.len(), size, "body size computed ahead");
-    FlightData { data_header: header(rows, &body).into(), data_body: Bytes::from(body.bytes), ..Default::default() }
+
+    /// The flatbuffer `Message` header.
+    pub(crate) fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// Bytes of the body.
+    pub(crate) fn body_len(&self) -> usize {
+        self.body_len
+    }
+
+    /// Appends the body to `out` (exactly [`Self::body_len`] bytes). `scratch` is working
+    /// space for the columns computed on the way (view strings); its contents do not matter,
+    /// and it is kept across messages so that it is allocated and zeroed once.
+    pub(crate) fn write_body(&self, out: &mut impl BufMut, scratch: &mut Vec<u8>) {
+        let mut body = Body { out, scratch, written: 0 };
+        for column in &self.columns {
+            body.column(column);
+        }
+        debug_assert_eq!(body.written, self.body_len, "body size laid out ahead");
+    }
 }
 
 /// The flatbuffer `Message` describing a record batch body.
-fn header(rows: usize, body: &Body) -> Vec<u8> {
+fn header(rows: usize, nodes: &[ipc::FieldNode], buffers: &[ipc::Buffer], body_len: usize) -> Vec<u8> {
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let nodes = fbb.create_vector(&body.nodes);
-    let buffers = fbb.create_vector(&body.buffers);
+    let nodes = fbb.create_vector(nodes);
+    let buffers = fbb.create_vector(buffers);
     let mut rb = ipc::RecordBatchBuilder::new(&mut fbb);
     rb.add_length(rows as i64);
     rb.add_nodes(nodes);
@@ -133,7 +195,7 @@ fn header(rows: usize, body: &Body) -> Vec<u8> {
     let mut message = ipc::MessageBuilder::new(&mut fbb);
     message.add_version(MetadataVersion::V5);
     message.add_header_type(MessageHeader::RecordBatch);
-    message.add_bodyLength(body.bytes.len() as i64);
+    message.add_bodyLength(body_len as i64);
     message.add_header(rb);
     let message = message.finish();
     fbb.finish(message, None);
@@ -205,32 +267,24 @@ fn view_bytes(data: &ArrayData) -> usize {
     }
 }
 
-/// A record batch body being written: bytes, field nodes and buffer locations.
-struct Body {
-    bytes: Vec<u8>,
-    nodes: Vec<ipc::FieldNode>,
-    buffers: Vec<ipc::Buffer>,
+/// A record batch body being written into `out`, buffer after buffer, each padded to
+/// [`ALIGN`].
+struct Body<'a, B: BufMut> {
+    out: &'a mut B,
+    scratch: &'a mut Vec<u8>,
+    written: usize,
 }
 
-impl Body {
-    /// Records the buffer written since `start` and pads the body to [`ALIGN`].
-    fn close(&mut self, start: usize) {
-        let len = self.bytes.len() - start;
-        self.buffers.push(ipc::Buffer::new(start as i64, len as i64));
-        self.bytes.resize(padded(self.bytes.len()), 0);
-    }
-
+impl<B: BufMut> Body<'_, B> {
+    /// Writes one buffer and its padding.
     fn put(&mut self, bytes: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(bytes);
-        self.close(start);
+        put_padded(self.out, &mut self.written, bytes);
     }
 
-    /// Writes one column: its field node, its validity bitmap, then its data buffers.
+    /// Writes one column: its validity bitmap, then its data buffers.
     fn column(&mut self, column: &Column) {
         let data = &column.data;
         let rows = data.len();
-        self.nodes.push(ipc::FieldNode::new(rows as i64, data.null_count() as i64));
         self.put(column.validity.as_ref().map_or(&[][..], |v| v.as_slice()));
         match data.data_type() {
             DataType::Boolean => self.put(data.buffers()[0].bit_slice(data.offset(), rows).as_slice()),
@@ -273,28 +327,29 @@ impl Body {
     }
 
     /// Offsets, then values, of the views of `data` whose lengths `lens` gives (read twice, so
-    /// that no list of lengths is kept).
+    /// that no list of lengths is kept). Both are computed in the scratch space, then copied
+    /// out whole.
     fn views_with_lens(&mut self, data: &ArrayData, lens: impl Iterator<Item = usize> + Clone, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
+        let offsets_len = 4 * (views.len() + 1);
+        let need = offsets_len.max(total + SLACK);
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
         // Offsets.
-        let start = self.bytes.len();
-        self.bytes.resize(start + 4 * (views.len() + 1), 0);
         let mut end = 0i32;
-        for (slot, len) in self.bytes[start + 4..].chunks_exact_mut(4).zip(lens.clone()) {
+        self.scratch[..4].fill(0);
+        for (slot, len) in self.scratch[4..offsets_len].chunks_exact_mut(4).zip(lens.clone()) {
             end += len as i32;
             slot.copy_from_slice(&end.to_le_bytes());
         }
-        self.close(start);
+        put_padded(self.out, &mut self.written, &self.scratch[..offsets_len]);
         // Values: short ones sit in the view itself (12 bytes after the length), long ones in
         // a data buffer at (buffer index, offset). Both are copied in fixed-size pieces where
-        // they can be, which may write up to SLACK bytes past the value; the next value or the
-        // final truncation takes care of those. (Zero-filling first measured faster than
-        // appending each piece and cutting the vector back: the loop then keeps the length in
-        // memory, and the first touch of each page falls in it.)
+        // they can be, which may write up to SLACK bytes past the value; the next value
+        // overwrites those, and the copy out stops at `total`.
         let buffers = &data.buffers()[1..];
-        let start = self.bytes.len();
-        self.bytes.resize(start + total + SLACK, 0);
-        let out = &mut self.bytes[start..];
+        let out = &mut self.scratch[..];
         let mut at = 0;
         for (&v, len) in views.iter().zip(lens) {
             if len <= 12 {
@@ -310,9 +365,16 @@ impl Body {
             }
             at += len;
         }
-        self.bytes.truncate(start + total);
-        self.close(start);
+        put_padded(self.out, &mut self.written, &self.scratch[..total]);
     }
+}
+
+/// Appends `bytes` and their padding to `out`, counting them in `written`.
+fn put_padded(out: &mut impl BufMut, written: &mut usize, bytes: &[u8]) {
+    out.put_slice(bytes);
+    let len = padded(bytes.len());
+    out.put_bytes(0, len - bytes.len());
+    *written += len;
 }
 
 #[cfg(test)]
@@ -329,6 +391,14 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::*;
+
+    /// The messages as `FlightData`, as arrow-flight's decoder reads them.
+    fn flight_data<S>(schema: SchemaRef, batches: S) -> BoxStream<'static, Result<FlightData, Status>>
+    where
+        S: Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    {
+        Box::pin(messages(schema, batches).map_ok(Outgoing::into_flight_data))
+    }
 
     /// Every column kind the encoder writes, with nulls, empty values, short (inline) and long
     /// views spread over several data buffers, and a plain string array whose offsets do not

@@ -1,5 +1,5 @@
-//! The service tonic serves: arrow-flight's Flight SQL dispatcher (`FlightSqlService`'s
-//! blanket `FlightService`), behind a gate that
+//! The Flight service (served through [`crate::doget::Routed`]): arrow-flight's Flight SQL
+//! dispatcher (`FlightSqlService`'s blanket `FlightService`), behind a gate that
 //! - refuses malformed commands, tickets and action bodies with a short message of ours (the
 //!   dispatcher would answer with a protobuf decoder's debug output);
 //! - answers GetSchema (which the dispatcher leaves unimplemented) for statements, prepared
@@ -13,12 +13,14 @@ use arrow_flight::{
     SchemaResult, Ticket,
 };
 use arrow::ipc::writer::IpcWriteOptions;
+use futures::TryStreamExt;
 use prost::Message;
 use rxgate_common::StatusCode;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::encode::Outgoing;
 use crate::metadata;
-use crate::service::FlightSqlServiceImpl;
+use crate::service::{BoxStream, FlightSqlServiceImpl};
 use crate::status::{internal, status, to_status};
 
 /// The gate in front of the Flight SQL dispatcher.
@@ -35,6 +37,18 @@ fn malformed() -> Status {
 fn command(bytes: &[u8]) -> Result<Command, Status> {
     let any = Any::decode(bytes).map_err(|_| malformed())?;
     Command::try_from(any).map_err(|_| malformed())
+}
+
+impl Gate {
+    /// DoGet's messages, before they are encoded (what [`crate::doget`] writes).
+    pub(crate) async fn do_get_messages(&self, request: &Request<Ticket>) -> Result<BoxStream<Outgoing>, Status> {
+        // Every ticket we issue is a TicketStatementQuery; anything else was not issued here.
+        let Ok(Command::TicketStatementQuery(ticket)) = command(&request.get_ref().ticket) else {
+            self.0.session(request)?;
+            return Err(status(StatusCode::TableNotFound, "ticket not found: unknown, expired or already used"));
+        };
+        self.0.statement_messages(ticket, request).await
+    }
 }
 
 #[tonic::async_trait]
@@ -99,12 +113,8 @@ impl FlightService for Gate {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        // Every ticket we issue is a TicketStatementQuery; anything else was not issued here.
-        if !matches!(command(&request.get_ref().ticket), Ok(Command::TicketStatementQuery(_))) {
-            self.0.session(&request)?;
-            return Err(status(StatusCode::TableNotFound, "ticket not found: unknown, expired or already used"));
-        }
-        FlightService::do_get(&self.0, request).await
+        let messages = self.do_get_messages(&request).await?;
+        Ok(Response::new(Box::pin(messages.map_ok(Outgoing::into_flight_data))))
     }
 
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {

@@ -9,14 +9,17 @@
 //! - `service`: the `FlightSqlService` RPCs (statements, prepared statements with DoPut
 //!   parameters, updates, metadata, cancellation).
 //! - `metadata`: catalog listings via SQL over information_schema, SqlInfo, XDBC types.
-//! - `gate`: what tonic serves: clean errors for malformed requests, and GetSchema.
+//! - `gate`: clean errors for malformed requests, and GetSchema, in front of the dispatcher.
 //! - `status`: the one StatusCode → gRPC code table.
 //! - `encode`: DoGet's IPC messages, written straight from the engine's batches.
+//! - `doget`: serves DoGet with a codec that writes those messages straight into tonic's
+//!   send buffer; every other RPC goes to arrow-flight's generated service.
 //! - `wire`: results leave as plain Arrow strings (the engine reads views).
 //! - `tls`, `server`: the listener; `coalesce` gathers h2's per-frame writes into large ones.
 
 mod auth;
 mod coalesce;
+mod doget;
 mod encode;
 mod gate;
 mod metadata;

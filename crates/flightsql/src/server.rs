@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::{FutureExt, TryStreamExt};
 use rxgate_auth::UserDirectory;
 use rxgate_common::{Error, Result};
@@ -18,6 +17,7 @@ use tonic::transport::Server;
 
 use crate::auth::{SessionLimits, Sessions};
 use crate::coalesce::Coalesced;
+use crate::doget::Routed;
 use crate::gate::Gate;
 use crate::service::{FlightSqlServiceImpl, Shared};
 use crate::tickets::Tickets;
@@ -115,9 +115,7 @@ impl FlightSqlServer {
                 }
             })
         };
-        let service = FlightServiceServer::new(Gate(FlightSqlServiceImpl::new(shared)))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = Routed::new(Gate(FlightSqlServiceImpl::new(shared)), MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).map_ok(Coalesced::new);
         // tonic's shutdown is graceful: it waits for running calls, and a DoGet of a large
         // result may run for long. Calls get SHUTDOWN_GRACE to finish, then the server stops.

@@ -32,6 +32,7 @@ use rxgate_engine::{CancelToken, Planned, QueryOutput};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{FlightSession, Sessions};
+use crate::encode::Outgoing;
 use crate::metadata;
 use crate::prepared::{schema_bytes, Prepared};
 use crate::status::{df_status, internal, status, to_status};
@@ -77,7 +78,8 @@ pub(crate) struct FlightSqlServiceImpl {
     shared: Arc<Shared>,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A response stream of `T`s.
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn authorization<T>(request: &Request<T>) -> Option<&str> {
     request.metadata().get("authorization").and_then(|v| v.to_str().ok())
@@ -90,6 +92,37 @@ impl FlightSqlServiceImpl {
 
     pub(crate) fn session<T>(&self, request: &Request<T>) -> Result<Arc<FlightSession>, Status> {
         self.shared.sessions.session(authorization(request))
+    }
+
+    /// The DoGet messages of a statement ticket: the partition it names (plus the siblings
+    /// nobody redeemed in time, see `tickets`), encoded as the client reads.
+    pub(crate) async fn statement_messages<T>(
+        &self,
+        ticket: TicketStatementQuery,
+        request: &Request<T>,
+    ) -> Result<BoxStream<Outgoing>, Status> {
+        let session = self.session(request)?;
+        let (entry, schema, streams) = match self.shared.tickets.redeem(session.user(), &ticket.statement_handle)? {
+            Redeemed::Drained(schema) => (None, schema, vec![]),
+            Redeemed::Partition(entry, partition) => {
+                let mut partitions = vec![partition];
+                if entry.partitions() > 1 {
+                    // Siblings nobody redeemed within the grace are streamed here too (see
+                    // `tickets`): a reader of one endpoint at a time never makes the server
+                    // buffer the other partitions.
+                    partitions.extend(self.shared.tickets.claim_unredeemed(&entry, SIBLING_GRACE).await);
+                }
+                let streams = partitions.into_iter().map(|p| entry.stream(p)).collect::<Result<Vec<_>, _>>()?;
+                (Some(entry.clone()), entry.schema(), streams)
+            }
+        };
+        // One partition, or several merged at the reader's pace (polled in turn, never ahead).
+        let batches = futures::stream::select_all(streams).map_err(df_status);
+        // The stream keeps its result registered (cancellable) until it ends.
+        Ok(Box::pin(crate::encode::messages(schema, batches).map(move |item| {
+            let _registered = &entry;
+            item
+        })))
     }
 
     /// Plans a statement's partitions and offers them as endpoints.
@@ -341,29 +374,8 @@ impl FlightSqlService for FlightSqlServiceImpl {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let session = self.session(&request)?;
-        let (entry, schema, streams) = match self.shared.tickets.redeem(session.user(), &ticket.statement_handle)? {
-            Redeemed::Drained(schema) => (None, schema, vec![]),
-            Redeemed::Partition(entry, partition) => {
-                let mut partitions = vec![partition];
-                if entry.partitions() > 1 {
-                    // Siblings nobody redeemed within the grace are streamed here too (see
-                    // `tickets`): a reader of one endpoint at a time never makes the server
-                    // buffer the other partitions.
-                    partitions.extend(self.shared.tickets.claim_unredeemed(&entry, SIBLING_GRACE).await);
-                }
-                let streams = partitions.into_iter().map(|p| entry.stream(p)).collect::<Result<Vec<_>, _>>()?;
-                (Some(entry.clone()), entry.schema(), streams)
-            }
-        };
-        // One partition, or several merged at the reader's pace (polled in turn, never ahead).
-        let batches = futures::stream::select_all(streams).map_err(df_status);
-        // The stream keeps its result registered (cancellable) until it ends.
-        let flight = crate::encode::flight_data(schema, batches).map(move |item| {
-            let _registered = &entry;
-            item
-        });
-        let flight: <Self as FlightService>::DoGetStream = Box::pin(flight);
+        let messages = self.statement_messages(ticket, &request).await?;
+        let flight: <Self as FlightService>::DoGetStream = Box::pin(messages.map_ok(Outgoing::into_flight_data));
         Ok(Response::new(flight))
     }
 
