@@ -325,17 +325,23 @@ mod tests {
         assert_eq!(tickets.redeem("ann", b"rxt1-forged-handle").err().unwrap().code(), tonic::Code::NotFound);
     }
 
-    /// A second ticket of the same result as `first`, as a two-partition plan would issue.
-    fn sibling(tickets: &Tickets, first: &FlightEndpoint) -> (Arc<ResultEntry>, Vec<u8>) {
-        let id = ticket_id(&handle(first)).unwrap();
-        let mut inner = tickets.inner.lock().unwrap();
-        let entry = inner.pending[&id].entry.clone();
+    /// A result of two partitions, as a two-partition plan would issue it, whose first ticket
+    /// was just redeemed by "ann": the registry, the result and the second ticket's handle.
+    fn first_of_two_redeemed() -> (Tickets, Arc<ResultEntry>, Vec<u8>) {
+        let tickets = Tickets::new(Duration::from_secs(60));
+        let first = handle(&tickets.issue(entry("ann"))[0]);
         let sibling: TicketId = random_bytes::<16>();
-        let expires = Instant::now() + tickets.ttl;
-        inner.pending.insert(sibling, Pending { entry: entry.clone(), partition: 1, expires });
+        let entry = {
+            let mut inner = tickets.inner.lock().unwrap();
+            let entry = inner.pending[&ticket_id(&first).unwrap()].entry.clone();
+            let expires = Instant::now() + tickets.ttl;
+            inner.pending.insert(sibling, Pending { entry: entry.clone(), partition: 1, expires });
+            entry
+        };
+        tickets.redeem("ann", &first).unwrap();
         let mut h = MAGIC.to_vec();
         h.extend_from_slice(&sibling);
-        (entry, h)
+        (tickets, entry, h)
     }
 
     /// A waker that records whether it was woken.
@@ -351,10 +357,7 @@ mod tests {
     async fn the_first_reader_is_woken_by_its_siblings_redeem() {
         use std::future::Future;
         use std::task::{Context, Poll};
-        let tickets = Tickets::new(Duration::from_secs(60));
-        let eps = tickets.issue(entry("ann"));
-        let (entry, sibling) = sibling(&tickets, &eps[0]);
-        tickets.redeem("ann", &handle(&eps[0])).unwrap();
+        let (tickets, entry, sibling) = first_of_two_redeemed();
         let flag = Arc::new(Flag(Default::default()));
         let waker = futures::task::waker(flag.clone());
         let mut cx = Context::from_waker(&waker);
@@ -370,10 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sibling_nobody_redeems_is_taken_over_after_the_grace() {
-        let tickets = Tickets::new(Duration::from_secs(60));
-        let eps = tickets.issue(entry("ann"));
-        let (entry, sibling) = sibling(&tickets, &eps[0]);
-        tickets.redeem("ann", &handle(&eps[0])).unwrap();
+        let (tickets, entry, sibling) = first_of_two_redeemed();
         let start = Instant::now();
         assert_eq!(tickets.claim_unredeemed(&entry, Duration::from_millis(20)).await, vec![1]);
         assert!(start.elapsed() >= Duration::from_millis(20), "the sibling had its grace");
