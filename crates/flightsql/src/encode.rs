@@ -326,46 +326,41 @@ impl<B: BufMut> Body<'_, B> {
         }
     }
 
-    /// Offsets, then values, of the views of `data` whose lengths `lens` gives (read twice, so
-    /// that no list of lengths is kept). Both are computed in the scratch space, then copied
-    /// out whole.
-    fn views_with_lens(&mut self, data: &ArrayData, lens: impl Iterator<Item = usize> + Clone, total: usize) {
+    /// Offsets, then values, of the views of `data` whose lengths `lens` gives. Both are
+    /// computed in one pass over the views, into the scratch space, then copied out whole.
+    fn views_with_lens(&mut self, data: &ArrayData, lens: impl Iterator<Item = usize>, total: usize) {
         let views = &data.buffer::<u128>(0)[..data.len()];
         let offsets_len = 4 * (views.len() + 1);
-        let need = offsets_len.max(total + SLACK);
+        let need = offsets_len + total + SLACK;
         if self.scratch.len() < need {
             self.scratch.resize(need, 0);
         }
-        // Offsets.
-        let mut end = 0i32;
-        self.scratch[..4].fill(0);
-        for (slot, len) in self.scratch[4..offsets_len].chunks_exact_mut(4).zip(lens.clone()) {
-            end += len as i32;
-            slot.copy_from_slice(&end.to_le_bytes());
-        }
-        put_padded(self.out, &mut self.written, &self.scratch[..offsets_len]);
+        let (offsets, values) = self.scratch.split_at_mut(offsets_len);
+        offsets[..4].fill(0);
         // Values: short ones sit in the view itself (12 bytes after the length), long ones in
         // a data buffer at (buffer index, offset). Both are copied in fixed-size pieces where
         // they can be, which may write up to SLACK bytes past the value; the next value
         // overwrites those, and the copy out stops at `total`.
         let buffers = &data.buffers()[1..];
-        let out = &mut self.scratch[..];
         let mut at = 0;
-        for (&v, len) in views.iter().zip(lens) {
+        for ((slot, &v), len) in offsets[4..].chunks_exact_mut(4).zip(views).zip(lens) {
             if len <= 12 {
-                out[at..at + 12].copy_from_slice(&v.to_le_bytes()[4..16]);
+                values[at..at + 12].copy_from_slice(&v.to_le_bytes()[4..16]);
             } else {
                 let buffer = buffers[(v >> 64) as u32 as usize].as_slice();
                 let offset = (v >> 96) as u32 as usize;
                 if len <= SLACK && offset + SLACK <= buffer.len() {
-                    out[at..at + SLACK].copy_from_slice(&buffer[offset..offset + SLACK]);
+                    values[at..at + SLACK].copy_from_slice(&buffer[offset..offset + SLACK]);
                 } else {
-                    out[at..at + len].copy_from_slice(&buffer[offset..offset + len]);
+                    values[at..at + len].copy_from_slice(&buffer[offset..offset + len]);
                 }
             }
             at += len;
+            slot.copy_from_slice(&(at as i32).to_le_bytes());
         }
-        put_padded(self.out, &mut self.written, &self.scratch[..total]);
+        debug_assert_eq!(at, total, "values sized ahead");
+        put_padded(self.out, &mut self.written, &self.scratch[..offsets_len]);
+        put_padded(self.out, &mut self.written, &self.scratch[offsets_len..offsets_len + total]);
     }
 }
 
