@@ -15,6 +15,13 @@
 //!
 //! So nothing waits for a timer, and bytes stay buffered only while the task has more to
 //! write at the same moment. An idle connection keeps no buffer.
+//!
+//! The buffer holds up to 4 MiB, Linux's default ceiling for a TCP send buffer
+//! (`net.ipv4.tcp_wmem`). Fewer, larger writes wake the client fewer times. Measured on a
+//! 308 MB DoGet on 2 cores, 60 exports per size, runs in ABBA order:
+//! - 1 MiB against 256 KiB: server CPU −5%, client −8%, wall −4%;
+//! - 4 MiB against 1 MiB: server −8%, client −7%, wall −11%;
+//! - 16 MiB against 4 MiB: within the noise (−4% server, −3% wall).
 
 use std::io;
 use std::pin::Pin;
@@ -25,7 +32,7 @@ use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
 /// Most bytes buffered before they are written out.
-pub(crate) const CAPACITY: usize = 256 * 1024;
+pub(crate) const CAPACITY: usize = 4 * 1024 * 1024;
 
 /// A socket that can take bytes without blocking outside of a task (for [`Drop`]).
 pub(crate) trait WriteNow {
@@ -227,14 +234,15 @@ mod tests {
         let socket = Recorder::default();
         let mut s = Coalesced::new(socket.clone());
         // h2's pattern: a frame, a flush, the next frame, a flush, ... then a flush with
-        // nothing new, which sends the rest.
-        for i in 0..40 {
+        // nothing new, which sends the rest. Two and a half buffers' worth of 16 KiB frames.
+        let frames = CAPACITY * 5 / 2 / (16 * 1024);
+        for i in 0..frames {
             s.write_all(&frame(i)).await.unwrap();
             s.flush().await.unwrap();
         }
-        assert!(socket.bytes.lock().unwrap().len() < 40 * 16 * 1024, "flushes after new writes wait");
+        assert!(socket.bytes.lock().unwrap().len() < frames * 16 * 1024, "flushes after new writes wait");
         s.flush().await.unwrap();
-        let expected: Vec<u8> = (0..40).flat_map(frame).collect();
+        let expected: Vec<u8> = (0..frames).flat_map(frame).collect();
         assert_eq!(*socket.bytes.lock().unwrap(), expected);
         let writes = socket.writes.lock().unwrap().clone();
         assert_eq!(writes.len(), 3, "{writes:?}");
