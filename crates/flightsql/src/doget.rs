@@ -18,6 +18,7 @@ use bytes::BufMut;
 use futures::future::BoxFuture;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
+use rxgate_common::StatusCode;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, Service};
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::encode::Outgoing;
 use crate::gate::Gate;
 use crate::service::BoxStream;
+use crate::status::{internal, status};
 
 /// The gRPC path of DoGet.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -144,7 +146,7 @@ fn encoded_len(message: &Outgoing) -> usize {
 /// record batch: the header field, then the body field).
 fn write_message(message: Outgoing, dst: &mut impl BufMut, scratch: &mut Vec<u8>) -> Result<(), Status> {
     match message {
-        Outgoing::Data(data) => data.encode(dst).map_err(|e| Status::internal(format!("encoding a message: {e}"))),
+        Outgoing::Data(data) => data.encode(dst).map_err(|e| internal(format!("encoding a message: {e}"))),
         Outgoing::Batch(message) => {
             let header = message.header();
             encode_key(DATA_HEADER, WireType::LengthDelimited, dst);
@@ -171,7 +173,7 @@ impl Decoder for TicketDecoder {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Ticket>, Status> {
-        Ticket::decode(src).map(Some).map_err(|_| Status::invalid_argument("malformed DoGet ticket"))
+        Ticket::decode(src).map(Some).map_err(|_| status(StatusCode::InvalidArgument, "malformed DoGet ticket"))
     }
 }
 

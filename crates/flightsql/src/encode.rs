@@ -151,8 +151,7 @@ impl BatchMessage {
         let mut at = 0;
         for column in &columns {
             nodes.push(ipc::FieldNode::new(rows as i64, column.data.null_count() as i64));
-            let validity = column.validity.as_ref().map_or(0, |v| v.len());
-            for len in std::iter::once(validity).chain(column.lens.iter().copied()) {
+            for len in column.buffer_lens() {
                 buffers.push(ipc::Buffer::new(at as i64, len as i64));
                 at += padded(len);
             }
@@ -208,7 +207,7 @@ fn padded(len: usize) -> usize {
 
 /// Body bytes of `columns`, padding included.
 fn body_size(columns: &[Column]) -> usize {
-    columns.iter().map(|c| c.validity.as_ref().map_or(0, |v| padded(v.len())) + c.lens.iter().map(|&l| padded(l)).sum::<usize>()).sum()
+    columns.iter().flat_map(Column::buffer_lens).map(padded).sum()
 }
 
 /// A column as the body carries it: its data, its validity bitmap (none when nothing is
@@ -222,6 +221,12 @@ struct Column {
 impl Column {
     fn all(batch: &RecordBatch) -> Result<Vec<Column>, String> {
         batch.columns().iter().map(|c| Column::new(c.to_data())).collect()
+    }
+
+    /// The byte length of each buffer the body carries for this column, in the order they are
+    /// written: the validity bitmap (empty when nothing is null), then the data buffers.
+    fn buffer_lens(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.validity.as_ref().map_or(0, |v| v.len())).chain(self.lens.iter().copied())
     }
 
     fn new(data: ArrayData) -> Result<Self, String> {
