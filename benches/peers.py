@@ -153,6 +153,9 @@ class RxgateServer:
                           db_kwargs={"username": BENCH_USER, "password": self.password},
                           autocommit=True)
 
+    def flight_raw(self) -> "FlightRaw":
+        return FlightRaw(self.flight_port, BENCH_USER, self.password)
+
     @property
     def pid(self) -> int:
         return self.proc.pid
@@ -344,6 +347,36 @@ def _serve_in_memory(files: list[str], port: int, ready) -> None:
     server = Server(f"grpc://127.0.0.1:{port}")
     ready.set()
     server.serve()
+
+
+class FlightRaw:
+    """pyarrow's own Flight client (gRPC C++) speaking Flight SQL by hand: GetFlightInfo for a
+    statement, then every endpoint's DoGet at once, one thread each, over one connection.
+    W4 measures it beside the ADBC (Go) client: the same server and query, a cheaper client."""
+
+    def __init__(self, port: int, user: str, password: str):
+        import concurrent.futures
+        import sys
+        import pyarrow.flight as flight
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        import flightsql_proto  # noqa: E402 — the tests' hand-written Flight SQL commands
+        self._proto = flightsql_proto
+        self.client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+        header = self.client.authenticate_basic_token(user, password)
+        self.options = flight.FlightCallOptions(headers=[header], timeout=600)
+        self.pool = concurrent.futures.ThreadPoolExecutor(8)
+
+    def query(self, sql: str):
+        """The whole result as one Arrow table, its endpoints fetched in parallel."""
+        import pyarrow as pa
+        info = self.client.get_flight_info(self._proto.statement_query(sql), self.options)
+        parts = self.pool.map(lambda e: self.client.do_get(e.ticket, self.options).read_all(),
+                              info.endpoints)
+        return pa.concat_tables(parts)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()
 
 
 class FlightCeiling:

@@ -295,6 +295,12 @@ def goals(r: dict, per_scale: dict, rows_by_scale: dict) -> list[tuple[str, str,
                              f"{fmt_ratio(copy.med, top.med) if copy and copy.runs else 'n/a'}"
                              f" PostgreSQL COPY; rxgate takes {fl.med / top.med:.2f}× its time",
                              "(ceiling)"))
+            raw = w4.series.get(w4_export.PYARROW_TARGET)
+            if raw and raw.runs:
+                out.append(("W4 Flight, reference: rxgate to pyarrow's C++ Flight client "
+                            "(endpoints in parallel)", f"{w4.arrow_bytes / raw.med / 1e9:.2f} GB/s, "
+                            f"{fmt_ratio(copy.med, raw.med) if copy and copy.runs else 'n/a'}"
+                            " PostgreSQL COPY", "(reference)"))
         else:
             out.append(("W4 Flight ≥ 1 GB/s and ≥ 5× PostgreSQL COPY",
                         "no Flight SQL port", "n/a"))

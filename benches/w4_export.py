@@ -5,6 +5,9 @@ Paths (each reads every row; nothing is written to disk):
   rxgate pgwire, psycopg binary    the same with binary result format
   rxgate pgwire, COPY TO STDOUT    raw bytes read by psycopg (only if rxgate answers COPY)
   rxgate Flight SQL, ADBC          the result as one Arrow table (only with a Flight port)
+  rxgate Flight SQL, pyarrow       the same through pyarrow's C++ Flight client, endpoints in
+                                   parallel threads (peers.FlightRaw): the server's speed to
+                                   a client that costs less CPU than ADBC's Go driver
   Flight ceiling, ADBC             the same client and call against pyarrow's C++ Flight
                                    server holding the table in memory (peers.FlightCeiling):
                                    what this machine's Flight client takes at most
@@ -34,8 +37,11 @@ CEILING_TARGET = "Flight ceiling: C++ server, table in memory, ADBC"
 # Largest table the in-memory Flight server is started for (it and the client each hold it).
 CEILING_MAX_BYTES = 4e9
 
+# rxgate to pyarrow's C++ Flight client (peers.FlightRaw).
+PYARROW_TARGET = "rxgate Flight SQL pyarrow.flight (C++ client)"
+
 TARGETS = ["rxgate pgwire psycopg (text)", "rxgate pgwire psycopg (binary)",
-           "rxgate pgwire COPY TO STDOUT", "rxgate Flight SQL ADBC",
+           "rxgate pgwire COPY TO STDOUT", "rxgate Flight SQL ADBC", PYARROW_TARGET,
            CEILING_TARGET,
            "PostgreSQL 15 psycopg (text)", "PostgreSQL 15 COPY TO STDOUT",
            "DuckDB in-process Arrow"]
@@ -114,6 +120,18 @@ def run(ctx, reps: int) -> W4Result:
                 return t.num_rows, t.nbytes
         return fetch
     add(TARGETS[3], adbc_fetch(fl_conn) if fl_conn is not None else None, ctx.flight_note)
+    raw, raw_note = None, ctx.flight_note
+    if fl_conn is not None:
+        try:
+            raw = rx.flight_raw()
+        except Exception as e:  # noqa: BLE001 — the other paths are still measured
+            raw_note = f"pyarrow.flight login failed: {str(e).splitlines()[0][:150]}"
+            log(raw_note)
+
+    def raw_fetch():
+        t = raw.query(SQL_RX)
+        return t.num_rows, t.nbytes
+    add(PYARROW_TARGET, raw_fetch if raw is not None else None, raw_note)
     ceiling = ceiling_conn = None
     ceiling_note = "no ADBC Flight SQL client"
     if fl_conn is not None and res.arrow_bytes > CEILING_MAX_BYTES:
@@ -132,12 +150,12 @@ def run(ctx, reps: int) -> W4Result:
     add(CEILING_TARGET, adbc_fetch(ceiling_conn) if ceiling_conn is not None else None,
         ceiling_note)
     if pg_conn is not None:
-        add(TARGETS[5], lambda: _fetch_rows(pg_conn, SQL_PG))
-        add(TARGETS[6], lambda: _copy(pg_conn, COPY_PG))
+        add(TARGETS[6], lambda: _fetch_rows(pg_conn, SQL_PG))
+        add(TARGETS[7], lambda: _copy(pg_conn, COPY_PG))
     else:
-        add(TARGETS[5], None, "not selected")
         add(TARGETS[6], None, "not selected")
-    add(TARGETS[7], lambda: duckdb_arrow(duck, "SELECT * FROM prescriber_drug").num_rows)
+        add(TARGETS[7], None, "not selected")
+    add(TARGETS[8], lambda: duckdb_arrow(duck, "SELECT * FROM prescriber_drug").num_rows)
 
     if rx is not None:
         rx.reset_peak()
@@ -146,6 +164,8 @@ def run(ctx, reps: int) -> W4Result:
     try:
         interleaved(reps, fns)
     finally:
+        if raw is not None:
+            raw.close()
         if ceiling is not None:
             ceiling_conn.close()
             ceiling.stop()
