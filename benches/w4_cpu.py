@@ -1,4 +1,4 @@
-"""W4's Flight export by hand: wall time AND the CPU each side spends, per export.
+"""W4's Flight export by hand: wall time and the CPU each side spends, per export.
 
     ~/.cache/rxgate/bench-venv/bin/python benches/w4_cpu.py --bin BIN --lake DIR \\
         [--reps 8] [--pause 0.3] [--targets rxgate-adbc,rxgate-pyarrow,ceiling-adbc]
