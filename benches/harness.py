@@ -165,6 +165,13 @@ def read_vm(pid: int, key: str = "VmHWM") -> int | None:
     return None
 
 
+def cpu_and_faults(pid: int) -> tuple[float, int]:
+    """User + system CPU seconds and minor page faults of a process so far (threads included),
+    from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Resets VmHWM to the current RSS (Linux ≥ 4.0, `echo 5 > /proc/PID/clear_refs`), so the
     peak of one workload can be read on a long-running server."""

@@ -36,20 +36,10 @@ SQL = "SELECT * FROM health.prescriber_drug"
 TARGETS = ("rxgate-adbc", "rxgate-pyarrow", "ceiling-adbc")
 
 
-def usage(pid: int) -> tuple[float, int]:
-    """User + system CPU seconds and minor page faults of a process so far (threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
-
-
-def adbc_fetch(conn, sql: str):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetch_arrow_table()
-
-
 def main() -> None:
+    from harness import cpu_and_faults
     from peers import FlightCeiling, LakeFiles, RxgateServer
+    from w4_export import adbc_table
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", type=Path, required=True, help="rxgate binary (a release build)")
     ap.add_argument("--lake", type=Path, required=True, help="lakehouse of a pipeline run")
@@ -74,7 +64,7 @@ def main() -> None:
                 sys.exit(f"rxgate has no Flight SQL port: {rx.flight_note}")
             if "rxgate-adbc" in targets:
                 conn = rx.flight_connect()
-                fetchers["rxgate-adbc"] = (rx.pid, lambda c=conn: adbc_fetch(c, SQL))
+                fetchers["rxgate-adbc"] = (rx.pid, lambda c=conn: adbc_table(c, SQL))
             if "rxgate-pyarrow" in targets:
                 raw = rx.flight_raw()
                 fetchers["rxgate-pyarrow"] = (rx.pid, lambda: raw.query(SQL))
@@ -82,16 +72,16 @@ def main() -> None:
             ceiling = FlightCeiling(LakeFiles.find(a.lake.resolve()).glob("prescriber_drug"))
             conn = ceiling.connect()
             fetchers["ceiling-adbc"] = (ceiling.proc.pid,
-                                        lambda c=conn: adbc_fetch(c, "SELECT * FROM prescriber_drug"))
+                                        lambda c=conn: adbc_table(c, "SELECT * FROM prescriber_drug"))
         runs: dict[str, list[tuple[float, float, float, int]]] = {t: [] for t in targets}
         for i in range(a.reps):
             for t in targets:
                 pid, fetch = fetchers[t]
-                (s0, f0), r0 = usage(pid), resource.getrusage(resource.RUSAGE_SELF)
+                (s0, f0), r0 = cpu_and_faults(pid), resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
                 table = fetch()
                 wall = time.perf_counter() - t0
-                r1, (s1, f1) = resource.getrusage(resource.RUSAGE_SELF), usage(pid)
+                r1, (s1, f1) = resource.getrusage(resource.RUSAGE_SELF), cpu_and_faults(pid)
                 client = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
                 server = s1 - s0
                 print(f"{t:15} #{i + 1}: {wall:.3f} s, client {client:.3f} core-s "

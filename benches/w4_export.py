@@ -66,6 +66,13 @@ def _fetch_rows(conn, sql: str, binary: bool = False) -> int:
     return n
 
 
+def adbc_table(conn, sql: str):
+    """The whole result of `sql` through an ADBC DB-API connection, as one Arrow table."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
 def _copy(conn, sql: str) -> tuple[int, int]:
     nbytes = nrows = 0
     with conn.cursor() as cur:
@@ -114,10 +121,8 @@ def run(ctx, reps: int) -> W4Result:
 
     def adbc_fetch(conn):
         def fetch():
-            with conn.cursor() as cur:
-                cur.execute(SQL_RX)
-                t = cur.fetch_arrow_table()
-                return t.num_rows, t.nbytes
+            t = adbc_table(conn, SQL_RX)
+            return t.num_rows, t.nbytes
         return fetch
     add(TARGETS[3], adbc_fetch(fl_conn) if fl_conn is not None else None, ctx.flight_note)
     raw, raw_note = None, ctx.flight_note
