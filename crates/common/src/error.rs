@@ -47,6 +47,12 @@ pub enum StatusCode {
     /// The statement is not allowed in the session's transaction state (a cursor without
     /// HOLD outside a transaction block).
     InvalidTransactionState = 3009,
+    /// A value or the statement text is larger than a configured limit (a string over
+    /// `[limits] max_value_bytes`, a query over `max_query_bytes`).
+    ProgramLimitExceeded = 3010,
+    /// The statement is nested or chained deeper than the planner takes
+    /// (`[limits] max_expression_depth`).
+    StatementTooComplex = 3011,
     /// Authentication failed.
     AuthFailed = 4000,
     /// The user may not do this.

@@ -17,6 +17,8 @@ pub fn sqlstate(code: StatusCode) -> &'static str {
         StatusCode::DuplicateCursor => "42P03",
         StatusCode::InvalidTransactionState => "25P01",
         StatusCode::ResourcesExhausted => "53200",
+        StatusCode::ProgramLimitExceeded => "54000",
+        StatusCode::StatementTooComplex => "54001",
         StatusCode::Unsupported => "0A000",
         StatusCode::InvalidArgument => "22023",
         StatusCode::ExecutionError => "22000",
