@@ -88,7 +88,7 @@ def sum_trx(d: str, s: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 class Env:
-    def __init__(self, rxgate_bin: Path, root: Path):
+    def __init__(self, rxgate_bin: Path, root: Path, allowed: Path):
         self.bin = rxgate_bin
         self.root = root
         self.data_dir = root / "data"
@@ -100,7 +100,10 @@ class Env:
         self.policy = root / "policies.toml"
         self.policy.write_text((REPO_ROOT / "catalog" / "policies.toml").read_text())
         self.config = root / "rxgate.toml"
-        self.config.write_text(f'[policy]\nfile = "{self.policy}"\n')
+        # External locations must be allowed (issue 20 §8): pytest's temporary directories,
+        # where the tests write their files (the warehouse inside stays refused).
+        self.config.write_text(f'[policy]\nfile = "{self.policy}"\n'
+                               f'[external]\nallowed_locations = ["{allowed}", "ftp://example.invalid/"]\n')
         Rxgate(rxgate_bin, self.data_dir).run("catalog", "apply", "catalog/")
 
     def start(self):
@@ -120,7 +123,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(rxgate_bin, tmp_path_factory):
-    e = Env(rxgate_bin, tmp_path_factory.mktemp("hive_ext"))
+    e = Env(rxgate_bin, tmp_path_factory.mktemp("hive_ext"), tmp_path_factory.getbasetemp())
     e.start()
     yield e
     stop_server(e.server)
@@ -506,9 +509,11 @@ def test_two_servers_share_external_tables_on_postgres(rxgate_bin, postgres, tmp
     write_parquet_tree(files)
     env = {"RXGATE_CATALOG_URI": postgres.uri(db), "RXGATE_WAREHOUSE": str(tmp_path / "warehouse")}
     Rxgate(rxgate_bin, tmp_path / "a").run("catalog", "apply", "catalog/", env=env)
-    a = start_server(rxgate_bin, tmp_path / "a", tmp_path / "a.log", env=env)
+    config = tmp_path / "rxgate.toml"
+    config.write_text(f'[external]\nallowed_locations = ["{tmp_path / "files"}"]\n')
+    a = start_server(rxgate_bin, tmp_path / "a", tmp_path / "a.log", env=env, config=config)
     env_b = dict(env, RXGATE_USERS_FILE=str(a.users_file))
-    b = start_server(rxgate_bin, tmp_path / "b", tmp_path / "b.log", env=env_b)
+    b = start_server(rxgate_bin, tmp_path / "b", tmp_path / "b.log", env=env_b, config=config)
     try:
         q(a, CREATE_RX.format(location=files))
         q(a, "ALTER TABLE health.rx_ext ADD PARTITION (delivery_date='2024-01-01', state='CA')")
@@ -522,7 +527,7 @@ def test_two_servers_share_external_tables_on_postgres(rxgate_bin, postgres, tmp
             assert conn.execute("SELECT count(*) FROM health.rx_ext").fetchone()[0] == total_rows()
         with psycopg.connect(postgres.dsn(db)) as pg:
             assert pg.execute("SELECT count(*) FROM rxgate_external_partitions").fetchone()[0] == 6
-        b = stop_server(b) or start_server(rxgate_bin, tmp_path / "b", tmp_path / "b2.log", env=env_b)
+        b = stop_server(b) or start_server(rxgate_bin, tmp_path / "b", tmp_path / "b2.log", env=env_b, config=config)
         assert scalar(b, "SELECT count(*) FROM health.rx_ext") == total_rows()
     finally:
         stop_server(a)

@@ -39,8 +39,12 @@ def lake(rxgate_bin, dataset, tmp_path_factory) -> Rxgate:
 
 @pytest.fixture(scope="module")
 def srv(rxgate_bin, lake, tmp_path_factory):
-    s = start_server(rxgate_bin, lake.data_dir, tmp_path_factory.mktemp("dba-serve") / "serve.log",
-                     env={"RXGATE_PSEUDONYM_KEY": KEY})
+    d = tmp_path_factory.mktemp("dba-serve")
+    # External tables may point under pytest's temporary directories (never the warehouse).
+    config = d / "rxgate.toml"
+    config.write_text(f'[external]\nallowed_locations = ["{tmp_path_factory.getbasetemp()}"]\n')
+    s = start_server(rxgate_bin, lake.data_dir, d / "serve.log", env={"RXGATE_PSEUDONYM_KEY": KEY},
+                     config=config)
     for user, (role, password) in USERS.items():
         add_user(rxgate_bin, s.users_file, user, password, "--role", role)
     yield s
@@ -411,10 +415,12 @@ def test_cli_prints_metadata_tables(srv, lake):
     assert "no snapshot 1" in bad.stderr
 
 
-def test_external_tables_have_no_iceberg_features(srv, lake):
+def test_external_tables_have_no_iceberg_features(srv, lake, tmp_path):
     """A Hive external table in the same schema: DBA statements say it is not an Iceberg table,
-    and it has no metadata tables or snapshots."""
-    location = lake.data_dir / "warehouse" / "health" / "us_cities" / "data"
+    and it has no metadata tables or snapshots. (Over a copy of an Iceberg table's data files:
+    the warehouse itself is never an external location.)"""
+    location = tmp_path / "us_cities_copy"
+    shutil.copytree(lake.data_dir / "warehouse" / "health" / "us_cities" / "data", location)
     with connect(srv) as conn:
         conn.execute(f"CREATE EXTERNAL TABLE health.cities_ext (city STRING) PARTITIONED BY (delivery_date DATE) "
                      f"STORED AS PARQUET LOCATION '{location}'")

@@ -218,6 +218,9 @@ warehouse = "gs://rx-lake/warehouse"
 
 [storage.gcs]
 endpoint = "{gcs.endpoint}"
+
+[external]
+allowed_locations = ["gs://rx-raw/ext/"]
 """)
     rx = Rxgate(rxgate_bin, d / "data")
     summary = run_pipeline(rx, config, "gs://rx-raw/raw")

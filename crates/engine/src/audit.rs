@@ -2,8 +2,10 @@
 //! `AUDIT_DIR/audit.jsonl` and rotated by size (`audit.1.jsonl` is the newest rotated file).
 //! Admins query it as `system.audit_log` (the `system` schema is governed by the policy like
 //! any other).
+//! The directory is created 0700 and the files 0600, whatever the process umask.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -102,7 +104,11 @@ impl AuditLog {
     /// files. `None` keeps no trail (tests of other things).
     pub fn new(dir: Option<PathBuf>, max_bytes: u64, keep: usize) -> rxgate_common::Result<Self> {
         if let Some(d) = &dir {
-            std::fs::create_dir_all(d)
+            // Private whatever the umask: the trail names users, addresses and statements.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
                 .map_err(|e| Error::invalid(format!("cannot create audit directory {}: {e}", d.display())))?;
         }
         Ok(Self { dir, max_bytes: max_bytes.max(4096), keep: keep.max(1), file: Mutex::new(None) })
@@ -137,7 +143,9 @@ impl AuditLog {
             self.rotate(dir)?;
         }
         if slot.is_none() {
-            let f = OpenOptions::new().create(true).append(true).open(dir.join(AUDIT_FILE))?;
+            let f = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(AUDIT_FILE))?;
+            // A file created before (or by another umask) is made private too.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             let size = f.metadata()?.len();
             *slot = Some((f, size));
         }

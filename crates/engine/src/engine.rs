@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub audit_max_bytes: u64,
     /// Rotated audit files kept.
     pub audit_keep: usize,
+    /// `[external] allowed_locations`: URL/path prefixes external tables may point under
+    /// (empty: none). Never the warehouse or an Iceberg table's location.
+    pub external_allowed_locations: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             audit_dir: None,
             audit_max_bytes: 64 << 20,
             audit_keep: 8,
+            external_allowed_locations: Vec::new(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl Engine {
             None => PolicyStore::fixed(Policy::parse(BUILTIN_POLICY, "built-in policy")?, config.pseudonym_key.clone()),
         });
         let audit = Arc::new(AuditLog::new(config.audit_dir.clone(), config.audit_max_bytes, config.audit_keep)?);
+        lake.external().set_allowed_locations(&config.external_allowed_locations)?;
         Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
     }
 

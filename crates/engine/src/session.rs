@@ -776,6 +776,7 @@ impl EngineSession {
             Planned::Plan(_, renamed, ..) => {
                 let plan = self.bound_plan(planned, params).await?;
                 self.run_plan(plan, renamed.clone(), token, timeout).await
+        crate::settings::verify_plan(&plan)?;
             }
         }
     }
@@ -993,6 +994,12 @@ impl EngineSession {
     /// administrators only.
     fn admin(&self, cmd: &AdminCommand) -> Result<RecordBatch> {
         let store = self.guard.store();
+                if let Some(key) = crate::settings::datafusion_key(&name) {
+                    // An allowed option (settings.reset checked): back to DataFusion's default,
+                    // which is the server's for every allowed option.
+                    crate::settings::reset_datafusion_option(self.ctx.state_ref().write().config_mut().options_mut(), &key)?;
+                    return tag("RESET");
+                }
         let (policy, _) = store.current();
         let me = self.guard.principal(&policy);
         let is_admin = policy.is_admin(&me.roles);
@@ -1141,15 +1148,33 @@ fn value_text(e: &Expr) -> Option<String> {
     }
 }
 
-/// The session command a statement is, if it is one (DataFusion's own `SET datafusion.…`
-/// and `SHOW datafusion.…` go to DataFusion).
+/// A dotted name as DataFusion reads it: the identifiers' values joined with `.` (so a quoted
+/// `"datafusion.runtime.memory_limit"` is the same option as the unquoted one).
+fn name_text(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
+    name.0.iter().map(|p| p.as_ident().map(|i| i.value.clone()).unwrap_or_default()).collect::<Vec<_>>().join(".")
+}
+
+/// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
+fn pg_ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() }
+}
+
+/// The session command a statement is, if it is one. `SHOW datafusion.…` and `SET
+/// datafusion.…` of an option sessions may change (`settings::DATAFUSION_SETTABLE`) go to
+/// DataFusion; a `SET` of any other `datafusion.…` option, `SET ROLE` and `SET SESSION
+/// AUTHORIZATION` become [`SessionCommand::Set`]s that `SessionSettings::set` checks (42501).
 fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
     let set = |name: &str, value: Option<String>| Some(SessionCommand::Set { name: name.to_string(), value });
     match stmt {
         SqlStatement::Set(Set::SingleAssignment { variable, values, .. }) => {
-            let name = variable.to_string();
-            if name.to_ascii_lowercase().starts_with("datafusion.") {
-                return None;
+            // The name as DataFusion reads it: the identifiers' values joined, lower-case
+            // (`"datafusion.runtime.memory_limit"` quoted is the same option).
+            if let Some(key) = crate::settings::datafusion_key(&name_text(variable)) {
+                if crate::settings::check_datafusion_settable(&key).is_ok() {
+                    return None;
+                }
+                let value = values.first().and_then(value_text);
+                return set(&key, Some(value.unwrap_or_default()));
             }
             let texts: Vec<Option<String>> = values.iter().map(value_text).collect();
             let value = if texts.iter().any(Option::is_none) {
@@ -1162,12 +1187,16 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
         SqlStatement::Set(Set::SetTimeZone { value, .. }) => set("TimeZone", value_text(value)),
         SqlStatement::Set(Set::SetNames { charset_name, .. }) => set("client_encoding", Some(charset_name.value.clone())),
         SqlStatement::Set(Set::SetNamesDefault {}) => set("client_encoding", None),
-        SqlStatement::Set(Set::SetTransaction { .. } | Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => {
-            Some(SessionCommand::Accept("SET".into()))
+        SqlStatement::Set(Set::SetTransaction { .. }) => Some(SessionCommand::Accept("SET".into())),
+        // Only the session's own identity is accepted (checked by `SessionSettings::set`).
+        SqlStatement::Set(Set::SetRole { role_name, .. }) => {
+            set("role", Some(role_name.as_ref().map(pg_ident).unwrap_or_else(|| "none".into())))
         }
         SqlStatement::ShowVariable { variable } => {
             let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
-            if name.to_ascii_lowercase().starts_with("datafusion.") {
+            // `SHOW datafusion.x.y` arrives as the identifiers `datafusion`, `x`, `y`.
+            let dotted = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(".");
+            if crate::settings::datafusion_key(&dotted).is_some() || crate::settings::datafusion_key(&name).is_some() {
                 return None;
             }
             if name.eq_ignore_ascii_case("all") {
@@ -1208,3 +1237,14 @@ mod tests {
         assert_eq!(parts, vec!["SELECT 'it''s'", "SELECT \"a\"\"b\" FROM t", "SELECT E'x\\'y'"]);
     }
 }
+            let name = variable.to_string();
+        SqlStatement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
+            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::Default => set("session_authorization", None),
+            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::User(user) => {
+                set("session_authorization", Some(pg_ident(user)))
+            }
+        },
+            // RESET of a DataFusion option goes through the same allowlist as SET.
+            Reset::ConfigurationParameter(name) if crate::settings::datafusion_key(&name_text(name)).is_some() => {
+                Some(SessionCommand::Reset(crate::settings::datafusion_key(&name_text(name))))
+            }

@@ -2,6 +2,14 @@
 //! defaults a PostgreSQL 16 server reports. A few of them are interpreted:
 //! `search_path` (the schema unqualified names resolve in), `statement_timeout` (the query
 //! deadline, never above the server's limit) and `client_encoding` (only UTF8 is spoken).
+//!
+//! **Settings cannot raise limits.** DataFusion's own options (`datafusion.*`) are the
+//! server's: a session may change only those in [`DATAFUSION_SETTABLE`] (output formatting of
+//! EXPLAIN, a join preference), through `SET` alone; every other `datafusion.*` name
+//! (`runtime.memory_limit`, `runtime.temp_directory`, `max_temp_directory_size`,
+//! `target_partitions`, `batch_size`, statistics, …) is refused with 42501 by `SET`, `RESET`,
+//! `set_config` and start-up parameters alike ([`check_datafusion_settable`],
+//! [`verify_plan`]). `role` and `session_authorization` accept only the session's own user.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -61,6 +69,7 @@ const KNOWN: &[Known] = &[
     ro("server_encoding", "UTF8", "Preset Options", "Shows the server (database) character set encoding."),
     ro("server_version", PG_SERVER_VERSION, "Preset Options", "Shows the server version."),
     ro("server_version_num", PG_SERVER_VERSION_NUM, "Preset Options", "Shows the server version as an integer."),
+    p("role", "none", "Preset Options", "Sets the current role."),
     p("session_authorization", "", "Preset Options", "Sets the session user name."),
     p("standard_conforming_strings", "on", "Compatibility Options", "Causes '...' strings to treat backslashes literally."),
     p("statement_timeout", "0", "Client Connection Defaults", "Sets the maximum allowed duration of any statement."),
@@ -119,6 +128,73 @@ pub(crate) fn canonical(name: &str) -> String {
     }
 }
 
+/// DataFusion options (`datafusion.*`) a session may change with `SET`/`RESET`: how EXPLAIN
+/// is formatted and a join preference. Nothing that sets a resource limit (memory, spill,
+/// temp files, parallelism, batch size), shows statistics or pruning metrics, or changes
+/// how SQL is parsed. Limits come from the server's configuration only.
+pub const DATAFUSION_SETTABLE: &[&str] = &[
+    "datafusion.explain.format",
+    "datafusion.explain.logical_plan_only",
+    "datafusion.explain.show_schema",
+    "datafusion.explain.tree_maximum_render_width",
+    "datafusion.optimizer.prefer_hash_join",
+];
+
+/// The lower-case option name when `name` names a DataFusion option (`datafusion.…`, any
+/// case), else `None`.
+pub fn datafusion_key(name: &str) -> Option<String> {
+    let key = name.trim().to_ascii_lowercase();
+    key.starts_with("datafusion.").then_some(key)
+}
+
+/// Ok when a session may change the DataFusion option `key` (lower-case, see
+/// [`datafusion_key`]); otherwise 42501: server limits are never per session.
+pub fn check_datafusion_settable(key: &str) -> Result<()> {
+    if DATAFUSION_SETTABLE.contains(&key) {
+        return Ok(());
+    }
+    Err(Error::new(
+        StatusCode::PermissionDenied,
+        format!(
+            "permission denied to set parameter \"{key}\": it is set by the server's configuration only \
+             (sessions may set {})",
+            DATAFUSION_SETTABLE.join(", ")
+        ),
+    ))
+}
+
+/// Refuses a logical plan that would change a DataFusion option a session may not change
+/// (`SET`/`RESET` planned by DataFusion, also inside `PREPARE`): the last check before
+/// DataFusion applies it.
+pub fn verify_plan(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::{LogicalPlan, Statement};
+    let mut refused = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let key = match node {
+            LogicalPlan::Statement(Statement::SetVariable(s)) => Some(&s.variable),
+            LogicalPlan::Statement(Statement::ResetVariable(r)) => Some(&r.variable),
+            _ => None,
+        };
+        if let Some(key) = key {
+            if let Err(e) = check_datafusion_settable(&key.to_ascii_lowercase()) {
+                refused = Some(e);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    refused.map_or(Ok(()), Err)
+}
+
+/// `RESET` of an allowed DataFusion option (checked first): back to DataFusion's default,
+/// which is the server's for every option on the allowlist (the engine sets none of them).
+pub fn reset_datafusion_option(options: &mut datafusion::config::ConfigOptions, key: &str) -> Result<()> {
+    use datafusion::config::ConfigField;
+    check_datafusion_settable(key)?;
+    Ok(options.reset(key)?)
+}
+
 fn known(name: &str) -> Option<&'static Known> {
     KNOWN.iter().find(|k| k.name.eq_ignore_ascii_case(name))
 }
@@ -154,6 +230,18 @@ impl SessionSettings {
     pub fn set(&self, name: &str, value: &str) -> Result<(String, String)> {
         let key = canonical(name);
         let value = value.trim().to_string();
+        if let Some(df) = datafusion_key(&key) {
+            // DataFusion's options live in the session's DataFusion config, changed by `SET`
+            // only; never stored here, where they would be shown without effect.
+            check_datafusion_settable(&df)?;
+            return Err(Error::new(
+                StatusCode::Unsupported,
+                format!("parameter \"{df}\" can only be changed with SET"),
+            ));
+        }
+        if key == "role" || key == "session_authorization" {
+            self.check_identity(&key, &value)?;
+        }
         if let Some(k) = known(&key) {
             if !k.settable {
                 return Err(Error::new(
@@ -194,9 +282,28 @@ impl SessionSettings {
         Ok((display_name(&key), value))
     }
 
+    /// `SET ROLE` / `SET SESSION AUTHORIZATION`: only the session's own user (or `none` for
+    /// the role) is accepted; anything else is 42501, never a silent OK.
+    fn check_identity(&self, key: &str, value: &str) -> Result<()> {
+        let user = self.defaults.get("session_authorization").cloned().unwrap_or_default();
+        let v = value.trim().trim_matches('\'');
+        let ok = v == user || (key == "role" && v.eq_ignore_ascii_case("none"));
+        if ok {
+            return Ok(());
+        }
+        let what = if key == "role" { "set role" } else { "set session authorization" };
+        Err(Error::new(
+            StatusCode::PermissionDenied,
+            format!("permission denied to {what} \"{v}\": a session acts only as its logged-in user \"{user}\""),
+        ))
+    }
+
     /// `RESET name`: back to the session default. Returns the canonical name and value.
     pub fn reset(&self, name: &str) -> Result<(String, String)> {
         let key = canonical(name);
+        if let Some(df) = datafusion_key(&key) {
+            check_datafusion_settable(&df)?;
+        }
         let default = self.defaults.get(&key).cloned();
         let mut values = self.values.lock().expect("settings lock");
         match default {

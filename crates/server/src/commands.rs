@@ -32,6 +32,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ => ListenFlags::default(),
     };
     let settings = resolve(file, cli.data_dir.clone(), pg_flag)?;
+    // Before anything creates a file: data, catalog, audit and spill files are private.
+    crate::config::apply_umask(settings.umask);
     match cli.command {
         Command::Datagen { scale, out, layout, seed } => datagen(scale, &out, layout, seed).map(|_| ()),
         Command::Catalog { action } => catalog(&settings, action).await,

@@ -42,6 +42,30 @@ pub struct FileConfig {
     /// `[storage]`: object stores (gs://, s3://, hdfs://).
     #[serde(default)]
     pub storage: StorageOptions,
+    /// `[external]`: where Hive-style external tables may point.
+    #[serde(default)]
+    pub external: ExternalSection,
+    /// `[files]`: permissions of the files and directories the server creates.
+    #[serde(default)]
+    pub files: FilesSection,
+}
+
+/// `[external]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSection {
+    /// URL or absolute path prefixes external table locations must lie under (none: no
+    /// external table can be created).
+    #[serde(default)]
+    pub allowed_locations: Vec<String>,
+}
+
+/// `[files]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    /// Process umask, octal text ("077": files 0600, directories 0700).
+    pub umask: Option<String>,
 }
 
 /// `[policy]` keys.
@@ -204,6 +228,25 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The Flight SQL listener; `None` when `[flightsql] enabled = false`.
     pub flight: Option<FlightSqlConfig>,
+    /// Process umask (`[files] umask`, default 0o077: what the server creates is private).
+    pub umask: u32,
+}
+
+/// The umask when `[files] umask` is not set: files 0600, directories 0700.
+pub const DEFAULT_UMASK: u32 = 0o077;
+
+/// Sets the process umask, so every file and directory the server creates (warehouse data
+/// and metadata, catalog database, audit trail, spill files) is private to its user.
+pub fn apply_umask(mask: u32) {
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
+}
+
+fn parse_umask(text: &str) -> Result<u32> {
+    let t = text.trim().trim_start_matches("0o");
+    u32::from_str_radix(t, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| Error::invalid(format!("[files] umask must be octal, like \"077\" (got \"{text}\")")))
 }
 
 /// Default PostgreSQL-wire listen address.
@@ -348,6 +391,8 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     engine.spill_dir = file.engine.spill_dir;
     resolve_policy(&mut engine, file.policy, file.audit, &data_dir)?;
+    engine.external_allowed_locations = file.external.allowed_locations;
+    let umask = file.files.umask.as_deref().map(parse_umask).transpose()?.unwrap_or(DEFAULT_UMASK);
     let pg_listen = pg_listen_flag.or(file.pgwire.listen).unwrap_or_else(|| DEFAULT_PG_LISTEN.to_string());
     let pg_max_connections = file.pgwire.max_connections.unwrap_or(DEFAULT_PG_MAX_CONNECTIONS);
     if pg_max_connections == 0 {
@@ -365,7 +410,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
     let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
-    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth, flight })
+    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth, flight, umask })
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`

@@ -15,7 +15,11 @@
 //!   own Parquet/CSV file scan, partition values as typed columns.
 //! - [`discover_partitions`]: the `key=value/` directories under a table's location, for
 //!   `MSCK REPAIR TABLE`.
+//! - [`LocationPolicy`] (locations.rs): external locations are confined to the configured
+//!   `[external] allowed_locations` and never overlap the warehouse or an Iceberg table;
+//!   checked when a location is registered and again when a partition is scanned.
 
+mod locations;
 mod table;
 
 use std::collections::BTreeMap;
@@ -27,6 +31,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
+pub use locations::{LocationPolicy, NormalizedLocation};
 pub use table::{discover_partitions, location_has_files, object_store, ExternalTableProvider};
 
 /// Hive's name for a NULL partition value.
@@ -331,7 +336,26 @@ pub async fn table_provider(
     let df = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
     let Some(def) = external.get(namespace, name).await.map_err(df)? else { return Ok(None) };
     let partitions = external.partitions(&def).await.map_err(df)?;
-    Ok(Some(Arc::new(ExternalTableProvider::try_new(def, partitions).map_err(df)?)))
+    let warehouse = vec![("the warehouse".to_string(), lake.config().warehouse.clone())];
+    let provider = ExternalTableProvider::try_new(def, partitions).map_err(df)?.confined(external.location_policy(), warehouse);
+    Ok(Some(Arc::new(provider)))
+}
+
+/// The locations an external table must not overlap: the warehouse and every Iceberg table's
+/// location (`(what, location)`, for [`LocationPolicy::check`]).
+pub async fn protected_locations(lake: &crate::Lakehouse) -> Result<Vec<(String, String)>> {
+    let catalog = lake.catalog();
+    let mut out = vec![("the warehouse".to_string(), lake.config().warehouse.clone())];
+    let mut pending = catalog.list_namespaces(None).await?;
+    while let Some(ns) = pending.pop() {
+        pending.extend(catalog.list_namespaces(Some(&ns)).await.unwrap_or_default());
+        for ident in catalog.list_tables(&ns).await? {
+            let table = catalog.load_table(&ident).await?;
+            let name = format!("Iceberg table {}.{}", ident.namespace().join("."), ident.name());
+            out.push((name, table.metadata().location().to_string()));
+        }
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -365,6 +389,7 @@ pub struct ExternalCatalog {
     catalog: String,
     ready: tokio::sync::OnceCell<()>,
     cache: RwLock<BTreeMap<(String, String), Arc<ExternalTableDef>>>,
+    locations: RwLock<Arc<LocationPolicy>>,
 }
 
 impl std::fmt::Debug for ExternalCatalog {
@@ -380,7 +405,26 @@ fn db_error(e: impl std::fmt::Display) -> Error {
 impl ExternalCatalog {
     /// A registry on `pool` for the catalog `catalog` (the Iceberg SQL catalog's name).
     pub(crate) fn new(pool: AnyPool, postgres: bool, catalog: &str) -> Self {
-        Self { pool, postgres, catalog: catalog.to_string(), ready: tokio::sync::OnceCell::new(), cache: RwLock::default() }
+        Self {
+            pool,
+            postgres,
+            catalog: catalog.to_string(),
+            ready: tokio::sync::OnceCell::new(),
+            cache: RwLock::default(),
+            locations: RwLock::default(),
+        }
+    }
+
+    /// Sets `[external] allowed_locations` (until called, no location is allowed).
+    pub fn set_allowed_locations(&self, prefixes: &[String]) -> Result<()> {
+        let policy = Arc::new(LocationPolicy::new(prefixes)?);
+        *self.locations.write().expect("locations lock") = policy;
+        Ok(())
+    }
+
+    /// Where external tables may point.
+    pub fn location_policy(&self) -> Arc<LocationPolicy> {
+        self.locations.read().expect("locations lock").clone()
     }
 
     /// `?` placeholders as the database wants them.

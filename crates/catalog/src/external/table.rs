@@ -29,7 +29,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{unescape_path_name, ExternalFormat, ExternalTableDef, HivePartition};
+use super::{unescape_path_name, ExternalFormat, ExternalTableDef, HivePartition, LocationPolicy};
 
 /// An external table as DataFusion sees it: the definition and the partitions registered
 /// when the query was planned.
@@ -39,6 +39,8 @@ pub struct ExternalTableProvider {
     partitions: Vec<HivePartition>,
     schema: SchemaRef,
     file_schema: SchemaRef,
+    /// Where its partitions may be read from, and what they must not overlap.
+    confine: Option<(Arc<LocationPolicy>, Vec<(String, String)>)>,
 }
 
 impl ExternalTableProvider {
@@ -46,7 +48,15 @@ impl ExternalTableProvider {
     pub fn try_new(def: Arc<ExternalTableDef>, partitions: Vec<HivePartition>) -> rxgate_common::Result<Self> {
         let schema = def.table_schema()?;
         let file_schema = def.file_schema()?;
-        Ok(Self { def, partitions, schema, file_schema })
+        Ok(Self { def, partitions, schema, file_schema, confine: None })
+    }
+
+    /// Reads only partitions whose location `policy` allows and that overlap none of
+    /// `protected` (a location registered before the policy, or by another gateway, is
+    /// refused at scan time with 42501).
+    pub fn confined(mut self, policy: Arc<LocationPolicy>, protected: Vec<(String, String)>) -> Self {
+        self.confine = Some((policy, protected));
+        self
     }
 
     /// The definition.
@@ -181,6 +191,11 @@ impl TableProvider for ExternalTableProvider {
         let (partition_filters, other_filters): (Vec<Expr>, Vec<Expr>) =
             filters.iter().cloned().partition(|f| !names.is_empty() && expr_applicable_for_cols(&names, f));
         let kept = self.prune(state, &partition_filters)?;
+        if let Some((policy, protected)) = &self.confine {
+            for p in &kept {
+                policy.check(&p.location, protected).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            }
+        }
         // List the kept partitions' files, a few directories at a time.
         let runtime = state.runtime_env().clone();
         let mut listed: Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> = vec![];

@@ -29,7 +29,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use iceberg::{NamespaceIdent, TableIdent};
 use rxgate_catalog::external::{
-    discover_partitions, location_has_files, object_store, ExternalColumn, ExternalFormat, ExternalTableDef, HivePartition,
+    discover_partitions, location_has_files, object_store, protected_locations, ExternalColumn, ExternalFormat, ExternalTableDef, HivePartition,
 };
 use rxgate_catalog::Lakehouse;
 use rxgate_common::{Error, Result, StatusCode};
@@ -724,6 +724,12 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
     match cmd {
         ExternalCommand::Create { table, if_not_exists, columns, partition_columns, format, location, properties } => {
             let [schema, name] = table.as_slice() else { return Err(Error::new(StatusCode::Internal, "unresolved name")) };
+            // External locations are confined: under `[external] allowed_locations`, never
+            // over the warehouse or an Iceberg table (whose policy is matched by name).
+            // Checked as written first, before anything parses or lists it.
+            let protected = protected_locations(&lake).await?;
+            let confine = lake.external().location_policy();
+            confine.check(location, &protected)?;
             let def = ExternalTableDef {
                 namespace: schema.clone(),
                 name: name.clone(),
@@ -737,6 +743,7 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             // The location must be on a store the server knows (file://, or one configured).
             let url = ListingTableUrl::parse(&def.location)?;
             object_store(&ctx.runtime_env(), &url.object_store())?;
+            confine.check(&def.location, &protected)?;
             let ns = NamespaceIdent::from_strs(schema.split('.'))?;
             let catalog = lake.catalog();
             let exists = |what: &str| Error::new(StatusCode::AlreadyExists, format!("relation \"{schema}.{name}\" already exists{what}"));
@@ -760,6 +767,9 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             if def.properties.get("discover.partitions").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
                 let store = object_store(&ctx.runtime_env(), &url.object_store())?;
                 let found = discover_partitions(&store, &def).await?;
+                for p in &found {
+                    confine.check(&p.location, &protected)?;
+                }
                 lake.external().add_partitions(&def, &found, true).await?;
             }
             tag("CREATE TABLE")
@@ -801,6 +811,11 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
                 let found = discover_partitions(&store, &def).await?;
                 let missing: Vec<HivePartition> =
                     found.into_iter().filter(|f| !registered.iter().any(|r| r.values == f.values)).collect();
+                let protected = protected_locations(&lake).await?;
+                let confine = lake.external().location_policy();
+                for p in &missing {
+                    confine.check(&p.location, &protected)?;
+                }
                 lake.external().add_partitions(&def, &missing, true).await?;
                 out.extend(missing.iter().map(|p| vec!["added".to_string(), def.partition_name(&p.values)]));
             }
@@ -820,13 +835,19 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
         }
         ExternalCommand::AddPartitions { if_not_exists, partitions, .. } => {
             let def = definition(&lake, cmd).await?;
+            let protected = protected_locations(&lake).await?;
+            let confine = lake.external().location_policy();
             let mut parts = vec![];
             for (spec, location) in partitions {
                 let values: Vec<String> = resolve_spec(&def, spec, true)?.into_iter().flatten().collect();
                 let location = match location {
-                    Some(l) => directory_url(l)?,
+                    Some(l) => {
+                        confine.check(l, &protected)?;
+                        directory_url(l)?
+                    }
                     None => def.partition_location(&values),
                 };
+                confine.check(&location, &protected)?;
                 parts.push(HivePartition { values, location });
             }
             lake.external().add_partitions(&def, &parts, *if_not_exists).await?;

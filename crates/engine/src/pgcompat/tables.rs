@@ -90,6 +90,9 @@ impl SchemaProvider for PgCatalogSchema {
             let part = Arc::new(Lazy { schema: schema.clone(), pg: self.pg.clone(), kind });
             return Ok(Some(Arc::new(StreamingTable::try_new(schema, vec![part])?)));
         }
+        if lower == "pg_authid" {
+            return Ok(Some(pg_authid_without_verifiers(&self.pg.static_tables.pg_authid)?));
+        }
         self.upstream.table(&lower).await
     }
 
@@ -97,6 +100,32 @@ impl SchemaProvider for PgCatalogSchema {
         let lower = name.to_ascii_lowercase();
         OWN_TABLES.contains(&lower.as_str()) || self.upstream.table_exist(&lower)
     }
+}
+
+/// datafusion-pg-catalog's `pg_authid` (exported from a real PostgreSQL) with `rolpassword`
+/// NULL in every row: its `postgres` row carries a SCRAM verifier, and no verifier is ever
+/// shown to a client.
+fn pg_authid_without_verifiers(
+    table: &datafusion_pg_catalog::pg_catalog::ArrowTable,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = table.schema();
+    let batches = table
+        .data()
+        .iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| match f.name().as_str() {
+                    "rolpassword" => datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows()),
+                    _ => c.clone(),
+                })
+                .collect();
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![batches])?))
 }
 
 /// The session's catalog as datafusion-pg-catalog sees it (for pg_tables and friends): one
