@@ -364,8 +364,19 @@ RECURSIVE = ("WITH RECURSIVE t(n, s) AS (SELECT 1, 'x' UNION ALL SELECT n + 1, s
 
 
 def test_recursive_cte_with_a_column_list_is_never_an_internal_error(sec):
+    """The issue's query failed with "Schema error: project index 1 out of bounds" when the
+    outer query read fewer columns than the CTE has (DataFusion's projection pushdown)."""
+    short = "WITH RECURSIVE t(n, s) AS (SELECT 1, 'x' UNION ALL SELECT n + 1, s || s FROM t WHERE n < 5) "
     with pg(sec, "ann") as conn:
         assert conn.execute(RECURSIVE.format(n=10)).fetchone() == (10, 512)
+        assert [r[0] for r in conn.execute(short + "SELECT s FROM t").fetchall()] == ["x" * 2 ** i for i in range(5)]
+        assert conn.execute(short + "SELECT count(*) FROM t").fetchone() == (5,)
+        assert conn.execute(short + "SELECT length(s) FROM t WHERE n = 5").fetchone() == (16,)
+        for tail in ("SELECT s FROM t", "SELECT count(*) FROM t", "SELECT max(n) FROM t"):
+            try:
+                conn.execute(RECURSIVE.format(n=40).split(" SELECT max(n)")[0] + " " + tail).fetchall()
+            except psycopg.Error as e:
+                assert e.sqlstate in ("54000", "53200", "57014"), (tail, e.sqlstate, str(e))
         try:
             conn.execute(RECURSIVE.format(n=40)).fetchall()
         except psycopg.Error as e:
@@ -376,6 +387,8 @@ def test_recursive_cte_with_a_column_list_is_never_an_internal_error(sec):
         with conn.cursor() as cur:
             cur.execute(RECURSIVE.format(n=10))
             assert tuple(cur.fetchone()) == (10, 512)
+            cur.execute(short + "SELECT s FROM t")
+            assert len(cur.fetchall()) == 5
 
 
 def private(path: Path) -> bool:

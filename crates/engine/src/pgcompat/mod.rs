@@ -15,6 +15,7 @@
 //! own catalog, so they show exactly what that session may query.
 
 mod functions;
+mod recursive;
 mod rewrite;
 mod tables;
 
@@ -260,6 +261,7 @@ pub(crate) fn install(
     let schema = tables::PgCatalogSchema::new(pg.clone())?;
     catalog.register_schema("pg_catalog", Arc::new(schema))?;
     functions::register(ctx, &pg);
+    recursive::install(ctx);
     Ok(())
 }
 
