@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use rxgate_common::{Error, Result, StatusCode};
 
 use crate::store::{User, Users};
+use crate::throttle::{LoginThrottle, ThrottleConfig};
 use crate::verifier::{random_bytes, ScramVerifier};
 
 /// Who logged in: the user and what the store says about them.
@@ -88,6 +89,7 @@ pub struct UserDirectory {
     path: PathBuf,
     dummy_key: [u8; 32],
     snapshot: RwLock<Snapshot>,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl UserDirectory {
@@ -104,7 +106,19 @@ impl UserDirectory {
             path,
             dummy_key: random_bytes::<32>(),
             snapshot: RwLock::new(Snapshot { stamp, users: Ok(Arc::new(users)) }),
+            throttle: Arc::new(LoginThrottle::default()),
         })
+    }
+
+    /// The same directory with a login throttle of these settings (the default otherwise).
+    pub fn with_throttle(mut self, config: ThrottleConfig) -> Self {
+        self.throttle = Arc::new(LoginThrottle::new(config));
+        self
+    }
+
+    /// The failed-login counters every frontend consults before checking a password.
+    pub fn throttle(&self) -> &Arc<LoginThrottle> {
+        &self.throttle
     }
 
     /// The file's path.

@@ -29,3 +29,4 @@ pub use secure::{Applied, PolicyStatus, PolicyStore};
 pub use session::{
     EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,
 };
+pub use system::{set_login_throttle_source, LoginThrottleRow, LoginThrottleSource};

@@ -1,6 +1,7 @@
 //! The `system` schema: `system.audit_log`, the audit trail read back from its JSON-lines
 //! files; `system.storage_requests`, the object-store request counters; `system.data_cache`,
-//! the data file cache's counters. Like every lakehouse schema it is governed by the policy:
+//! the data file cache's counters; `system.login_throttle`, the failed-login counters of
+//! the frontends (users and client addresses being delayed or locked out). Like every lakehouse schema it is governed by the policy:
 //! only roles granted it (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
@@ -8,7 +9,9 @@ use std::io::BufReader;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, UInt64Array};
+use std::sync::RwLock;
+
+use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -80,6 +83,7 @@ impl SchemaProvider for SystemSchema {
                 batch: Box::new(move || storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))),
             }),
             "data_cache" => Arc::new(Counters { schema: data_cache_schema(), batch: Box::new(move || data_cache_batch(&storage)) }),
+            "login_throttle" => Arc::new(Counters { schema: login_throttle_schema(), batch: Box::new(login_throttle_batch) }),
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -91,7 +95,66 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 3] = ["audit_log", "storage_requests", "data_cache"];
+const TABLES: [&str; 4] = ["audit_log", "storage_requests", "data_cache", "login_throttle"];
+
+/// One row of `system.login_throttle`: a user name or client address with failed logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginThrottleRow {
+    /// `user` or `address`.
+    pub scope: String,
+    /// The user name or the address.
+    pub key: String,
+    /// Failed logins counted.
+    pub failures: u64,
+    /// Delay the next login attempt waits, in milliseconds.
+    pub delay_ms: u64,
+    /// Seconds of lock-out left; 0 when not locked out.
+    pub locked_secs: u64,
+    /// RFC 3339 time of the last failure.
+    pub last_failure: String,
+}
+
+/// What gives the rows of `system.login_throttle`.
+pub type LoginThrottleSource = Arc<dyn Fn() -> Vec<LoginThrottleRow> + Send + Sync>;
+
+/// The process's login throttle, as the frontends registered it (they own it: it lives with
+/// the users directory). Process-wide like the storage counters.
+static LOGIN_THROTTLE: RwLock<Option<LoginThrottleSource>> = RwLock::new(None);
+
+/// Registers where `system.login_throttle` reads its rows (the last registration wins).
+pub fn set_login_throttle_source(source: LoginThrottleSource) {
+    *LOGIN_THROTTLE.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+}
+
+fn login_throttle_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let number = |name: &str| Field::new(name, DataType::UInt64, false);
+    Arc::new(Schema::new(vec![
+        text("scope"),
+        text("key"),
+        number("failures"),
+        number("delay_ms"),
+        number("locked_secs"),
+        text("last_failure"),
+    ]))
+}
+
+/// `system.login_throttle`: the keys with failed logins now (none when no frontend runs).
+fn login_throttle_batch() -> DfResult<RecordBatch> {
+    let source = LOGIN_THROTTLE.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let rows = source.map(|f| f()).unwrap_or_default();
+    let text = |f: fn(&LoginThrottleRow) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let number = |f: fn(&LoginThrottleRow) -> u64| Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let columns = vec![
+        text(|r| r.scope.as_str()),
+        text(|r| r.key.as_str()),
+        number(|r| r.failures),
+        number(|r| r.delay_ms),
+        number(|r| r.locked_secs),
+        text(|r| r.last_failure.as_str()),
+    ];
+    Ok(RecordBatch::try_new(login_throttle_schema(), columns)?)
+}
 
 fn data_cache_schema() -> SchemaRef {
     let field = |name: &str| Field::new(name, DataType::UInt64, false);

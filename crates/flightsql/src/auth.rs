@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use rxgate_auth::{random_bytes, Principal, User, UserDirectory};
+use rxgate_auth::{random_bytes, Admission, Principal, User, UserDirectory};
 use rxgate_common::{Channel, Identity, StatusCode};
 use rxgate_engine::{Engine, EngineSession};
 use tonic::Status;
@@ -46,6 +46,10 @@ pub struct SessionLimits {
     pub max_sessions: u32,
     /// Live tokens of one user, unless the users file gives the user their own limit.
     pub max_sessions_per_user: Option<u32>,
+    /// Of `max_sessions`, tokens only admin roles may take (at most `max_sessions - 1`).
+    pub reserved_admin_sessions: u32,
+    /// Time a Handshake may take, throttle delay and password check included.
+    pub auth_timeout: Duration,
 }
 
 /// One logged-in client: its user, its engine session and its prepared statements.
@@ -86,10 +90,45 @@ impl Sessions {
     }
 
     /// Checks `authorization: Basic …` credentials and opens a session: returns its token.
+    /// The whole login is bounded by the authentication timeout.
     pub(crate) async fn login(&self, authorization: Option<&str>, peer: Option<SocketAddr>) -> Result<String, Status> {
+        match tokio::time::timeout(self.limits.auth_timeout, self.login_inner(authorization, peer)).await {
+            Ok(r) => r,
+            Err(_) => Err(status(StatusCode::AuthFailed, "authentication timed out")),
+        }
+    }
+
+    /// Records a login attempt, or a throttle event (`error`), in the audit trail.
+    fn audit(&self, user: &str, roles: &[String], peer: Option<SocketAddr>, error: Option<&rxgate_common::Error>) {
+        self.engine.audit().login(user, roles, Channel::FlightSql, peer, error);
+    }
+
+    fn audit_throttle(&self, user: &str, peer: Option<SocketAddr>, event: &str) {
+        tracing::warn!(user, ?peer, "flight sql: login throttle: {event}");
+        let err = rxgate_common::Error::new(StatusCode::AuthFailed, format!("login throttle: {event}"));
+        self.audit(user, &[], peer, Some(&err));
+    }
+
+    async fn login_inner(&self, authorization: Option<&str>, peer: Option<SocketAddr>) -> Result<String, Status> {
         let (user, password) = parse_basic(authorization.ok_or_else(|| {
             status(StatusCode::AuthFailed, "authentication required: send HTTP basic credentials with the Handshake")
         })?)?;
+        let throttle = self.users.throttle().clone();
+        let ip = peer.map(|p| p.ip());
+        match throttle.admit(&user, ip) {
+            Admission::Proceed { delay, event } => {
+                if let Some(event) = event {
+                    self.audit_throttle(&user, peer, &event);
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Admission::Refused { message } => {
+                self.audit_throttle(&user, peer, &format!("login refused: {message}"));
+                return Err(status(StatusCode::AuthFailed, message));
+            }
+        }
         let users = self.users.clone();
         let name = user.clone();
         // PBKDF2 is CPU work: keep it off the async workers.
@@ -98,7 +137,17 @@ impl Sessions {
             .map_err(crate::status::internal)?;
         let Some(principal) = principal else {
             tracing::info!(%user, ?peer, "flight sql: password authentication failed");
-            return Err(status(StatusCode::AuthFailed, format!("password authentication failed for user \"{user}\"")));
+            let message = format!("password authentication failed for user \"{user}\"");
+            self.audit(&user, &[], peer, Some(&rxgate_common::Error::new(StatusCode::AuthFailed, message.clone())));
+            for event in throttle.failed(&user, ip) {
+                self.audit_throttle(&user, peer, &event);
+            }
+            return Err(status(StatusCode::AuthFailed, message));
+        };
+        throttle.succeeded(&principal.user);
+        let admin = {
+            let (policy, _) = self.engine.policy().current();
+            policy.is_admin(&policy.roles_of(&principal.user, &principal.roles))
         };
         let entry = self
             .users
@@ -110,8 +159,16 @@ impl Sessions {
         self.sweep();
         {
             let tokens = self.tokens.lock().expect("tokens lock");
-            if tokens.len() >= self.limits.max_sessions as usize {
+            let max = self.limits.max_sessions.max(1);
+            let reserved = self.limits.reserved_admin_sessions.min(max - 1);
+            if tokens.len() >= max as usize {
                 return Err(status(StatusCode::ResourcesExhausted, "too many Flight SQL sessions"));
+            }
+            if !admin && tokens.len() >= (max - reserved) as usize {
+                return Err(status(
+                    StatusCode::ResourcesExhausted,
+                    "too many Flight SQL sessions: the remaining ones are reserved for admin roles",
+                ));
             }
             let limit = entry.max_connections.or(self.limits.max_sessions_per_user);
             if let Some(limit) = limit {
@@ -142,6 +199,7 @@ impl Sessions {
             prepared: Mutex::new(HashMap::new()),
         });
         tracing::info!(user = %session.principal.user, ?peer, "flight sql: logged in");
+        self.audit(&session.principal.user, &session.principal.roles, peer, None);
         self.tokens.lock().expect("tokens lock").insert(token.clone(), session);
         Ok(token)
     }

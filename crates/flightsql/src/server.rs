@@ -55,6 +55,8 @@ impl Default for FlightSqlConfig {
                 lifetime: Duration::from_secs(24 * 3600),
                 max_sessions: 1000,
                 max_sessions_per_user: None,
+                reserved_admin_sessions: 3,
+                auth_timeout: Duration::from_secs(10),
             },
             ticket_ttl: Duration::from_secs(300),
         }

@@ -9,7 +9,7 @@
 //! Every failure during startup is FATAL: pgwire moves a connection whose startup error is not
 //! fatal to ReadyForQuery, which would skip authentication.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,12 +28,13 @@ use pgwire::api::{
     METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use rxgate_auth::{Credentials, Principal, UserDirectory};
+use rxgate_auth::{Admission, Credentials, Principal, UserDirectory};
 use crate::cancel::CancelRegistry;
 use rxgate_common::Channel;
-use rxgate_engine::AuditLog;
+use rxgate_engine::{AuditLog, PolicyStore};
+use tokio::sync::Notify;
 
 /// SASL mechanism names.
 const SCRAM: &str = "SCRAM-SHA-256";
@@ -69,8 +70,17 @@ pub struct AuthConfig {
     pub method: AuthMethod,
     /// Refuse connections that did not negotiate TLS.
     pub tls_required: bool,
-    /// Connections the server holds at once, all users together.
+    /// Authenticated connections the server holds at once, all users together.
     pub max_connections: u32,
+    /// Of `max_connections`, slots only admin roles may take (PostgreSQL's
+    /// `superuser_reserved_connections`); at most `max_connections - 1` are reserved.
+    pub reserved_admin_connections: u32,
+    /// Connections still authenticating (TLS, startup, SCRAM) at once. A connection beyond it
+    /// closes the one that has been authenticating longest, so silent sockets cannot keep
+    /// anyone out.
+    pub max_authenticating: u32,
+    /// Time a connection has to finish TLS, startup and authentication; then it is closed.
+    pub auth_timeout: std::time::Duration,
     /// Default per-user connection limit (a user's own `max_connections` wins); `None`: none.
     pub max_connections_per_user: Option<u32>,
     /// Iteration count of new verifiers, reported to clients as `scram_iterations` (psql's
@@ -84,6 +94,9 @@ impl Default for AuthConfig {
             method: AuthMethod::ScramSha256,
             tls_required: false,
             max_connections: 100,
+            reserved_admin_connections: 3,
+            max_authenticating: 32,
+            auth_timeout: std::time::Duration::from_secs(10),
             max_connections_per_user: None,
             scram_iterations: rxgate_auth::DEFAULT_ITERATIONS,
         }
@@ -98,15 +111,21 @@ pub(crate) struct Authenticated(pub(crate) Principal);
 // Connection limits
 // --------------------------------------------------------------------------------------------
 
-/// Counts connections, globally and per user. Slots are released when dropped.
+/// Counts connections: authenticated ones globally (with slots reserved for admin roles) and
+/// per user, and those still authenticating. Slots are released when dropped.
 #[derive(Debug)]
 pub(crate) struct Limits {
     max_total: u32,
+    /// Slots of `max_total` only admins may take.
+    reserved_admin: u32,
     total: AtomicU32,
     per_user: Mutex<HashMap<String, u32>>,
+    max_authenticating: u32,
+    /// Connections still authenticating, oldest first, with their eviction signal.
+    authenticating: Mutex<(u64, VecDeque<(u64, Arc<Notify>)>)>,
 }
 
-/// One admitted connection; dropping it frees the slot.
+/// One authenticated connection; dropping it frees the slot.
 #[derive(Debug)]
 pub(crate) struct GlobalSlot(Arc<Limits>);
 
@@ -114,17 +133,69 @@ pub(crate) struct GlobalSlot(Arc<Limits>);
 #[derive(Debug)]
 pub(crate) struct UserSlot(Arc<Limits>, String);
 
+/// One connection still authenticating; dropping it frees the slot. `evicted` is notified
+/// when a newer connection needed the slot: the connection must then close.
+#[derive(Debug)]
+pub(crate) struct AuthenticatingSlot {
+    limits: Arc<Limits>,
+    id: u64,
+    pub(crate) evicted: Arc<Notify>,
+}
+
+/// Why an authenticated connection gets no global slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// All `max_connections` are taken.
+    All,
+    /// Only the slots reserved for admin roles are left.
+    ReservedForAdmins,
+}
+
 impl Limits {
-    pub(crate) fn new(max_total: u32) -> Arc<Self> {
-        Arc::new(Self { max_total, total: AtomicU32::new(0), per_user: Mutex::new(HashMap::new()) })
+    pub(crate) fn new(max_total: u32, reserved_admin: u32, max_authenticating: u32) -> Arc<Self> {
+        let max_total = max_total.max(1);
+        Arc::new(Self {
+            max_total,
+            reserved_admin: reserved_admin.min(max_total - 1),
+            total: AtomicU32::new(0),
+            per_user: Mutex::new(HashMap::new()),
+            max_authenticating: max_authenticating.max(1),
+            authenticating: Mutex::new((0, VecDeque::new())),
+        })
     }
 
-    /// A global slot, or `None` when `max_connections` are open.
-    pub(crate) fn try_global(self: &Arc<Self>) -> Option<GlobalSlot> {
-        self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_total).then_some(n + 1))
-            .ok()
-            .map(|_| GlobalSlot(self.clone()))
+    /// A global slot for an authenticated connection: admins may take any of
+    /// `max_connections`, others all but the reserved ones.
+    pub(crate) fn try_global(self: &Arc<Self>, admin: bool) -> Result<GlobalSlot, Full> {
+        let limit = if admin { self.max_total } else { self.max_total - self.reserved_admin };
+        match self.total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)) {
+            Ok(_) => Ok(GlobalSlot(self.clone())),
+            Err(n) if n >= self.max_total => Err(Full::All),
+            Err(_) => Err(Full::ReservedForAdmins),
+        }
+    }
+
+    /// A slot for a connection that starts authenticating. Always granted: when
+    /// `max_authenticating` connections are authenticating, the oldest is told to close.
+    pub(crate) fn authenticating(self: &Arc<Self>) -> AuthenticatingSlot {
+        let mut guard = self.authenticating.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, queue) = &mut *guard;
+        while queue.len() >= self.max_authenticating as usize {
+            if let Some((_, oldest)) = queue.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        *next += 1;
+        let id = *next;
+        let evicted = Arc::new(Notify::new());
+        queue.push_back((id, evicted.clone()));
+        AuthenticatingSlot { limits: self.clone(), id, evicted }
+    }
+
+    /// Connections authenticating now.
+    #[cfg(test)]
+    pub(crate) fn authenticating_now(&self) -> usize {
+        self.authenticating.lock().unwrap_or_else(|p| p.into_inner()).1.len()
     }
 
     /// A slot for `user`, or `None` when the user already holds `limit` sessions.
@@ -141,7 +212,8 @@ impl Limits {
         Some(UserSlot(self.clone(), user.to_string()))
     }
 
-    /// Connections open now.
+    /// Authenticated connections open now.
+    #[cfg(test)]
     pub(crate) fn open(&self) -> u32 {
         self.total.load(Ordering::Acquire)
     }
@@ -150,6 +222,15 @@ impl Limits {
 impl Drop for GlobalSlot {
     fn drop(&mut self) {
         self.0.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for AuthenticatingSlot {
+    fn drop(&mut self) {
+        let mut guard = self.limits.authenticating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = guard.1.iter().position(|(id, _)| *id == self.id) {
+            guard.1.remove(i);
+        }
     }
 }
 
@@ -254,6 +335,26 @@ fn parse_client_first(msg: &str) -> PgWireResult<ClientFirst> {
     Ok(ClientFirst { flag, gs2_header, bare: bare.to_string(), nonce: nonce.to_string() })
 }
 
+/// pgwire decodes a SASLInitialResponse without bounds checks (a cleartext password sent
+/// instead panics it, and the connection closed without a word): the raw body must be a
+/// mechanism name, then a length that matches the data (or -1 and no data).
+fn check_sasl_initial(msg: &PasswordMessageFamily) -> PgWireResult<()> {
+    let PasswordMessageFamily::Raw(body) = msg else { return Ok(()) };
+    let well_formed = body.iter().position(|&b| b == 0).and_then(|nul| {
+        let rest = &body[nul + 1..];
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let data = rest.len() - 4;
+        ((len == -1 && data == 0) || usize::try_from(len).is_ok_and(|l| l == data)).then_some(())
+    });
+    match well_formed {
+        Some(()) => Ok(()),
+        None => Err(fatal(
+            "08P01",
+            "malformed SASL message: expected a SASLInitialResponse (this server does not accept a cleartext password here)",
+        )),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct ClientFinal<'a> {
     channel_binding: &'a str,
@@ -286,6 +387,8 @@ pub(crate) struct Gatekeeper {
     pids: RandomPidSecretKeyGenerator,
     cancels: Arc<CancelRegistry>,
     audit: Arc<AuditLog>,
+    /// The policy in force, which says which roles are admins (reserved slots).
+    policy: Arc<PolicyStore>,
 }
 
 impl Gatekeeper {
@@ -294,6 +397,7 @@ impl Gatekeeper {
         config: AuthConfig,
         channel_binding: Option<Vec<u8>>,
         audit: Arc<AuditLog>,
+        policy: Arc<PolicyStore>,
     ) -> Self {
         let mut params = DefaultServerParameterProvider::default();
         params.scram_iterations = config.scram_iterations as usize;
@@ -303,13 +407,14 @@ impl Gatekeeper {
         params.search_path = "health".to_string();
         Self {
             users,
-            limits: Limits::new(config.max_connections.max(1)),
+            limits: Limits::new(config.max_connections, config.reserved_admin_connections, config.max_authenticating),
             config,
             channel_binding: channel_binding.map(Arc::new),
             params,
             pids: RandomPidSecretKeyGenerator::default(),
             cancels: Arc::default(),
             audit,
+            policy,
         }
     }
 
@@ -349,14 +454,12 @@ enum Phase {
 /// The startup handler of one connection.
 pub(crate) struct Startup {
     gate: Arc<Gatekeeper>,
-    /// Whether the connection got a global slot (held by its task) when accepted.
-    admitted: bool,
     phase: Mutex<Phase>,
 }
 
 impl Startup {
-    pub(crate) fn new(gate: Arc<Gatekeeper>, admitted: bool) -> Self {
-        Self { gate, admitted, phase: Mutex::new(Phase::AwaitingStartup) }
+    pub(crate) fn new(gate: Arc<Gatekeeper>) -> Self {
+        Self { gate, phase: Mutex::new(Phase::AwaitingStartup) }
     }
 
     fn take_phase(&self) -> Phase {
@@ -384,15 +487,6 @@ impl Startup {
                         "TLS is required: this server refuses unencrypted connections (connect with sslmode=require or verify-full)",
                     ));
                 }
-                if !self.admitted {
-                    return Err(fatal(
-                        "53300",
-                        format!(
-                            "sorry, too many connections (max_connections is {})",
-                            self.gate.config.max_connections
-                        ),
-                    ));
-                }
                 let user = client.metadata().get(METADATA_USER).cloned().filter(|u| !u.is_empty());
                 let Some(user) = user else {
                     return Err(fatal("28000", "no PostgreSQL user name specified in startup packet"));
@@ -413,6 +507,7 @@ impl Startup {
             }
             (Phase::AwaitingPassword { user }, PgWireFrontendMessage::PasswordMessageFamily(msg)) => {
                 let password = msg.into_password()?.password;
+                self.throttle(client, &user).await?;
                 let users = self.gate.users.clone();
                 let u = user.clone();
                 // PBKDF2 off the async workers; the same work for unknown users.
@@ -428,6 +523,7 @@ impl Startup {
                 }
             }
             (Phase::AwaitingSaslInitial { user, plus_offered }, PgWireFrontendMessage::PasswordMessageFamily(msg)) => {
+                check_sasl_initial(&msg)?;
                 let initial = msg.into_sasl_initial_response()?;
                 let data = initial.data.ok_or_else(|| malformed("empty client-first-message"))?;
                 let text = std::str::from_utf8(&data).map_err(|_| malformed("not UTF-8"))?;
@@ -485,6 +581,7 @@ impl Startup {
                     return Err(malformed("nonce mismatch"));
                 }
                 let proof = B64.decode(fin.proof).map_err(|_| malformed("bad proof"))?;
+                self.throttle(client, &x.user).await?;
                 let auth_message = format!("{},{},{}", x.client_first_bare, x.server_first, fin.without_proof);
                 let verifier = x.credentials.verifier().clone();
                 let ok = verifier.verify_client_proof(auth_message.as_bytes(), &proof);
@@ -514,7 +611,40 @@ impl Startup {
         );
         let err = rxgate_common::Error::new(rxgate_common::StatusCode::AuthFailed, "password authentication failed");
         self.gate.audit.login(user, &[], Channel::PgWire, Some(client.socket_addr()), Some(&err));
+        for event in self.gate.users.throttle().failed(user, Some(client.socket_addr().ip())) {
+            tracing::warn!(peer = %client.socket_addr(), user, "login throttle: {event}");
+            self.audit_throttle(client, user, &event);
+        }
         auth_failed(user)
+    }
+
+    /// Asks the login throttle before a password or proof is checked: waits the delay it
+    /// gives, or refuses (28000) while the user or the address is locked out. Both are
+    /// recorded in the audit trail.
+    async fn throttle<C: ClientInfo>(&self, client: &C, user: &str) -> PgWireResult<()> {
+        let peer = client.socket_addr();
+        match self.gate.users.throttle().admit(user, Some(peer.ip())) {
+            Admission::Proceed { delay, event } => {
+                if let Some(event) = event {
+                    tracing::warn!(%peer, user, "login throttle: {event}");
+                    self.audit_throttle(client, user, &event);
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(())
+            }
+            Admission::Refused { message } => {
+                tracing::warn!(%peer, user, "login throttle: refused: {message}");
+                self.audit_throttle(client, user, &format!("login refused: {message}"));
+                Err(fatal("28000", message))
+            }
+        }
+    }
+
+    fn audit_throttle<C: ClientInfo>(&self, client: &C, user: &str, event: &str) {
+        let err = rxgate_common::Error::new(rxgate_common::StatusCode::AuthFailed, format!("login throttle: {event}"));
+        self.gate.audit.login(user, &[], Channel::PgWire, Some(client.socket_addr()), Some(&err));
     }
 
     /// Takes a per-user slot, records who logged in and finishes the startup.
@@ -524,12 +654,33 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.gate.users.throttle().succeeded(&principal.user);
         let limit = principal.max_connections.or(self.gate.config.max_connections_per_user);
         let Some(slot) = self.gate.limits.try_user(&principal.user, limit) else {
             tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: per-user connection limit");
             let err = rxgate_common::Error::new(rxgate_common::StatusCode::ResourcesExhausted, "too many connections for user");
             self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
             return Err(fatal("53300", format!("too many connections for user \"{}\"", principal.user)));
+        };
+        let admin = {
+            let (policy, _) = self.gate.policy.current();
+            policy.is_admin(&policy.roles_of(&principal.user, &principal.roles))
+        };
+        let global = match self.gate.limits.try_global(admin) {
+            Ok(g) => g,
+            Err(full) => {
+                let max = self.gate.config.max_connections;
+                let message = match full {
+                    Full::All => format!("sorry, too many connections (max_connections is {max})"),
+                    Full::ReservedForAdmins => format!(
+                        "too many connections: the remaining connection slots of {max} are reserved for admin roles"
+                    ),
+                };
+                tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: {message}");
+                let err = rxgate_common::Error::new(rxgate_common::StatusCode::ResourcesExhausted, message.clone());
+                self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
+                return Err(fatal("53300", message));
+            }
         };
         self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), None);
         if let Some(data) = sasl_final {
@@ -543,12 +694,15 @@ impl Startup {
             "authenticated"
         );
         client.session_extensions().insert(slot);
+        client.session_extensions().insert(global);
         client.session_extensions().insert(Authenticated(principal));
         let (pid, secret_key) = self.gate.pids.generate(&*client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let (slot, guard) = self.gate.cancels.register(pid, &secret_key);
         client.session_extensions().insert(slot);
-        client.session_extensions().insert(guard);
+        if let Some(guard) = guard {
+            client.session_extensions().insert(guard);
+        }
         finish_authentication(client, &self.gate.params).await
     }
 }
@@ -670,13 +824,32 @@ mod tests {
 
     #[test]
     fn limits_count_and_release() {
-        let limits = Limits::new(2);
-        let a = limits.try_global().unwrap();
-        let _b = limits.try_global().unwrap();
-        assert!(limits.try_global().is_none());
-        assert_eq!(limits.open(), 2);
+        // Three slots, one of them reserved for admins.
+        let limits = Limits::new(3, 1, 2);
+        let a = limits.try_global(false).unwrap();
+        let _b = limits.try_global(false).unwrap();
+        assert_eq!(limits.try_global(false).unwrap_err(), Full::ReservedForAdmins);
+        let _c = limits.try_global(true).unwrap();
+        assert_eq!(limits.try_global(true).unwrap_err(), Full::All);
+        assert_eq!(limits.open(), 3);
         drop(a);
-        assert!(limits.try_global().is_some());
+        assert!(limits.try_global(false).is_ok());
+        // Never every slot reserved.
+        assert!(Limits::new(2, 5, 1).try_global(false).is_ok());
+
+        // Authenticating: the oldest is evicted when a third arrives.
+        let first = limits.authenticating();
+        let second = limits.authenticating();
+        assert_eq!(limits.authenticating_now(), 2);
+        let third = limits.authenticating();
+        assert_eq!(limits.authenticating_now(), 2);
+        let evicted = first.evicted.clone();
+        assert!(futures::FutureExt::now_or_never(evicted.notified()).is_some(), "the oldest was told to close");
+        assert!(futures::FutureExt::now_or_never(second.evicted.notified()).is_none());
+        drop(first);
+        assert_eq!(limits.authenticating_now(), 2);
+        drop((second, third));
+        assert_eq!(limits.authenticating_now(), 0);
 
         let u1 = limits.try_user("alice", Some(1)).unwrap();
         assert!(limits.try_user("alice", Some(1)).is_none());
@@ -687,6 +860,17 @@ mod tests {
         let _many: Vec<_> = (0..10).map(|_| limits.try_user("carol", None).unwrap()).collect();
         assert!(limits.try_user("dave", Some(0)).is_none());
         assert!(!limits.per_user.lock().unwrap().contains_key("dave"));
+    }
+
+    #[test]
+    fn sasl_initial_response_is_checked_before_pgwire_decodes_it() {
+        let raw = |b: &[u8]| PasswordMessageFamily::Raw(bytes::BytesMut::from(b));
+        assert!(check_sasl_initial(&raw(b"SCRAM-SHA-256\0\0\0\0\x03abc")).is_ok());
+        assert!(check_sasl_initial(&raw(b"SCRAM-SHA-256\0\xff\xff\xff\xff")).is_ok());
+        for bad in [&b"secret\0"[..], b"secret", b"SCRAM-SHA-256\0\0\0\0\x09abc", b"M\0\xff\xff\xff\xfe"] {
+            let e = check_sasl_initial(&raw(bad)).unwrap_err();
+            assert_eq!(fatalize(e).code, "08P01", "{bad:?}");
+        }
     }
 
     #[test]

@@ -44,6 +44,14 @@ impl Connection {
         Arc::new(Self { engine, session: OnceCell::new(), peer })
     }
 
+    /// Fires the cancel token of the statement the connection's session runs, if any (the
+    /// client went away).
+    pub(crate) fn cancel_running(&self) {
+        if let Some(session) = self.session.get() {
+            session.canceller().cancel();
+        }
+    }
+
     /// The engine session, opened on first use with the user from the startup message.
     async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "anonymous".into());
@@ -83,6 +91,13 @@ impl Handlers {
             startup: Arc::new(startup),
             cancels: Arc::new(CancelRequests(cancels)),
         }
+    }
+}
+
+impl Handlers {
+    /// The connection's shared state.
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.conn
     }
 }
 

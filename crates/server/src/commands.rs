@@ -270,6 +270,9 @@ fn pg_server_config(settings: &Settings) -> PgServerConfig {
             method: settings.auth.method,
             tls_required: settings.pg_tls_required,
             max_connections: settings.pg_max_connections,
+            reserved_admin_connections: settings.auth.reserved_admin_connections,
+            max_authenticating: settings.pg_max_authenticating,
+            auth_timeout: settings.auth.auth_timeout,
             max_connections_per_user: settings.auth.max_connections_per_user,
             scram_iterations: settings.auth.scram_iterations,
         },
@@ -288,7 +291,7 @@ fn pg_url(user: &str, password: Option<&str>, addr: std::net::SocketAddr, tls: b
 }
 
 async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result<()> {
-    let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?);
+    let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?.with_throttle(settings.auth.throttle.clone()));
     let user_count = users.users()?.len();
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
     tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");

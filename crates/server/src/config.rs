@@ -146,6 +146,8 @@ pub struct TlsSection {
 }
 
 /// `[auth]` keys.
+    /// Connections still authenticating at once (beyond it the oldest is closed).
+    pub max_authenticating: Option<u32>,
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
@@ -175,6 +177,24 @@ pub struct FlightSection {
     pub ticket_ttl_secs: Option<u64>,
     /// Live sessions (bearer tokens), all users together.
     pub max_sessions: Option<u32>,
+    /// Seconds a client has to authenticate.
+    pub authentication_timeout_secs: Option<u64>,
+    /// Connection (and Flight session) slots only admin roles may take.
+    pub reserved_admin_connections: Option<u32>,
+    /// Throttle failed logins at all.
+    pub login_throttle: Option<bool>,
+    /// Failed logins of a user or address before delays start.
+    pub login_free_failures: Option<u32>,
+    /// First delay in milliseconds (doubles with each further failure).
+    pub login_delay_ms: Option<u64>,
+    /// Longest delay in milliseconds.
+    pub login_max_delay_ms: Option<u64>,
+    /// Failed logins that lock a user or address out; 0: never.
+    pub login_lockout_after: Option<u32>,
+    /// Lock-out length in seconds.
+    pub login_lockout_secs: Option<u64>,
+    /// Seconds after which failed logins are forgotten.
+    pub login_forget_secs: Option<u64>,
     /// `[flightsql.tls]`.
     #[serde(default)]
     pub tls: FlightTlsSection,
@@ -203,7 +223,7 @@ pub struct AuthSettings {
     pub users_file: PathBuf,
     /// PBKDF2 iterations for verifiers made by `rxgate user add|passwd` and the demo.
     pub scram_iterations: u32,
-    /// Default per-user connection limit; `None`: only the global one.
+    /// Default per-user connection limit (PostgreSQL connections and Flight SQL sessions).
     pub max_connections_per_user: Option<u32>,
 }
 
@@ -223,6 +243,13 @@ pub struct Settings {
     /// PostgreSQL TLS certificate and key, when configured.
     pub pg_tls: Option<TlsConfig>,
     /// Refuse plaintext PostgreSQL connections.
+    /// Time a client has to authenticate.
+    pub auth_timeout: Duration,
+    /// Slots of `[pgwire] max_connections` and `[flightsql] max_sessions` only admin roles
+    /// may take.
+    pub reserved_admin_connections: u32,
+    /// Login throttling.
+    pub throttle: rxgate_auth::ThrottleConfig,
     pub pg_tls_required: bool,
     /// Authentication.
     pub auth: AuthSettings,
@@ -238,6 +265,8 @@ pub const DEFAULT_UMASK: u32 = 0o077;
 /// Sets the process umask, so every file and directory the server creates (warehouse data
 /// and metadata, catalog database, audit trail, spill files) is private to its user.
 pub fn apply_umask(mask: u32) {
+    /// PostgreSQL connections authenticating at once.
+    pub pg_max_authenticating: u32,
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
 }
 
@@ -276,6 +305,19 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
 
 /// The query memory pool when none is configured: half of the machine's memory.
 pub const DEFAULT_MEMORY_LIMIT: &str = "50%";
+/// Default of `[pgwire] max_authenticating`.
+pub const DEFAULT_PG_MAX_AUTHENTICATING: u32 = 32;
+
+/// Default of `[auth] max_connections_per_user`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 50;
+
+/// Default of `[auth] authentication_timeout_secs`.
+pub const DEFAULT_AUTH_TIMEOUT_SECS: u64 = 10;
+
+/// Default of `[auth] reserved_admin_connections` (PostgreSQL's
+/// `superuser_reserved_connections`).
+pub const DEFAULT_RESERVED_ADMIN_CONNECTIONS: u32 = 3;
+
 
 /// `[engine] memory_limit`: a size (`2GiB`) or a share of `machine` bytes (`50%`).
 pub fn memory_limit(s: &str, machine: usize) -> Result<usize> {
@@ -410,7 +452,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
     let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
-    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_tls, pg_tls_required, auth, flight, umask })
+    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_max_authenticating, pg_tls, pg_tls_required, auth, flight, umask })
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`
@@ -443,6 +485,10 @@ fn resolve_flight(
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(FlightTlsConfig {
             cert,
+    let pg_max_authenticating = file.pgwire.max_authenticating.unwrap_or(DEFAULT_PG_MAX_AUTHENTICATING);
+    if pg_max_authenticating == 0 {
+        return Err(Error::invalid("[pgwire] max_authenticating must be at least 1"));
+    }
             key,
             client_ca: t.client_ca,
             client_cert_required: t.client_cert_required.unwrap_or(false),
@@ -512,6 +558,8 @@ fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: Audit
     }
     engine.pseudonym_key = match env("RXGATE_PSEUDONYM_KEY") {
         Some(k) => Some(k.into_bytes()),
+            reserved_admin_sessions: auth.reserved_admin_connections,
+            auth_timeout: auth.auth_timeout,
         None => {
             let path = policy.pseudonym_key_file.unwrap_or_else(|| data_dir.join("pseudonym.key"));
             std::fs::read(&path).ok().map(|k| k.trim_ascii().to_vec()).filter(|k| !k.is_empty())
@@ -555,7 +603,10 @@ fn resolve_auth(section: AuthSection, data_dir: &Path) -> Result<AuthSettings> {
         method,
         users_file,
         scram_iterations,
-        max_connections_per_user: section.max_connections_per_user,
+        max_connections_per_user: Some(section.max_connections_per_user.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_USER)),
+        auth_timeout: Duration::from_secs(auth_timeout),
+        reserved_admin_connections: section.reserved_admin_connections.unwrap_or(DEFAULT_RESERVED_ADMIN_CONNECTIONS),
+        throttle,
     })
 }
 
@@ -596,6 +647,25 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
+    let auth_timeout = section.authentication_timeout_secs.unwrap_or(DEFAULT_AUTH_TIMEOUT_SECS);
+    if auth_timeout == 0 {
+        return Err(Error::invalid("[auth] authentication_timeout_secs must be at least 1"));
+    }
+    let defaults = rxgate_auth::ThrottleConfig::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let throttle = rxgate_auth::ThrottleConfig {
+        enabled: section.login_throttle.unwrap_or(defaults.enabled),
+        free_failures: section.login_free_failures.unwrap_or(defaults.free_failures),
+        base_delay: ms(section.login_delay_ms, defaults.base_delay),
+        max_delay: ms(section.login_max_delay_ms, defaults.max_delay),
+        lockout_after: section.login_lockout_after.unwrap_or(defaults.lockout_after),
+        lockout: secs(section.login_lockout_secs, defaults.lockout),
+        forget_after: secs(section.login_forget_secs, defaults.forget_after),
+    };
+    if throttle.max_delay < throttle.base_delay {
+        return Err(Error::invalid("[auth] login_max_delay_ms must be at least login_delay_ms"));
+    }
                 let cfg = load_file(Some(&p)).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.message));
                 resolve(cfg, None, ListenFlags::default()).unwrap();
                 n += 1;
@@ -717,6 +787,19 @@ mod tests {
             "[auth]\nmethod = \"trust\"",
             "[auth]\nmethod = \"md5\"",
             "[auth]\nscram_iterations = 100",
+        assert_eq!(defaults.auth.max_connections_per_user, Some(DEFAULT_MAX_CONNECTIONS_PER_USER));
+        assert_eq!(defaults.auth.auth_timeout, Duration::from_secs(DEFAULT_AUTH_TIMEOUT_SECS));
+        assert_eq!(defaults.auth.reserved_admin_connections, DEFAULT_RESERVED_ADMIN_CONNECTIONS);
+        assert_eq!(defaults.pg_max_authenticating, DEFAULT_PG_MAX_AUTHENTICATING);
+        assert_eq!(defaults.auth.throttle, rxgate_auth::ThrottleConfig::default());
+        let text = "[auth]\nauthentication_timeout_secs = 2\nreserved_admin_connections = 1\nlogin_free_failures = 1\nlogin_delay_ms = 50\nlogin_max_delay_ms = 400\nlogin_lockout_after = 4\nlogin_lockout_secs = 3\nlogin_forget_secs = 30\nlogin_throttle = true\n[pgwire]\nmax_authenticating = 5\n";
+        let s = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap();
+        assert_eq!(s.auth.auth_timeout, Duration::from_secs(2));
+        assert_eq!(s.auth.reserved_admin_connections, 1);
+        assert_eq!(s.pg_max_authenticating, 5);
+        assert_eq!(s.auth.throttle.lockout, Duration::from_secs(3));
+        assert_eq!(s.auth.throttle.base_delay, Duration::from_millis(50));
+        assert_eq!(s.flight.unwrap().sessions.auth_timeout, Duration::from_secs(2));
             "[auth]\nmax_connections_per_user = 0",
             "[auth]\npassword = \"x\"",
             "[flightsql.tls]\ncert = \"c.pem\"",
@@ -734,3 +817,6 @@ mod tests {
         }
     }
 }
+            "[auth]\nauthentication_timeout_secs = 0",
+            "[auth]\nlogin_delay_ms = 500\nlogin_max_delay_ms = 100",
+            "[pgwire]\nmax_authenticating = 0",
