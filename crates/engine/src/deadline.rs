@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Cancels the queries it was given to. Cheap to clone; firing it is idempotent.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(CancellationToken);
+pub struct CancelToken(CancellationToken, Arc<OnceLock<(StatusCode, String)>>);
 
 impl CancelToken {
     /// A fresh token, not fired.
@@ -36,9 +37,24 @@ impl CancelToken {
         self.0.is_cancelled()
     }
 
+    /// Stops every query guarded by this token with an error of its own (the memory guard's
+    /// 53200) instead of 57014. The first reason given wins.
+    pub fn cancel_with(&self, code: StatusCode, message: impl Into<String>) {
+        let _ = self.1.set((code, message.into()));
+        self.0.cancel();
+    }
+
     /// A token fired with this one (or on its own).
     pub fn child(&self) -> Self {
-        Self(self.0.child_token())
+        Self(self.0.child_token(), self.1.clone())
+    }
+
+    /// The error a query stopped by this token reports.
+    pub(crate) fn error(&self) -> Error {
+        match self.1.get() {
+            Some((code, message)) => Error::new(*code, message.clone()),
+            None => cancelled_error(),
+        }
     }
 }
 
@@ -54,13 +70,22 @@ pub(crate) struct GuardedStream {
     schema: SchemaRef,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    token: CancelToken,
+    /// Registered with the memory guard while the stream lives.
+    _running: Option<crate::memwatch::Registration>,
 }
 
 impl GuardedStream {
-    pub(crate) fn new(inner: SendableRecordBatchStream, timeout: Option<Duration>, token: &CancelToken) -> Self {
+    pub(crate) fn new(
+        inner: SendableRecordBatchStream,
+        timeout: Option<Duration>,
+        token: &CancelToken,
+        running: Option<crate::memwatch::Registration>,
+    ) -> Self {
         let schema = inner.schema();
         let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep_until(Instant::now() + t)), t));
-        Self { inner: Some(inner), schema, deadline, cancelled: Box::pin(token.0.clone().cancelled_owned()) }
+        let cancelled = Box::pin(token.0.clone().cancelled_owned());
+        Self { inner: Some(inner), schema, deadline, cancelled, token: token.clone(), _running: running }
     }
 
     fn fail(&mut self, err: Error) -> Poll<Option<Result<RecordBatch>>> {
@@ -78,7 +103,8 @@ impl Stream for GuardedStream {
         }
         // A fired token wins even over a ready batch: nothing more reaches the client.
         if self.cancelled.as_mut().poll(cx).is_ready() {
-            return self.fail(cancelled_error());
+            let err = self.token.error();
+            return self.fail(err);
         }
         let inner = self.inner.as_mut().expect("checked above");
         if let Poll::Ready(item) = inner.as_mut().poll_next(cx) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
@@ -46,6 +46,11 @@ pub struct EngineConfig {
     /// `[external] allowed_locations`: URL/path prefixes external tables may point under
     /// (empty: none). Never the warehouse or an Iceberg table's location.
     pub external_allowed_locations: Vec<String>,
+    /// Per-statement limits: text size, expression depth, value size (`[limits]`).
+    pub limits: crate::limits::StatementLimits,
+    /// Resident memory of the process beyond which the guard cancels the statement holding
+    /// the most memory (53200); 0 turns the guard off.
+    pub process_memory_limit_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,8 @@ impl Default for EngineConfig {
             audit_max_bytes: 64 << 20,
             audit_keep: 8,
             external_allowed_locations: Vec::new(),
+            limits: Default::default(),
+            process_memory_limit_bytes: 0,
         }
     }
 }
@@ -103,6 +110,7 @@ impl Engine {
         });
         let audit = Arc::new(AuditLog::new(config.audit_dir.clone(), config.audit_max_bytes, config.audit_keep)?);
         lake.external().set_allowed_locations(&config.external_allowed_locations)?;
+        crate::memwatch::watch(config.process_memory_limit_bytes);
         Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
     }
 
@@ -142,13 +150,17 @@ impl Engine {
         let parquet = &mut session_config.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
+        // The session's share of the shared pool is counted for the memory guard (memwatch).
+        let pool = Arc::new(crate::memwatch::SessionPool::new(self.inner.runtime.memory_pool.clone()));
+        let memory = pool.used();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.inner.runtime).with_memory_pool(pool).build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
-            .with_runtime_env(self.inner.runtime.clone())
+            .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(crate::topk::WindowTopKRule))
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        let mut ctx = SessionContext::new_with_state(state);
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
         lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())))?;
         // Every table the session can name goes through the policy (see secure.rs).
@@ -160,10 +172,12 @@ impl Engine {
         let roles = policy.roles_of(&identity.user, &identity.roles);
         pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
         crate::hive::install(&ctx, &self.inner.lake);
+        crate::bounded::install(&ctx, cfg.limits, ctx.runtime_env().memory_pool.clone());
+        ctx.register_expr_planner(Arc::new(crate::bounded::ConcatPlanner::new(cfg.limits, ctx.runtime_env().memory_pool.clone())))?;
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::PseudonymLiteralRule));
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::InjectiveMaskRule));
         let state = Arc::new(ctx.state());
         guard.set_state(&state);
-        Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles))
+        Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles, cfg.limits, memory))
     }
 }

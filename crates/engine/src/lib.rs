@@ -6,16 +6,19 @@
 
 mod admin;
 mod audit;
+mod bounded;
 mod cursor;
 mod deadline;
 mod engine;
 mod hive;
 mod iceberg_admin;
+mod memwatch;
 mod pgcompat;
 mod secure;
 mod session;
 mod system;
 mod topk;
+pub mod limits;
 pub mod settings;
 
 pub use admin::AdminCommand;
@@ -23,10 +26,11 @@ pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
 pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};
+pub use limits::StatementLimits;
 pub use hive::HiveCommand;
 pub use iceberg_admin::{IcebergCommand, RollbackTarget};
 pub use secure::{Applied, PolicyStatus, PolicyStore};
+pub use system::{set_login_throttle_source, LoginThrottleRow, LoginThrottleSource};
 pub use session::{
     EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,
 };
-pub use system::{set_login_throttle_source, LoginThrottleRow, LoginThrottleSource};

@@ -304,6 +304,7 @@ pub struct PartitionedQuery {
     timeout: Option<std::time::Duration>,
     token: CancelToken,
     audit: Option<Arc<AuditHandle>>,
+    owner: Owner,
 }
 
 enum PartitionSource {
@@ -338,7 +339,7 @@ impl PartitionedQuery {
         }
         match &self.source {
             PartitionSource::Plan { plan, task, renamed } => {
-                let stream = guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone());
+                let stream = guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone(), &self.owner);
                 Ok(match &self.audit {
                     Some(audit) => audit.stream(stream),
                     None => stream,
@@ -348,10 +349,19 @@ impl PartitionedQuery {
                 .lock()
                 .expect("partition lock")
                 .take()
-                .map(|s| guard(s, self.timeout, &self.token, None))
+                .map(|s| guard(s, self.timeout, &self.token, None, &self.owner))
                 .ok_or_else(|| Error::invalid("this result was already read")),
         }
     }
+}
+
+/// `plan` with one output partition, whatever its own count.
+fn one_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    if plan.properties().output_partitioning().partition_count() == 1 {
+        return plan;
+    }
+    Arc::new(CoalescePartitionsExec::new(plan))
 }
 
 /// A result stream under a timeout and a cancel token, with the client's column names.
@@ -360,8 +370,10 @@ fn guard(
     timeout: Option<std::time::Duration>,
     token: &CancelToken,
     renamed: Option<SchemaRef>,
+    owner: &Owner,
 ) -> SendableRecordBatchStream {
-    let stream: SendableRecordBatchStream = Box::pin(GuardedStream::new(stream, timeout, token));
+    let running = crate::memwatch::register(token, owner.memory.clone(), &owner.user);
+    let stream: SendableRecordBatchStream = Box::pin(GuardedStream::new(stream, timeout, token, Some(running)));
     match renamed {
         Some(schema) => {
             let s = schema.clone();
@@ -388,6 +400,17 @@ pub struct EngineSession {
     roles: Vec<String>,
     /// Keeps alive the state the guard parses policy expressions with (it holds it weakly).
     _policy_state: Arc<datafusion::execution::SessionState>,
+    /// Statement text size and depth limits, checked before anything parses a statement.
+    limits: crate::limits::StatementLimits,
+    owner: Owner,
+}
+
+/// Whose a running statement is, for the memory guard: the session's user and the pool
+/// memory the session holds.
+#[derive(Clone)]
+struct Owner {
+    memory: Arc<std::sync::atomic::AtomicUsize>,
+    user: String,
 }
 
 /// Cancels the statement its session is running, from another task (a PostgreSQL
@@ -411,7 +434,10 @@ impl EngineSession {
         policy_state: Arc<datafusion::execution::SessionState>,
         audit: Arc<AuditLog>,
         roles: Vec<String>,
+        limits: crate::limits::StatementLimits,
+        memory: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
+        let owner = Owner { memory, user: identity.user.clone() };
         Self {
             ctx,
             identity,
@@ -424,6 +450,8 @@ impl EngineSession {
             audit,
             roles,
             _policy_state: policy_state,
+            limits,
+            owner,
         }
     }
 
@@ -488,6 +516,7 @@ impl EngineSession {
 
     /// Splits SQL text into its statements, each with its original text.
     pub fn split(&self, sql: &str) -> Result<Vec<String>> {
+        self.limits.check_size(sql)?;
         split_statements(sql)
     }
 }
@@ -532,7 +561,11 @@ impl EngineSession {
         tracing::debug!(target: "rxgate_engine::sql", user = %self.identity.user, sql = %sql, "plan");
         self.guard.begin_statement();
         let started = Instant::now();
-        match self.plan_inner(sql).await {
+        let planned = match self.limits.check_text(sql) {
+            Ok(()) => self.plan_inner(sql).await,
+            Err(e) => Err(e),
+        };
+        match planned {
             Ok(Planned::Empty) => Ok(Planned::Empty),
             Ok(planned) => {
                 let info = StatementInfo::new(sql, &planned, &self.guard.applied());
@@ -601,6 +634,7 @@ impl EngineSession {
             }
             other => other?,
         };
+        plan = self.explain_under_policy(plan)?;
         if returns_rows(&plan) {
             plan = null_columns_as_text(plan)?;
         }
@@ -698,6 +732,41 @@ impl EngineSession {
         }
     }
 
+    /// Whether the statement planned last reads a table through a mask or a row filter.
+    fn governed(&self) -> bool {
+        self.guard.applied().iter().any(|a| !a.masks.is_empty() || a.row_filter.is_some())
+    }
+
+    /// `EXPLAIN` of a statement that reads a table through a mask or a row filter shows the
+    /// optimized logical plan only, and `EXPLAIN ANALYZE` of one is refused (42501).
+    ///
+    /// A physical plan is planned over every row of the table: file pruning by min/max
+    /// statistics (`EmptyExec` or a scan), row counts (`Rows=Inexact(n)`) and pruning metrics
+    /// all come from rows and raw values the policy hides, so a binary search over them
+    /// recovers hidden values. The logical plan depends on the statement and the policy only.
+    fn explain_under_policy(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        if !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) || !self.governed() {
+            return Ok(plan);
+        }
+        let LogicalPlan::Explain(explain) = plan else {
+            return Err(Error::new(
+                StatusCode::PermissionDenied,
+                "permission denied: EXPLAIN ANALYZE is not available for statements that read tables \
+                 through masks or row filters (its metrics count hidden rows); use EXPLAIN",
+            ));
+        };
+        let optimized = self.ctx.state().optimize(&explain.plan)?;
+        let text = optimized.display_indent().to_string();
+        let names: Vec<String> = explain.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let [plan_type, plan_text] = names.as_slice() else {
+            return Err(Error::internal("EXPLAIN has an unexpected schema"));
+        };
+        use datafusion::logical_expr::{col, lit, LogicalPlanBuilder};
+        Ok(LogicalPlanBuilder::values(vec![vec![lit("logical_plan"), lit(text)]])?
+            .project(vec![col("column1").alias(plan_type), col("column2").alias(plan_text)])?
+            .build()?)
+    }
+
     async fn plan_statement(&self, stmt: SqlStatement) -> Result<LogicalPlan> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
@@ -707,6 +776,7 @@ impl EngineSession {
             .with_allow_statements(true)
             .verify_plan(&plan)
             .map_err(|e| Error::new(StatusCode::Unsupported, e.to_string()))?;
+        crate::settings::verify_plan(&plan)?;
         Ok(plan)
     }
 
@@ -737,7 +807,7 @@ impl EngineSession {
             };
         }
         if token.is_cancelled() {
-            return Err(crate::deadline::cancelled_error());
+            return Err(token.error());
         }
         let timeout = self.settings.statement_timeout();
         match planned {
@@ -763,7 +833,7 @@ impl EngineSession {
                 Ok(QueryOutput::Command { tag: "DECLARE CURSOR".into() })
             }
             Planned::Command(SessionCommand::Fetch { name, count, .. }) => {
-                let stream = guard(self.cursors.get(name)?.fetch(*count), timeout, token, None);
+                let stream = guard(self.cursors.get(name)?.fetch(*count), timeout, token, None, &self.owner);
                 Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
             }
             Planned::Command(SessionCommand::Hive(cmd)) => crate::hive::execute(&self.ctx, cmd).await,
@@ -776,7 +846,6 @@ impl EngineSession {
             Planned::Plan(_, renamed, ..) => {
                 let plan = self.bound_plan(planned, params).await?;
                 self.run_plan(plan, renamed.clone(), token, timeout).await
-        crate::settings::verify_plan(&plan)?;
             }
         }
     }
@@ -830,11 +899,19 @@ impl EngineSession {
                             return Err(e);
                         }
                     };
+                    // How many partitions a plan has depends on how many files survive pruning
+                    // by statistics over all rows: under a mask or a row filter every result
+                    // has one endpoint (see `explain_under_policy`).
+                    let physical = if info.masks.is_empty() && info.row_filters.is_empty() {
+                        physical
+                    } else {
+                        one_partition(physical)
+                    };
                     let schema = renamed.clone().unwrap_or_else(|| physical.schema());
                     let parts = physical.properties().output_partitioning().partition_count();
                     let audit = Some(AuditHandle::new(record, self.audit.clone(), started, parts));
                     let source = PartitionSource::Plan { plan: physical, task, renamed: renamed.clone() };
-                    return Ok(PartitionedQuery { schema, source, timeout, token, audit });
+                    return Ok(PartitionedQuery { schema, source, timeout, token, audit, owner: self.owner.clone() });
                 }
             }
         }
@@ -847,7 +924,7 @@ impl EngineSession {
             }
         };
         let source = PartitionSource::Once(Mutex::new(Some(stream)));
-        Ok(PartitionedQuery { schema, source, timeout, token, audit: None })
+        Ok(PartitionedQuery { schema, source, timeout, token, audit: None, owner: self.owner.clone() })
     }
 
     /// The logical plan a `Planned::Plan` runs with `params` bound: the statement as written,
@@ -894,7 +971,7 @@ impl EngineSession {
             return Ok(QueryOutput::Command { tag: "SET".into() });
         }
         let stream = df.execute_stream().await?;
-        let stream = guard(stream, timeout, token, renamed);
+        let stream = guard(stream, timeout, token, renamed, &self.owner);
         Ok(QueryOutput::Rows { schema: stream.schema(), stream })
     }
 
@@ -917,6 +994,12 @@ impl EngineSession {
             }
             SessionCommand::Reset(Some(name)) => {
                 let (name, value) = self.settings.reset(name)?;
+                if let Some(key) = crate::settings::datafusion_key(&name) {
+                    // An allowed option (settings.reset checked): back to DataFusion's default,
+                    // which is the server's for every allowed option.
+                    crate::settings::reset_datafusion_option(self.ctx.state_ref().write().config_mut().options_mut(), &key)?;
+                    return tag("RESET");
+                }
                 self.changed(&name, &value);
                 tag("RESET")
             }
@@ -994,12 +1077,6 @@ impl EngineSession {
     /// administrators only.
     fn admin(&self, cmd: &AdminCommand) -> Result<RecordBatch> {
         let store = self.guard.store();
-                if let Some(key) = crate::settings::datafusion_key(&name) {
-                    // An allowed option (settings.reset checked): back to DataFusion's default,
-                    // which is the server's for every allowed option.
-                    crate::settings::reset_datafusion_option(self.ctx.state_ref().write().config_mut().options_mut(), &key)?;
-                    return tag("RESET");
-                }
         let (policy, _) = store.current();
         let me = self.guard.principal(&policy);
         let is_admin = policy.is_admin(&me.roles);
@@ -1176,6 +1253,7 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
                 let value = values.first().and_then(value_text);
                 return set(&key, Some(value.unwrap_or_default()));
             }
+            let name = variable.to_string();
             let texts: Vec<Option<String>> = values.iter().map(value_text).collect();
             let value = if texts.iter().any(Option::is_none) {
                 None
@@ -1192,6 +1270,12 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
         SqlStatement::Set(Set::SetRole { role_name, .. }) => {
             set("role", Some(role_name.as_ref().map(pg_ident).unwrap_or_else(|| "none".into())))
         }
+        SqlStatement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
+            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::Default => set("session_authorization", None),
+            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::User(user) => {
+                set("session_authorization", Some(pg_ident(user)))
+            }
+        },
         SqlStatement::ShowVariable { variable } => {
             let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
             // `SHOW datafusion.x.y` arrives as the identifiers `datafusion`, `x`, `y`.
@@ -1205,6 +1289,10 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
             Some(SessionCommand::Show(Some(crate::settings::display_name(&crate::settings::canonical(&name)))))
         }
         SqlStatement::Reset(ResetStatement { reset }) => match reset {
+            // RESET of a DataFusion option goes through the same allowlist as SET.
+            Reset::ConfigurationParameter(name) if crate::settings::datafusion_key(&name_text(name)).is_some() => {
+                Some(SessionCommand::Reset(crate::settings::datafusion_key(&name_text(name))))
+            }
             Reset::ALL => Some(SessionCommand::Reset(None)),
             Reset::ConfigurationParameter(name) => Some(SessionCommand::Reset(Some(name.to_string()))),
         },
@@ -1237,14 +1325,3 @@ mod tests {
         assert_eq!(parts, vec!["SELECT 'it''s'", "SELECT \"a\"\"b\" FROM t", "SELECT E'x\\'y'"]);
     }
 }
-            let name = variable.to_string();
-        SqlStatement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
-            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::Default => set("session_authorization", None),
-            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::User(user) => {
-                set("session_authorization", Some(pg_ident(user)))
-            }
-        },
-            // RESET of a DataFusion option goes through the same allowlist as SET.
-            Reset::ConfigurationParameter(name) if crate::settings::datafusion_key(&name_text(name)).is_some() => {
-                Some(SessionCommand::Reset(crate::settings::datafusion_key(&name_text(name))))
-            }

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// `[storage]`: object stores (gs://, s3://, hdfs://).
     #[serde(default)]
     pub storage: StorageOptions,
+    /// `[limits]`: what one statement, and the whole process, may use.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// `[external]`: where Hive-style external tables may point.
     #[serde(default)]
     pub external: ExternalSection,
@@ -66,6 +69,21 @@ pub struct ExternalSection {
 pub struct FilesSection {
     /// Process umask, octal text ("077": files 0600, directories 0700).
     pub umask: Option<String>,
+}
+
+/// `[limits]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest statement text, e.g. "4MiB".
+    pub max_query_bytes: Option<String>,
+    /// Deepest operator chain or nesting in one statement.
+    pub max_expression_depth: Option<usize>,
+    /// Largest string or binary value a function may build, e.g. "1GiB".
+    pub max_value_bytes: Option<String>,
+    /// Resident memory of the whole process beyond which the largest statement is cancelled:
+    /// a size or a share of the machine's memory ("80%").
+    pub process_memory_limit: Option<String>,
 }
 
 /// `[policy]` keys.
@@ -128,6 +146,8 @@ pub struct PgSection {
     pub listen: Option<String>,
     /// Connections served at once, all users together.
     pub max_connections: Option<u32>,
+    /// Connections still authenticating at once (beyond it the oldest is closed).
+    pub max_authenticating: Option<u32>,
     /// `[pgwire.tls]`.
     #[serde(default)]
     pub tls: TlsSection,
@@ -146,8 +166,6 @@ pub struct TlsSection {
 }
 
 /// `[auth]` keys.
-    /// Connections still authenticating at once (beyond it the oldest is closed).
-    pub max_authenticating: Option<u32>,
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
@@ -159,24 +177,6 @@ pub struct AuthSection {
     pub scram_iterations: Option<u32>,
     /// Default per-user connection limit.
     pub max_connections_per_user: Option<u32>,
-}
-
-/// `[flightsql]` keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FlightSection {
-    /// Serve Flight SQL at all.
-    pub enabled: Option<bool>,
-    /// Listen address.
-    pub listen: Option<String>,
-    /// A bearer token unused this long expires (seconds).
-    pub token_idle_secs: Option<u64>,
-    /// A bearer token expires this long after its login (seconds).
-    pub token_lifetime_secs: Option<u64>,
-    /// A ticket not redeemed within this many seconds expires.
-    pub ticket_ttl_secs: Option<u64>,
-    /// Live sessions (bearer tokens), all users together.
-    pub max_sessions: Option<u32>,
     /// Seconds a client has to authenticate.
     pub authentication_timeout_secs: Option<u64>,
     /// Connection (and Flight session) slots only admin roles may take.
@@ -195,6 +195,24 @@ pub struct FlightSection {
     pub login_lockout_secs: Option<u64>,
     /// Seconds after which failed logins are forgotten.
     pub login_forget_secs: Option<u64>,
+}
+
+/// `[flightsql]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightSection {
+    /// Serve Flight SQL at all.
+    pub enabled: Option<bool>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// A bearer token unused this long expires (seconds).
+    pub token_idle_secs: Option<u64>,
+    /// A bearer token expires this long after its login (seconds).
+    pub token_lifetime_secs: Option<u64>,
+    /// A ticket not redeemed within this many seconds expires.
+    pub ticket_ttl_secs: Option<u64>,
+    /// Live sessions (bearer tokens), all users together.
+    pub max_sessions: Option<u32>,
     /// `[flightsql.tls]`.
     #[serde(default)]
     pub tls: FlightTlsSection,
@@ -225,6 +243,13 @@ pub struct AuthSettings {
     pub scram_iterations: u32,
     /// Default per-user connection limit (PostgreSQL connections and Flight SQL sessions).
     pub max_connections_per_user: Option<u32>,
+    /// Time a client has to authenticate.
+    pub auth_timeout: Duration,
+    /// Slots of `[pgwire] max_connections` and `[flightsql] max_sessions` only admin roles
+    /// may take.
+    pub reserved_admin_connections: u32,
+    /// Login throttling.
+    pub throttle: rxgate_auth::ThrottleConfig,
 }
 
 /// Fully resolved settings.
@@ -240,16 +265,11 @@ pub struct Settings {
     pub pg_listen: String,
     /// PostgreSQL connections served at once.
     pub pg_max_connections: u32,
+    /// PostgreSQL connections authenticating at once.
+    pub pg_max_authenticating: u32,
     /// PostgreSQL TLS certificate and key, when configured.
     pub pg_tls: Option<TlsConfig>,
     /// Refuse plaintext PostgreSQL connections.
-    /// Time a client has to authenticate.
-    pub auth_timeout: Duration,
-    /// Slots of `[pgwire] max_connections` and `[flightsql] max_sessions` only admin roles
-    /// may take.
-    pub reserved_admin_connections: u32,
-    /// Login throttling.
-    pub throttle: rxgate_auth::ThrottleConfig,
     pub pg_tls_required: bool,
     /// Authentication.
     pub auth: AuthSettings,
@@ -265,8 +285,6 @@ pub const DEFAULT_UMASK: u32 = 0o077;
 /// Sets the process umask, so every file and directory the server creates (warehouse data
 /// and metadata, catalog database, audit trail, spill files) is private to its user.
 pub fn apply_umask(mask: u32) {
-    /// PostgreSQL connections authenticating at once.
-    pub pg_max_authenticating: u32,
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
 }
 
@@ -287,6 +305,19 @@ pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:50051";
 /// Default of `[pgwire] max_connections` (PostgreSQL's default too).
 pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 100;
 
+/// Default of `[pgwire] max_authenticating`.
+pub const DEFAULT_PG_MAX_AUTHENTICATING: u32 = 32;
+
+/// Default of `[auth] max_connections_per_user`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 50;
+
+/// Default of `[auth] authentication_timeout_secs`.
+pub const DEFAULT_AUTH_TIMEOUT_SECS: u64 = 10;
+
+/// Default of `[auth] reserved_admin_connections` (PostgreSQL's
+/// `superuser_reserved_connections`).
+pub const DEFAULT_RESERVED_ADMIN_CONNECTIONS: u32 = 3;
+
 /// Parses "2GiB", "512MiB", "1GB", "1048576".
 pub fn parse_bytes(s: &str) -> Result<usize> {
     let t = s.trim();
@@ -303,21 +334,34 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
     Ok((n * mult) as usize)
 }
 
+/// The process memory guard's limit when none is configured.
+pub const DEFAULT_PROCESS_MEMORY_LIMIT: &str = "80%";
+
+fn resolve_limits(engine: &mut EngineConfig, limits: LimitsSection) -> Result<()> {
+    let key = |k: &str, r: Result<usize>| r.map_err(|e| e.context(format!("[limits] {k}")));
+    let l = &mut engine.limits;
+    if let Some(v) = limits.max_query_bytes {
+        l.max_query_bytes = key("max_query_bytes", parse_bytes(&v))?;
+    }
+    if let Some(v) = limits.max_expression_depth {
+        l.max_expression_depth = v;
+    }
+    if let Some(v) = limits.max_value_bytes {
+        l.max_value_bytes = key("max_value_bytes", parse_bytes(&v))?;
+    }
+    let process = limits.process_memory_limit.unwrap_or_else(|| DEFAULT_PROCESS_MEMORY_LIMIT.to_string());
+    engine.process_memory_limit_bytes = key("process_memory_limit", memory_limit(&process, machine_memory()))?;
+    if engine.process_memory_limit_bytes <= engine.memory_limit_bytes {
+        return Err(Error::invalid(format!(
+            "[limits] process_memory_limit ({} bytes) must be above [engine] memory_limit ({} bytes)",
+            engine.process_memory_limit_bytes, engine.memory_limit_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// The query memory pool when none is configured: half of the machine's memory.
 pub const DEFAULT_MEMORY_LIMIT: &str = "50%";
-/// Default of `[pgwire] max_authenticating`.
-pub const DEFAULT_PG_MAX_AUTHENTICATING: u32 = 32;
-
-/// Default of `[auth] max_connections_per_user`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 50;
-
-/// Default of `[auth] authentication_timeout_secs`.
-pub const DEFAULT_AUTH_TIMEOUT_SECS: u64 = 10;
-
-/// Default of `[auth] reserved_admin_connections` (PostgreSQL's
-/// `superuser_reserved_connections`).
-pub const DEFAULT_RESERVED_ADMIN_CONNECTIONS: u32 = 3;
-
 
 /// `[engine] memory_limit`: a size (`2GiB`) or a share of `machine` bytes (`50%`).
 pub fn memory_limit(s: &str, machine: usize) -> Result<usize> {
@@ -432,6 +476,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         engine.batch_size = b;
     }
     engine.spill_dir = file.engine.spill_dir;
+    resolve_limits(&mut engine, file.limits)?;
     resolve_policy(&mut engine, file.policy, file.audit, &data_dir)?;
     engine.external_allowed_locations = file.external.allowed_locations;
     let umask = file.files.umask.as_deref().map(parse_umask).transpose()?.unwrap_or(DEFAULT_UMASK);
@@ -439,6 +484,10 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     let pg_max_connections = file.pgwire.max_connections.unwrap_or(DEFAULT_PG_MAX_CONNECTIONS);
     if pg_max_connections == 0 {
         return Err(Error::invalid("[pgwire] max_connections must be at least 1"));
+    }
+    let pg_max_authenticating = file.pgwire.max_authenticating.unwrap_or(DEFAULT_PG_MAX_AUTHENTICATING);
+    if pg_max_authenticating == 0 {
+        return Err(Error::invalid("[pgwire] max_authenticating must be at least 1"));
     }
     let tls = file.pgwire.tls;
     let pg_tls = match (tls.cert.clone(), tls.key.clone()) {
@@ -485,10 +534,6 @@ fn resolve_flight(
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(FlightTlsConfig {
             cert,
-    let pg_max_authenticating = file.pgwire.max_authenticating.unwrap_or(DEFAULT_PG_MAX_AUTHENTICATING);
-    if pg_max_authenticating == 0 {
-        return Err(Error::invalid("[pgwire] max_authenticating must be at least 1"));
-    }
             key,
             client_ca: t.client_ca,
             client_cert_required: t.client_cert_required.unwrap_or(false),
@@ -513,6 +558,8 @@ fn resolve_flight(
             lifetime: secs(section.token_lifetime_secs, defaults.sessions.lifetime.as_secs(), "token_lifetime_secs")?,
             max_sessions,
             max_sessions_per_user: auth.max_connections_per_user,
+            reserved_admin_sessions: auth.reserved_admin_connections,
+            auth_timeout: auth.auth_timeout,
         },
         ticket_ttl: secs(section.ticket_ttl_secs, defaults.ticket_ttl.as_secs(), "ticket_ttl_secs")?,
     }))
@@ -558,8 +605,6 @@ fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: Audit
     }
     engine.pseudonym_key = match env("RXGATE_PSEUDONYM_KEY") {
         Some(k) => Some(k.into_bytes()),
-            reserved_admin_sessions: auth.reserved_admin_connections,
-            auth_timeout: auth.auth_timeout,
         None => {
             let path = policy.pseudonym_key_file.unwrap_or_else(|| data_dir.join("pseudonym.key"));
             std::fs::read(&path).ok().map(|k| k.trim_ascii().to_vec()).filter(|k| !k.is_empty())
@@ -598,6 +643,25 @@ fn resolve_auth(section: AuthSection, data_dir: &Path) -> Result<AuthSettings> {
         return Err(Error::invalid(
             "[auth] max_connections_per_user must be at least 1 (leave it out for no per-user limit)",
         ));
+    }
+    let auth_timeout = section.authentication_timeout_secs.unwrap_or(DEFAULT_AUTH_TIMEOUT_SECS);
+    if auth_timeout == 0 {
+        return Err(Error::invalid("[auth] authentication_timeout_secs must be at least 1"));
+    }
+    let defaults = rxgate_auth::ThrottleConfig::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let throttle = rxgate_auth::ThrottleConfig {
+        enabled: section.login_throttle.unwrap_or(defaults.enabled),
+        free_failures: section.login_free_failures.unwrap_or(defaults.free_failures),
+        base_delay: ms(section.login_delay_ms, defaults.base_delay),
+        max_delay: ms(section.login_max_delay_ms, defaults.max_delay),
+        lockout_after: section.login_lockout_after.unwrap_or(defaults.lockout_after),
+        lockout: secs(section.login_lockout_secs, defaults.lockout),
+        forget_after: secs(section.login_forget_secs, defaults.forget_after),
+    };
+    if throttle.max_delay < throttle.base_delay {
+        return Err(Error::invalid("[auth] login_max_delay_ms must be at least login_delay_ms"));
     }
     Ok(AuthSettings {
         method,
@@ -647,25 +711,6 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
-    let auth_timeout = section.authentication_timeout_secs.unwrap_or(DEFAULT_AUTH_TIMEOUT_SECS);
-    if auth_timeout == 0 {
-        return Err(Error::invalid("[auth] authentication_timeout_secs must be at least 1"));
-    }
-    let defaults = rxgate_auth::ThrottleConfig::default();
-    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
-    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
-    let throttle = rxgate_auth::ThrottleConfig {
-        enabled: section.login_throttle.unwrap_or(defaults.enabled),
-        free_failures: section.login_free_failures.unwrap_or(defaults.free_failures),
-        base_delay: ms(section.login_delay_ms, defaults.base_delay),
-        max_delay: ms(section.login_max_delay_ms, defaults.max_delay),
-        lockout_after: section.login_lockout_after.unwrap_or(defaults.lockout_after),
-        lockout: secs(section.login_lockout_secs, defaults.lockout),
-        forget_after: secs(section.login_forget_secs, defaults.forget_after),
-    };
-    if throttle.max_delay < throttle.base_delay {
-        return Err(Error::invalid("[auth] login_max_delay_ms must be at least login_delay_ms"));
-    }
                 let cfg = load_file(Some(&p)).unwrap_or_else(|e| panic!("{}: {}", p.display(), e.message));
                 resolve(cfg, None, ListenFlags::default()).unwrap();
                 n += 1;
@@ -742,6 +787,19 @@ mod tests {
         let defaults = resolve(FileConfig::default(), None, ListenFlags::default()).unwrap();
         assert_eq!(defaults.auth.method, AuthMethod::ScramSha256);
         assert_eq!(defaults.pg_max_connections, DEFAULT_PG_MAX_CONNECTIONS);
+        assert_eq!(defaults.auth.max_connections_per_user, Some(DEFAULT_MAX_CONNECTIONS_PER_USER));
+        assert_eq!(defaults.auth.auth_timeout, Duration::from_secs(DEFAULT_AUTH_TIMEOUT_SECS));
+        assert_eq!(defaults.auth.reserved_admin_connections, DEFAULT_RESERVED_ADMIN_CONNECTIONS);
+        assert_eq!(defaults.pg_max_authenticating, DEFAULT_PG_MAX_AUTHENTICATING);
+        assert_eq!(defaults.auth.throttle, rxgate_auth::ThrottleConfig::default());
+        let text = "[auth]\nauthentication_timeout_secs = 2\nreserved_admin_connections = 1\nlogin_free_failures = 1\nlogin_delay_ms = 50\nlogin_max_delay_ms = 400\nlogin_lockout_after = 4\nlogin_lockout_secs = 3\nlogin_forget_secs = 30\nlogin_throttle = true\n[pgwire]\nmax_authenticating = 5\n";
+        let s = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap();
+        assert_eq!(s.auth.auth_timeout, Duration::from_secs(2));
+        assert_eq!(s.auth.reserved_admin_connections, 1);
+        assert_eq!(s.pg_max_authenticating, 5);
+        assert_eq!(s.auth.throttle.lockout, Duration::from_secs(3));
+        assert_eq!(s.auth.throttle.base_delay, Duration::from_millis(50));
+        assert_eq!(s.flight.unwrap().sessions.auth_timeout, Duration::from_secs(2));
         assert!(defaults.pg_tls.is_none() && !defaults.pg_tls_required);
     }
 
@@ -787,20 +845,10 @@ mod tests {
             "[auth]\nmethod = \"trust\"",
             "[auth]\nmethod = \"md5\"",
             "[auth]\nscram_iterations = 100",
-        assert_eq!(defaults.auth.max_connections_per_user, Some(DEFAULT_MAX_CONNECTIONS_PER_USER));
-        assert_eq!(defaults.auth.auth_timeout, Duration::from_secs(DEFAULT_AUTH_TIMEOUT_SECS));
-        assert_eq!(defaults.auth.reserved_admin_connections, DEFAULT_RESERVED_ADMIN_CONNECTIONS);
-        assert_eq!(defaults.pg_max_authenticating, DEFAULT_PG_MAX_AUTHENTICATING);
-        assert_eq!(defaults.auth.throttle, rxgate_auth::ThrottleConfig::default());
-        let text = "[auth]\nauthentication_timeout_secs = 2\nreserved_admin_connections = 1\nlogin_free_failures = 1\nlogin_delay_ms = 50\nlogin_max_delay_ms = 400\nlogin_lockout_after = 4\nlogin_lockout_secs = 3\nlogin_forget_secs = 30\nlogin_throttle = true\n[pgwire]\nmax_authenticating = 5\n";
-        let s = resolve(toml::from_str(text).unwrap(), None, ListenFlags::default()).unwrap();
-        assert_eq!(s.auth.auth_timeout, Duration::from_secs(2));
-        assert_eq!(s.auth.reserved_admin_connections, 1);
-        assert_eq!(s.pg_max_authenticating, 5);
-        assert_eq!(s.auth.throttle.lockout, Duration::from_secs(3));
-        assert_eq!(s.auth.throttle.base_delay, Duration::from_millis(50));
-        assert_eq!(s.flight.unwrap().sessions.auth_timeout, Duration::from_secs(2));
             "[auth]\nmax_connections_per_user = 0",
+            "[auth]\nauthentication_timeout_secs = 0",
+            "[auth]\nlogin_delay_ms = 500\nlogin_max_delay_ms = 100",
+            "[pgwire]\nmax_authenticating = 0",
             "[auth]\npassword = \"x\"",
             "[flightsql.tls]\ncert = \"c.pem\"",
             "[flightsql.tls]\nclient_ca = \"ca.pem\"",
@@ -817,6 +865,3 @@ mod tests {
         }
     }
 }
-            "[auth]\nauthentication_timeout_secs = 0",
-            "[auth]\nlogin_delay_ms = 500\nlogin_max_delay_ms = 100",
-            "[pgwire]\nmax_authenticating = 0",

@@ -11,7 +11,13 @@ fn main() -> std::process::ExitCode {
     let cli = rxgate_server::cli::Cli::parse();
     rxgate_server::allocator::settle(&cli.command);
     rxgate_server::logging::init(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Statements are planned and run on these threads: their stacks are sized for the deepest
+    // statement the engine accepts (rxgate_engine::limits).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(rxgate_engine::limits::WORKER_STACK_BYTES)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rxgate: cannot start the async runtime: {e}");

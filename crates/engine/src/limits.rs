@@ -1,0 +1,272 @@
+//! What one statement may ask of the process: the size of its text, how deep its expressions
+//! chain, and how large one value it builds may grow.
+//!
+//! **Invariant:** no statement text reaches a recursive walk (the parser's rewrites, the
+//! policy, DataFusion's planner and optimizer, physical expression evaluation, `Drop` of the
+//! trees) unless [`StatementLimits::check_text`] accepted it. The check runs over tokens in one
+//! loop, so it cannot itself overflow, and it bounds the depth of every tree built from the
+//! statement. The runtime's threads have stacks sized for that bound ([`WORKER_STACK_BYTES`]).
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use rxgate_common::{Error, Result, StatusCode};
+
+/// Stack of every runtime thread that plans or runs statements (tokio workers and blocking
+/// threads). Reserved address space, touched only as deep trees need it; sized so that a
+/// statement at [`StatementLimits::max_expression_depth`]'s default plans and runs in a debug
+/// build, whose frames are several times a release build's.
+pub const WORKER_STACK_BYTES: usize = 256 << 20;
+
+/// PostgreSQL's limit on one text value (1 GB), the default of
+/// [`StatementLimits::max_value_bytes`].
+pub const PG_MAX_VALUE_BYTES: usize = (1 << 30) - 1;
+
+/// Per-statement limits (`[limits]` in the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementLimits {
+    /// Largest statement text accepted, in bytes (54000 beyond).
+    pub max_query_bytes: usize,
+    /// Deepest operator chain or nesting one statement may hold, as counted by
+    /// [`expression_depth`] (54001 beyond).
+    pub max_expression_depth: usize,
+    /// Largest string or binary value a function may build, in bytes (54000 beyond).
+    pub max_value_bytes: usize,
+}
+
+impl Default for StatementLimits {
+    fn default() -> Self {
+        Self { max_query_bytes: 4 << 20, max_expression_depth: 20_000, max_value_bytes: PG_MAX_VALUE_BYTES }
+    }
+}
+
+impl StatementLimits {
+    /// Refuses statement text that is too large (54000) or too deep (54001), before anything
+    /// parses it into a tree.
+    pub fn check_text(&self, sql: &str) -> Result<()> {
+        self.check_size(sql)?;
+        let depth = expression_depth(sql)?;
+        if depth > self.max_expression_depth {
+            return Err(Error::new(
+                StatusCode::StatementTooComplex,
+                format!(
+                    "statement too complex: its expressions chain or nest {depth} operators deep, \
+                     over the limit of {} ([limits] max_expression_depth); use IN (…) lists or split the statement",
+                    self.max_expression_depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses statement text over [`StatementLimits::max_query_bytes`] (54000).
+    pub fn check_size(&self, sql: &str) -> Result<()> {
+        if sql.len() > self.max_query_bytes {
+            return Err(Error::new(
+                StatusCode::ProgramLimitExceeded,
+                format!(
+                    "statement text of {} bytes exceeds the limit of {} bytes ([limits] max_query_bytes)",
+                    sql.len(),
+                    self.max_query_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for a value of `bytes` bytes built by `function` (54000).
+    pub fn value_too_large(&self, function: &str, bytes: usize) -> Error {
+        Error::new(
+            StatusCode::ProgramLimitExceeded,
+            format!(
+                "{function}: a value of {bytes} bytes exceeds the limit of {} bytes ([limits] max_value_bytes)",
+                self.max_value_bytes
+            ),
+        )
+    }
+}
+
+/// An upper bound of how deep the trees parsed from `sql` can be, counted in one pass over its
+/// tokens.
+///
+/// The parser recurses (and stops at its own recursion limit, 42601) for prefix forms: nested
+/// parentheses, `NOT NOT …`, nested `CASE`. It loops, without recursing, over infix chains such
+/// as `1+1+…` or `a=1 OR a=2 OR …`, building a tree as deep as the chain is long; `UNION` and
+/// `JOIN` chains likewise become left-deep plans. So the bound is, over every point of the
+/// text: the infix operators since the last list or clause boundary (a comma, `SELECT`,
+/// `WHERE`, `WHEN`, …) at each open bracket level, summed over the open levels, plus the
+/// number of open levels. A 10,000-item `IN (…)` list counts one per item boundary, not
+/// 10,000.
+pub fn expression_depth(sql: &str) -> Result<usize> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
+    // Infix operators in the current segment of each open bracket level.
+    let mut levels: Vec<usize> = vec![0];
+    let mut sum = 0usize;
+    let mut max = 0usize;
+    // Whether the last significant token ends an operand (so a `*` after it multiplies).
+    let mut after_operand = false;
+    for token in &tokens {
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
+        let operand_before = std::mem::replace(&mut after_operand, ends_operand(token));
+        match token {
+            Token::Mul if !operand_before => {}
+            Token::LParen | Token::LBracket | Token::LBrace => levels.push(0),
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                if levels.len() > 1 {
+                    sum -= levels.pop().unwrap_or(0);
+                }
+            }
+            Token::Comma | Token::SemiColon => {
+                let top = levels.last_mut().expect("one level");
+                sum -= *top;
+                *top = 0;
+            }
+            Token::Word(w) => match w.keyword {
+                Keyword::SELECT
+                | Keyword::FROM
+                | Keyword::WHERE
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::LIMIT
+                | Keyword::OFFSET
+                | Keyword::WHEN
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::END
+                | Keyword::ON
+                | Keyword::USING
+                | Keyword::WINDOW
+                | Keyword::PARTITION
+                | Keyword::QUALIFY
+                | Keyword::VALUES
+                | Keyword::SET
+                | Keyword::RETURNING => {
+                    let top = levels.last_mut().expect("one level");
+                    sum -= *top;
+                    *top = 0;
+                }
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::BETWEEN
+                | Keyword::IN
+                | Keyword::UNION
+                | Keyword::INTERSECT
+                | Keyword::EXCEPT
+                | Keyword::JOIN
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::OVERLAPS
+                | Keyword::XOR
+                | Keyword::DIV => {
+                    *levels.last_mut().expect("one level") += 1;
+                    sum += 1;
+                }
+                _ => {}
+            },
+            t if is_operand_or_punctuation(t) => {}
+            // Every other token is an operator: arithmetic, comparison, `||`, `::`, `->`, ….
+            _ => {
+                *levels.last_mut().expect("one level") += 1;
+                sum += 1;
+            }
+        }
+        max = max.max(sum + levels.len() - 1);
+    }
+    Ok(max)
+}
+
+fn is_operand_or_punctuation(t: &Token) -> bool {
+    matches!(
+        t,
+        Token::EOF
+            | Token::Number(..)
+            | Token::Char(_)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Whitespace(_)
+            | Token::Period
+            | Token::Colon
+            | Token::Placeholder(_)
+    )
+}
+
+fn ends_operand(t: &Token) -> bool {
+    match t {
+        Token::Word(w) => !matches!(
+            w.keyword,
+            Keyword::SELECT | Keyword::AND | Keyword::OR | Keyword::NOT | Keyword::DISTINCT | Keyword::ALL
+        ),
+        Token::RParen | Token::RBracket | Token::RBrace => true,
+        Token::Mul | Token::Period | Token::Colon | Token::EOF | Token::Whitespace(_) => false,
+        t => is_operand_or_punctuation(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(op: &str, n: usize) -> String {
+        (0..n).map(|i| format!("{}", i % 7)).collect::<Vec<_>>().join(op)
+    }
+
+    #[test]
+    fn infix_chains_count_their_length() {
+        assert_eq!(expression_depth(&format!("SELECT {}", chain("+", 2000))).unwrap(), 1999);
+        let ors = (0..1000).map(|i| format!("population = {i}")).collect::<Vec<_>>().join(" OR ");
+        let d = expression_depth(&format!("SELECT 1 FROM t WHERE {ors}")).unwrap();
+        assert!((1000..=2000).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn lists_and_clauses_reset_the_count() {
+        let list = (0..10_000).map(|i| format!("'{i:010}'")).collect::<Vec<_>>().join(", ");
+        let d = expression_depth(&format!("SELECT a + 1, b * 2 FROM t WHERE npi IN ({list}) AND x = 1")).unwrap();
+        assert!(d <= 4, "{d}");
+        let cases = (0..5000).map(|i| format!("WHEN a = {i} THEN {i} + 1")).collect::<Vec<_>>().join(" ");
+        assert!(expression_depth(&format!("SELECT CASE {cases} END FROM t")).unwrap() <= 2);
+    }
+
+    #[test]
+    fn brackets_add_their_levels() {
+        assert_eq!(expression_depth("SELECT (1 + (2 + (3 + 4)))").unwrap(), 6);
+        assert_eq!(expression_depth("SELECT count(*), t.* FROM t").unwrap(), 1);
+        assert_eq!(expression_depth("SELECT * FROM t").unwrap(), 0);
+        assert_eq!(expression_depth(&format!("SELECT {}", chain(" * ", 50))).unwrap(), 49);
+    }
+
+    #[test]
+    fn limits_refuse_with_their_sqlstate_codes() {
+        let limits = StatementLimits { max_query_bytes: 100, max_expression_depth: 10, ..Default::default() };
+        assert_eq!(limits.check_text(&"x".repeat(101)).unwrap_err().code, StatusCode::ProgramLimitExceeded);
+        assert_eq!(limits.check_text(&format!("SELECT {}", chain("+", 12))).unwrap_err().code, StatusCode::StatementTooComplex);
+        limits.check_text(&format!("SELECT {}", chain("+", 11))).unwrap();
+    }
+}
