@@ -453,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn only_allowlisted_datafusion_options_and_ones_own_identity_can_be_set() {
+        let s = SessionSettings::new("ann", "health", None);
+        for key in ["datafusion.runtime.memory_limit", "DataFusion.Runtime.Temp_Directory", "datafusion.execution.batch_size"] {
+            assert_eq!(s.set(key, "1").unwrap_err().code, StatusCode::PermissionDenied, "{key}");
+            assert_eq!(s.reset(key).unwrap_err().code, StatusCode::PermissionDenied, "{key}");
+            assert_eq!(s.get(key), None);
+        }
+        // An allowed option is DataFusion's: not stored here (set_config cannot reach it).
+        assert_eq!(s.set("datafusion.explain.format", "tree").unwrap_err().code, StatusCode::Unsupported);
+        assert!(check_datafusion_settable("datafusion.explain.format").is_ok());
+        assert!(check_datafusion_settable("datafusion.explain.show_statistics").is_err());
+        assert_eq!(s.set("role", "admin").unwrap_err().code, StatusCode::PermissionDenied);
+        assert_eq!(s.set("session_authorization", "admin").unwrap_err().code, StatusCode::PermissionDenied);
+        s.set("role", "ann").unwrap();
+        s.set("role", "NONE").unwrap();
+        s.set("session_authorization", "ann").unwrap();
+        assert_eq!(s.get("session_authorization").as_deref(), Some("ann"));
+    }
+
+    #[test]
     fn version_parses_as_postgres() {
         let v = version_string();
         assert!(v.starts_with("PostgreSQL 16.6 (rxgate "), "{v}");
