@@ -833,7 +833,9 @@ mod tests {
         assert_eq!(limits.try_global(true).unwrap_err(), Full::All);
         assert_eq!(limits.open(), 3);
         drop(a);
-        assert!(limits.try_global(false).is_ok());
+        // Two held: the third slot is the reserved one.
+        assert_eq!(limits.try_global(false).unwrap_err(), Full::ReservedForAdmins);
+        assert!(limits.try_global(true).is_ok());
         // Never every slot reserved.
         assert!(Limits::new(2, 5, 1).try_global(false).is_ok());
 

@@ -129,7 +129,7 @@ mod tests {
         drop(slot);
         assert!(!registry.cancel(7, &SecretKey::I32(1235)));
         assert!(!registry.cancel(8, &SecretKey::I32(1234)));
-        assert_eq!(registry.unknown.lock().unwrap().0, 4);
+        assert_eq!(registry.unknown.lock().unwrap().0, 3);
         drop(guard);
         assert!(registry.slots.lock().unwrap().is_empty());
     }
