@@ -274,7 +274,7 @@ pub(crate) async fn swap_metadata(
         .bind(&current_location)
         .execute(lake.pool())
         .await
-        .map_err(|e| Error::new(StatusCode::CatalogUnavailable, format!("commit: {e}")))?;
+        .map_err(|e| crate::lakehouse::catalog_db_error(&lake.config().uri, &e).context("commit"))?;
     Ok((done.rows_affected() > 0).then_some(new_location))
 }
 

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
-use rxgate_common::{Error, Result, StatusCode};
+use std::time::{Duration, Instant};
+
+use rxgate_common::{redact_uri, Error, Result, StatusCode};
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 use crate::table_cache::TableCache;
 use crate::storage::{ObjectStorageFactory, StoreRegistry};
@@ -41,10 +43,12 @@ impl Lakehouse {
         let bind_style = if config.is_postgres() {
             SqlBindStyle::DollarNumeric
         } else {
-            let path = config
-                .uri
-                .strip_prefix("sqlite:")
-                .ok_or_else(|| Error::invalid(format!("unsupported catalog uri {}", config.uri)))?;
+            let path = config.uri.strip_prefix("sqlite:").ok_or_else(|| {
+                Error::invalid(format!(
+                    "unsupported catalog uri {} (sqlite:PATH, postgres:// or postgresql://)",
+                    redact_uri(&config.uri)
+                ))
+            })?;
             let path = path.trim_start_matches("//").split('?').next().unwrap_or_default();
             if let Some(parent) = Path::new(path).parent() {
                 if !parent.as_os_str().is_empty() {
@@ -66,18 +70,22 @@ impl Lakehouse {
         let storage = Arc::new(StoreRegistry::new(config.storage.clone()));
         storage.resolve(&config.warehouse)?;
         sqlx::any::install_default_drivers();
+        // One direct connection first, bounded by connect_timeout_secs: it fails fast and says
+        // what failed (refused, login, missing database), where a pool retries for 30 s and
+        // then only says that it timed out.
+        probe(&config.uri, Duration::from_secs(config.connect_timeout_secs.max(1))).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(4)
             .connect(&config.uri)
             .await
-            .map_err(|e| unavailable(&config.uri, e))?;
+            .map_err(|e| catalog_db_error(&config.uri, &e))?;
         // On PostgreSQL, loading the SQL catalog runs `CREATE TABLE IF NOT EXISTS` for its two
         // tables; two processes doing that at once on a fresh database fail with a unique
         // violation in pg_type. Gateways and ingests starting together take turns under a
         // transaction-scoped advisory lock (released when the transaction ends, error or not).
         let init_lock = if config.is_postgres() {
-            let mut tx = pool.begin().await.map_err(|e| unavailable(&config.uri, e))?;
-            sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(|e| unavailable(&config.uri, e))?;
+            let mut tx = pool.begin().await.map_err(|e| catalog_db_error(&config.uri, &e))?;
+            sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(|e| catalog_db_error(&config.uri, &e))?;
             Some(tx)
         } else {
             None
@@ -89,16 +97,16 @@ impl Lakehouse {
             .with_storage_factory(Arc::new(ObjectStorageFactory::new(storage.clone())))
             .load(config.name.clone(), HashMap::new())
             .await
-            .map_err(|e| unavailable(&config.uri, e))?;
+            .map_err(|e| catalog_chain_error(&config.uri, &e))?;
         if let Some(tx) = init_lock {
-            tx.commit().await.map_err(|e| unavailable(&config.uri, e))?;
+            tx.commit().await.map_err(|e| catalog_db_error(&config.uri, &e))?;
         }
         if !config.is_postgres() {
             // Several processes may commit to one SQLite catalog; wait for the lock.
             sqlx::query("PRAGMA busy_timeout = 10000")
                 .execute(&pool)
                 .await
-                .map_err(|e| unavailable(&config.uri, e))?;
+                .map_err(|e| catalog_db_error(&config.uri, &e))?;
         }
         let external = Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
         Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external, storage })
@@ -171,8 +179,126 @@ pub(crate) fn parse_ident(name: &str) -> Result<TableIdent> {
     Ok(TableIdent::new(NamespaceIdent::from_strs(ns.split('.'))?, table.to_string()))
 }
 
-fn unavailable(uri: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(StatusCode::CatalogUnavailable, format!("catalog {uri} unreachable: {e}"))
+/// Connects once to the catalog database, retrying a refused connection (a database still
+/// starting) until `timeout`; any other failure is reported at once, classified.
+async fn probe(uri: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, AnyConnection::connect(uri)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Ok(Err(e)) if retryable(&e) && Instant::now() + backoff < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Ok(Err(e)) => {
+                let mut err = catalog_db_error(uri, &e);
+                if retryable(&e) {
+                    err.message
+                        .push_str(&format!(" (tried for {} s, [catalog] connect_timeout_secs)", timeout.as_secs()));
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    StatusCode::CatalogUnavailable,
+                    format!(
+                        "catalog database {} unreachable: no answer within {} s ([catalog] connect_timeout_secs)",
+                        redact_uri(uri),
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A refused connection, or a server that says it is starting: worth another try.
+fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        sqlx::Error::Database(db) => db.is_transient_in_connect_phase(),
+        _ => false,
+    }
+}
+
+/// The user and database named by a catalog URI, for hints (`rxgate`, `rxgate_catalog`).
+fn uri_role_and_database(uri: &str) -> (String, String) {
+    let parsed = url::Url::parse(uri).ok();
+    let user = parsed.as_ref().map(|u| u.username().to_string()).filter(|u| !u.is_empty());
+    let db = parsed.as_ref().map(|u| u.path().trim_start_matches('/').to_string()).filter(|d| !d.is_empty());
+    (user.unwrap_or_else(|| "<role>".into()), db.unwrap_or_else(|| "<database>".into()))
+}
+
+/// An error of the catalog database, saying what failed: unreachable (nothing listens, no
+/// answer), the login refused, the database missing, or the database refusing an operation
+/// (permission denied: the connection itself succeeded). The URI's password is redacted.
+pub(crate) fn catalog_db_error(uri: &str, e: &sqlx::Error) -> Error {
+    let shown = redact_uri(uri);
+    let (role, db) = uri_role_and_database(uri);
+    let unavailable = |what: String| Error::new(StatusCode::CatalogUnavailable, format!("catalog database {shown} {what}"));
+    match e {
+        sqlx::Error::Database(d) => {
+            let msg = d.message().to_string();
+            match d.code().as_deref() {
+                Some("28P01") | Some("28000") => unavailable(format!(
+                    "refused the login: {msg} (check the user and password of [catalog] uri / RXGATE_CATALOG_URI)"
+                )),
+                Some("3D000") => unavailable(format!(
+                    "does not exist: {msg} (create it: createdb -O {role} {db})"
+                )),
+                Some(code) if code == "42501" || (code.starts_with("42") && msg.contains("permission denied")) => {
+                    refused(&shown, &msg, &role, &db)
+                }
+                Some("57P03") => unavailable(format!("unreachable: {msg}")),
+                _ => unavailable(format!("error: {msg}")),
+            }
+        }
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            unavailable("unreachable: connection refused (is the database server running and listening there?)".into())
+        }
+        sqlx::Error::Io(io) => unavailable(format!("unreachable: {io}")),
+        sqlx::Error::Tls(t) => unavailable(format!("unreachable: TLS failed: {t}")),
+        sqlx::Error::PoolTimedOut => unavailable("unreachable: no connection within the pool's timeout".into()),
+        sqlx::Error::Configuration(c) => Error::invalid(format!("bad catalog uri {shown}: {c}")),
+        other => unavailable(format!("error: {}", other.to_string().lines().next().unwrap_or_default())),
+    }
+}
+
+/// "permission denied …" from the catalog database: the connection worked, the role may not
+/// create or read the catalog's tables (PostgreSQL 15 grants no CREATE on schema public to
+/// roles other than the database's owner).
+fn refused(shown: &str, msg: &str, role: &str, db: &str) -> Error {
+    Error::new(
+        StatusCode::CatalogUnavailable,
+        format!(
+            "catalog database {shown} refused: {msg} (grant the role ownership of the database: \
+             ALTER DATABASE {db} OWNER TO {role})"
+        ),
+    )
+}
+
+/// An error from opening the Iceberg SQL catalog: classified by the sqlx error in its source
+/// chain when there is one.
+fn catalog_chain_error(uri: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(sqlx_error) = err.downcast_ref::<sqlx::Error>() {
+            return catalog_db_error(uri, sqlx_error);
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    if let Some(at) = first.find("permission denied") {
+        let (role, db) = uri_role_and_database(uri);
+        return refused(&redact_uri(uri), &first[at..], &role, &db);
+    }
+    Error::new(StatusCode::CatalogUnavailable, format!("catalog database {} error: {first}", redact_uri(uri)))
 }
 
 /// Turns a local path into an absolute `file://` URL; object-store URLs pass through.
@@ -182,7 +308,7 @@ fn warehouse_url(warehouse: &str) -> Result<String> {
     }
     let path = Path::new(warehouse);
     std::fs::create_dir_all(path).map_err(|e| {
-        Error::new(StatusCode::StorageUnavailable, format!("cannot create warehouse {warehouse}: {e}"))
+        Error::new(StatusCode::StorageUnavailable, format!("cannot create warehouse {}: {e}", redact_uri(warehouse)))
     })?;
     let abs = std::fs::canonicalize(path)?;
     Ok(format!("file://{}", abs.display()))

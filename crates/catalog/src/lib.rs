@@ -14,7 +14,7 @@ mod table_cache;
 pub mod storage;
 
 pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
-pub use config::LakehouseConfig;
+pub use config::{LakehouseConfig, DEFAULT_CONNECT_TIMEOUT_SECS};
 pub use definition::{apply_definitions, load_definitions, parse_definitions, ApplyAction, ColumnDef, TableDef};
 pub use lakehouse::Lakehouse;
 pub use provider::LakehouseCatalogProvider;

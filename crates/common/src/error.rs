@@ -89,9 +89,15 @@ impl fmt::Display for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An error with a code and message.
+    /// An error with a code and message. Passwords of URIs in the message are redacted
+    /// ([`crate::redact_secrets`]): no error carries a catalog or storage credential.
     pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        let message = message.into();
+        let message = match crate::redact_secrets(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(redacted) => redacted,
+        };
+        Self { code, message }
     }
 
     /// Shorthand for [`StatusCode::Internal`].
@@ -106,7 +112,7 @@ impl Error {
 
     /// Adds context in front of the message, keeping the code.
     pub fn context(self, ctx: impl fmt::Display) -> Self {
-        Self { code: self.code, message: format!("{ctx}: {}", self.message) }
+        Self::new(self.code, format!("{ctx}: {}", self.message))
     }
 }
 

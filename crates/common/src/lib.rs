@@ -2,7 +2,9 @@
 //! identity of a session. Nothing here knows about protocols, catalogs or policies.
 
 mod error;
+mod redact;
 mod session;
 
 pub use error::{Error, Result, StatusCode};
+pub use redact::{redact_secrets, redact_uri, REDACTED};
 pub use session::{Channel, Identity};

@@ -196,7 +196,11 @@ impl AuditRecord {
             roles: roles.to_vec(),
             client_addr: addr.map(|a| a.to_string()),
             protocol: channel.as_str(),
-            statement,
+            // A LOCATION or URI with a password in the statement is recorded redacted.
+            statement: match rxgate_common::redact_secrets(&statement) {
+                std::borrow::Cow::Borrowed(_) => statement,
+                std::borrow::Cow::Owned(redacted) => redacted,
+            },
             tables: vec![],
             columns: vec![],
             masks: vec![],

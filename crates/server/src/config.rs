@@ -120,6 +120,8 @@ pub struct CatalogSection {
     pub warehouse: Option<String>,
     /// Catalog name inside the database.
     pub name: Option<String>,
+    /// Seconds opening the catalog database may take before failing (default 5).
+    pub connect_timeout_secs: Option<u64>,
 }
 
 /// `[engine]` keys.
@@ -458,7 +460,16 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         warehouse: env("RXGATE_WAREHOUSE").or(file.catalog.warehouse).unwrap_or(embedded.warehouse),
         name: file.catalog.name.unwrap_or(embedded.name),
         storage: resolve_storage(file.storage),
+        connect_timeout_secs: match env("RXGATE_CATALOG_CONNECT_TIMEOUT_SECS") {
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| Error::invalid("RXGATE_CATALOG_CONNECT_TIMEOUT_SECS must be seconds"))?,
+            None => file.catalog.connect_timeout_secs.unwrap_or(embedded.connect_timeout_secs),
+        },
     };
+    if !(1..=3600).contains(&lakehouse.connect_timeout_secs) {
+        return Err(Error::invalid("[catalog] connect_timeout_secs must be between 1 and 3600"));
+    }
     let mut engine = EngineConfig::default();
     let memory = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit);
     engine.memory_limit_bytes = memory_limit(memory.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT), machine_memory())?;

@@ -29,7 +29,7 @@ use super::GcsOptions;
 /// Builds the store of `gs://bucket`.
 pub(super) fn build(root: &Url, opts: &GcsOptions, _threshold: u64) -> Result<Arc<dyn ObjectStore>> {
     let bucket = root.host_str().unwrap_or_default().to_string();
-    let fail = |e: &dyn fmt::Display| Error::new(StatusCode::StorageUnavailable, format!("cannot set up {root}: {e}"));
+    let fail = |e: &dyn fmt::Display| Error::new(StatusCode::StorageUnavailable, format!("cannot set up {}: {e}", rxgate_common::redact_uri(root.as_str())));
     let endpoint = opts.endpoint.as_deref().map(normalize_endpoint);
     let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(&bucket).with_retry(retry());
     if let Some(p) = &opts.service_account_path {

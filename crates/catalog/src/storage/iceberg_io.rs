@@ -66,7 +66,7 @@ fn io_error(location: &str, e: object_store::Error) -> Error {
     };
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().to_string();
-    Error::new(kind, format!("{location}: {first}")).with_source(e)
+    Error::new(kind, format!("{}: {first}", rxgate_common::redact_uri(location))).with_source(e)
 }
 
 fn location_error(e: rxgate_common::Error) -> Error {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use rxgate_common::{Error, Result, StatusCode};
+use rxgate_common::{redact_uri, Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -103,7 +103,7 @@ impl std::fmt::Debug for S3Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
         f.debug_struct("S3Options")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_deref().map(redact_uri))
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &hidden(&self.secret_access_key))
@@ -143,7 +143,7 @@ pub struct ObjectLocation {
 
 /// Parses a location (URL or local path) into store root and object path.
 pub fn parse_location(location: &str, options: &StorageOptions) -> Result<ObjectLocation> {
-    let bad = |why: String| Error::new(StatusCode::InvalidArgument, format!("bad storage location {location:?}: {why}"));
+    let bad = |why: String| Error::new(StatusCode::InvalidArgument, format!("bad storage location {:?}: {why}", redact_uri(location)));
     if !location.contains("://") {
         if location.starts_with("memory:") {
             let rest = location.trim_start_matches("memory:");
@@ -383,7 +383,7 @@ impl datafusion::execution::object_store::ObjectStoreRegistry for DataFusionRegi
 /// Builds the raw client of one store root.
 fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
     let unavailable = |e: &dyn std::fmt::Display| {
-        Error::new(StatusCode::StorageUnavailable, format!("cannot set up storage {root}: {e}"))
+        Error::new(StatusCode::StorageUnavailable, format!("cannot set up storage {}: {e}", redact_uri(root.as_str())))
     };
     match root.scheme() {
         "file" => Ok(Arc::new(object_store::local::LocalFileSystem::new())),
@@ -440,7 +440,7 @@ pub fn storage_error(location: &str, e: object_store::Error) -> Error {
     };
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
-    Error::new(code, format!("{location}: {first}"))
+    Error::new(code, format!("{}: {first}", redact_uri(location)))
 }
 
 #[cfg(test)]
