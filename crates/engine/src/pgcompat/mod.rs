@@ -14,6 +14,7 @@
 //! **Invariant:** the catalog tables are computed when a query executes, from the session's
 //! own catalog, so they show exactly what that session may query.
 
+mod coerce;
 mod functions;
 mod recursive;
 mod rewrite;
@@ -262,6 +263,11 @@ pub(crate) fn install(
     catalog.register_schema("pg_catalog", Arc::new(schema))?;
     functions::register(ctx, &pg);
     recursive::install(ctx);
+    {
+        use datafusion::execution::FunctionRegistry;
+        // Quoted literals compared with booleans and numbers take their type (coerce.rs).
+        ctx.state_ref().write().register_expr_planner(Arc::new(coerce::UnknownLiteralPlanner))?;
+    }
     Ok(())
 }
 
