@@ -167,12 +167,23 @@ impl AuditLog {
         std::fs::rename(dir.join(AUDIT_FILE), rotated(1))
     }
 
-    /// Records a login attempt.
+    /// Records a login attempt; its statement describes the event (`login (pgwire): success`,
+    /// `login (flightsql): failed: password authentication failed`).
     pub fn login(&self, user: &str, roles: &[String], channel: Channel, addr: Option<std::net::SocketAddr>, error: Option<&Error>) {
-        let mut r = AuditRecord::begin("login", user, roles, channel, addr, String::new());
+        let mut r = AuditRecord::begin("login", user, roles, channel, addr, login_statement(channel, error));
         r.finish(0, Instant::now(), error);
         self.append(&r);
     }
+}
+
+/// What a login record's statement says: the protocol and the outcome.
+fn login_statement(channel: Channel, error: Option<&Error>) -> String {
+    let outcome = match error {
+        None => "success".to_string(),
+        Some(e) if e.code == rxgate_common::StatusCode::ResourcesExhausted => format!("refused: {}", e.message),
+        Some(e) => format!("failed: {}", e.message),
+    };
+    format!("login ({}): {outcome}", channel.as_str())
 }
 
 fn now_rfc3339() -> String {
@@ -332,5 +343,12 @@ mod tests {
         assert!(!dir.path().join("audit.3.jsonl").exists());
         let sizes: u64 = ["audit.jsonl", "audit.1.jsonl"].iter().map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len()).sum();
         assert!(sizes <= 2 * 4096);
+    }
+
+    #[test]
+    fn login_records_describe_the_event() {
+        assert_eq!(login_statement(Channel::PgWire, None), "login (pgwire): success");
+        let bad = Error::new(rxgate_common::StatusCode::AuthFailed, "password authentication failed");
+        assert_eq!(login_statement(Channel::FlightSql, Some(&bad)), "login (flightsql): failed: password authentication failed");
     }
 }

@@ -1017,13 +1017,18 @@ impl EngineSession {
                 let schema = show_schema(name.as_deref());
                 let batch = match name {
                     None => {
-                        let all = self.settings.all();
+                        // PostgreSQL's parameters, then DataFusion's options with their values
+                        // (those a session may not change too: they are the server's).
+                        let mut all: Vec<(String, Option<String>, String)> =
+                            self.settings.all().into_iter().map(|(n, v, _, d)| (n, Some(v), d)).collect();
+                        let state = self.ctx.state();
+                        all.extend(crate::settings::datafusion_rows(state.config_options(), state.runtime_env()));
                         RecordBatch::try_new(
                             schema.clone(),
                             vec![
                                 Arc::new(StringArray::from_iter_values(all.iter().map(|a| a.0.as_str()))),
-                                Arc::new(StringArray::from_iter_values(all.iter().map(|a| a.1.as_str()))),
-                                Arc::new(StringArray::from_iter_values(all.iter().map(|a| a.3.as_str()))),
+                                Arc::new(StringArray::from_iter(all.iter().map(|a| a.1.as_deref()))),
+                                Arc::new(StringArray::from_iter_values(all.iter().map(|a| a.2.as_str()))),
                             ],
                         )
                     }
@@ -1305,6 +1310,12 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
             }
             .to_string(),
         )),
+        // `DEALLOCATE ALL` (psycopg sends it after DISCARD ALL or ROLLBACK once it has
+        // prepared statements): protocol-level statements are the frontend's and closed by
+        // the client; DataFusion would look for a statement named "all".
+        SqlStatement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
+            Some(SessionCommand::Accept("DEALLOCATE ALL".into()))
+        }
         SqlStatement::Savepoint { .. } => Some(SessionCommand::Accept("SAVEPOINT".into())),
         SqlStatement::ReleaseSavepoint { .. } => Some(SessionCommand::Accept("RELEASE".into())),
         SqlStatement::Rollback { savepoint: Some(_), .. } => Some(SessionCommand::Accept("ROLLBACK".into())),

@@ -187,6 +187,29 @@ pub fn verify_plan(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
     refused.map_or(Ok(()), Err)
 }
 
+/// DataFusion's options as `SHOW ALL` lists them after the PostgreSQL parameters: every
+/// option of the session's configuration and runtime (name, value, description), the ones a
+/// session may not change too, with their values; those say so in their description.
+pub fn datafusion_rows(
+    options: &datafusion::config::ConfigOptions,
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+) -> Vec<(String, Option<String>, String)> {
+    options
+        .entries()
+        .into_iter()
+        .chain(runtime.config_entries())
+        .map(|e| {
+            let settable = check_datafusion_settable(&e.key.to_ascii_lowercase()).is_ok();
+            let description = if settable {
+                e.description.to_string()
+            } else {
+                format!("{} (read-only: set by the server's configuration)", e.description.trim_end())
+            };
+            (e.key, e.value, description)
+        })
+        .collect()
+}
+
 /// `RESET` of an allowed DataFusion option (checked first): back to DataFusion's default,
 /// which is the server's for every option on the allowlist (the engine sets none of them).
 pub fn reset_datafusion_option(options: &mut datafusion::config::ConfigOptions, key: &str) -> Result<()> {
@@ -470,6 +493,19 @@ mod tests {
         s.set("role", "NONE").unwrap();
         s.set("session_authorization", "ann").unwrap();
         assert_eq!(s.get("session_authorization").as_deref(), Some("ann"));
+    }
+
+    #[test]
+    fn show_all_lists_datafusion_options_read_only_ones_too() {
+        let options = datafusion::config::ConfigOptions::new();
+        let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+        let rows = datafusion_rows(&options, &runtime);
+        let row = |k: &str| rows.iter().find(|r| r.0 == k).unwrap_or_else(|| panic!("{k} missing"));
+        let batch = row("datafusion.execution.batch_size");
+        assert_eq!(batch.1.as_deref(), Some("8192"));
+        assert!(batch.2.contains("read-only"));
+        assert!(!row("datafusion.explain.format").2.contains("read-only"));
+        row("datafusion.runtime.memory_limit");
     }
 
     #[test]

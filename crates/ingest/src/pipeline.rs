@@ -108,10 +108,12 @@ pub async fn run_pipeline(lake: &Lakehouse, defs: &[TableDef], opts: &PipelineOp
                 continue;
             }
         }
+        // Errors say which step (and so which table) failed.
+        let in_step = |e: rxgate_common::Error| e.context(format!("pipeline step {step} ({table})"));
         let s = if step == "ingest-cities" {
-            ingest_cities(lake, &input, date).await?
+            ingest_cities(lake, &input, date).await.map_err(in_step)?
         } else {
-            let s = ingest_prescribers(lake, &input, date, progress).await?;
+            let s = ingest_prescribers(lake, &input, date, progress).await.map_err(in_step)?;
             facts = (s.read, s.loaded, s.quarantined);
             s
         };
@@ -130,7 +132,9 @@ pub async fn run_pipeline(lake: &Lakehouse, defs: &[TableDef], opts: &PipelineOp
                 continue;
             }
         }
-        let s = materialize(lake, table, &sql, date, step).await?;
+        let s = materialize(lake, table, &sql, date, step)
+            .await
+            .map_err(|e| e.context(format!("pipeline step {step} ({table})")))?;
         log(step, false, t, s.rows);
     }
     Ok(report)

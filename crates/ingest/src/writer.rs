@@ -71,7 +71,14 @@ impl PartitionedWriter {
         let mut partition_columns = vec![];
         for field in spec.fields() {
             if field.transform != iceberg::spec::Transform::Identity {
-                return Err(Error::invalid(format!("partition transform {} is not supported for writes", field.transform)));
+                // Name the table and the field: the pipeline writes several tables.
+                let table_name = table.identifier();
+                return Err(Error::invalid(format!(
+                    "{table_name}: partition field {} uses the transform {}, which rxgate cannot write \
+                     (only identity partitions); drop it (ALTER TABLE {table_name} DROP PARTITION FIELD {}) \
+                     to write this table",
+                    field.name, field.transform, field.name
+                )));
             }
             partition_columns.push(column_index(&schema, field.source_id, "partition source")?);
         }
@@ -259,7 +266,11 @@ fn sort_spec(table: &Table) -> Result<Option<SortSpec>> {
     let mut columns = vec![];
     for field in &order.fields {
         if field.transform != iceberg::spec::Transform::Identity {
-            return Err(Error::invalid(format!("sort transform {} is not supported for writes", field.transform)));
+            return Err(Error::invalid(format!(
+                "{}: sort transform {} is not supported for writes",
+                table.identifier(),
+                field.transform
+            )));
         }
         let idx = column_index(schema, field.source_id, "sort")?;
         let options = SortOptions {

@@ -306,6 +306,11 @@ impl Policy {
         roles
     }
 
+    /// The `[users.NAME]` entry of `user`, if the policy has one.
+    pub fn user(&self, user: &str) -> Option<&UserEntry> {
+        self.users.get(user)
+    }
+
     /// The attributes of `user` (`attribute('state')` in row filters).
     pub fn attributes_of(&self, user: &str) -> BTreeMap<String, String> {
         self.users.get(user).map(|u| u.attributes.clone()).unwrap_or_default()

@@ -17,7 +17,8 @@ pub struct Cli {
     /// Data directory holding the embedded catalog (catalog.db) and the warehouse.
     #[arg(long, global = true, env = "RXGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    /// More logging. One-shot commands log warnings and errors only (-v info, -vv debug);
+    /// `serve` and `demo` log info (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// What to do.
@@ -117,6 +118,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command runs a server (and so logs INFO by default): `serve`, and `demo`
+    /// unless `--no-serve`.
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Serve { .. } | Command::Demo { no_serve: false, .. })
+    }
+}
+
 /// User subcommands. Passwords are asked on the terminal, or read from stdin with
 /// --password-stdin; only a SCRAM-SHA-256 verifier is stored.
 #[derive(Debug, Subcommand)]
@@ -139,9 +148,12 @@ pub enum UserCommand {
     Add {
         /// User name (letters, digits, _ . - @; a letter or _ first).
         name: String,
-        /// A role granted to the user (repeatable).
+        /// A role granted to the user (repeatable); it must be a role of the policy in force.
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// Accept roles the policy does not define (yet): such a role grants nothing.
+        #[arg(long)]
+        force: bool,
         /// Sessions this user may hold at once (default: [auth] max_connections_per_user; 0 locks the user out).
         #[arg(long)]
         max_connections: Option<u32>,
@@ -190,13 +202,14 @@ pub enum CertCommand {
 /// Catalog subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
-    /// Create or update the tables defined in a directory of *.toml definitions.
+    /// Create or update the tables defined in a directory (or file) of *.toml definitions,
+    /// or, without PATH, the built-in definitions (the pipeline's tables).
     Apply {
-        /// Directory (or file) of definitions.
-        #[arg(default_value = "catalog")]
-        path: PathBuf,
+        /// Directory (or file) of definitions; a relative path is taken from the working
+        /// directory. Default: the built-in definitions, wherever rxgate runs.
+        path: Option<PathBuf>,
     },
-    /// List namespaces and tables.
+    /// List namespaces and tables (says so when there are none).
     List,
     /// The table's snapshots (the SQL metadata table `db."t$snapshots"`).
     Snapshots(InspectArgs),
@@ -282,7 +295,8 @@ pub enum PipelineCommand {
         /// Re-run every step even if already committed.
         #[arg(long)]
         force: bool,
-        /// Table definitions to apply first (default: ./catalog if present, else built in).
+        /// Table definitions to apply first: a directory (or file) of *.toml, like `catalog
+        /// apply PATH`. Default: the built-in definitions, wherever rxgate runs.
         #[arg(long)]
         definitions: Option<PathBuf>,
         /// Print the report as one JSON line.

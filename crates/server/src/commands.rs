@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use rxgate_auth::UserDirectory;
 use rxgate_catalog::{apply_definitions, load_definitions, parse_definitions, Lakehouse, TableDef};
-use rxgate_common::{Error, Identity, Result};
+use rxgate_common::{Error, Identity, Result, StatusCode};
 use rxgate_engine::{Engine, QueryOutput};
 use rxgate_ingest::{ingest_cities, ingest_prescribers, is_raw_dir, run_pipeline, PipelineOptions, Progress};
 use rxgate_pgwire::{AuthConfig, AuthMethod, PgServer, PgServerConfig};
@@ -16,7 +16,8 @@ use crate::config::{load_file, resolve, ListenFlags, Settings};
 use crate::output::print_batches;
 use crate::users::DemoLogin;
 
-/// Table definitions compiled into the binary, used when no `catalog/` directory is at hand.
+/// Table definitions compiled into the binary (the pipeline's tables): what `catalog apply`,
+/// `pipeline run` and `demo` use unless given a path.
 const BUILTIN_DEFINITIONS: &str = include_str!("../../../catalog/health.toml");
 
 /// Delivery date used by `rxgate demo`.
@@ -39,13 +40,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Catalog { action } => catalog(&settings, action).await,
         Command::Ingest { what } => ingest(&settings, what).await,
         Command::Pipeline { action: PipelineCommand::Run { input, delivery_date, force, definitions, json, quiet } } => {
-            let lake = open(&settings).await?;
             let defs = definitions_for(definitions.as_deref())?;
+            let lake = open(&settings).await?;
             let opts = PipelineOptions { input, delivery_date, force };
-            let report = run_pipeline(&lake, &defs, &opts, &Progress::auto(quiet || json)).await?;
+            let report = run_pipeline(&lake, &defs.tables, &opts, &Progress::auto(quiet || json)).await?;
             if json {
-                println!("{}", serde_json::to_string(&report).map_err(|e| Error::internal(e.to_string()))?);
+                let mut value = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("definitions".into(), serde_json::Value::String(defs.source.clone()));
+                }
+                println!("{value}");
             } else {
+                eprintln!("{}", defs.describe());
                 for s in &report.steps {
                     println!("{:<20} {:<8} {:>8.2} s {:>10} rows", s.name, s.status, s.seconds, s.rows);
                 }
@@ -69,13 +75,42 @@ async fn open(settings: &Settings) -> Result<Lakehouse> {
     Lakehouse::open(&settings.lakehouse).await
 }
 
-/// The definitions to apply: an explicit path, ./catalog when present, or the built-in copy.
-fn definitions_for(path: Option<&Path>) -> Result<Vec<TableDef>> {
-    match path {
-        Some(p) => load_definitions(p),
-        None if Path::new("catalog").is_dir() => load_definitions(Path::new("catalog")),
-        None => parse_definitions(BUILTIN_DEFINITIONS, "built-in catalog/health.toml"),
+/// Table definitions a command applies, and where they came from.
+struct Definitions {
+    tables: Vec<TableDef>,
+    /// The absolute path given, or the built-in definitions.
+    source: String,
+}
+
+impl Definitions {
+    /// The line commands print: which definitions were used.
+    fn describe(&self) -> String {
+        format!("definitions: {} ({} tables)", self.source, self.tables.len())
     }
+}
+
+/// The one rule for every command that applies definitions (`catalog apply [PATH]`,
+/// `pipeline run [--definitions PATH]`, `demo`), whatever the working directory: the path
+/// given (a directory of *.toml or one file; relative to the working directory), else the
+/// built-in definitions. Never a directory found by chance.
+fn definitions_for(path: Option<&Path>) -> Result<Definitions> {
+    let Some(p) = path else {
+        let tables = parse_definitions(BUILTIN_DEFINITIONS, "built-in catalog/health.toml")?;
+        return Ok(Definitions { tables, source: "built-in (catalog/health.toml of this build)".into() });
+    };
+    let shown = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if !p.exists() {
+        return Err(Error::invalid(format!(
+            "definitions {}: no such file or directory (give a directory or file of *.toml table \
+             definitions, or no path for the built-in definitions)",
+            shown.display()
+        )));
+    }
+    let tables = load_definitions(p)?;
+    if tables.is_empty() {
+        return Err(Error::invalid(format!("definitions {}: no [[table]] definitions found", shown.display())));
+    }
+    Ok(Definitions { tables, source: shown.display().to_string() })
 }
 
 fn datagen(scale: f64, out: &Path, layout: LayoutArg, seed: u64) -> Result<rxgate_datagen::DatagenReport> {
@@ -142,21 +177,41 @@ async fn catalog(settings: &Settings, action: CatalogCommand) -> Result<()> {
         })
     };
     if let Some((query, format)) = iceberg_sql(&action) {
-        return sql(settings, &query, format, None).await;
+        let result = sql(settings, &query, format, None).await;
+        if let (CatalogCommand::Rollback { table, snapshot_id: Some(id), .. }, Err(e)) = (&action, &result) {
+            if e.message.contains("is not an ancestor") {
+                // The engine's hint names the SQL procedure; on the command line it is a flag.
+                let message = e.message.replace("(use system.set_current_snapshot)", "").trim_end().to_string();
+                return Err(Error::new(
+                    e.code,
+                    format!("{message}: to make any snapshot current, use `rxgate catalog rollback {table} {id} --set-current`"),
+                ));
+            }
+        }
+        return result;
     }
-    let lake = open(settings).await?;
     match action {
         CatalogCommand::Apply { path } => {
-            let defs = load_definitions(&path)?;
-            for a in apply_definitions(&lake, &defs).await? {
-                println!("{a}");
+            let defs = definitions_for(path.as_deref())?;
+            let lake = open(settings).await?;
+            eprintln!("{}", defs.describe());
+            for a in apply_definitions(&lake, &defs.tables).await? {
+                crate::output::line(a)?;
             }
         }
         CatalogCommand::List => {
+            let lake = open(settings).await?;
+            let mut tables = 0;
             for ns in lake.namespaces().await? {
                 for t in lake.tables(&ns).await? {
-                    println!("{ns}.{t}");
+                    crate::output::line(format!("{ns}.{t}"))?;
+                    tables += 1;
                 }
+            }
+            if tables == 0 {
+                eprintln!(
+                    "the catalog is empty: no tables (create them with `rxgate catalog apply` or `rxgate pipeline run`)"
+                );
             }
         }
         _ => return Err(Error::internal("catalog subcommand not handled")),
@@ -207,17 +262,54 @@ fn cli_user() -> String {
 }
 
 /// The CLI's identity: the local operator (role `admin`), or `--as USER` with the roles the
-/// users file gives that user (the policy adds its own).
-fn cli_identity(settings: &Settings, as_user: Option<&str>) -> Result<Identity> {
+/// users file gives that user (the policy adds its own). A user neither file knows, or whose
+/// roles are granted nothing, is refused here with that reason: every table would otherwise
+/// just be "not found".
+fn cli_identity(settings: &Settings, engine: &Engine, as_user: Option<&str>) -> Result<Identity> {
     let Some(user) = as_user else { return Ok(Identity::cli(cli_user())) };
     let users = rxgate_auth::Users::load(&settings.auth.users_file)?;
-    let roles = users.get(user).map(|u| u.roles.clone()).unwrap_or_default();
+    let login_roles = users.get(user).map(|u| u.roles.clone());
+    let (policy, _) = engine.policy().current();
+    let policy_name = crate::users::policy_origin(engine);
+    if login_roles.is_none() && policy.user(user).is_none() {
+        return Err(Error::new(
+            StatusCode::AuthFailed,
+            format!(
+                "unknown user \"{user}\": not in the users file ({}) nor in the policy's [users] ({policy_name}); \
+                 add it with `rxgate user add {user} --role ROLE`",
+                settings.auth.users_file.display()
+            ),
+        ));
+    }
+    let roles = login_roles.unwrap_or_default();
+    let all_roles = policy.roles_of(user, &roles);
+    let granted = policy.grants().iter().any(|g| g.roles.iter().any(|r| all_roles.contains(r)));
+    if !granted {
+        let undefined: Vec<&str> =
+            all_roles.iter().filter(|r| !policy.roles().contains_key(*r)).map(String::as_str).collect();
+        let why = match (all_roles.is_empty(), undefined.is_empty()) {
+            (true, _) => "it has no roles".to_string(),
+            (false, true) => format!("its roles ({}) are granted nothing", all_roles.join(", ")),
+            (false, false) => format!(
+                "its roles ({}) are granted nothing; {} not defined in the policy",
+                all_roles.join(", "),
+                undefined.join(", ")
+            ),
+        };
+        return Err(Error::new(
+            StatusCode::PermissionDenied,
+            format!(
+                "user \"{user}\" has no grants under the policy ({policy_name}): {why} (roles with grants: {})",
+                crate::users::granted_roles(&policy).join(", ")
+            ),
+        ));
+    }
     Ok(Identity { user: user.to_string(), roles, ..Identity::cli(user) })
 }
 
 async fn policy_check(settings: &Settings, user: &str, query: &str) -> Result<()> {
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
-    let session = engine.session(cli_identity(settings, Some(user))?).await?;
+    let session = engine.session(cli_identity(settings, &engine, Some(user))?).await?;
     let (plan, info) = session.policy_check(query).await?;
     println!("user: {user}\nroles: {}", session.roles().join(", "));
     println!("tables: {}", info.tables.join(", "));
@@ -229,9 +321,12 @@ async fn policy_check(settings: &Settings, user: &str, query: &str) -> Result<()
 
 async fn sql(settings: &Settings, query: &str, format: Format, as_user: Option<&str>) -> Result<()> {
     let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
-    let session = engine.session(cli_identity(settings, as_user)?).await?;
+    let session = engine.session(cli_identity(settings, &engine, as_user)?).await?;
     let statements = session.split(query)?;
     for stmt in statements {
+        if crate::output::stdout_closed() {
+            break; // the reader went away (`| head`): nothing more to print
+        }
         match session.sql(&stmt).await? {
             QueryOutput::Rows { stream, .. } | QueryOutput::Fetched { stream, .. } | QueryOutput::Copy { stream, .. } => {
                 let batches: Vec<_> = stream.try_collect().await.map_err(Error::from)?;
@@ -314,11 +409,14 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     match demo_logins {
         Some(logins) => {
             let kept = crate::users::demo_credentials_path(&settings.data_dir);
-            println!("  demo users (passwords kept in {}):", kept.display());
+            println!("  demo users (passwords kept in {}); user names are not role names:", kept.display());
             for l in logins {
                 match &l.password {
-                    Some(p) => println!("  psql \"{}\"", pg_url(&l.user, Some(p), addr, tls)),
-                    None => println!("  {0}: password changed since the demo made it (rxgate user passwd {0})", l.user),
+                    Some(p) => println!("  psql \"{}\"   # user {}, role {}", pg_url(&l.user, Some(p), addr, tls), l.user, l.role),
+                    None => println!(
+                        "  {0} (role {1}): password changed since the demo made it (rxgate user passwd {0})",
+                        l.user, l.role
+                    ),
                 }
             }
         }
@@ -361,9 +459,13 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     }
     let lake = open(settings).await?;
     let defs = definitions_for(None)?;
+    eprintln!("demo: {}", defs.describe());
     let date = DEMO_DELIVERY.parse().expect("demo date");
     let opts = PipelineOptions { input: raw.display().to_string(), delivery_date: date, force: false };
-    let report = run_pipeline(&lake, &defs, &opts, &Progress::auto(false)).await?;
+    let report = run_pipeline(&lake, &defs.tables, &opts, &Progress::auto(false)).await?;
+    for s in &report.steps {
+        eprintln!("demo: {:<20} {:<8} {:>10} rows", s.name, s.status, s.rows);
+    }
     eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
     drop(lake);
     let logins = crate::users::ensure_demo_users(settings)?;
@@ -375,8 +477,8 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
         let kept = crate::users::demo_credentials_path(&settings.data_dir);
         for l in &logins {
             match &l.password {
-                Some(_) => eprintln!("demo: user {} (password in {})", l.user, kept.display()),
-                None => eprintln!("demo: user {} (password changed since the demo set it)", l.user),
+                Some(_) => eprintln!("demo: user {} has role {} (password in {})", l.user, l.role, kept.display()),
+                None => eprintln!("demo: user {} has role {} (password changed since the demo set it)", l.user, l.role),
             }
         }
         return Ok(());

@@ -325,7 +325,9 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| Error::invalid(format!("bad size {s:?}")))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::invalid(format!("bad size {s:?} (bytes, or a number with a unit: 512MiB, 2GiB)")))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
@@ -471,8 +473,13 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         return Err(Error::invalid("[catalog] connect_timeout_secs must be between 1 and 3600"));
     }
     let mut engine = EngineConfig::default();
-    let memory = env("RXGATE_MEMORY_LIMIT").or(file.engine.memory_limit);
-    engine.memory_limit_bytes = memory_limit(memory.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT), machine_memory())?;
+    // Every size key names itself in its error (`[engine] memory_limit: bad size "lots" …`).
+    let (memory, memory_key) = match env("RXGATE_MEMORY_LIMIT") {
+        Some(v) => (Some(v), "RXGATE_MEMORY_LIMIT"),
+        None => (file.engine.memory_limit, "[engine] memory_limit"),
+    };
+    engine.memory_limit_bytes = memory_limit(memory.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT), machine_memory())
+        .map_err(|e| e.context(memory_key))?;
     let timeout = match env("RXGATE_QUERY_TIMEOUT_SECS") {
         Some(v) => Some(v.parse::<u64>().map_err(|_| Error::invalid("RXGATE_QUERY_TIMEOUT_SECS must be seconds"))?),
         None => file.engine.query_timeout_secs,
@@ -625,7 +632,7 @@ fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: Audit
         engine.audit_dir = Some(env("RXGATE_AUDIT_DIR").map(PathBuf::from).or(audit.dir).unwrap_or_else(|| data_dir.join("audit")));
     }
     if let Some(size) = audit.max_file_size {
-        engine.audit_max_bytes = parse_bytes(&size)? as u64;
+        engine.audit_max_bytes = parse_bytes(&size).map_err(|e| e.context("[audit] max_file_size"))? as u64;
     }
     if let Some(keep) = audit.keep_files {
         engine.audit_keep = keep.max(1);
@@ -873,6 +880,21 @@ mod tests {
                 Err(_) => true,
             };
             assert!(refused, "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_bad_size_names_its_key() {
+        for (text, key) in [
+            ("[engine]\nmemory_limit = \"lots\"", "[engine] memory_limit"),
+            ("[audit]\nmax_file_size = \"lots\"", "[audit] max_file_size"),
+            ("[limits]\nmax_query_bytes = \"lots\"", "[limits] max_query_bytes"),
+            ("[limits]\nmax_value_bytes = \"lots\"", "[limits] max_value_bytes"),
+            ("[limits]\nprocess_memory_limit = \"lots\"", "[limits] process_memory_limit"),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let err = resolve(file, None, ListenFlags::default()).unwrap_err();
+            assert!(err.message.starts_with(key) && err.message.contains("bad size \"lots\""), "{text}: {}", err.message);
         }
     }
 }

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = rxgate_server::cli::Cli::parse();
     rxgate_server::allocator::settle(&cli.command);
-    rxgate_server::logging::init(cli.verbose);
+    rxgate_server::logging::init(cli.verbose, cli.command.serves());
     // Statements are planned and run on these threads: their stacks are sized for the deepest
     // statement the engine accepts (rxgate_engine::limits).
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -3,8 +3,12 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use rxgate_auth::{random_password, ScramVerifier, User, Users, UsersFileLock};
 use rxgate_common::{Error, Result};
+use rxgate_engine::{Engine, PolicyStore, BUILTIN_POLICY};
+use rxgate_policy::Policy;
 
 use crate::cli::UserCommand;
 use crate::config::Settings;
@@ -14,10 +18,24 @@ pub fn run(settings: &Settings, action: UserCommand) -> Result<()> {
     let path = &settings.auth.users_file;
     let iterations = settings.auth.scram_iterations;
     match action {
-        UserCommand::Add { name, roles, max_connections, password_stdin } => {
+        UserCommand::Add { name, roles, max_connections, force, password_stdin } => {
             rxgate_auth::validate_name("user", &name)?;
             for r in &roles {
                 rxgate_auth::validate_name("role", r)?;
+            }
+            // A role the policy does not define grants nothing: refuse it unless --force.
+            let (policy, origin) = policy_in_force(settings)?;
+            let unknown: Vec<&String> = roles.iter().filter(|r| !policy.roles().contains_key(*r)).collect();
+            if !unknown.is_empty() {
+                let names = unknown.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+                let known = policy.roles().keys().cloned().collect::<Vec<_>>().join(", ");
+                if !force {
+                    return Err(Error::invalid(format!(
+                        "role {names} is not defined in the policy ({origin}); its roles are: {known}. \
+                         Use --force to add the user anyway (such a role grants nothing until the policy defines it)"
+                    )));
+                }
+                eprintln!("warning: role {names} is not defined in the policy ({origin}); it grants nothing until it is");
             }
             // Check before asking for a password that would be thrown away.
             let _lock = UsersFileLock::acquire(path)?;
@@ -57,11 +75,29 @@ pub fn run(settings: &Settings, action: UserCommand) -> Result<()> {
                 eprintln!("no users in {} (add one with `rxgate user add NAME`)", path.display());
                 return Ok(());
             }
+            // Each role says whether the policy in force defines it ("role?" when it does not).
+            let (policy, origin) = policy_in_force(settings)?;
             let width = users.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
             println!("{:<width$}  {:<15}  roles", "user", "max_connections");
+            let mut undefined = false;
             for u in users.iter() {
                 let max = u.max_connections.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-                println!("{:<width$}  {:<15}  {}", u.name, max, u.roles.join(","));
+                let roles: Vec<String> = u
+                    .roles
+                    .iter()
+                    .map(|r| {
+                        if policy.roles().contains_key(r) {
+                            r.clone()
+                        } else {
+                            undefined = true;
+                            format!("{r}?")
+                        }
+                    })
+                    .collect();
+                println!("{:<width$}  {:<15}  {}", u.name, max, roles.join(","));
+            }
+            if undefined {
+                println!("(role? = a role the policy ({origin}) does not define: it grants nothing)");
             }
         }
     }
@@ -107,6 +143,28 @@ fn read_new_password(name: &str, from_stdin: bool) -> Result<String> {
 pub const DEMO_USERS: [(&str, &str); 4] =
     [("admin", "admin"), ("analyst", "analyst"), ("auditor_ca", "state_auditor"), ("viewer", "public")];
 
+/// The policy in force for the CLI (`[policy] file`, else the built-in policy) and its name
+/// for messages.
+pub fn policy_in_force(settings: &Settings) -> Result<(Arc<Policy>, String)> {
+    match &settings.engine.policy_file {
+        Some(path) => Ok((PolicyStore::open(path.clone(), None)?.current().0, path.display().to_string())),
+        None => Ok((Arc::new(Policy::parse(BUILTIN_POLICY, "built-in policy")?), "built-in policy".into())),
+    }
+}
+
+/// The name of the engine's policy for messages: its file, or "built-in policy".
+pub fn policy_origin(engine: &Engine) -> String {
+    engine.policy().status().path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in policy".into())
+}
+
+/// The roles some grant names, sorted.
+pub fn granted_roles(policy: &Policy) -> Vec<String> {
+    let mut roles: Vec<String> = policy.grants().iter().flat_map(|g| g.roles.iter().cloned()).collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 /// The demo's pseudonym key (`DATA_DIR/pseudonym.key`, 0600): created once, random.
 pub fn ensure_demo_pseudonym_key(data_dir: &Path) -> Result<Vec<u8>> {
     let path = data_dir.join("pseudonym.key");
@@ -132,6 +190,9 @@ pub fn demo_credentials_path(data_dir: &Path) -> PathBuf {
 pub struct DemoLogin {
     /// User name.
     pub user: String,
+    /// The role the demo gave the user (user names and role names differ: `auditor_ca` is a
+    /// `state_auditor`, `viewer` is `public`).
+    pub role: String,
     /// Current password, if the demo still knows it.
     pub password: Option<String>,
 }
@@ -170,13 +231,13 @@ pub fn ensure_demo_users(settings: &Settings) -> Result<Vec<DemoLogin>> {
     }
     let logins = DEMO_USERS
         .iter()
-        .map(|(name, _)| {
+        .map(|(name, role)| {
             let password = known
                 .get(*name)
                 .and_then(|v| v.as_str())
                 .filter(|p| users.get(name).is_some_and(|u| u.verifier.verify_password(p)))
                 .map(str::to_string);
-            DemoLogin { user: name.to_string(), password }
+            DemoLogin { user: name.to_string(), role: role.to_string(), password }
         })
         .collect();
     Ok(logins)
