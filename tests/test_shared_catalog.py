@@ -199,7 +199,7 @@ def test_concurrent_ingests_both_commit(rxgate_bin, postgres, tmp_path, dataset,
         for date, path in jobs.items():
             rx = Rxgate(rxgate_bin, tmp_path / f"ingest-{date}")
             procs[date] = subprocess.Popen(
-                rx.argv("ingest", "prescribers", path, "--delivery-date", date, "--json"),
+                rx.argv("-v", "ingest", "prescribers", path, "--delivery-date", date, "--json"),
                 cwd=REPO_ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline, waiting = time.monotonic() + 180, 0

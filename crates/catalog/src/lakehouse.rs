@@ -196,12 +196,8 @@ async fn probe(uri: &str, timeout: Duration) -> Result<()> {
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             Ok(Err(e)) => {
-                let mut err = catalog_db_error(uri, &e);
-                if retryable(&e) {
-                    err.message
-                        .push_str(&format!(" (tried for {} s, [catalog] connect_timeout_secs)", timeout.as_secs()));
-                }
-                return Err(err);
+                let retried = retryable(&e).then(|| timeout.as_secs());
+                return Err(catalog_db_error_retried(uri, &e, retried));
             }
             Err(_) => {
                 return Err(Error::new(
@@ -238,7 +234,15 @@ fn uri_role_and_database(uri: &str) -> (String, String) {
 /// answer), the login refused, the database missing, or the database refusing an operation
 /// (permission denied: the connection itself succeeded). The URI's password is redacted.
 pub(crate) fn catalog_db_error(uri: &str, e: &sqlx::Error) -> Error {
+    catalog_db_error_retried(uri, e, None)
+}
+
+/// [`catalog_db_error`] of a connection retried for `retried` seconds.
+fn catalog_db_error_retried(uri: &str, e: &sqlx::Error, retried: Option<u64>) -> Error {
     let shown = redact_uri(uri);
+    let retried = retried
+        .map(|s| format!(", retried for {s} s ([catalog] connect_timeout_secs)"))
+        .unwrap_or_default();
     let (role, db) = uri_role_and_database(uri);
     let unavailable = |what: String| Error::new(StatusCode::CatalogUnavailable, format!("catalog database {shown} {what}"));
     match e {
@@ -254,12 +258,18 @@ pub(crate) fn catalog_db_error(uri: &str, e: &sqlx::Error) -> Error {
                 Some(code) if code == "42501" || (code.starts_with("42") && msg.contains("permission denied")) => {
                     refused(&shown, &msg, &role, &db)
                 }
-                Some("57P03") => unavailable(format!("unreachable: {msg}")),
+                Some("57P03") => unavailable(format!("unreachable: {msg}{retried}")),
                 _ => unavailable(format!("error: {msg}")),
             }
         }
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            unavailable("unreachable: connection refused (is the database server running and listening there?)".into())
+            let at = url::Url::parse(uri)
+                .ok()
+                .and_then(|u| Some(format!(" at {}:{}", u.host_str()?, u.port().unwrap_or(5432))))
+                .unwrap_or_default();
+            unavailable(format!(
+                "unreachable: connection refused{at}{retried}; is the database server running and listening there?"
+            ))
         }
         sqlx::Error::Io(io) => unavailable(format!("unreachable: {io}")),
         sqlx::Error::Tls(t) => unavailable(format!("unreachable: TLS failed: {t}")),
@@ -312,4 +322,34 @@ fn warehouse_url(warehouse: &str) -> Result<String> {
     })?;
     let abs = std::fs::canonicalize(path)?;
     Ok(format!("file://{}", abs.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_errors_say_what_failed_without_the_password() {
+        let uri = "postgres://rxgate:hunter2@db.example:6543/rxgate_catalog";
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = catalog_db_error_retried(uri, &sqlx::Error::Io(refused), Some(5));
+        assert_eq!(e.code, StatusCode::CatalogUnavailable);
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(e.message.contains("postgres://rxgate:***@db.example:6543/rxgate_catalog"), "{}", e.message);
+        assert!(e.message.contains("connection refused at db.example:6543, retried for 5 s"), "{}", e.message);
+        let e = catalog_chain_error(uri, &std::io::Error::other("error returned from database: permission denied for schema public"));
+        assert!(e.message.contains("refused: permission denied for schema public (grant the role ownership of the database: ALTER DATABASE rxgate_catalog OWNER TO rxgate)"), "{}", e.message);
+        assert!(!e.message.contains("unreachable") && !e.message.contains("hunter2"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_fails_within_the_connect_timeout() {
+        sqlx::any::install_default_drivers();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let uri = format!("postgres://rxgate:hunter2@127.0.0.1:{port}/c");
+        let started = Instant::now();
+        let e = probe(&uri, Duration::from_secs(1)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(e.message.contains("connection refused") && !e.message.contains("hunter2"), "{}", e.message);
+    }
 }
