@@ -127,10 +127,10 @@ def plus_chain(n: int) -> str:
 def test_long_chains_are_answered_not_crashed(lserver, protocol):
     # 2,000 terms crashed the server before (stack overflow in a tokio worker).
     assert run(lserver, protocol, plus_chain(2000)) == [(2000,)]
-    assert run(lserver, protocol, plus_chain(10_000), user="pat") == [(10_000,)]
+    assert run(lserver, protocol, plus_chain(4000), user="pat") == [(4000,)]
     # A BI tool's long OR chain, as a governed role (the policy rewrite walks it too).
-    ors = " OR ".join(f"population = {i}" for i in range(5000))
-    want = run(lserver, "pg", "SELECT count(*) FROM health.us_cities WHERE population >= 0 AND population < 5000",
+    ors = " OR ".join(f"population = {i}" for i in range(2000))
+    want = run(lserver, "pg", "SELECT count(*) FROM health.us_cities WHERE population >= 0 AND population < 2000",
                user="ann")
     assert run(lserver, protocol, f"SELECT count(*) FROM health.us_cities WHERE {ors}", user="ann") == want
     # Long UNION chains become deep plans as well.
@@ -150,11 +150,11 @@ def test_ten_thousand_item_in_lists_work(lserver, protocol):
 
 @pytest.mark.parametrize("protocol", ["pg", "flight"])
 def test_too_deep_gets_54001_and_the_server_stays_up(lserver, protocol):
-    for sql in (plus_chain(30_000),
-                "SELECT 1 FROM health.us_cities WHERE " + " OR ".join(f"population = {i}" for i in range(15_000)),
+    for sql in (plus_chain(6000),
+                "SELECT 1 FROM health.us_cities WHERE " + " OR ".join(f"population = {i}" for i in range(3000)),
                 plus_chain(200_000),
-                "SELECT " + "||".join(["'x'"] * 40_000),
-                "SELECT " + " * ".join(["1"] * 40_000)):
+                "SELECT " + "||".join(["'x'"] * 8000),
+                "SELECT " + " * ".join(["1"] * 8000)):
         assert_refused(lserver, protocol, sql, "54001", "too complex", user="ann")
     # Deep nesting is the parser's own limit, as before.
     assert_refused(lserver, protocol, "SELECT " + "(" * 500 + "1" + ")" * 500, "42601", "recursion")

@@ -24,7 +24,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(rxgate_server::run(cli)) {
+    // The command runs as a task on a worker (block_on would run it on the main thread, whose
+    // stack is the OS default): `rxgate sql` plans on the same stacks as the server.
+    let outcome = runtime.block_on(async { tokio::spawn(rxgate_server::run(cli)).await });
+    match outcome.unwrap_or_else(|e| Err(rxgate_common::Error::internal(format!("the command panicked: {e}")))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rxgate: error [{:?}]: {}", e.code, e.message);
