@@ -262,6 +262,18 @@ def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
                          f"{server.log_text()[-4000:]}")
 
 
+def start_server_with_roles(binary: Path, data_dir: Path, workdir: Path, config: Path,
+                            users: dict[str, str], password: str) -> Server:
+    """`rxgate serve` with its own users file in `workdir`: TEST_USER as admin, and each
+    `users` name with its role and `password`."""
+    users_file = workdir / "users.toml"
+    add_user(binary, users_file, TEST_USER, TEST_PASSWORD, "--role", "admin")
+    for name, role in users.items():
+        add_user(binary, users_file, name, password, "--role", role)
+    return start_server(binary, data_dir, workdir / "serve.log", config=config,
+                        env={"RXGATE_USERS_FILE": str(users_file)})
+
+
 def stop_server(server: Server) -> None:
     """SIGTERM (graceful), then SIGKILL after 10 s; only our own process group."""
     if server.proc.poll() is None:

@@ -23,7 +23,7 @@ import adbc_driver_manager
 import psycopg
 import pytest
 
-from conftest import TEST_PASSWORD, TEST_USER, add_user, start_server, stop_server
+from conftest import TEST_PASSWORD, TEST_USER, start_server_with_roles, stop_server
 from rxcli import REPO_ROOT, Rxgate
 
 PASSWORD = "security-engine-pw"
@@ -62,12 +62,7 @@ def sec(rxgate_bin, lakehouse, tmp_path_factory):
         f'[audit]\ndir = "{d / "audit"}"\n'
         f'[engine]\nspill_dir = "{d / "spill"}"\n'
         f'[external]\nallowed_locations = ["{ext}", "{lakehouse.rx.data_dir}"]\n')
-    users = d / "users.toml"
-    add_user(rxgate_bin, users, TEST_USER, TEST_PASSWORD, "--role", "admin")
-    for name, role in USERS.items():
-        add_user(rxgate_bin, users, name, PASSWORD, "--role", role)
-    s = start_server(rxgate_bin, lakehouse.rx.data_dir, d / "serve.log", config=config,
-                     env={"RXGATE_USERS_FILE": str(users)})
+    s = start_server_with_roles(rxgate_bin, lakehouse.rx.data_dir, d, config, USERS, PASSWORD)
     s.dir, s.ext, s.lake = d, ext, lakehouse.rx.data_dir
     yield s
     stop_server(s)

@@ -22,7 +22,7 @@ import pyarrow.flight as flight
 import pytest
 
 import flightsql_proto as proto
-from conftest import TEST_PASSWORD, TEST_USER, add_user, start_server, stop_server
+from conftest import TEST_PASSWORD, TEST_USER, start_server_with_roles, stop_server
 from rxcli import REPO_ROOT
 
 PASSWORD = "limits-test-pw"
@@ -42,12 +42,7 @@ def lserver(rxgate_bin, lakehouse, tmp_path_factory):
         '[engine]\nmemory_limit = "256MiB"\nquery_timeout_secs = 120\n'
         '[limits]\nmax_query_bytes = "1MiB"\nmax_value_bytes = "64MiB"\n'
         f'process_memory_limit = "{PROCESS_LIMIT >> 20}MiB"\n')
-    users = d / "users.toml"
-    add_user(rxgate_bin, users, TEST_USER, TEST_PASSWORD, "--role", "admin")
-    for name, role in USERS.items():
-        add_user(rxgate_bin, users, name, PASSWORD, "--role", role)
-    s = start_server(rxgate_bin, lakehouse.rx.data_dir, d / "serve.log", config=config,
-                     env={"RXGATE_USERS_FILE": str(users)})
+    s = start_server_with_roles(rxgate_bin, lakehouse.rx.data_dir, d, config, USERS, PASSWORD)
     yield s
     stop_server(s)
 
