@@ -36,7 +36,13 @@ pub(crate) fn parse_statements(sql: &str) -> Result<Vec<(Statement, Statement)>,
         Some(tokens) => Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens).parse_statements()?,
         None => Parser::parse_sql(&PostgreSqlDialect {}, sql)?,
     };
-    Ok(statements.into_iter().map(|s| (s.clone(), rewrite(s))).collect())
+    Ok(statements
+        .into_iter()
+        .map(|mut s| {
+            crate::limits::balance_boolean_chains(&mut s);
+            (s.clone(), rewrite(s))
+        })
+        .collect())
 }
 
 /// Rewrites one statement.
