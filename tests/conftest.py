@@ -263,15 +263,15 @@ def start_server(binary: Path, data_dir: Path, log: Path, timeout: float = 120,
 
 
 def start_server_with_roles(binary: Path, data_dir: Path, workdir: Path, config: Path,
-                            users: dict[str, str], password: str) -> Server:
+                            users: dict[str, str], password: str, env: dict | None = None) -> Server:
     """`rxgate serve` with its own users file in `workdir`: TEST_USER as admin, and each
-    `users` name with its role and `password`."""
+    `users` name with its role and `password`; `env` adds to the server's environment."""
     users_file = workdir / "users.toml"
     add_user(binary, users_file, TEST_USER, TEST_PASSWORD, "--role", "admin")
     for name, role in users.items():
         add_user(binary, users_file, name, password, "--role", role)
     return start_server(binary, data_dir, workdir / "serve.log", config=config,
-                        env={"RXGATE_USERS_FILE": str(users_file)})
+                        env={**(env or {}), "RXGATE_USERS_FILE": str(users_file)})
 
 
 def stop_server(server: Server) -> None:

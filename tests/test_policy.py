@@ -24,7 +24,7 @@ import pyarrow.flight as flight
 import pytest
 
 import flightsql_proto as proto
-from conftest import TEST_PASSWORD, TEST_USER, add_user, start_server, stop_server
+from conftest import TEST_PASSWORD, TEST_USER, start_server_with_roles, stop_server
 from rxcli import REPO_ROOT, Rxgate
 
 KEY = "test-pseudonym-key-0123456789"
@@ -43,12 +43,8 @@ def pserver(rxgate_bin, lakehouse, tmp_path_factory):
     shutil.copy(REPO_ROOT / "catalog" / "policies.toml", policy)
     config = d / "rxgate.toml"
     config.write_text(f'[policy]\nfile = "{policy}"\n[audit]\ndir = "{d / "audit"}"\n')
-    users = d / "users.toml"
-    add_user(rxgate_bin, users, TEST_USER, TEST_PASSWORD, "--role", "admin")
-    for name, role in USERS.items():
-        add_user(rxgate_bin, users, name, PASSWORD, "--role", role)
-    s = start_server(rxgate_bin, lakehouse.rx.data_dir, d / "serve.log", config=config,
-                     env={"RXGATE_PSEUDONYM_KEY": KEY, "RXGATE_USERS_FILE": str(users)})
+    s = start_server_with_roles(rxgate_bin, lakehouse.rx.data_dir, d, config, USERS, PASSWORD,
+                                env={"RXGATE_PSEUDONYM_KEY": KEY})
     s.policy_file = policy
     s.audit_dir = d / "audit"
     yield s

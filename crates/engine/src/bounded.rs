@@ -235,7 +235,7 @@ impl ScalarUDFImpl for Bounded {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = self.inner.name().to_string();
-        let mut reservation = MemoryConsumer::new(format!("{name}()")).register(&self.pool);
+        let reservation = MemoryConsumer::new(format!("{name}()")).register(&self.pool);
         if let Some(sizes) = self.estimate(&args.args, args.number_rows.max(1))? {
             let largest = sizes.iter().copied().max().unwrap_or(0);
             if largest > self.max {
@@ -419,7 +419,7 @@ impl ScalarUDFImpl for TextCat {
             return Err(too_large("||", largest, self.max));
         }
         let total = sizes.iter().copied().fold(0usize, usize::saturating_add);
-        let mut reservation = MemoryConsumer::new("||").register(&self.pool);
+        let reservation = MemoryConsumer::new("||").register(&self.pool);
         reservation.try_grow(total)?;
         let scalar = matches!((left, right), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
         let (l, r) = (left.to_array(rows)?, right.to_array(rows)?);

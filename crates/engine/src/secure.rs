@@ -148,6 +148,14 @@ pub struct Applied {
     pub row_filter: Option<String>,
 }
 
+impl Applied {
+    /// Whether the table is read through a mask or a row filter: its plans, statistics and
+    /// metrics would tell about values or rows the policy hides.
+    pub fn hides(&self) -> bool {
+        !self.masks.is_empty() || self.row_filter.is_some()
+    }
+}
+
 /// One session's policy context: the principal, the store, and what the current statement's
 /// planning applied.
 pub(crate) struct Guard {

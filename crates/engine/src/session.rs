@@ -180,6 +180,8 @@ pub struct StatementInfo {
     pub masks: Vec<String>,
     /// Row filters applied (`schema.table: predicate`).
     pub row_filters: Vec<String>,
+    /// Whether a table is read through a mask or a row filter ([`Applied::hides`]).
+    pub hides: bool,
 }
 
 impl StatementInfo {
@@ -220,6 +222,7 @@ impl StatementInfo {
             columns: columns.into_iter().collect(),
             masks: applied.iter().flat_map(|a| a.masks.iter().map(move |m| format!("{}.{m}", a.table))).collect(),
             row_filters: applied.iter().filter_map(|a| a.row_filter.as_ref().map(|f| format!("{}: {f}", a.table))).collect(),
+            hides: applied.iter().any(Applied::hides),
         }
     }
 
@@ -732,11 +735,6 @@ impl EngineSession {
         }
     }
 
-    /// Whether the statement planned last reads a table through a mask or a row filter.
-    fn governed(&self) -> bool {
-        self.guard.applied().iter().any(|a| !a.masks.is_empty() || a.row_filter.is_some())
-    }
-
     /// `EXPLAIN` of a statement that reads a table through a mask or a row filter shows the
     /// optimized logical plan only, and `EXPLAIN ANALYZE` of one is refused (42501).
     ///
@@ -745,7 +743,7 @@ impl EngineSession {
     /// all come from rows and raw values the policy hides, so a binary search over them
     /// recovers hidden values. The logical plan depends on the statement and the policy only.
     fn explain_under_policy(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        if !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) || !self.governed() {
+        if !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) || !self.guard.applied().iter().any(Applied::hides) {
             return Ok(plan);
         }
         let LogicalPlan::Explain(explain) = plan else {
@@ -902,11 +900,7 @@ impl EngineSession {
                     // How many partitions a plan has depends on how many files survive pruning
                     // by statistics over all rows: under a mask or a row filter every result
                     // has one endpoint (see `explain_under_policy`).
-                    let physical = if info.masks.is_empty() && info.row_filters.is_empty() {
-                        physical
-                    } else {
-                        one_partition(physical)
-                    };
+                    let physical = if info.hides { one_partition(physical) } else { physical };
                     let schema = renamed.clone().unwrap_or_else(|| physical.schema());
                     let parts = physical.properties().output_partitioning().partition_count();
                     let audit = Some(AuditHandle::new(record, self.audit.clone(), started, parts));
