@@ -71,8 +71,9 @@ pub(crate) struct GuardedStream {
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     token: CancelToken,
-    /// Registered with the memory guard while the stream lives.
-    _running: Option<crate::memwatch::Registration>,
+    /// Held while the stream lives (the memory guard's registration: dropping it
+    /// unregisters the statement).
+    _running: Option<Box<dyn Send>>,
 }
 
 impl GuardedStream {
@@ -80,7 +81,7 @@ impl GuardedStream {
         inner: SendableRecordBatchStream,
         timeout: Option<Duration>,
         token: &CancelToken,
-        running: Option<crate::memwatch::Registration>,
+        running: Option<Box<dyn Send>>,
     ) -> Self {
         let schema = inner.schema();
         let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep_until(Instant::now() + t)), t));

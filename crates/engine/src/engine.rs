@@ -171,7 +171,8 @@ impl Engine {
         let (policy, _) = self.inner.policy.current();
         let roles = policy.roles_of(&identity.user, &identity.roles);
         pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
-        crate::hive::install(&ctx, &self.inner.lake);
+        crate::hive::install(&ctx);
+        crate::commands::set_lakehouse(&ctx, &self.inner.lake);
         crate::bounded::install(&ctx, cfg.limits, ctx.runtime_env().memory_pool.clone());
         ctx.register_expr_planner(Arc::new(crate::bounded::ConcatPlanner::new(cfg.limits, ctx.runtime_env().memory_pool.clone())))?;
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::PseudonymLiteralRule));

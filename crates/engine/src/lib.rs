@@ -4,33 +4,32 @@
 //! **Invariant:** frontends (pgwire, Flight SQL, CLI) never build plans or contexts themselves;
 //! [`EngineSession::plan`] is the one door, so whatever it enforces holds for every path.
 
-mod admin;
 mod audit;
 mod bounded;
+mod commands;
 mod cursor;
 mod deadline;
 mod engine;
 mod hive;
-mod iceberg_admin;
 mod memwatch;
 mod pgcompat;
+mod planned;
 mod secure;
 mod session;
+pub mod statement;
 mod system;
 mod topk;
 pub mod limits;
 pub mod settings;
 
-pub use admin::AdminCommand;
 pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
 pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};
 pub use limits::StatementLimits;
-pub use hive::HiveCommand;
-pub use iceberg_admin::{IcebergCommand, RollbackTarget};
+pub use planned::{Planned, QueryOutput, StatementInfo};
 pub use secure::{Applied, PolicyStatus, PolicyStore};
+pub use session::partitioned::PartitionedQuery;
+pub use session::{EngineSession, SessionCanceller};
+pub use statement::{Command, SessionCommand, Statement};
 pub use system::{set_login_throttle_source, LoginThrottleRow, LoginThrottleSource};
-pub use session::{
-    EngineSession, PartitionedQuery, Planned, QueryOutput, SessionCanceller, SessionCommand, StatementInfo,
-};

@@ -49,7 +49,16 @@ impl StatementLimits {
     /// parses it into a tree.
     pub fn check_text(&self, sql: &str) -> Result<()> {
         self.check_size(sql)?;
-        let depth = expression_depth(sql)?;
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
+        self.check_depth(tokens.iter())
+    }
+
+    /// Refuses a statement whose tokens chain or nest operators deeper than
+    /// [`StatementLimits::max_expression_depth`] (54001; see [`expression_depth`]).
+    pub fn check_depth<'a>(&self, tokens: impl IntoIterator<Item = &'a Token>) -> Result<()> {
+        let depth = depth_of(tokens);
         if depth > self.max_expression_depth {
             return Err(Error::new(
                 StatusCode::StatementTooComplex,
@@ -105,6 +114,11 @@ pub fn expression_depth(sql: &str) -> Result<usize> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize()
         .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
+    Ok(depth_of(tokens.iter()))
+}
+
+/// [`expression_depth`] over already tokenized text.
+fn depth_of<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> usize {
     // Infix operators in the current segment of each open bracket level.
     let mut levels: Vec<usize> = vec![0];
     let mut sum = 0usize;
@@ -114,7 +128,7 @@ pub fn expression_depth(sql: &str) -> Result<usize> {
     let mut max = 0usize;
     // Whether the last significant token ends an operand (so a `*` after it multiplies).
     let mut after_operand = false;
-    for token in &tokens {
+    for token in tokens {
         if matches!(token, Token::Whitespace(_)) {
             continue;
         }
@@ -205,7 +219,7 @@ pub fn expression_depth(sql: &str) -> Result<usize> {
         }
         max = max.max(sum + log_sum + levels.len() - 1);
     }
-    Ok(max)
+    max
 }
 
 fn ceil_log2(n: usize) -> usize {

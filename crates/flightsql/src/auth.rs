@@ -188,6 +188,8 @@ impl Sessions {
             client_addr: peer,
         };
         let engine = self.engine.session(identity).await.map_err(to_status)?;
+        // ADBC's DB-API (paramstyle qmark) and JDBC write `?` placeholders.
+        engine.set_question_mark_parameters(true);
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let now = Instant::now();
         let session = Arc::new(FlightSession {

@@ -24,7 +24,7 @@ use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use rxgate_common::{Channel, Identity};
-use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput, SessionCommand};
+use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput};
 use tokio::sync::OnceCell;
 
 use crate::auth::{not_authenticated, Authenticated, Startup};
@@ -253,17 +253,6 @@ where
     })
 }
 
-/// Whether a planned statement answers with rows (a query, EXPLAIN, FETCH), not with a command
-/// tag, a transaction change, a COPY or nothing.
-fn returns_rows(planned: &Planned) -> bool {
-    match planned {
-        Planned::Audited(inner, _) => returns_rows(inner),
-        Planned::Plan(plan, ..) => !matches!(plan, LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)),
-        Planned::Command(SessionCommand::Fetch { .. }) => true,
-        Planned::Command(_) | Planned::Copy(..) | Planned::Empty => false,
-    }
-}
-
 /// Rows as DataRow messages, encoded batch by batch as the client reads them; the rows of a
 /// batch share one buffer (see encode.rs).
 fn rows_response(schema: SchemaRef, stream: SendableRecordBatchStream, format: &Format) -> PgWireResult<QueryResponse> {
@@ -361,7 +350,7 @@ impl ExtendedQueryHandler for Query {
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let portal = match client.portal_store().get_portal(name) {
-            Some(p) if message.max_rows == 0 && returns_rows(&p.statement.statement) => p,
+            Some(p) if message.max_rows == 0 && p.statement.statement.returns_rows() => p,
             _ => return self._on_execute(client, message).await,
         };
         let state = portal.state();

@@ -442,3 +442,39 @@ async fn partitions(table: &Table) -> Result<Vec<ArrayRef>> {
         )),
     ])
 }
+
+/// The partitions of the current snapshot's live data files, each as its fields' `(name,
+/// value)` in spec order (dates and timestamps as text, NULL as `None`), sorted and without
+/// repeats: what Hive 4's `SHOW PARTITIONS` lists for an Iceberg table. An unpartitioned
+/// table has none.
+pub async fn partition_values(table: &Table) -> Result<Vec<Vec<(String, Option<String>)>>> {
+    let md = table.metadata();
+    let mut out: std::collections::BTreeSet<Vec<(String, Option<String>)>> = Default::default();
+    for f in live_files(table).await? {
+        if f.data_file.content_type() != DataContentType::Data {
+            continue;
+        }
+        let Some(spec) = md.partition_spec_by_id(f.spec_id) else { continue };
+        if spec.fields().is_empty() {
+            continue;
+        }
+        let types: Option<StructType> = spec.partition_type(md.current_schema()).ok();
+        let tuple = spec
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, pf)| {
+                let ty = types.as_ref().and_then(|t| t.fields().get(i)).map(|f| f.field_type.as_ref().clone());
+                let value = f.data_file.partition().fields().get(i).and_then(|v| v.as_ref());
+                let text = match literal_json(ty.as_ref(), value) {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s),
+                    other => Some(other.to_string()),
+                };
+                (pf.name.clone(), text)
+            })
+            .collect();
+        out.insert(tuple);
+    }
+    Ok(out.into_iter().collect())
+}

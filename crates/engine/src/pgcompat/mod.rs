@@ -31,7 +31,8 @@ use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 use crate::settings::SessionSettings;
 
 pub(crate) use rewrite::{
-    null_correlated_subqueries, output_names, parse_statements, placeholder_casts, touches_catalog, unique_aliases,
+    null_correlated_subqueries, output_names, placeholder_casts, replace_known_tokens, rewrite, touches_catalog,
+    unique_aliases,
 };
 
 /// OID of the `pg_catalog` namespace in PostgreSQL (the static pg_type/pg_proc rows use it).

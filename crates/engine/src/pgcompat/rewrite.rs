@@ -28,25 +28,8 @@ use datafusion_pg_catalog::sql::rules::{
 
 use super::tables::OWN_TABLES;
 
-/// Parses SQL text into statements: each as written (for PostgreSQL's output column names)
-/// and rewritten for DataFusion.
-pub(crate) fn parse_statements(sql: &str) -> Result<Vec<(Statement, Statement)>, ParserError> {
-    let tokens = replace_known(sql)?;
-    let statements = match tokens {
-        Some(tokens) => Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens).parse_statements()?,
-        None => Parser::parse_sql(&PostgreSqlDialect {}, sql)?,
-    };
-    Ok(statements
-        .into_iter()
-        .map(|mut s| {
-            crate::limits::balance_boolean_chains(&mut s);
-            (s.clone(), rewrite(s))
-        })
-        .collect())
-}
-
 /// Rewrites one statement.
-fn rewrite(mut stmt: Statement) -> Statement {
+pub(crate) fn rewrite(mut stmt: Statement) -> Statement {
     let catalog = touches_catalog(&stmt);
     let _ = VisitMut::visit(&mut stmt, &mut PgCasts);
     if catalog {
@@ -792,12 +775,27 @@ fn known_patterns() -> &'static [(Vec<Token>, Vec<Token>)] {
     })
 }
 
-/// The token stream with known statements replaced, or `None` when nothing matched.
-fn replace_known(sql: &str) -> Result<Option<Vec<TokenWithSpan>>, ParserError> {
+/// The token stream with known statements replaced (unchanged when nothing matched).
+pub(crate) fn replace_known_tokens(all: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, ParserError> {
     if known_patterns().is_empty() {
-        return Ok(None);
+        return Ok(all);
     }
-    let tokens = significant(sql)?;
+    let significant: Vec<Token> = all
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .map(|t| match &t.token {
+            Token::Word(w) if w.keyword != Keyword::NoKeyword => Token::make_keyword(&w.value.to_ascii_uppercase()),
+            t => t.clone(),
+        })
+        .collect();
+    Ok(match replace_known(significant) {
+        Some(tokens) => tokens,
+        None => all,
+    })
+}
+
+/// The significant tokens with known statements replaced, or `None` when nothing matched.
+fn replace_known(tokens: Vec<Token>) -> Option<Vec<TokenWithSpan>> {
     let mut out = vec![];
     let mut i = 0;
     let mut replaced = false;
@@ -816,9 +814,9 @@ fn replace_known(sql: &str) -> Result<Option<Vec<TokenWithSpan>>, ParserError> {
         i += 1;
     }
     if !replaced {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(out.into_iter().map(TokenWithSpan::wrap).collect()))
+    Some(out.into_iter().map(TokenWithSpan::wrap).collect())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1043,7 +1041,9 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> Statement {
-        parse_statements(sql).unwrap().remove(0).1
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().unwrap();
+        let tokens = replace_known_tokens(tokens).unwrap();
+        rewrite(Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens).parse_statement().unwrap())
     }
 
     #[test]

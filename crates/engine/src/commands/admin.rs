@@ -1,55 +1,51 @@
-//! Policy admin statements: `SHOW GRANTS [FOR user|role]` and `SHOW POLICIES`.
+//! Policy admin statements: `SHOW GRANTS [FOR user|role]` and `SHOW POLICIES`. Other users'
+//! grants and the whole policy are for administrators only.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::StringArray;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use rxgate_common::{Error, Result, StatusCode};
 use rxgate_policy::{Policy, Target};
 
-use crate::secure::PolicyStatus;
+use super::{batch_output, denied, text_schema};
+use crate::planned::{Planned, QueryOutput};
+use crate::secure::{Guard, PolicyStatus};
+use crate::statement::{AdminCommand, Command};
 
-/// A policy admin statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminCommand {
-    /// `SHOW GRANTS` (the session's own) or `SHOW GRANTS FOR name` (a user or a role; admins
-    /// only, unless it is the session's own user).
-    ShowGrants(Option<String>),
-    /// `SHOW POLICIES`: every rule and the policy file's reload status (admins only).
-    ShowPolicies,
+/// Plans an admin statement (its rows are computed when it runs, under the policy then).
+pub(crate) fn plan(cmd: AdminCommand) -> Planned {
+    let schema = Some(schema(&cmd));
+    Planned::Command(Command::Admin(cmd), schema)
 }
 
-/// Recognises the admin statements, which sqlparser does not know.
-pub(crate) fn parse(sql: &str) -> Option<AdminCommand> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
-    let words: Vec<String> = tokens
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
-        .map(|t| match t {
-            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
-            Token::Word(w) => format!("\"{}", w.value),
-            other => other.to_string(),
-        })
-        .collect();
-    let name = |w: &String| w.strip_prefix('"').map(str::to_string).unwrap_or_else(|| w.to_ascii_lowercase());
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["SHOW", "GRANTS"] => Some(AdminCommand::ShowGrants(None)),
-        ["SHOW", "GRANTS", "FOR", _] => Some(AdminCommand::ShowGrants(Some(name(&words[3])))),
-        ["SHOW", "POLICIES"] => Some(AdminCommand::ShowPolicies),
-        _ => None,
-    }
+/// Answers an admin statement for the guard's principal.
+pub(crate) fn execute(cmd: &AdminCommand, guard: &Guard) -> Result<QueryOutput> {
+    let store = guard.store();
+    let (policy, _) = store.current();
+    let me = guard.principal(&policy);
+    let is_admin = policy.is_admin(&me.roles);
+    let batch = match cmd {
+        AdminCommand::ShowGrants(None) => grants(&policy, &me.roles, cmd),
+        AdminCommand::ShowGrants(Some(name)) if name == &me.user => grants(&policy, &me.roles, cmd),
+        AdminCommand::ShowGrants(Some(_)) if !is_admin => Err(denied("SHOW GRANTS FOR another user")),
+        AdminCommand::ShowGrants(Some(name)) => {
+            let roles = if policy.roles().contains_key(name) { vec![name.clone()] } else { policy.roles_of(name, &[]) };
+            grants(&policy, &roles, cmd)
+        }
+        AdminCommand::ShowPolicies if !is_admin => Err(denied("SHOW POLICIES")),
+        AdminCommand::ShowPolicies => policies(&policy, &store.status(), cmd),
+    }?;
+    batch_output(batch)
 }
 
 /// Result schema of an admin statement.
-pub(crate) fn schema(cmd: &AdminCommand) -> SchemaRef {
-    let names: &[&str] = match cmd {
+fn schema(cmd: &AdminCommand) -> SchemaRef {
+    text_schema(match cmd {
         AdminCommand::ShowGrants(_) => &["role", "privilege", "object", "columns", "detail"],
         AdminCommand::ShowPolicies => &["kind", "roles", "object", "columns", "detail"],
-    };
-    Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()))
+    })
 }
 
 fn target(t: &Target) -> String {
@@ -61,7 +57,7 @@ fn join(items: impl IntoIterator<Item = String>) -> String {
 }
 
 /// Rows of `SHOW GRANTS` for `roles`.
-pub(crate) fn grants(policy: &Policy, roles: &[String], cmd: &AdminCommand) -> Result<RecordBatch> {
+fn grants(policy: &Policy, roles: &[String], cmd: &AdminCommand) -> Result<RecordBatch> {
     let mut rows: Vec<[String; 5]> = vec![];
     for role in roles {
         for g in policy.grants().iter().filter(|g| g.roles.contains(role)) {
@@ -80,7 +76,7 @@ pub(crate) fn grants(policy: &Policy, roles: &[String], cmd: &AdminCommand) -> R
 }
 
 /// Rows of `SHOW POLICIES`.
-pub(crate) fn policies(policy: &Policy, status: &PolicyStatus, cmd: &AdminCommand) -> Result<RecordBatch> {
+fn policies(policy: &Policy, status: &PolicyStatus, cmd: &AdminCommand) -> Result<RecordBatch> {
     let mut rows: Vec<[String; 5]> = vec![];
     let file = status.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in".into());
     let health = match &status.last_error {
@@ -113,17 +109,3 @@ fn batch(cmd: &AdminCommand, rows: Vec<[String; 5]>) -> Result<RecordBatch> {
     RecordBatch::try_new(schema(cmd), columns).map_err(|e| Error::new(StatusCode::Internal, e.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_admin_statements() {
-        assert_eq!(parse("show grants"), Some(AdminCommand::ShowGrants(None)));
-        assert_eq!(parse("SHOW GRANTS FOR Analyst;"), Some(AdminCommand::ShowGrants(Some("analyst".into()))));
-        assert_eq!(parse("SHOW GRANTS FOR \"Bob\""), Some(AdminCommand::ShowGrants(Some("Bob".into()))));
-        assert_eq!(parse("show policies"), Some(AdminCommand::ShowPolicies));
-        assert_eq!(parse("show tables"), None);
-        assert_eq!(parse("SELECT 'SHOW GRANTS'"), None);
-    }
-}

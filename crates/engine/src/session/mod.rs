@@ -1,0 +1,369 @@
+//! One client session: its DataFusion context, its identity, its parameters, and the single
+//! path from SQL text to a plan ([`EngineSession::plan`]) and from a plan to record batches
+//! ([`EngineSession::execute`]).
+//!
+//! `plan` parses a statement into a [`Statement`] (`crate::statement`) and hands it to its
+//! planner in one `match` ([`EngineSession::plan_statement`]); `execute` runs what was planned
+//! in another (`run_command` for the commands the engine runs itself). Submodules: `query`
+//! (statements DataFusion plans), `params` (session parameters and transactions),
+//! `partitioned` (parallel results), `stream` (a running statement's stream).
+
+mod params;
+pub(crate) mod partitioned;
+mod query;
+mod stream;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::prelude::SessionContext;
+use rxgate_common::{Error, Identity, Result, StatusCode};
+
+use self::stream::{guard, Owner};
+use crate::audit::{AuditHandle, AuditLog, AuditRecord};
+use crate::commands;
+use crate::cursor::Cursors;
+use crate::deadline::CancelToken;
+use crate::planned::{show_schema, Planned, QueryOutput, StatementInfo};
+use crate::secure::{Applied, Guard};
+use crate::settings::SessionSettings;
+use crate::statement::{Command, ParseOptions, SessionCommand, Statement};
+
+/// A client session. Cheap to keep; not shared between clients.
+pub struct EngineSession {
+    ctx: SessionContext,
+    identity: Identity,
+    settings: Arc<SessionSettings>,
+    reported: Mutex<Vec<(String, String)>>,
+    /// The token of the statement started last; [`SessionCanceller`] fires it.
+    running: Arc<Mutex<CancelToken>>,
+    cursors: Cursors,
+    in_transaction: AtomicBool,
+    guard: Arc<Guard>,
+    audit: Arc<AuditLog>,
+    /// Effective roles at session start (users file + policy), for audit records.
+    roles: Vec<String>,
+    /// Keeps alive the state the guard parses policy expressions with (it holds it weakly).
+    _policy_state: Arc<datafusion::execution::SessionState>,
+    /// Statement text size and depth limits, checked before anything parses a statement.
+    limits: crate::limits::StatementLimits,
+    owner: Owner,
+    /// `?` placeholders are parameters (Flight SQL sessions).
+    question_marks: AtomicBool,
+}
+
+/// Cancels the statement its session is running, from another task (a PostgreSQL
+/// CancelRequest arrives on another connection). Statements started later are not affected.
+#[derive(Clone)]
+pub struct SessionCanceller(Arc<Mutex<CancelToken>>);
+
+impl SessionCanceller {
+    /// Fires the running statement's token; its stream then fails with 57014.
+    pub fn cancel(&self) {
+        self.0.lock().expect("running lock").cancel();
+    }
+}
+
+impl EngineSession {
+    pub(crate) fn new(
+        ctx: SessionContext,
+        identity: Identity,
+        settings: Arc<SessionSettings>,
+        guard: Arc<Guard>,
+        policy_state: Arc<datafusion::execution::SessionState>,
+        audit: Arc<AuditLog>,
+        roles: Vec<String>,
+        limits: crate::limits::StatementLimits,
+        memory: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Self {
+        let owner = Owner { memory, user: identity.user.clone() };
+        Self {
+            ctx,
+            identity,
+            settings,
+            reported: Mutex::new(vec![]),
+            running: Arc::default(),
+            cursors: Cursors::default(),
+            in_transaction: AtomicBool::new(false),
+            guard,
+            audit,
+            roles,
+            _policy_state: policy_state,
+            limits,
+            owner,
+            question_marks: AtomicBool::new(false),
+        }
+    }
+
+    /// A handle that cancels whatever statement this session runs at the time it is fired.
+    pub fn canceller(&self) -> SessionCanceller {
+        SessionCanceller(self.running.clone())
+    }
+
+    /// A fresh token for a statement that starts now, fired by [`SessionCanceller::cancel`].
+    fn start_statement(&self) -> CancelToken {
+        let token = CancelToken::new();
+        *self.running.lock().expect("running lock") = token.clone();
+        token
+    }
+
+    /// The masks and row filters the last planned statement got (audit, `policy check`).
+    pub fn applied_policies(&self) -> Vec<Applied> {
+        self.guard.applied()
+    }
+
+    /// The row schema of the open cursor `name` (a cursor is also a portal: clients Describe
+    /// it by name).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.get(name).ok().map(|c| c.schema())
+    }
+
+    /// The session's effective roles (users file and policy).
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Who this session belongs to.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The current value of a session parameter (`SHOW name`).
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        self.settings.get(name)
+    }
+
+    /// Applies parameters a client sent at start-up (`application_name`, `DateStyle`,
+    /// `search_path` via `options`, …). Unknown or read-only ones are ignored, as a
+    /// PostgreSQL server ignores what it reports itself.
+    pub fn apply_startup_parameters<'a>(&self, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (name, value) in params {
+            if matches!(name, "user" | "database" | "options" | "replication") {
+                continue;
+            }
+            if self.settings.set(name, value).is_ok() && name.eq_ignore_ascii_case("search_path") {
+                self.apply_search_path();
+            }
+        }
+        self.reported.lock().expect("reported lock").clear();
+    }
+
+    /// Parameters whose value changed since the last call and that PostgreSQL reports to the
+    /// client (ParameterStatus): `(name, value)`.
+    pub fn take_reported_parameters(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.reported.lock().expect("reported lock"))
+    }
+
+    /// Splits SQL text into its statements, each with its original text.
+    pub fn split(&self, sql: &str) -> Result<Vec<String>> {
+        self.limits.check_size(sql)?;
+        crate::statement::split(sql)
+    }
+
+    /// Reads `?` in this session's statements as numbered parameters (`$1`, `$2`, … in
+    /// order), as Flight SQL clients (ADBC, JDBC) write them; PostgreSQL's `?` operator is then
+    /// not available. Mixing `?` and `$n` in one statement is a syntax error (42601).
+    pub fn set_question_mark_parameters(&self, on: bool) {
+        self.question_marks.store(on, Ordering::Relaxed);
+    }
+}
+
+impl EngineSession {
+    /// **The entry point**: plans one SQL statement for this session. Every frontend gets its
+    /// plans here and nowhere else.
+    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+        // `RUST_LOG=rxgate_engine::sql=debug` records what clients send (see tests/fixtures).
+        tracing::debug!(target: "rxgate_engine::sql", user = %self.identity.user, sql = %sql, "plan");
+        self.guard.begin_statement();
+        let started = Instant::now();
+        let planned = self.plan_inner(sql).await;
+        match planned {
+            Ok(Planned::Empty) => Ok(Planned::Empty),
+            Ok(planned) => {
+                let info = StatementInfo::new(sql, &planned, &self.guard.applied());
+                Ok(Planned::Audited(Box::new(planned), Arc::new(info)))
+            }
+            Err(e) => {
+                tracing::debug!(target: "rxgate_engine::sql", error = %e.message, "plan failed");
+                let mut record = AuditRecord::statement(&self.identity, &self.roles, sql);
+                record.finish(0, started, Some(&e));
+                self.audit.append(&record);
+                Err(e)
+            }
+        }
+    }
+
+    async fn plan_inner(&self, sql: &str) -> Result<Planned> {
+        let options = ParseOptions {
+            question_marks: self.question_marks.load(Ordering::Relaxed),
+            catalog: self.ctx.state().config().options().catalog.default_catalog.clone(),
+        };
+        let statement = crate::statement::parse(sql, &self.limits, &options)?;
+        self.plan_statement(statement).await
+    }
+
+    /// **The dispatch**: every statement goes to its planner here.
+    async fn plan_statement(&self, statement: Statement) -> Result<Planned> {
+        match statement {
+            Statement::Empty => Ok(Planned::Empty),
+            Statement::Sql(sql) => self.plan_sql(&sql).await,
+            Statement::Declare { name, query, hold } => {
+                let query = Box::new(self.plan_sql(&query).await?);
+                Ok(Planned::Declare { name, query, hold })
+            }
+            Statement::Fetch { name, count } => {
+                let schema = self.cursors.get(&name)?.schema();
+                Ok(Planned::Fetch { name, count, schema })
+            }
+            Statement::Copy { query, options } => Ok(Planned::Copy(Box::new(self.plan_sql(&query).await?), options)),
+            Statement::DropTable { table, if_exists, sql } => {
+                match commands::external::plan_drop(&self.ctx, &table, if_exists, self.is_admin()).await? {
+                    Some(planned) => Ok(planned),
+                    None => self.plan_sql(&sql).await,
+                }
+            }
+            Statement::Command(Command::Session(cmd)) => {
+                let schema = match &cmd {
+                    SessionCommand::Show(name) => Some(show_schema(name.as_deref())),
+                    _ => None,
+                };
+                Ok(Planned::Command(Command::Session(cmd), schema))
+            }
+            Statement::Command(Command::Admin(cmd)) => Ok(commands::admin::plan(cmd)),
+            Statement::Command(Command::Hive(cmd)) => commands::hive::plan(&self.ctx, cmd),
+            Statement::Command(Command::External(cmd)) => commands::external::plan(&self.ctx, cmd, self.is_admin()).await,
+            Statement::Command(Command::Iceberg(cmd)) => commands::iceberg::plan(&self.ctx, cmd, self.is_admin()).await,
+        }
+    }
+
+    /// stops at the session's statement timeout and when the session's canceller fires.
+    pub async fn execute(&self, planned: &Planned, params: Option<ParamValues>) -> Result<QueryOutput> {
+        let token = self.start_statement();
+        self.execute_with(planned, params, &token).await
+    }
+
+    /// [`EngineSession::execute`] under a token of the caller's (Flight SQL cancels by ticket).
+    pub async fn execute_with(
+        &self,
+        planned: &Planned,
+        params: Option<ParamValues>,
+        token: &CancelToken,
+    ) -> Result<QueryOutput> {
+        if let Planned::Audited(inner, info) = planned {
+            let started = Instant::now();
+            let mut record = info.record(&self.identity, &self.roles);
+            return match Box::pin(self.execute_with(inner, params, token)).await {
+                Ok(output) => Ok(self.audited_output(output, record, started)),
+                Err(e) => {
+                    record.finish(0, started, Some(&e));
+                    self.audit.append(&record);
+                    Err(e)
+                }
+            };
+        }
+        if token.is_cancelled() {
+            return Err(token.error());
+        }
+        let timeout = self.settings.statement_timeout();
+        match planned {
+            Planned::Empty => Ok(QueryOutput::Empty),
+            // Handled above; a nested wrapper runs its statement.
+            Planned::Audited(inner, _) => Box::pin(self.execute_with(inner, params, token)).await,
+            Planned::Declare { name, query, hold } => {
+                if !hold && !self.in_transaction.load(Ordering::Acquire) {
+                    return Err(Error::new(
+                        StatusCode::InvalidTransactionState,
+                        "DECLARE CURSOR can only be used in transaction blocks",
+                    ));
+                }
+                let Planned::Plan(_, renamed, ..) = query.as_ref() else {
+                    return Err(Error::new(StatusCode::Unsupported, "a cursor needs a query"));
+                };
+                // The cursor's stream has no deadline of its own: each FETCH gets one.
+                let plan = self.bound_plan(query, params).await?;
+                match self.run_plan(plan, renamed.clone(), &CancelToken::new(), None).await? {
+                    QueryOutput::Rows { stream, .. } => self.cursors.declare(name, stream, *hold)?,
+                    _ => return Err(Error::new(StatusCode::Unsupported, "a cursor needs a query")),
+                }
+                Ok(QueryOutput::Command { tag: "DECLARE CURSOR".into() })
+            }
+            Planned::Fetch { name, count, .. } => {
+                let stream = guard(self.cursors.get(name)?.fetch(*count), timeout, token, None, &self.owner);
+                Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
+            }
+            Planned::Command(cmd, _) => self.run_command(cmd).await,
+            Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
+                QueryOutput::Rows { schema, stream } => Ok(QueryOutput::Copy { schema, stream, options: options.clone() }),
+                _ => Err(Error::new(StatusCode::Unsupported, "COPY needs a query that returns rows")),
+            },
+            Planned::Plan(_, renamed, ..) => {
+                let plan = self.bound_plan(planned, params).await?;
+                self.run_plan(plan, renamed.clone(), token, timeout).await
+            }
+        }
+    }
+
+    /// The output with its audit record attached: written when its rows have been read (or
+    /// abandoned), at once for outputs without rows.
+    fn audited_output(&self, output: QueryOutput, record: AuditRecord, started: Instant) -> QueryOutput {
+        let handle = |record| AuditHandle::new(record, self.audit.clone(), started, 1);
+        match output {
+            QueryOutput::Rows { schema, stream } => QueryOutput::Rows { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Fetched { schema, stream } => QueryOutput::Fetched { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Copy { schema, stream, options } => {
+                QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
+            }
+            other => {
+                let mut record = record;
+                record.finish(0, started, None);
+                self.audit.append(&record);
+                other
+            }
+        }
+    }
+    /// Plans and executes one statement.
+    pub async fn sql(&self, sql: &str) -> Result<QueryOutput> {
+        let planned = self.plan(sql).await?;
+        self.execute(&planned, None).await
+    }
+
+    /// Runs a command the engine answers itself.
+    async fn run_command(&self, cmd: &Command) -> Result<QueryOutput> {
+        match cmd {
+            Command::Session(cmd) => self.run_session(cmd),
+            Command::Admin(cmd) => commands::admin::execute(cmd, &self.guard),
+            Command::Hive(cmd) => commands::hive::execute(&self.ctx, cmd).await,
+            Command::External(cmd) => commands::external::execute(&self.ctx, cmd).await,
+            Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
+        }
+    }
+
+
+    /// Whether the session's principal has an administrator role under the policy in force.
+    fn is_admin(&self) -> bool {
+        let (policy, _) = self.guard.store().current();
+        policy.is_admin(&self.guard.principal(&policy).roles)
+    }
+
+    /// The plan a statement runs as, after the policy rewrite (secured tables inlined), and
+    /// the masks and filters it applies: what `rxgate policy check` prints.
+    pub async fn policy_check(&self, sql: &str) -> Result<(String, Arc<StatementInfo>)> {
+        let planned = self.plan(sql).await?;
+        let Planned::Audited(inner, info) = &planned else {
+            return Ok((String::new(), Arc::new(StatementInfo::default())));
+        };
+        let text = match inner.logical_plan() {
+            Some(plan) => {
+                let state = self.ctx.state();
+                let analyzed = state.analyzer().execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
+                let text = analyzed.display_indent_schema().to_string();
+                text
+            }
+            None => format!("{inner:?}"),
+        };
+        Ok((text, info.clone()))
+    }
+}

@@ -1,0 +1,188 @@
+//! The statements of rxgate's own grammar (`super::grammar`): policy admin, Hive, Hive
+//! external tables and Iceberg DBA statements. Types only.
+
+use std::collections::BTreeMap;
+
+use rxgate_catalog::external::ExternalColumn;
+use rxgate_catalog::iceberg_admin::evolve::{PartitionChange, SchemaChange};
+
+/// A policy admin statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `SHOW GRANTS` (the session's own) or `SHOW GRANTS FOR name` (a user or a role; admins
+    /// only, unless it is the session's own user).
+    ShowGrants(Option<String>),
+    /// `SHOW POLICIES`: every rule and the policy file's reload status (admins only).
+    ShowPolicies,
+}
+
+/// A Hive statement the engine answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HiveCommand {
+    /// `SHOW DATABASES|SCHEMAS [[LIKE] 'pattern']`.
+    ShowDatabases {
+        /// Hive wildcard pattern.
+        like: Option<String>,
+    },
+    /// `SHOW TABLES [IN|FROM db] [[LIKE] 'pattern']`.
+    ShowTables {
+        /// The database (schema); the session's current one when absent.
+        database: Option<String>,
+        /// Hive wildcard pattern.
+        like: Option<String>,
+    },
+    /// `USE db`: planned as `SET search_path = db` once db is known to be visible.
+    Use(String),
+    /// `DESCRIBE [FORMATTED|EXTENDED] [db.]t`.
+    Describe {
+        /// The name's parts as written (`[t]`, `[db, t]` or `[catalog, db, t]`).
+        table: Vec<String>,
+        /// FORMATTED / EXTENDED: partition spec, location, format, properties.
+        detail: bool,
+    },
+    /// `SHOW CREATE TABLE [db.]t`.
+    ShowCreateTable(Vec<String>),
+}
+
+/// A partition spec as written: `(key, value)` pairs.
+pub type Spec = Vec<(String, String)>;
+
+/// An external-table statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalCommand {
+    /// `CREATE EXTERNAL TABLE`; `table` is resolved to `[schema, table]` when planned.
+    Create {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// Data columns.
+        columns: Vec<ExternalColumn>,
+        /// `PARTITIONED BY` columns.
+        partition_columns: Vec<ExternalColumn>,
+        /// `STORED AS`.
+        format: String,
+        /// `LOCATION`.
+        location: String,
+        /// `TBLPROPERTIES`, `OPTIONS`, `ROW FORMAT DELIMITED …` and `COMMENT`.
+        properties: BTreeMap<String, String>,
+    },
+    /// `DROP TABLE` of an external table.
+    Drop {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `MSCK REPAIR TABLE t [ADD|DROP|SYNC PARTITIONS]`.
+    Repair {
+        /// Name parts.
+        table: Vec<String>,
+        /// Register partitions found on storage.
+        add: bool,
+        /// Unregister partitions whose directory holds no file.
+        drop: bool,
+    },
+    /// `SHOW PARTITIONS t [PARTITION (…)]`.
+    ShowPartitions {
+        /// Name parts.
+        table: Vec<String>,
+        /// Partial spec the partitions must match.
+        spec: Spec,
+    },
+    /// `ALTER TABLE t ADD [IF NOT EXISTS] PARTITION (…) [LOCATION '…'] …`.
+    AddPartitions {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// Specs with their optional location.
+        partitions: Vec<(Spec, Option<String>)>,
+    },
+    /// `ALTER TABLE t DROP [IF EXISTS] PARTITION (…) [, PARTITION (…)]`.
+    DropPartitions {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF EXISTS`.
+        if_exists: bool,
+        /// Partial specs; every partition matching one is dropped.
+        specs: Vec<Spec>,
+    },
+}
+
+impl ExternalCommand {
+    /// The table's name parts.
+    pub fn table(&self) -> &[String] {
+        match self {
+            Self::Create { table, .. }
+            | Self::Drop { table, .. }
+            | Self::Repair { table, .. }
+            | Self::ShowPartitions { table, .. }
+            | Self::AddPartitions { table, .. }
+            | Self::DropPartitions { table, .. } => table,
+        }
+    }
+
+    /// The table's name parts, to qualify them.
+    pub fn table_mut(&mut self) -> &mut Vec<String> {
+        match self {
+            Self::Create { table, .. }
+            | Self::Drop { table, .. }
+            | Self::Repair { table, .. }
+            | Self::ShowPartitions { table, .. }
+            | Self::AddPartitions { table, .. }
+            | Self::DropPartitions { table, .. } => table,
+        }
+    }
+}
+
+/// Where a rollback goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTarget {
+    /// A snapshot; `ancestor_only` for rollback_to_snapshot, not for set_current_snapshot.
+    Snapshot {
+        /// Snapshot id.
+        id: i64,
+        /// Must be an ancestor of the current snapshot.
+        ancestor_only: bool,
+    },
+    /// The snapshot current at a time (epoch millis).
+    Timestamp(i64),
+}
+
+/// An Iceberg DBA statement the engine runs itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IcebergCommand {
+    /// `ALTER TABLE t ADD|RENAME|DROP COLUMN …`.
+    Schema {
+        /// Table name parts as written.
+        table: Vec<String>,
+        /// Changes, committed together.
+        changes: Vec<SchemaChange>,
+    },
+    /// `ALTER TABLE t ADD|DROP PARTITION FIELD …`.
+    Partition {
+        /// Table name parts as written.
+        table: Vec<String>,
+        /// The change.
+        change: PartitionChange,
+    },
+    /// `CALL system.rollback_to_snapshot(…)` and friends, `ALTER TABLE t EXECUTE …`.
+    Rollback {
+        /// Table name parts.
+        table: Vec<String>,
+        /// Target.
+        target: RollbackTarget,
+        /// CALL returns a row (previous_snapshot_id, current_snapshot_id); EXECUTE does not.
+        returns_row: bool,
+    },
+}
+
+impl IcebergCommand {
+    /// The table's name parts.
+    pub fn table(&self) -> &[String] {
+        match self {
+            Self::Schema { table, .. } | Self::Partition { table, .. } | Self::Rollback { table, .. } => table,
+        }
+    }
+}
