@@ -19,7 +19,8 @@ mod session;
 mod system;
 mod topk;
 pub mod limits;
-pub mod settings;
+/// The session's PostgreSQL parameters (`rxgate_pgcompat::settings`), under their old path.
+pub use rxgate_pgcompat::settings;
 
 pub use admin::AdminCommand;
 pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};

@@ -53,7 +53,7 @@ impl OptimizerRule for SkipRecursive {
 
 /// Replaces the session's projection pushdown rule by the guarded one, keeping the order of
 /// the rules.
-pub(crate) fn install(ctx: &SessionContext) {
+pub fn install(ctx: &SessionContext) {
     let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = ctx.state().optimizers().to_vec();
     if !rules.iter().any(|r| r.name() == PROJECTIONS) {
         return;

@@ -15,9 +15,7 @@
 //! properties) of a table the session's catalog has already resolved, and only the partition
 //! fields over columns the session sees are shown.
 
-mod datefmt;
 pub(crate) mod external;
-mod functions;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -80,7 +78,7 @@ pub(crate) fn lakehouse(ctx: &SessionContext) -> Option<Lakehouse> {
 /// Installs the Hive functions into a session and gives it the lakehouse handle that the
 /// table descriptions read Iceberg metadata from.
 pub(crate) fn install(ctx: &SessionContext, lake: &Lakehouse) {
-    functions::register(ctx);
+    rxgate_hive_functions::register(ctx);
     ctx.state_ref().write().config_mut().set_extension(Arc::new(IcebergMetadata(lake.clone())));
 }
 

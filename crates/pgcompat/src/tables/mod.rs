@@ -1,13 +1,17 @@
 //! The `pg_catalog` schema of a session: the static tables of datafusion-pg-catalog, and our
 //! own tables for this session's objects (namespaces, relations, columns, database, roles,
 //! settings), computed when a query scans them.
+//!
+//! Each own table is one [`OwnTable`] (name, columns, how its rows are built), defined beside
+//! its code by family: `objects` (what the session's catalog holds) and `server` (the
+//! database, roles and parameters); [`OWN_TABLES`] lists them.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Int16Array, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    ArrayRef, BooleanArray, Int16Array, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -21,22 +25,61 @@ use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PG_CATALOG_TABLES};
 
-use super::{PgContext, DATABASE_OID, SESSION_ROLE_OID};
-use crate::settings::DATABASE_NAME;
+use crate::{PgContext, SESSION_ROLE_OID};
 
-/// Tables we compute ourselves; every other pg_catalog name comes from datafusion-pg-catalog.
-pub(crate) const OWN_TABLES: &[&str] = &[
-    "pg_namespace",
-    "pg_class",
-    "pg_attribute",
-    "pg_database",
-    "pg_roles",
-    "pg_user",
-    "pg_settings",
-    "pg_index",
-    "pg_constraint",
-    "pg_description",
+mod objects;
+mod server;
+
+
+/// One table we compute ourselves; every other pg_catalog name comes from
+/// datafusion-pg-catalog.
+pub(crate) struct OwnTable {
+    pub(crate) name: &'static str,
+    columns: fn() -> Vec<Field>,
+    rows: Rows,
+}
+
+/// How an own table's rows are built, when a query scans it.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// From the session's context alone.
+    Context(fn(&PgContext, &mut Cols)),
+    /// From every relation the session can see (listing them also records the column
+    /// documentation).
+    Relations(fn(&PgContext, &[Rel], &mut Cols)),
+    /// Always empty.
+    Empty,
+}
+
+/// The tables we compute.
+pub(crate) const OWN_TABLES: &[OwnTable] = &[
+    objects::NAMESPACE,
+    objects::CLASS,
+    objects::ATTRIBUTE,
+    server::DATABASE,
+    server::ROLES,
+    server::USER,
+    server::SETTINGS,
+    objects::INDEX,
+    objects::CONSTRAINT,
+    objects::DESCRIPTION,
 ];
+
+/// The own table of a (lower-case) name.
+fn own_table(name: &str) -> Option<&'static OwnTable> {
+    OWN_TABLES.iter().find(|t| t.name == name)
+}
+
+/// Whether a (lower-case) pg_catalog name is one of our tables.
+pub(crate) fn is_own_table(name: &str) -> bool {
+    own_table(name).is_some()
+}
+
+impl std::fmt::Debug for OwnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnTable({})", self.name)
+    }
+}
 
 /// pg_catalog relations that PostgreSQL defines as views (relkind `v`).
 const VIEWS: &[&str] = &[
@@ -77,7 +120,7 @@ impl SchemaProvider for PgCatalogSchema {
 
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = PG_CATALOG_TABLES.iter().map(|s| s.to_string()).collect();
-        names.extend(OWN_TABLES.iter().map(|s| s.to_string()));
+        names.extend(OWN_TABLES.iter().map(|t| t.name.to_string()));
         names.sort();
         names.dedup();
         names
@@ -85,9 +128,9 @@ impl SchemaProvider for PgCatalogSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let lower = name.to_ascii_lowercase();
-        if let Some(kind) = Kind::from_name(&lower) {
-            let schema = kind.schema();
-            let part = Arc::new(Lazy { schema: schema.clone(), pg: self.pg.clone(), kind });
+        if let Some(table) = own_table(&lower) {
+            let schema = Arc::new(Schema::new((table.columns)()));
+            let part = Arc::new(Lazy { schema: schema.clone(), pg: self.pg.clone(), table });
             return Ok(Some(Arc::new(StreamingTable::try_new(schema, vec![part])?)));
         }
         if lower == "pg_authid" {
@@ -98,7 +141,7 @@ impl SchemaProvider for PgCatalogSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         let lower = name.to_ascii_lowercase();
-        OWN_TABLES.contains(&lower.as_str()) || self.upstream.table_exist(&lower)
+        is_own_table(&lower) || self.upstream.table_exist(&lower)
     }
 }
 
@@ -166,243 +209,40 @@ fn user_schemas(pg: &PgContext) -> Vec<String> {
     pg.schema_names().into_iter().filter(|s| s != "pg_catalog" && s != "information_schema").collect()
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Namespace,
-    Class,
-    Attribute,
-    Database,
-    Roles,
-    User,
-    Settings,
-    /// Indexes: Iceberg tables have none (an empty table, with PostgreSQL's array columns).
-    Index,
-    /// Constraints: none either.
-    Constraint,
-    /// Comments: the lakehouse's column documentation.
-    Description,
+
+// Column constructors of the own tables' schemas.
+fn i32f(n: &str) -> Field {
+    Field::new(n, DataType::Int32, false)
+}
+fn i16f(n: &str) -> Field {
+    Field::new(n, DataType::Int16, false)
+}
+fn boolf(n: &str) -> Field {
+    Field::new(n, DataType::Boolean, false)
+}
+fn textf(n: &str) -> Field {
+    Field::new(n, DataType::Utf8, false)
+}
+fn textn(n: &str) -> Field {
+    Field::new(n, DataType::Utf8, true)
+}
+fn listn(n: &str) -> Field {
+    Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true)
+}
+fn i16list(n: &str) -> Field {
+    Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int16, true))), true)
+}
+fn i32list(n: &str) -> Field {
+    Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int32, true))), true)
 }
 
-impl Kind {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "pg_namespace" => Kind::Namespace,
-            "pg_class" => Kind::Class,
-            "pg_attribute" => Kind::Attribute,
-            "pg_database" => Kind::Database,
-            "pg_roles" => Kind::Roles,
-            "pg_user" => Kind::User,
-            "pg_settings" => Kind::Settings,
-            "pg_index" => Kind::Index,
-            "pg_constraint" => Kind::Constraint,
-            "pg_description" => Kind::Description,
-            _ => return None,
-        })
-    }
-
-    fn schema(self) -> SchemaRef {
-        let text_list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
-        let i32f = |n: &str| Field::new(n, DataType::Int32, false);
-        let i16f = |n: &str| Field::new(n, DataType::Int16, false);
-        let boolf = |n: &str| Field::new(n, DataType::Boolean, false);
-        let textf = |n: &str| Field::new(n, DataType::Utf8, false);
-        let textn = |n: &str| Field::new(n, DataType::Utf8, true);
-        let listn = |n: &str| Field::new(n, text_list(), true);
-        let i16list =
-            |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int16, true))), true);
-        let i32list =
-            |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int32, true))), true);
-        Arc::new(Schema::new(match self {
-            Kind::Namespace => vec![i32f("oid"), textf("nspname"), i32f("nspowner"), listn("nspacl")],
-            Kind::Class => vec![
-                i32f("oid"),
-                textf("relname"),
-                i32f("relnamespace"),
-                i32f("reltype"),
-                i32f("reloftype"),
-                i32f("relowner"),
-                i32f("relam"),
-                i32f("relfilenode"),
-                i32f("reltablespace"),
-                i32f("relpages"),
-                Field::new("reltuples", DataType::Float32, false),
-                i32f("relallvisible"),
-                i32f("reltoastrelid"),
-                boolf("relhasindex"),
-                boolf("relisshared"),
-                textf("relpersistence"),
-                textf("relkind"),
-                i16f("relnatts"),
-                i16f("relchecks"),
-                boolf("relhasrules"),
-                boolf("relhastriggers"),
-                boolf("relhassubclass"),
-                boolf("relrowsecurity"),
-                boolf("relforcerowsecurity"),
-                boolf("relispopulated"),
-                textf("relreplident"),
-                boolf("relispartition"),
-                i32f("relrewrite"),
-                i32f("relfrozenxid"),
-                i32f("relminmxid"),
-                listn("relacl"),
-                listn("reloptions"),
-                textn("relpartbound"),
-            ],
-            Kind::Attribute => vec![
-                i32f("attrelid"),
-                textf("attname"),
-                i32f("atttypid"),
-                i16f("attlen"),
-                i16f("attnum"),
-                i32f("attcacheoff"),
-                i32f("atttypmod"),
-                i16f("attndims"),
-                boolf("attbyval"),
-                textf("attalign"),
-                textf("attstorage"),
-                textf("attcompression"),
-                boolf("attnotnull"),
-                boolf("atthasdef"),
-                boolf("atthasmissing"),
-                textf("attidentity"),
-                textf("attgenerated"),
-                boolf("attisdropped"),
-                boolf("attislocal"),
-                i16f("attinhcount"),
-                i16f("attstattarget"),
-                i32f("attcollation"),
-                listn("attacl"),
-                listn("attoptions"),
-                listn("attfdwoptions"),
-                textn("attmissingval"),
-            ],
-            Kind::Database => vec![
-                i32f("oid"),
-                textf("datname"),
-                i32f("datdba"),
-                i32f("encoding"),
-                textf("datlocprovider"),
-                boolf("datistemplate"),
-                boolf("datallowconn"),
-                i32f("datconnlimit"),
-                i32f("datfrozenxid"),
-                i32f("datminmxid"),
-                i32f("dattablespace"),
-                textf("datcollate"),
-                textf("datctype"),
-                textn("daticulocale"),
-                textn("daticurules"),
-                textn("datcollversion"),
-                listn("datacl"),
-            ],
-            Kind::Roles => vec![
-                textf("rolname"),
-                boolf("rolsuper"),
-                boolf("rolinherit"),
-                boolf("rolcreaterole"),
-                boolf("rolcreatedb"),
-                boolf("rolcanlogin"),
-                boolf("rolreplication"),
-                i32f("rolconnlimit"),
-                textn("rolpassword"),
-                textn("rolvaliduntil"),
-                boolf("rolbypassrls"),
-                listn("rolconfig"),
-                i32f("oid"),
-            ],
-            Kind::User => vec![
-                textf("usename"),
-                i32f("usesysid"),
-                boolf("usecreatedb"),
-                boolf("usesuper"),
-                boolf("userepl"),
-                boolf("usebypassrls"),
-                textn("passwd"),
-                textn("valuntil"),
-                listn("useconfig"),
-            ],
-            Kind::Settings => vec![
-                textf("name"),
-                textn("setting"),
-                textn("unit"),
-                textn("category"),
-                textn("short_desc"),
-                textn("extra_desc"),
-                textn("context"),
-                textn("vartype"),
-                textn("source"),
-                textn("min_val"),
-                textn("max_val"),
-                listn("enumvals"),
-                textn("boot_val"),
-                textn("reset_val"),
-                textn("sourcefile"),
-                Field::new("sourceline", DataType::Int32, true),
-                boolf("pending_restart"),
-            ],
-            Kind::Description => vec![i32f("objoid"), i32f("classoid"), i32f("objsubid"), textf("description")],
-            Kind::Index => vec![
-                i32f("indexrelid"),
-                i32f("indrelid"),
-                i16f("indnatts"),
-                i16f("indnkeyatts"),
-                boolf("indisunique"),
-                boolf("indnullsnotdistinct"),
-                boolf("indisprimary"),
-                boolf("indisexclusion"),
-                boolf("indimmediate"),
-                boolf("indisclustered"),
-                boolf("indisvalid"),
-                boolf("indcheckxmin"),
-                boolf("indisready"),
-                boolf("indislive"),
-                boolf("indisreplident"),
-                i16list("indkey"),
-                i32list("indcollation"),
-                i32list("indclass"),
-                i16list("indoption"),
-                textn("indexprs"),
-                textn("indpred"),
-            ],
-            Kind::Constraint => vec![
-                i32f("oid"),
-                textf("conname"),
-                i32f("connamespace"),
-                textf("contype"),
-                boolf("condeferrable"),
-                boolf("condeferred"),
-                boolf("convalidated"),
-                i32f("conrelid"),
-                i32f("contypid"),
-                i32f("conindid"),
-                i32f("conparentid"),
-                i32f("confrelid"),
-                textf("confupdtype"),
-                textf("confdeltype"),
-                textf("confmatchtype"),
-                boolf("conislocal"),
-                i16f("coninhcount"),
-                boolf("connoinherit"),
-                i16list("conkey"),
-                i16list("confkey"),
-                i32list("conpfeqop"),
-                i32list("conppeqop"),
-                i32list("conffeqop"),
-                i16list("confdelsetcols"),
-                i32list("conexclop"),
-                textn("conbin"),
-            ],
-        }))
-    }
-}
 
 /// A catalog table computed when scanned.
 #[derive(Debug)]
 struct Lazy {
     schema: SchemaRef,
     pg: Arc<PgContext>,
-    kind: Kind,
+    table: &'static OwnTable,
 }
 
 impl PartitionStream for Lazy {
@@ -411,10 +251,10 @@ impl PartitionStream for Lazy {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (schema, pg, kind) = (self.schema.clone(), self.pg.clone(), self.kind);
+        let (schema, pg, rows) = (self.schema.clone(), self.pg.clone(), self.table.rows);
         Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            futures::stream::once(async move { build(kind, &pg, schema).await }),
+            futures::stream::once(async move { build(rows, &pg, schema).await }),
         ))
     }
 }
@@ -519,222 +359,17 @@ async fn relations(pg: &PgContext) -> Vec<Rel> {
     out
 }
 
-async fn build(kind: Kind, pg: &PgContext, schema: SchemaRef) -> Result<RecordBatch> {
+
+async fn build(rows: Rows, pg: &PgContext, schema: SchemaRef) -> Result<RecordBatch> {
     let mut c = Cols::default();
-    match kind {
-        Kind::Namespace => {
-            let names = pg.schema_names();
-            let oids: Vec<i32> = {
-                let mut m = pg.oids.lock().expect("oid lock");
-                names.iter().map(|n| m.namespace(n)).collect()
-            };
-            let n = names.len();
-            c.i32(oids).s(names).i32c(SESSION_ROLE_OID, n).null_list(n);
-        }
-        Kind::Class => {
-            let rels = relations(pg).await;
-            let (oids, nsps): (Vec<i32>, Vec<i32>) = {
-                let mut m = pg.oids.lock().expect("oid lock");
-                rels.iter().map(|r| (m.relation(&r.schema, &r.name), m.namespace(&r.schema))).unzip()
-            };
-            let n = rels.len();
-            c.i32(oids.clone())
-                .s(rels.iter().map(|r| r.name.clone()).collect())
-                .i32(nsps)
-                .i32c(0, n) // reltype
-                .i32c(0, n) // reloftype
-                .i32c(SESSION_ROLE_OID, n)
-                .i32(rels.iter().map(|r| if r.kind == "r" { 2 } else { 0 }).collect()) // relam: heap
-                .i32(oids)
-                .i32c(0, n)
-                .i32c(0, n);
-            c.0.push(Arc::new(Float32Array::from(vec![-1.0f32; n])));
-            c.i32c(0, n)
-                .i32c(0, n)
-                .bc(false, n)
-                .bc(false, n)
-                .sc("p", n)
-                .s(rels.iter().map(|r| r.kind).collect())
-                .i16(rels.iter().map(|r| r.columns.fields().len() as i16).collect())
-                .i16c(0, n)
-                .b(rels.iter().map(|r| r.kind == "v").collect()) // relhasrules: views are rules
-                .bc(false, n)
-                .bc(false, n)
-                .bc(false, n)
-                .bc(false, n)
-                .bc(true, n)
-                .sc("d", n)
-                .bc(false, n)
-                .i32c(0, n)
-                .i32c(0, n)
-                .i32c(0, n)
-                .null_list(n)
-                .null_list(n)
-                .null_s(n);
-        }
-        Kind::Attribute => {
-            let rels = relations(pg).await;
-            let rel_oids: Vec<i32> = {
-                let mut m = pg.oids.lock().expect("oid lock");
-                rels.iter().map(|r| m.relation(&r.schema, &r.name)).collect()
-            };
-            let mut attrelid = vec![];
-            let mut attname = vec![];
-            let mut typid = vec![];
-            let mut len = vec![];
-            let mut num = vec![];
-            let mut typmod = vec![];
-            let mut ndims = vec![];
-            let mut byval = vec![];
-            let mut align = vec![];
-            let mut storage = vec![];
-            let mut notnull = vec![];
-            let mut collation = vec![];
-            for (rel, oid) in rels.iter().zip(rel_oids) {
-                for (i, f) in rel.columns.fields().iter().enumerate() {
-                    let t = pg_type_of(f.data_type());
-                    attrelid.push(oid);
-                    attname.push(f.name().clone());
-                    typid.push(t.oid);
-                    len.push(t.len);
-                    num.push(i as i16 + 1);
-                    typmod.push(t.typmod);
-                    ndims.push(i16::from(t.array));
-                    byval.push(t.len > 0 && t.len <= 8);
-                    align.push(if t.len == 8 {
-                        "d"
-                    } else if t.len == 2 {
-                        "s"
-                    } else if t.len == 1 {
-                        "c"
-                    } else {
-                        "i"
-                    });
-                    storage.push(if t.len > 0 { "p" } else { "x" });
-                    notnull.push(!f.is_nullable());
-                    collation.push(if t.collatable { 100 } else { 0 });
-                }
-            }
-            let n = attrelid.len();
-            c.i32(attrelid)
-                .s(attname)
-                .i32(typid)
-                .i16(len)
-                .i16(num)
-                .i32c(-1, n)
-                .i32(typmod)
-                .i16(ndims)
-                .b(byval)
-                .s(align)
-                .s(storage)
-                .sc("", n)
-                .b(notnull)
-                .bc(false, n)
-                .bc(false, n)
-                .sc("", n)
-                .sc("", n)
-                .bc(false, n)
-                .bc(true, n)
-                .i16c(0, n)
-                .i16c(-1, n)
-                .i32(collation)
-                .null_list(n)
-                .null_list(n)
-                .null_list(n)
-                .null_s(n);
-        }
-        Kind::Database => {
-            c.i32(vec![DATABASE_OID])
-                .s(vec![DATABASE_NAME])
-                .i32(vec![SESSION_ROLE_OID])
-                .i32(vec![6]) // UTF8
-                .s(vec!["c"])
-                .b(vec![false])
-                .b(vec![true])
-                .i32(vec![-1])
-                .i32(vec![0])
-                .i32(vec![1])
-                .i32(vec![1663])
-                .s(vec!["C.UTF-8"])
-                .s(vec!["C.UTF-8"])
-                .null_s(1)
-                .null_s(1)
-                .null_s(1)
-                .null_list(1);
-        }
-        Kind::Roles => {
-            let (names, oids) = roles(pg);
-            let n = names.len();
-            let login: Vec<bool> = (0..n).map(|i| i == 0).collect();
-            c.s(names)
-                .bc(false, n)
-                .bc(true, n)
-                .bc(false, n)
-                .bc(false, n)
-                .b(login)
-                .bc(false, n)
-                .i32c(-1, n)
-                .sn(vec![Some("********".into()); n])
-                .null_s(n)
-                .bc(false, n)
-                .null_list(n)
-                .i32(oids);
-        }
-        Kind::User => {
-            let (names, oids) = roles(pg);
-            c.s(vec![names[0].clone()])
-                .i32(vec![oids[0]])
-                .b(vec![false])
-                .b(vec![false])
-                .b(vec![false])
-                .b(vec![false])
-                .sn(vec![Some("********".into())])
-                .null_s(1)
-                .null_list(1);
-        }
-        Kind::Settings => {
-            let all = pg.settings.all();
-            let n = all.len();
-            let names: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
-            let values: Vec<Option<String>> = all.iter().map(|a| Some(a.1.clone())).collect();
-            let units: Vec<Option<String>> = all
-                .iter()
-                .map(|a| (a.0 == "statement_timeout" || a.0 == "lock_timeout").then(|| "ms".to_string()))
-                .collect();
-            c.s(names)
-                .sn(values.clone())
-                .sn(units)
-                .sn(all.iter().map(|a| Some(a.2.clone())).collect())
-                .sn(all.iter().map(|a| Some(a.3.clone())).collect())
-                .null_s(n)
-                .sn(vec![Some("user".into()); n])
-                .sn(vec![Some("string".into()); n])
-                .sn(vec![Some("session".into()); n])
-                .null_s(n)
-                .null_s(n)
-                .null_list(n)
-                .sn(values.clone())
-                .sn(values)
-                .null_s(n);
-            c.0.push(Arc::new(Int32Array::from(vec![None::<i32>; n])));
-            c.bc(false, n);
-        }
-        Kind::Index | Kind::Constraint => return Ok(RecordBatch::new_empty(schema)),
-        Kind::Description => {
-            // Listing the relations loads their schemas and so their documentation.
-            relations(pg).await;
-            let docs = pg.column_docs.lock().expect("docs lock").clone();
-            let mut keys: Vec<_> = docs.into_iter().collect();
-            keys.sort();
-            let n = keys.len();
-            c.i32(keys.iter().map(|((o, _), _)| *o).collect())
-                .i32c(1259, n)
-                .i32(keys.iter().map(|((_, a), _)| *a).collect())
-                .s(keys.iter().map(|(_, d)| d.clone()).collect());
-        }
+    match rows {
+        Rows::Context(f) => f(pg, &mut c),
+        Rows::Relations(f) => f(pg, &relations(pg).await, &mut c),
+        Rows::Empty => return Ok(RecordBatch::new_empty(schema)),
     }
     c.finish(schema)
 }
+
 
 /// The session user (OID 10) and its roles (then 16384 downwards, clear of table OIDs).
 pub(crate) fn roles(pg: &PgContext) -> (Vec<String>, Vec<i32>) {
