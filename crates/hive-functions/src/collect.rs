@@ -44,7 +44,11 @@ impl AggregateUDFImpl for Collect {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<datafusion::arrow::datatypes::FieldRef>> {
-        array_agg_udaf().inner().state_fields(StateFieldsArgs { is_distinct: self.distinct, ordering_fields: &[], ..args })
+        array_agg_udaf().inner().state_fields(StateFieldsArgs {
+            is_distinct: self.distinct,
+            ordering_fields: &[],
+            ..args
+        })
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -124,10 +128,10 @@ mod tests {
             one("SELECT concat_ws(',', array_sort(collect_set(x))) FROM (VALUES ('b'), ('a'), ('b')) t(x)").await,
             "a,b"
         );
-        let grouped = "SELECT k, size(collect_list(v)) FROM (VALUES (1, 'a'), (1, 'b'), (2, NULL)) t(k, v) GROUP BY k ORDER BY k";
+        let grouped =
+            "SELECT k, size(collect_list(v)) FROM (VALUES (1, 'a'), (1, 'b'), (2, NULL)) t(k, v) GROUP BY k ORDER BY k";
         let batches = ctx.sql(grouped).await.unwrap().collect().await.unwrap();
-        let sizes: Vec<String> =
-            (0..2).map(|i| array_value_to_string(batches[0].column(1), i).unwrap()).collect();
+        let sizes: Vec<String> = (0..2).map(|i| array_value_to_string(batches[0].column(1), i).unwrap()).collect();
         assert_eq!(sizes, ["2", "0"]);
     }
 }

@@ -122,7 +122,10 @@ mod tests {
     async fn date_functions_use_java_patterns() {
         assert_eq!(one("SELECT date_format(DATE '2021-12-31', 'yyyy-MM')").await, "2021-12");
         assert_eq!(one("SELECT date_format('2021-12-31 13:14:15', 'dd/MM/yy hh:mm a')").await, "31/12/21 01:14 PM");
-        assert_eq!(one("SELECT date_format(TIMESTAMP '2021-12-31 13:14:15.678', 'HH:mm:ss.SSS')").await, "13:14:15.678");
+        assert_eq!(
+            one("SELECT date_format(TIMESTAMP '2021-12-31 13:14:15.678', 'HH:mm:ss.SSS')").await,
+            "13:14:15.678"
+        );
         assert_eq!(one("SELECT date_format('garbage', 'yyyy')").await, "NULL");
         assert_eq!(one("SELECT from_unixtime(0)").await, "1970-01-01 00:00:00");
         assert_eq!(one("SELECT from_unixtime(1640995200, 'yyyy-MM-dd')").await, "2022-01-01");
@@ -133,6 +136,8 @@ mod tests {
         assert_eq!(one("SELECT unix_timestamp(TIMESTAMP '2022-01-01 00:00:01')").await, "1640995201");
         let now: i64 = one("SELECT unix_timestamp()").await.parse().unwrap();
         assert!((now - chrono::Utc::now().timestamp()).abs() < 60);
-        assert!(fails("SELECT date_format(DATE '2021-12-31', 'yyyy-qq')").await.contains("illegal pattern character 'q'"));
+        assert!(fails("SELECT date_format(DATE '2021-12-31', 'yyyy-qq')")
+            .await
+            .contains("illegal pattern character 'q'"));
     }
 }

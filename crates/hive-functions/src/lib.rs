@@ -90,7 +90,6 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
     ]
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     ConcatWs,
@@ -115,10 +114,9 @@ struct HiveFunction {
 impl HiveFunction {
     fn new(name: &'static str, kind: Kind) -> Self {
         let signature = match kind {
-            Kind::UnixTimestamp => Signature::one_of(
-                vec![TypeSignature::Nullary, TypeSignature::UserDefined],
-                Volatility::Stable,
-            ),
+            Kind::UnixTimestamp => {
+                Signature::one_of(vec![TypeSignature::Nullary, TypeSignature::UserDefined], Volatility::Stable)
+            }
             _ => Signature::user_defined(Volatility::Immutable),
         };
         Self { name, kind, signature }
@@ -192,7 +190,11 @@ impl ScalarUDFImpl for HiveFunction {
             }
             Kind::UnixTimestamp => {
                 arity(0, 2)?;
-                Ok(types.iter().enumerate().map(|(i, t)| if i == 0 { temporal_or_text(t) } else { DataType::Utf8 }).collect())
+                Ok(types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| if i == 0 { temporal_or_text(t) } else { DataType::Utf8 })
+                    .collect())
             }
             Kind::RegexpExtract => {
                 arity(2, 3)?;
@@ -219,7 +221,12 @@ impl ScalarUDFImpl for HiveFunction {
                     t if is_string(t) || *t == DataType::Null => DataType::Utf8,
                     t if t.is_integer() => DataType::Int64,
                     DataType::Date32 | DataType::Date64 if kind == MaskKind::All => DataType::Date32,
-                    t => return plan_err!("{name} expects a string or an integer{}, got {t}", if kind == MaskKind::All { " or a date" } else { "" }),
+                    t => {
+                        return plan_err!(
+                            "{name} expects a string or an integer{}, got {t}",
+                            if kind == MaskKind::All { " or a date" } else { "" }
+                        )
+                    }
                 };
                 let mut out = vec![first];
                 for t in &types[1..] {
@@ -236,7 +243,9 @@ impl ScalarUDFImpl for HiveFunction {
 
     fn return_type(&self, types: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
-            Kind::ConcatWs | Kind::DateFormat | Kind::FromUnixtime | Kind::RegexpExtract | Kind::MaskHash => DataType::Utf8,
+            Kind::ConcatWs | Kind::DateFormat | Kind::FromUnixtime | Kind::RegexpExtract | Kind::MaskHash => {
+                DataType::Utf8
+            }
             Kind::UnixTimestamp => DataType::Int64,
             Kind::Size => DataType::Int32,
             Kind::Split => utf8_list(),

@@ -127,7 +127,8 @@ pub(crate) fn mask(function: &str, kind: MaskKind, values: &ArrayRef, args: &[Co
     match values.data_type() {
         DataType::Int64 => {
             let digit = char::from(b'0' + chars.number);
-            let digits_only = MaskChars { upper: None, lower: None, digit: Some(digit), other: None, number: chars.number };
+            let digits_only =
+                MaskChars { upper: None, lower: None, digit: Some(digit), other: None, number: chars.number };
             let ints = values.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let out: Int64Array = ints
                 .iter()
@@ -222,8 +223,14 @@ mod tests {
         // The default masking is the policy's redact mask.
         for s in ["Ab-9 é", "", "ZIP 90210"] {
             assert_eq!(mask_positions(s, MaskKind::All, 0, &MaskChars::default()), rxgate_policy::redact(s));
-            assert_eq!(mask_positions(s, MaskKind::ShowFirstN, 2, &MaskChars::default()), rxgate_policy::show_first(s, 2));
-            assert_eq!(mask_positions(s, MaskKind::ShowLastN, 2, &MaskChars::default()), rxgate_policy::show_last(s, 2));
+            assert_eq!(
+                mask_positions(s, MaskKind::ShowFirstN, 2, &MaskChars::default()),
+                rxgate_policy::show_first(s, 2)
+            );
+            assert_eq!(
+                mask_positions(s, MaskKind::ShowLastN, 2, &MaskChars::default()),
+                rxgate_policy::show_last(s, 2)
+            );
         }
     }
 }

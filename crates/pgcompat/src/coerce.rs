@@ -51,9 +51,10 @@ impl ExprPlanner for UnknownLiteralPlanner {
 /// The text of a bare string literal.
 fn string_literal(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => {
-            Some(s)
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
         _ => None,
     }
 }

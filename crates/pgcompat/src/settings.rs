@@ -478,7 +478,9 @@ mod tests {
     #[test]
     fn only_allowlisted_datafusion_options_and_ones_own_identity_can_be_set() {
         let s = SessionSettings::new("ann", "health", None);
-        for key in ["datafusion.runtime.memory_limit", "DataFusion.Runtime.Temp_Directory", "datafusion.execution.batch_size"] {
+        for key in
+            ["datafusion.runtime.memory_limit", "DataFusion.Runtime.Temp_Directory", "datafusion.execution.batch_size"]
+        {
             assert_eq!(s.set(key, "1").unwrap_err().code, StatusCode::PermissionDenied, "{key}");
             assert_eq!(s.reset(key).unwrap_err().code, StatusCode::PermissionDenied, "{key}");
             assert_eq!(s.get(key), None);

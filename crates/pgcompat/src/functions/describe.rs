@@ -20,10 +20,8 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
     for (name, udt) in [("rxgate_pg_data_type", false), ("rxgate_pg_udt_name", true)] {
         ctx.register_udf(udf(name, Args::Any, DataType::Utf8, Volatility::Immutable, move |args, rows| {
             let n = rows_of(args, rows);
-            let values = text_arg(args, 0, n)?
-                .into_iter()
-                .map(|t| t.map(|t| information_schema_type(&t, udt)))
-                .collect();
+            let values =
+                text_arg(args, 0, n)?.into_iter().map(|t| t.map(|t| information_schema_type(&t, udt))).collect();
             text_result(args, values)
         }));
     }
@@ -69,7 +67,6 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
             .collect();
         text_result(args, out)
     }));
-
 }
 
 fn size_pretty(bytes: i64) -> String {
@@ -146,10 +143,16 @@ mod information_schema_tests {
             assert_eq!(t(arrow, false), data_type, "{arrow}");
             assert_eq!(t(arrow, true), udt, "{arrow}");
         }
-        let ts = datafusion::arrow::datatypes::DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None).to_string();
+        let ts = datafusion::arrow::datatypes::DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            None,
+        )
+        .to_string();
         assert_eq!(t(&ts, false), "timestamp without time zone");
         assert_eq!(t(&ts, true), "timestamp");
-        let list = datafusion::arrow::datatypes::DataType::new_list(datafusion::arrow::datatypes::DataType::Int32, true).to_string();
+        let list =
+            datafusion::arrow::datatypes::DataType::new_list(datafusion::arrow::datatypes::DataType::Int32, true)
+                .to_string();
         assert_eq!(t(&list, false), "ARRAY");
         assert_eq!(t(&list, true), "_int4");
     }

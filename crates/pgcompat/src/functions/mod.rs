@@ -27,7 +27,6 @@ use datafusion_pg_catalog::pg_catalog::{format_type, pg_get_expr_udf, quote_iden
 
 use crate::PgContext;
 
-
 type Body = Arc<dyn Fn(&[ColumnarValue], usize) -> Result<ColumnarValue> + Send + Sync>;
 
 /// A scalar function defined by a closure.
@@ -182,7 +181,7 @@ pub(crate) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
 
     session::register(ctx, pg);
     describe::register(ctx, pg);
-    values::register(ctx, pg);
+    values::register(ctx);
     privileges::register(ctx, pg);
     oids::register(ctx, pg);
 }

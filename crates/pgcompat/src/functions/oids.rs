@@ -39,7 +39,9 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
                             Ok(o) => Some(o),
                             Err(_) => match resolve(&p, &v) {
                                 Some(o) => Some(o),
-                                None if strict => return Err(not_found(code, format!("{what} \"{v}\" does not exist"))),
+                                None if strict => {
+                                    return Err(not_found(code, format!("{what} \"{v}\" does not exist")))
+                                }
                                 None => None,
                             },
                         },
@@ -69,9 +71,7 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
                 });
                 Some(
                     found
-                        .or_else(|| {
-                            FIXED_RELATION_OIDS.iter().find(|(_, v)| *v == o).map(|(t, _)| t.to_string())
-                        })
+                        .or_else(|| FIXED_RELATION_OIDS.iter().find(|(_, v)| *v == o).map(|(t, _)| t.to_string()))
                         .unwrap_or_else(|| o.to_string()),
                 )
             })

@@ -73,5 +73,4 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
             bool_result(args, out)
         },
     ));
-
 }

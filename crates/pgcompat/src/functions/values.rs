@@ -2,8 +2,6 @@
 //! `pg_encoding_to_char`, `_pg_expandarray`, `generate_subscripts`, `json_build_object`, and
 //! `rxgate_like_escape` (the target of the `LIKE … ESCAPE` rewrite).
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::error::Result;
@@ -11,10 +9,9 @@ use datafusion::logical_expr::Volatility;
 use datafusion::prelude::SessionContext;
 
 use super::{int64_result, int_arg, null_fn, rows_of, text_arg, text_result, udf, Args};
-use crate::PgContext;
 
 /// Registers this family's functions into the session.
-pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
+pub(super) fn register(ctx: &SessionContext) {
     // array_lower / array_upper of one-dimensional arrays (PostgreSQL arrays start at 1).
     for (name, upper) in [("array_lower", false), ("array_upper", true)] {
         ctx.register_udf(udf(name, Args::Any, DataType::Int64, Volatility::Immutable, move |args, rows| {

@@ -66,7 +66,8 @@ fn is_name_text(e: &Expr) -> bool {
 /// `array_agg(x.atttypid …)`: an aggregate of pg_attribute's type OIDs.
 fn is_type_oid_array_agg(e: &Expr) -> bool {
     let Expr::Function(f) = e else { return false };
-    let is_array_agg = f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
+    let is_array_agg =
+        f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
     let FunctionArguments::List(list) = &f.args else { return false };
     let column = match list.args.first() {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => Some(i),
@@ -178,7 +179,10 @@ impl VisitorMut for PgCasts {
                 let mut e = (**root).clone();
                 for a in access_chain.iter() {
                     if let AccessExpr::Dot(Expr::Identifier(field)) = a {
-                        e = call_n("get_field", vec![e, Expr::Value(Value::SingleQuotedString(ident_name(field)).into())]);
+                        e = call_n(
+                            "get_field",
+                            vec![e, Expr::Value(Value::SingleQuotedString(ident_name(field)).into())],
+                        );
                     }
                 }
                 *expr = e;
@@ -304,4 +308,3 @@ impl VisitorMut for PgCasts {
         ControlFlow::Continue(())
     }
 }
-

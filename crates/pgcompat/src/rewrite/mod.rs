@@ -12,7 +12,6 @@
 //! particular the upstream rule that replaces correlated subqueries in a projection with NULL
 //! never touches them.
 
-
 mod casts;
 mod known;
 mod names;
@@ -101,15 +100,14 @@ impl VisitorMut for InformationSchemaColumns {
         if !matches!(parts.as_slice(), [.., s, t] if s == "information_schema" && t == "columns") {
             return ControlFlow::Continue(());
         }
-        let Ok(Statement::Query(view)) = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(PG_COLUMNS_VIEW)
-            .and_then(|mut p| p.parse_statement())
+        let Ok(Statement::Query(view)) =
+            Parser::new(&PostgreSqlDialect {}).try_with_sql(PG_COLUMNS_VIEW).and_then(|mut p| p.parse_statement())
         else {
             return ControlFlow::Continue(());
         };
-        let alias = alias.clone().or_else(|| {
-            Some(TableAlias { name: Ident::new("columns"), columns: vec![], explicit: false })
-        });
+        let alias = alias
+            .clone()
+            .or_else(|| Some(TableAlias { name: Ident::new("columns"), columns: vec![], explicit: false }));
         *factor = TableFactor::Derived { lateral: false, subquery: view, alias, sample: None };
         ControlFlow::Continue(())
     }
@@ -175,7 +173,6 @@ pub fn touches_catalog(stmt: &Statement) -> bool {
     v.0
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,4 +227,3 @@ mod tests {
         assert!(text.contains("AS \"?column?#1\"") && text.contains("AS \"?column?#2\""), "{text}");
     }
 }
-

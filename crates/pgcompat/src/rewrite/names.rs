@@ -222,4 +222,3 @@ pub fn placeholder_casts(stmt: &Statement) -> Vec<Option<datafusion::arrow::data
     let _ = Visit::visit(stmt, &mut v);
     v.0
 }
-

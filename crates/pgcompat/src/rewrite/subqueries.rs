@@ -123,4 +123,3 @@ impl SqlStatementRewriteRule for AggregateSubqueries {
         s
     }
 }
-

@@ -30,7 +30,6 @@ use crate::{PgContext, SESSION_ROLE_OID};
 mod objects;
 mod server;
 
-
 /// One table we compute ourselves; every other pg_catalog name comes from
 /// datafusion-pg-catalog.
 pub(crate) struct OwnTable {
@@ -209,7 +208,6 @@ fn user_schemas(pg: &PgContext) -> Vec<String> {
     pg.schema_names().into_iter().filter(|s| s != "pg_catalog" && s != "information_schema").collect()
 }
 
-
 // Column constructors of the own tables' schemas.
 fn i32f(n: &str) -> Field {
     Field::new(n, DataType::Int32, false)
@@ -235,7 +233,6 @@ fn i16list(n: &str) -> Field {
 fn i32list(n: &str) -> Field {
     Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int32, true))), true)
 }
-
 
 /// A catalog table computed when scanned.
 #[derive(Debug)]
@@ -359,7 +356,6 @@ async fn relations(pg: &PgContext) -> Vec<Rel> {
     out
 }
 
-
 async fn build(rows: Rows, pg: &PgContext, schema: SchemaRef) -> Result<RecordBatch> {
     let mut c = Cols::default();
     match rows {
@@ -369,7 +365,6 @@ async fn build(rows: Rows, pg: &PgContext, schema: SchemaRef) -> Result<RecordBa
     }
     c.finish(schema)
 }
-
 
 /// The session user (OID 10) and its roles (then 16384 downwards, clear of table OIDs).
 pub(crate) fn roles(pg: &PgContext) -> (Vec<String>, Vec<i32>) {

@@ -11,7 +11,8 @@ use super::{boolf, i16f, i16list, i32f, i32list, listn, pg_type_of, textf, textn
 use crate::{PgContext, SESSION_ROLE_OID};
 
 /// `pg_namespace`: one row per schema the session sees, plus pg_catalog and information_schema.
-pub(super) const NAMESPACE: OwnTable = OwnTable { name: "pg_namespace", columns: namespace_columns, rows: Rows::Context(namespace_rows) };
+pub(super) const NAMESPACE: OwnTable =
+    OwnTable { name: "pg_namespace", columns: namespace_columns, rows: Rows::Context(namespace_rows) };
 
 fn namespace_columns() -> Vec<Field> {
     vec![i32f("oid"), textf("nspname"), i32f("nspowner"), listn("nspacl")]
@@ -28,7 +29,8 @@ fn namespace_rows(pg: &PgContext, c: &mut Cols) {
 }
 
 /// `pg_class`: every relation (tables `r`, views `v`).
-pub(super) const CLASS: OwnTable = OwnTable { name: "pg_class", columns: class_columns, rows: Rows::Relations(class_rows) };
+pub(super) const CLASS: OwnTable =
+    OwnTable { name: "pg_class", columns: class_columns, rows: Rows::Relations(class_rows) };
 
 fn class_columns() -> Vec<Field> {
     vec![
@@ -110,7 +112,8 @@ fn class_rows(pg: &PgContext, rels: &[Rel], c: &mut Cols) {
 }
 
 /// `pg_attribute`: the columns of every relation, typed as the wire sends them.
-pub(super) const ATTRIBUTE: OwnTable = OwnTable { name: "pg_attribute", columns: attribute_columns, rows: Rows::Relations(attribute_rows) };
+pub(super) const ATTRIBUTE: OwnTable =
+    OwnTable { name: "pg_attribute", columns: attribute_columns, rows: Rows::Relations(attribute_rows) };
 
 fn attribute_columns() -> Vec<Field> {
     vec![
@@ -215,7 +218,8 @@ fn attribute_rows(pg: &PgContext, rels: &[Rel], c: &mut Cols) {
 }
 
 /// `pg_description`: the lakehouse's column documentation (loaded by listing the relations).
-pub(super) const DESCRIPTION: OwnTable = OwnTable { name: "pg_description", columns: description_columns, rows: Rows::Relations(description_rows) };
+pub(super) const DESCRIPTION: OwnTable =
+    OwnTable { name: "pg_description", columns: description_columns, rows: Rows::Relations(description_rows) };
 
 fn description_columns() -> Vec<Field> {
     vec![i32f("objoid"), i32f("classoid"), i32f("objsubid"), textf("description")]
@@ -262,7 +266,8 @@ fn index_columns() -> Vec<Field> {
 }
 
 /// `pg_constraint`: no constraints either.
-pub(super) const CONSTRAINT: OwnTable = OwnTable { name: "pg_constraint", columns: constraint_columns, rows: Rows::Empty };
+pub(super) const CONSTRAINT: OwnTable =
+    OwnTable { name: "pg_constraint", columns: constraint_columns, rows: Rows::Empty };
 
 fn constraint_columns() -> Vec<Field> {
     vec![

@@ -11,7 +11,8 @@ use crate::settings::DATABASE_NAME;
 use crate::{PgContext, DATABASE_OID, SESSION_ROLE_OID};
 
 /// `pg_database`: the one database.
-pub(super) const DATABASE: OwnTable = OwnTable { name: "pg_database", columns: database_columns, rows: Rows::Context(database_rows) };
+pub(super) const DATABASE: OwnTable =
+    OwnTable { name: "pg_database", columns: database_columns, rows: Rows::Context(database_rows) };
 
 fn database_columns() -> Vec<Field> {
     vec![
@@ -35,7 +36,7 @@ fn database_columns() -> Vec<Field> {
     ]
 }
 
-fn database_rows(pg: &PgContext, c: &mut Cols) {
+fn database_rows(_pg: &PgContext, c: &mut Cols) {
     c.i32(vec![DATABASE_OID])
         .s(vec![DATABASE_NAME])
         .i32(vec![SESSION_ROLE_OID])
@@ -56,7 +57,8 @@ fn database_rows(pg: &PgContext, c: &mut Cols) {
 }
 
 /// `pg_roles`: the session user (it alone can log in) and its roles.
-pub(super) const ROLES: OwnTable = OwnTable { name: "pg_roles", columns: roles_columns, rows: Rows::Context(roles_rows) };
+pub(super) const ROLES: OwnTable =
+    OwnTable { name: "pg_roles", columns: roles_columns, rows: Rows::Context(roles_rows) };
 
 fn roles_columns() -> Vec<Field> {
     vec![
@@ -126,7 +128,8 @@ fn user_rows(pg: &PgContext, c: &mut Cols) {
 }
 
 /// `pg_settings`: the session's parameters.
-pub(super) const SETTINGS: OwnTable = OwnTable { name: "pg_settings", columns: settings_columns, rows: Rows::Context(settings_rows) };
+pub(super) const SETTINGS: OwnTable =
+    OwnTable { name: "pg_settings", columns: settings_columns, rows: Rows::Context(settings_rows) };
 
 fn settings_columns() -> Vec<Field> {
     vec![
@@ -155,10 +158,8 @@ fn settings_rows(pg: &PgContext, c: &mut Cols) {
     let n = all.len();
     let names: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
     let values: Vec<Option<String>> = all.iter().map(|a| Some(a.1.clone())).collect();
-    let units: Vec<Option<String>> = all
-        .iter()
-        .map(|a| (a.0 == "statement_timeout" || a.0 == "lock_timeout").then(|| "ms".to_string()))
-        .collect();
+    let units: Vec<Option<String>> =
+        all.iter().map(|a| (a.0 == "statement_timeout" || a.0 == "lock_timeout").then(|| "ms".to_string())).collect();
     c.s(names)
         .sn(values.clone())
         .sn(units)
