@@ -20,7 +20,8 @@ pub mod statement;
 mod system;
 mod topk;
 pub mod limits;
-pub mod settings;
+/// The session's PostgreSQL parameters (`rxgate_pgcompat::settings`), under their old path.
+pub use rxgate_pgcompat::settings;
 
 pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
 pub use cursor::{CopyFormat, CopyOptions};

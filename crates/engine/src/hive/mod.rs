@@ -1,13 +1,10 @@
-//! Hive's function library (with Hive's date formats), installed into every session by
+//! Hive's function library (crate rxgate-hive-functions), installed into every session by
 //! [`crate::Engine::session`]. Hive's statements are in `crate::statement` (grammar) and
 //! `crate::commands` (SHOW, DESCRIBE, external tables).
-
-mod datefmt;
-mod functions;
 
 use datafusion::prelude::SessionContext;
 
 /// Installs the Hive functions into a session.
 pub(crate) fn install(ctx: &SessionContext) {
-    functions::register(ctx);
+    rxgate_hive_functions::register(ctx);
 }

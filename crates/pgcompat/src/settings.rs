@@ -116,7 +116,7 @@ const KNOWN: &[Known] = &[
 ];
 
 /// Aliases clients use for a parameter (lower-case → canonical lower-case).
-pub(crate) fn canonical(name: &str) -> String {
+pub fn canonical(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
     match lower.as_str() {
         "transaction isolation level" => "transaction_isolation".into(),
@@ -381,7 +381,7 @@ impl SessionSettings {
 }
 
 /// The name a parameter is shown with (`DateStyle`, `TimeZone`, …).
-pub(crate) fn display_name(key: &str) -> String {
+pub fn display_name(key: &str) -> String {
     known(key).map(|k| k.name.to_string()).unwrap_or_else(|| key.to_string())
 }
 
@@ -478,7 +478,9 @@ mod tests {
     #[test]
     fn only_allowlisted_datafusion_options_and_ones_own_identity_can_be_set() {
         let s = SessionSettings::new("ann", "health", None);
-        for key in ["datafusion.runtime.memory_limit", "DataFusion.Runtime.Temp_Directory", "datafusion.execution.batch_size"] {
+        for key in
+            ["datafusion.runtime.memory_limit", "DataFusion.Runtime.Temp_Directory", "datafusion.execution.batch_size"]
+        {
             assert_eq!(s.set(key, "1").unwrap_err().code, StatusCode::PermissionDenied, "{key}");
             assert_eq!(s.reset(key).unwrap_err().code, StatusCode::PermissionDenied, "{key}");
             assert_eq!(s.get(key), None);

@@ -24,7 +24,7 @@ use rxgate_common::{Error, StatusCode};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
-pub(crate) struct UnknownLiteralPlanner;
+pub struct UnknownLiteralPlanner;
 
 impl ExprPlanner for UnknownLiteralPlanner {
     fn plan_binary_op(&self, mut expr: RawBinaryExpr, schema: &DFSchema) -> DfResult<PlannerResult<RawBinaryExpr>> {
@@ -51,9 +51,10 @@ impl ExprPlanner for UnknownLiteralPlanner {
 /// The text of a bare string literal.
 fn string_literal(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => {
-            Some(s)
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
         _ => None,
     }
 }
@@ -97,7 +98,7 @@ fn invalid(ty: &DataType, text: &str) -> DataFusionError {
 /// PostgreSQL's boolean input (`parse_bool`): `t`/`true`, `f`/`false`, `y`/`yes`, `n`/`no`
 /// (any prefix), `on`, `off` (at least two letters), `1`, `0`; case-insensitive, surrounding
 /// spaces ignored.
-pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+pub fn parse_bool(text: &str) -> Option<bool> {
     let v = text.trim().to_ascii_lowercase();
     let prefix_of = |word: &str| !v.is_empty() && word.starts_with(v.as_str());
     match v.as_str() {

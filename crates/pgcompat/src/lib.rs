@@ -1,4 +1,5 @@
-//! PostgreSQL catalog emulation, installed into every session by [`crate::Engine::session`]:
+//! rxgate's PostgreSQL dialect layer: the catalog emulation the engine installs into every
+//! session (`Engine::session` in rxgate-engine calls [`install`]):
 //! the `pg_catalog` schema (beside the lakehouse namespaces in the session's catalog), the
 //! functions clients call (`version()`, `current_schema()`, `format_type`, `has_*_privilege`,
 //! `pg_get_*`, …) and the SQL rewrites that let DataFusion plan what drivers and BI tools send
@@ -13,11 +14,16 @@
 //!
 //! **Invariant:** the catalog tables are computed when a query executes, from the session's
 //! own catalog, so they show exactly what that session may query.
+//!
+//! The crate never parses SQL text: the engine tokenizes and parses, and calls
+//! [`replace_known_tokens`] on the tokens and [`rewrite`] on each statement. It also owns
+//! the PostgreSQL session parameters ([`settings`]). It does not depend on rxgate-engine.
 
-mod coerce;
+pub mod coerce;
 mod functions;
-mod recursive;
+pub mod recursive;
 mod rewrite;
+pub mod settings;
 mod tables;
 
 use std::collections::HashMap;
@@ -30,7 +36,8 @@ use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 
 use crate::settings::SessionSettings;
 
-pub(crate) use rewrite::{
+pub use coerce::{parse_bool, UnknownLiteralPlanner};
+pub use rewrite::{
     null_correlated_subqueries, output_names, placeholder_casts, replace_known_tokens, rewrite, touches_catalog,
     unique_aliases,
 };
@@ -240,9 +247,12 @@ pub(crate) fn split_qualified(name: &str) -> Vec<String> {
     parts.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
-/// Installs pg_catalog and the PostgreSQL functions into a session. `catalog` is the
-/// session's default catalog (it must accept `register_schema`).
-pub(crate) fn install(
+/// Installs pg_catalog and the PostgreSQL functions into a session, with the recursive-CTE
+/// guard ([`recursive::install`]) and the literal typing of comparisons
+/// ([`UnknownLiteralPlanner`]). `catalog` is the session's default catalog (it must accept
+/// `register_schema`); `settings` are the session's parameters, read by `current_setting`,
+/// `pg_settings` and the search path.
+pub fn install(
     ctx: &SessionContext,
     catalog_name: &str,
     catalog: Arc<dyn CatalogProvider>,

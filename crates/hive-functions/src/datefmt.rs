@@ -453,7 +453,10 @@ mod tests {
         assert_eq!(parse("yyyyMMdd", "20210304").as_deref(), Some("2021-03-04 00:00:00"));
         assert_eq!(parse("dd MMM yyyy", "04 mar 2021").as_deref(), Some("2021-03-04 00:00:00"));
         assert_eq!(parse("MMMM d, yyyy h:mm a", "March 4, 2021 1:05 PM").as_deref(), Some("2021-03-04 13:05:00"));
-        assert_eq!(parse("yyyy-MM-dd HH:mm:ss.SSS", "2021-03-04 05:06:07.5").as_deref(), Some("2021-03-04 05:06:07.500"));
+        assert_eq!(
+            parse("yyyy-MM-dd HH:mm:ss.SSS", "2021-03-04 05:06:07.5").as_deref(),
+            Some("2021-03-04 05:06:07.500")
+        );
         assert_eq!(parse("yyyy-MM-dd HH:mm Z", "2021-03-04 05:06 +0130").as_deref(), Some("2021-03-04 03:36:00"));
         assert_eq!(parse("yyyy-MM-dd HH:mm X", "2021-03-04 05:06 Z").as_deref(), Some("2021-03-04 05:06:00"));
         assert_eq!(parse("EEE, d MMM yyyy", "Thu, 4 Mar 2021").as_deref(), Some("2021-03-04 00:00:00"));

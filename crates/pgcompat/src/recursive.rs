@@ -53,7 +53,7 @@ impl OptimizerRule for SkipRecursive {
 
 /// Replaces the session's projection pushdown rule by the guarded one, keeping the order of
 /// the rules.
-pub(crate) fn install(ctx: &SessionContext) {
+pub fn install(ctx: &SessionContext) {
     let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = ctx.state().optimizers().to_vec();
     if !rules.iter().any(|r| r.name() == PROJECTIONS) {
         return;
@@ -82,8 +82,10 @@ mod tests {
                    SELECT n + 1, concat(s, s) FROM t WHERE n < 5) SELECT s FROM t";
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
-        let count = ctx.sql("WITH RECURSIVE t(n, s) AS (SELECT 1 AS n, 'x' AS s UNION ALL \
-                             SELECT n + 1, s FROM t WHERE n < 5) SELECT count(*) FROM t");
+        let count = ctx.sql(
+            "WITH RECURSIVE t(n, s) AS (SELECT 1 AS n, 'x' AS s UNION ALL \
+                             SELECT n + 1, s FROM t WHERE n < 5) SELECT count(*) FROM t",
+        );
         assert_eq!(count.await.unwrap().collect().await.unwrap()[0].num_rows(), 1);
     }
 }
