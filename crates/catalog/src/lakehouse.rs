@@ -239,6 +239,11 @@ pub(crate) fn catalog_db_error(uri: &str, e: &sqlx::Error) -> Error {
 
 /// [`catalog_db_error`] of a connection retried for `retried` seconds.
 fn catalog_db_error_retried(uri: &str, e: &sqlx::Error, retried: Option<u64>) -> Error {
+    // The message says what to do; the server log (under the error id) gets sqlx's chain.
+    classify_catalog_db_error(uri, e, retried).with_source(e)
+}
+
+fn classify_catalog_db_error(uri: &str, e: &sqlx::Error, retried: Option<u64>) -> Error {
     let shown = redact_uri(uri);
     let retried = retried
         .map(|s| format!(", retried for {s} s ([catalog] connect_timeout_secs)"))

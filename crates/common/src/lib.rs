@@ -5,6 +5,6 @@ mod error;
 mod redact;
 mod session;
 
-pub use error::{Error, Result, StatusCode};
+pub use error::{grpc, Error, Result, StatusCode};
 pub use redact::{redact_secrets, redact_uri, REDACTED};
 pub use session::{Channel, Identity};

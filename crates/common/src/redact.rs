@@ -23,6 +23,12 @@ const SECRET_PARAMS: &[&str] = &[
     "token",
     "access_token",
     "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
 ];
 
 /// A URI with its password, and the values of secret query parameters, replaced by `***`:

@@ -162,11 +162,11 @@ impl Sessions {
             let max = self.limits.max_sessions.max(1);
             let reserved = self.limits.reserved_admin_sessions.min(max - 1);
             if tokens.len() >= max as usize {
-                return Err(status(StatusCode::ResourcesExhausted, "too many Flight SQL sessions"));
+                return Err(status(StatusCode::TooManyConnections, "too many Flight SQL sessions"));
             }
             if !admin && tokens.len() >= (max - reserved) as usize {
                 return Err(status(
-                    StatusCode::ResourcesExhausted,
+                    StatusCode::TooManyConnections,
                     "too many Flight SQL sessions: the remaining ones are reserved for admin roles",
                 ));
             }
@@ -175,7 +175,7 @@ impl Sessions {
                 let held = tokens.values().filter(|s| s.principal.user == principal.user).count();
                 if held >= limit as usize {
                     return Err(status(
-                        StatusCode::ResourcesExhausted,
+                        StatusCode::TooManyConnections,
                         format!("too many sessions for user \"{}\"", principal.user),
                     ));
                 }

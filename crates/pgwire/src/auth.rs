@@ -32,7 +32,7 @@ use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rxgate_auth::{Admission, Credentials, Principal, UserDirectory};
 use crate::cancel::CancelRegistry;
-use rxgate_common::Channel;
+use rxgate_common::{Channel, StatusCode};
 use rxgate_engine::{AuditLog, PolicyStore};
 use tokio::sync::Notify;
 
@@ -250,23 +250,32 @@ impl Drop for UserSlot {
 // Errors (all FATAL: see the module comment)
 // --------------------------------------------------------------------------------------------
 
-fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message.into())))
+/// A FATAL startup error. Its SQLSTATE comes from the one table ([`StatusCode::sqlstate`]);
+/// an internal error is shown only with an error id (logged with its detail).
+fn fatal(code: StatusCode, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(crate::errors::error_info("FATAL", &rxgate_common::Error::new(code, message))))
 }
 
 /// The one answer to a wrong password, an unknown user or a failed proof.
 fn auth_failed(user: &str) -> PgWireError {
-    fatal("28P01", format!("password authentication failed for user \"{user}\""))
+    fatal(StatusCode::AuthFailed, format!("password authentication failed for user \"{user}\""))
 }
 
 fn malformed(what: &str) -> PgWireError {
-    fatal("08P01", format!("malformed SCRAM message: {what}"))
+    fatal(StatusCode::ProtocolViolation, format!("malformed SCRAM message: {what}"))
 }
 
+/// A startup error as the FATAL answer. pgwire's own errors (a message of the wrong kind, a
+/// malformed one, a broken socket) get their SQLSTATE from our table too: a protocol
+/// violation, or an internal error (shown only with an error id) for an API error.
 fn fatalize(e: PgWireError) -> ErrorInfo {
     let mut info = match e {
         PgWireError::UserError(info) => *info,
-        other => ErrorInfo::from(other),
+        PgWireError::ApiError(inner) => crate::errors::error_info(
+            "FATAL",
+            &rxgate_common::Error::internal("startup failed").with_source(inner.as_ref()),
+        ),
+        other => crate::errors::error_info("FATAL", &rxgate_common::Error::new(StatusCode::ProtocolViolation, other.to_string())),
     };
     info.severity = "FATAL".into();
     info
@@ -275,7 +284,7 @@ fn fatalize(e: PgWireError) -> ErrorInfo {
 /// The answer to a query on a connection that never authenticated. `Connection::session`
 /// gives it, so no engine session opens without a login whatever the protocol state says.
 pub(crate) fn not_authenticated() -> PgWireError {
-    fatal("28000", "the connection is not authenticated")
+    fatal(StatusCode::InvalidAuthorization, "the connection is not authenticated")
 }
 
 // --------------------------------------------------------------------------------------------
@@ -318,7 +327,7 @@ fn parse_client_first(msg: &str) -> PgWireResult<ClientFirst> {
     };
     let (authzid, bare) = rest.split_once(',').ok_or_else(|| malformed("no GS2 header"))?;
     if !authzid.is_empty() {
-        return Err(fatal("0A000", "client uses authorization identity, which is not supported"));
+        return Err(fatal(StatusCode::Unsupported, "client uses authorization identity, which is not supported"));
     }
     let gs2_header = msg[..msg.len() - bare.len()].to_string();
     let mut attrs = bare.split(',');
@@ -349,7 +358,7 @@ fn check_sasl_initial(msg: &PasswordMessageFamily) -> PgWireResult<()> {
     match well_formed {
         Some(()) => Ok(()),
         None => Err(fatal(
-            "08P01",
+            StatusCode::ProtocolViolation,
             "malformed SASL message: expected a SASLInitialResponse (this server does not accept a cleartext password here)",
         )),
     }
@@ -483,13 +492,13 @@ impl Startup {
                 if self.gate.config.tls_required && !client.is_secure() {
                     tracing::info!(peer = %client.socket_addr(), "refused: plaintext connection while TLS is required");
                     return Err(fatal(
-                        "28000",
+                        StatusCode::InvalidAuthorization,
                         "TLS is required: this server refuses unencrypted connections (connect with sslmode=require or verify-full)",
                     ));
                 }
                 let user = client.metadata().get(METADATA_USER).cloned().filter(|u| !u.is_empty());
                 let Some(user) = user else {
-                    return Err(fatal("28000", "no PostgreSQL user name specified in startup packet"));
+                    return Err(fatal(StatusCode::InvalidAuthorization, "no PostgreSQL user name specified in startup packet"));
                 };
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 if self.gate.config.method == AuthMethod::Password && client.is_secure() {
@@ -513,7 +522,7 @@ impl Startup {
                 // PBKDF2 off the async workers; the same work for unknown users.
                 let principal = tokio::task::spawn_blocking(move || users.verify_password(&u, &password))
                     .await
-                    .map_err(|_| fatal("XX000", "password check failed"))?;
+                    .map_err(|_| fatal(StatusCode::Internal, "password check failed"))?;
                 match principal {
                     Some(p) => {
                         self.admit(client, p, None).await?;
@@ -533,18 +542,18 @@ impl Startup {
                         self.gate.channel_binding.as_deref().map(|v| v.as_slice()).unwrap_or_default()
                     }
                     (SCRAM_PLUS, ChannelBindingFlag::Bound(t)) if plus_offered => {
-                        return Err(fatal("0A000", format!("unsupported SCRAM channel-binding type \"{t}\"")));
+                        return Err(fatal(StatusCode::Unsupported, format!("unsupported SCRAM channel-binding type \"{t}\"")));
                     }
                     (SCRAM_PLUS, _) => {
-                        return Err(fatal("08P01", "SCRAM channel binding negotiation error"));
+                        return Err(fatal(StatusCode::ProtocolViolation, "SCRAM channel binding negotiation error"));
                     }
                     (SCRAM, ChannelBindingFlag::None) => &[],
                     // The client could bind but believes we cannot: a downgrade if we offered it.
                     (SCRAM, ChannelBindingFlag::ClientOnly) if !plus_offered => &[],
-                    (SCRAM, _) => return Err(fatal("08P01", "SCRAM channel binding negotiation error")),
+                    (SCRAM, _) => return Err(fatal(StatusCode::ProtocolViolation, "SCRAM channel binding negotiation error")),
                     (other, _) => {
                         return Err(fatal(
-                            "08P01",
+                            StatusCode::ProtocolViolation,
                             format!("client selected an invalid SASL authentication mechanism \"{other}\""),
                         ));
                     }
@@ -575,7 +584,7 @@ impl Startup {
                 let fin = parse_client_final(text)?;
                 let binding = B64.decode(fin.channel_binding).map_err(|_| malformed("bad channel binding"))?;
                 if binding != x.expected_binding {
-                    return Err(fatal("28000", "SCRAM channel binding check failed"));
+                    return Err(fatal(StatusCode::InvalidAuthorization, "SCRAM channel binding check failed"));
                 }
                 if fin.nonce != x.nonce {
                     return Err(malformed("nonce mismatch"));
@@ -594,9 +603,9 @@ impl Startup {
                     None => Err(self.reject(client, &x.user)),
                 }
             }
-            (Phase::AwaitingStartup, _) => Err(fatal("08P01", "expected a startup message")),
-            (Phase::Done | Phase::Failed, _) => Err(fatal("08P01", "unexpected message during authentication")),
-            (_, _) => Err(fatal("08P01", "expected a password response")),
+            (Phase::AwaitingStartup, _) => Err(fatal(StatusCode::ProtocolViolation, "expected a startup message")),
+            (Phase::Done | Phase::Failed, _) => Err(fatal(StatusCode::ProtocolViolation, "unexpected message during authentication")),
+            (_, _) => Err(fatal(StatusCode::ProtocolViolation, "expected a password response")),
         }
     }
 
@@ -609,7 +618,7 @@ impl Startup {
             reason = if known { "wrong password" } else { "no such user" },
             "authentication failed"
         );
-        let err = rxgate_common::Error::new(rxgate_common::StatusCode::AuthFailed, "password authentication failed");
+        let err = rxgate_common::Error::new(StatusCode::AuthFailed, "password authentication failed");
         self.gate.audit.login(user, &[], Channel::PgWire, Some(client.socket_addr()), Some(&err));
         for event in self.gate.users.throttle().failed(user, Some(client.socket_addr().ip())) {
             tracing::warn!(peer = %client.socket_addr(), user, "login throttle: {event}");
@@ -637,13 +646,13 @@ impl Startup {
             Admission::Refused { message } => {
                 tracing::warn!(%peer, user, "login throttle: refused: {message}");
                 self.audit_throttle(client, user, &format!("login refused: {message}"));
-                Err(fatal("28000", message))
+                Err(fatal(StatusCode::InvalidAuthorization, message))
             }
         }
     }
 
     fn audit_throttle<C: ClientInfo>(&self, client: &C, user: &str, event: &str) {
-        let err = rxgate_common::Error::new(rxgate_common::StatusCode::AuthFailed, format!("login throttle: {event}"));
+        let err = rxgate_common::Error::new(StatusCode::AuthFailed, format!("login throttle: {event}"));
         self.gate.audit.login(user, &[], Channel::PgWire, Some(client.socket_addr()), Some(&err));
     }
 
@@ -658,9 +667,9 @@ impl Startup {
         let limit = principal.max_connections.or(self.gate.config.max_connections_per_user);
         let Some(slot) = self.gate.limits.try_user(&principal.user, limit) else {
             tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: per-user connection limit");
-            let err = rxgate_common::Error::new(rxgate_common::StatusCode::ResourcesExhausted, "too many connections for user");
+            let err = rxgate_common::Error::new(StatusCode::ResourcesExhausted, "too many connections for user");
             self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
-            return Err(fatal("53300", format!("too many connections for user \"{}\"", principal.user)));
+            return Err(fatal(StatusCode::TooManyConnections, format!("too many connections for user \"{}\"", principal.user)));
         };
         let admin = {
             let (policy, _) = self.gate.policy.current();
@@ -677,9 +686,9 @@ impl Startup {
                     ),
                 };
                 tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: {message}");
-                let err = rxgate_common::Error::new(rxgate_common::StatusCode::ResourcesExhausted, message.clone());
+                let err = rxgate_common::Error::new(StatusCode::ResourcesExhausted, message.clone());
                 self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
-                return Err(fatal("53300", message));
+                return Err(fatal(StatusCode::TooManyConnections, message));
             }
         };
         self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), None);
@@ -881,5 +890,9 @@ mod tests {
             fatalize(PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "42000".into(), "x".into()))));
         assert!(info.is_fatal() && info.code == "42000");
         assert!(fatalize(PgWireError::InvalidSASLState).is_fatal());
+        assert_eq!(fatalize(PgWireError::FailedToCoercePasswordMessage).code, "08P01");
+        let api = fatalize(PgWireError::ApiError("secret detail".into()));
+        assert_eq!(api.code, "XX000");
+        assert!(api.message.starts_with("internal error (error id ") && !api.message.contains("secret"), "{}", api.message);
     }
 }

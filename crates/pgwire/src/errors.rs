@@ -1,41 +1,25 @@
-//! The one table mapping engine status codes to SQLSTATEs.
+//! Engine errors as PostgreSQL errors. The SQLSTATE of every error this crate sends, the
+//! start-up and authentication ones included, comes from the one table,
+//! [`StatusCode::sqlstate`] in rxgate-common.
 
 use pgwire::error::{ErrorInfo, PgWireError};
 use rxgate_common::{Error, StatusCode};
 
-/// SQLSTATE for a status code.
+/// SQLSTATE for a status code (the table in rxgate-common).
 pub fn sqlstate(code: StatusCode) -> &'static str {
-    match code {
-        StatusCode::SyntaxError => "42601",
-        StatusCode::TableNotFound => "42P01",
-        StatusCode::ColumnNotFound => "42703",
-        StatusCode::PlanError => "42000",
-        StatusCode::PermissionDenied => "42501",
-        StatusCode::AuthFailed => "28P01",
-        StatusCode::Cancelled | StatusCode::Timeout => "57014",
-        StatusCode::CursorNotFound => "34000",
-        StatusCode::DuplicateCursor => "42P03",
-        StatusCode::InvalidTransactionState => "25P01",
-        StatusCode::ResourcesExhausted => "53200",
-        StatusCode::ProgramLimitExceeded => "54000",
-        StatusCode::StatementTooComplex => "54001",
-        StatusCode::Unsupported => "0A000",
-        StatusCode::InvalidArgument => "22023",
-        StatusCode::ExecutionError => "22000",
-        StatusCode::CommitConflict => "40001",
-        StatusCode::AlreadyExists => "42P07",
-        StatusCode::StorageUnavailable | StatusCode::CatalogUnavailable => "58030",
-        StatusCode::InputUnavailable | StatusCode::BadInputLayout => "22023",
-        StatusCode::Internal => "XX000",
-    }
+    code.sqlstate()
+}
+
+/// An error response of `severity` for an engine error: its SQLSTATE and the message a client
+/// may see ([`Error::client_message`]: an internal error only as `internal error (error id
+/// …)`, a storage error with its id; the id is logged with the full chain).
+pub(crate) fn error_info(severity: &str, e: &Error) -> ErrorInfo {
+    ErrorInfo::new(severity.into(), e.code.sqlstate().into(), e.client_message())
 }
 
 /// Converts an engine error into a client-facing PostgreSQL error.
 pub(crate) fn to_pg(e: Error) -> PgWireError {
-    if e.code == StatusCode::Internal {
-        tracing::error!(error = %e.message, "internal error");
-    }
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), sqlstate(e.code).into(), e.message)))
+    PgWireError::UserError(Box::new(error_info("ERROR", &e)))
 }
 
 /// Converts a DataFusion error (e.g. from a result stream) into a client-facing error.
@@ -56,5 +40,23 @@ mod tests {
         assert_eq!(sqlstate(StatusCode::Cancelled), "57014");
         assert_eq!(sqlstate(StatusCode::ResourcesExhausted), "53200");
         assert_eq!(sqlstate(StatusCode::Internal), "XX000");
+        assert_eq!(sqlstate(StatusCode::StorageUnavailable), "58030");
+    }
+
+    #[test]
+    fn internal_text_never_reaches_the_client() {
+        let PgWireError::UserError(info) = to_pg(Error::internal("lock poisoned at session.rs:42")) else { panic!() };
+        assert_eq!(info.code, "XX000");
+        assert!(info.message.starts_with("internal error (error id "), "{}", info.message);
+        assert!(!info.message.contains("session.rs"));
+        let store = datafusion::object_store::Error::NotFound {
+            path: "w/t/data/f.parquet".into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        let PgWireError::UserError(info) = df_to_pg(datafusion::error::DataFusionError::ObjectStore(Box::new(store))) else {
+            panic!()
+        };
+        assert_eq!(info.code, "58030");
+        assert!(info.message.contains("(error id "), "{}", info.message);
     }
 }

@@ -10,7 +10,6 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
-use pgwire::error::ErrorInfo;
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{send_partial_query_response, ExtendedQueryHandler, SimpleQueryHandler};
@@ -23,7 +22,7 @@ use pgwire::messages::data::RowDescription;
 use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
-use rxgate_common::{Channel, Identity};
+use rxgate_common::{Channel, Error, Identity, StatusCode};
 use rxgate_engine::{Engine, EngineSession, Planned, QueryOutput};
 use tokio::sync::OnceCell;
 
@@ -167,7 +166,7 @@ fn is_oid_array(t: &DataType) -> bool {
 /// An `oid[]` parameter, binary (array header, then length-prefixed big-endian u32s) or text
 /// (`{1,2}`), as a list of UInt32.
 fn decode_oid_array(raw: Option<&[u8]>, binary: bool) -> PgWireResult<ScalarValue> {
-    let bad = || PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "22P02".into(), "invalid oid[] parameter".into())));
+    let bad = || to_pg(Error::new(StatusCode::InvalidTextRepresentation, "invalid oid[] parameter"));
     let Some(raw) = raw else { return Ok(ScalarValue::List(ScalarValue::new_list_nullable(&[], &DataType::UInt32))) };
     let mut values: Vec<ScalarValue> = vec![];
     if binary {

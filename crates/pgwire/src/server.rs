@@ -11,7 +11,6 @@ use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::error::ErrorInfo;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
 use rxgate_auth::UserDirectory;
@@ -273,7 +272,11 @@ async fn protocol_violation<S>(socket: &mut S, problem: &str)
 where
     S: futures::Sink<PgWireBackendMessage> + Unpin,
 {
-    let info = ErrorInfo::new("FATAL".into(), "08P01".into(), format!("invalid frontend message: {problem}"));
+    let e = rxgate_common::Error::new(
+        rxgate_common::StatusCode::ProtocolViolation,
+        format!("invalid frontend message: {problem}"),
+    );
+    let info = crate::errors::error_info("FATAL", &e);
     tracing::debug!(error = %problem, "closing a connection on a message that cannot be decoded");
     let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
 }

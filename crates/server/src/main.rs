@@ -31,6 +31,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rxgate: error [{:?}]: {}", e.code, e.message);
+            // The operator's own command: the full chain (every line, every source) follows.
+            if e.detail() != e.message {
+                for line in e.detail().lines() {
+                    eprintln!("rxgate:   {line}");
+                }
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -522,7 +522,7 @@ impl ExternalCatalog {
             Some(row) => {
                 let text: String = row.try_get(0).map_err(db_error)?;
                 let def: ExternalTableDef = serde_json::from_str(&text)
-                    .map_err(|e| Error::new(StatusCode::Internal, format!("unreadable definition of {namespace}.{name}: {e}")))?;
+                    .map_err(|e| Error::new(StatusCode::Internal, format!("unreadable definition of {namespace}.{name}")).with_source(&e))?;
                 let def = Arc::new(def);
                 cache.insert(key, def.clone());
                 Ok(Some(def))

@@ -372,11 +372,11 @@ impl datafusion::execution::object_store::ObjectStoreRegistry for DataFusionRegi
 
     fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
         let loc = parse_location(url.as_str(), &self.0.options)
-            .map_err(|e| datafusion::error::DataFusionError::Execution(e.message))?;
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         self.0
             .store(&loc.root)
             .map(|s| s as Arc<dyn ObjectStore>)
-            .map_err(|e| datafusion::error::DataFusionError::Execution(e.message))
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
     }
 }
 
@@ -430,17 +430,17 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
     }
 }
 
-/// An object-store error as ours: NotFound → InputUnavailable, unsupported → Unsupported,
-/// anything else (connection, credentials) → StorageUnavailable; the first line only.
+/// An object-store error of reading or writing a whole object (raw ingest inputs, reports)
+/// as ours: classified by variant as `Error::from` does, except NotFound → InputUnavailable
+/// (a named input missing); the message is the location and the error's first line, the
+/// logged detail its full chain (both redacted).
 pub fn storage_error(location: &str, e: object_store::Error) -> Error {
+    let classified = Error::from_dyn(&e);
     let code = match &e {
         object_store::Error::NotFound { .. } => StatusCode::InputUnavailable,
-        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => StatusCode::Unsupported,
-        _ => StatusCode::StorageUnavailable,
+        _ => classified.code,
     };
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    Error::new(code, format!("{}: {first}", redact_uri(location)))
+    Error::new(code, format!("{}: {}", redact_uri(location), classified.message)).with_source(&e)
 }
 
 #[cfg(test)]
