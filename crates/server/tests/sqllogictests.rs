@@ -11,8 +11,9 @@
 //! cargo test -p rxgate-server --test sqllogictests -- --complete    # rewrite the expected results
 //! ```
 //!
-//! `--complete` rewrites each file's expectations from the engines' answers (in-process first,
-//! then pgwire and flight for the records only they run); a normal run then checks all three.
+//! `--complete` rewrites each file's expectations from the in-process engine's answers, and
+//! those of `onlyif pgwire` / `onlyif flight` records from that engine's; the other engines
+//! only check there. A normal run then checks all three.
 //!
 //! Conventions of the corpus:
 //! - Each file runs in its own session. Its first lines may say `# role: R`: the session's user
@@ -678,18 +679,53 @@ where
         runner.set_var(k.clone(), v.clone());
     }
     if complete {
-        runner
-            .update_test_file(path, " ", sqllogictest::default_validator, sqllogictest::default_normalizer, column_validator)
-            .await
-            .map_err(|e| e.to_string())?;
-        return shorten_errors(path);
+        return complete_file(&mut runner, engine, path).await;
     }
     let records = sqllogictest::parse_file::<DefaultColumnType>(path).map_err(|e| e.to_string())?;
     for record in records {
         let record = if engine == "flight" { flight_record(record) } else { record };
-        runner.run_async(record).await.map_err(|e| e.display(true).to_string())?;
+        runner.run_async(record).await.map_err(|e| e.display(false).to_string())?;
     }
     Ok(())
+}
+
+/// `--complete` for one file: every record runs (in order, so session state builds up), and a
+/// record's expectation is rewritten from this engine's answer when the engine is `inprocess`,
+/// or when the record is `onlyif` this engine (the other engines only check).
+async fn complete_file<D, M>(runner: &mut Runner<D, M>, engine: &str, path: &Path) -> Result<(), String>
+where
+    D: AsyncDB<ColumnType = DefaultColumnType, Error = SltError>,
+    M: sqllogictest::MakeConnection<Conn = D>,
+{
+    let records = sqllogictest::parse_file::<DefaultColumnType>(path).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for record in records {
+        let conditions = match &record {
+            Record::Statement { conditions, .. } | Record::Query { conditions, .. } => Some(conditions.clone()),
+            _ => None,
+        };
+        let mine = conditions.as_ref().is_some_and(|c| {
+            engine == "inprocess"
+                || c.iter().any(|c| matches!(c, sqllogictest::Condition::OnlyIf { label } if label == engine))
+        });
+        let output = runner.apply_record(record.clone()).await;
+        let checked = if engine == "flight" { flight_record(record.clone()) } else { record.clone() };
+        let updated = sqllogictest::update_record_with_output(
+            &checked,
+            &output,
+            " ",
+            sqllogictest::default_validator,
+            sqllogictest::default_normalizer,
+            column_validator,
+        );
+        match updated {
+            Some(new) if mine => out.push_str(&format!("{new}\n")),
+            _ => out.push_str(&format!("{record}\n")),
+        }
+    }
+    let text = format!("{}\n", out.trim_end());
+    std::fs::write(path, text).map_err(|e| e.to_string())?;
+    shorten_errors(path)
 }
 
 /// After `--complete`: an error the runner wrote as its whole escaped message is kept as its
