@@ -28,12 +28,14 @@
 //!   `I` (integers), `R` (floats, decimals), `T` (the rest), checked where the engine knows
 //!   them (Arrow); pgwire's text results report `?`.
 //! - Variables (`control substitution on`): `$snap1_prescriber_drug` / `$snap2_prescriber_drug`
-//!   are that table's two snapshot ids, `$ext_dir` the external tables' fixture directory.
+//!   are that table's two snapshot ids (also `$snap1_us_cities`, …), `$ext_dir` the external
+//!   tables' fixture directory, `$warehouse` the lakehouse's warehouse.
 //!
 //! The fixture (built here, deterministic): `rxgate datagen --scale 0.001 --seed 42`, pipeline
 //! runs of deliveries 2024-01-31 and 2024-02-29, one lakehouse per engine (files change
 //! tables: ALTER, CALL rollback, external tables), a fixed pseudonym key, the repository's
-//! policy, users `admin`/`analyst`/`auditor_ca`/`viewer`, and CSV/Parquet files in `k=v/`
+//! policy, users `admin`/`analyst`/`auditor_ca`/`viewer`, `[limits] max_expression_depth = 200`,
+//! external locations allowed under the fixture's directory, and CSV/Parquet files in `k=v/`
 //! directories for the external tables.
 
 use std::path::{Path, PathBuf};
@@ -127,11 +129,11 @@ impl Fixture {
             "[engine]\ntarget_partitions = 2\nmemory_limit = \"1GiB\"\nquery_timeout_secs = 120\n\
              [policy]\nfile = {policy:?}\npseudonym_key_file = {key:?}\n\
              [limits]\nmax_expression_depth = 200\n\
-             [external]\nallowed_locations = [{ext:?}]\n\
+             [external]\nallowed_locations = [{root:?}]\n\
              [auth]\nusers_file = {users:?}\nlogin_throttle = false\n",
             policy = policy.display().to_string(),
             key = root.join("pseudonym.key").display().to_string(),
-            ext = root.join("ext").display().to_string(),
+            root = root.display().to_string(),
             users = root.join("users.toml").display().to_string(),
         );
         std::fs::write(root.join("rxgate.toml"), config).unwrap();
@@ -317,6 +319,11 @@ fn cell(a: &ArrayRef, row: usize) -> String {
         DataType::Boolean => (if a.as_boolean().value(row) { "t" } else { "f" }).into(),
         DataType::Float64 => float(a.as_primitive::<arrow::datatypes::Float64Type>().value(row)),
         DataType::Float32 => float(f64::from(a.as_primitive::<arrow::datatypes::Float32Type>().value(row))),
+        // What pgwire (arrow-pg) sends: always six fractional digits.
+        DataType::Timestamp(_, None) => {
+            let opts = FormatOptions::default().with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.6f"));
+            ArrayFormatter::try_new(a.as_ref(), &opts).map(|f| f.value(row).to_string()).unwrap_or_default()
+        }
         DataType::Timestamp(..) => display(a, row).replacen('T', " ", 1),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => format!("\\x{}", display(a, row)),
         DataType::List(_) | DataType::LargeList(_) => {
@@ -565,7 +572,7 @@ impl AsyncDB for Flight {
             let ticket: Ticket = ep.ticket.clone().ok_or_else(|| SltError::other("endpoint without ticket"))?;
             let stream = self.client.do_get(self.request(ticket)).await.map_err(|s| SltError::grpc(&s))?.into_inner();
             let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                stream.map_err(arrow_flight::error::FlightError::Tonic),
+                stream.map_err(arrow_flight::error::FlightError::from),
             );
             while let Some(b) = decoded.next().await {
                 match b {
@@ -614,7 +621,8 @@ impl Server {
         c.arg("--config").arg(fixture.config()).arg("--data-dir").arg(data);
         c.arg("serve").arg("--pg-listen").arg(format!("127.0.0.1:{pg_port}"));
         c.arg("--flight-listen").arg(format!("127.0.0.1:{flight_port}"));
-        c.stdin(Stdio::null()).stdout(std::fs::File::create(&log).unwrap()).stderr(std::fs::File::create(&log).unwrap());
+        let out = std::fs::File::create(&log).unwrap();
+        c.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
         let child = c.spawn().expect("rxgate serve");
         let mut server = Server { child, pg_port, flight_port, log };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -655,6 +663,7 @@ fn file_role(text: &str) -> String {
         .unwrap_or_else(|| "admin".into())
 }
 
+#[allow(clippy::ptr_arg)] // the signature sqllogictest asks for
 fn column_validator(actual: &Vec<DefaultColumnType>, expected: &Vec<DefaultColumnType>) -> bool {
     actual.len() == expected.len()
         && actual.iter().zip(expected).all(|(a, e)| *a == DefaultColumnType::Any || *e == DefaultColumnType::Any || a == e)
@@ -801,9 +810,12 @@ async fn run_engine(target: Target, engine: &str, files: &[PathBuf], complete: b
 
 /// The substitution variables of one lakehouse: snapshot ids are random per commit, so each
 /// engine's lakehouse has its own.
-async fn lake_vars(engine: &Engine, fixture: &Fixture) -> Vec<(String, String)> {
+async fn lake_vars(engine: &Engine, fixture: &Fixture, data: &Path) -> Vec<(String, String)> {
     let session = engine.session(Identity::cli("slt")).await.unwrap();
-    let mut vars = vec![("ext_dir".to_string(), fixture.ext_dir().display().to_string())];
+    let mut vars = vec![
+        ("ext_dir".to_string(), fixture.ext_dir().display().to_string()),
+        ("warehouse".to_string(), data.join("warehouse").display().to_string()),
+    ];
     for table in ["prescriber_drug", "us_cities"] {
         let sql = format!("SELECT snapshot_id FROM health.\"{table}$snapshots\" ORDER BY committed_at, snapshot_id");
         let out = session.sql(&sql).await.unwrap();
@@ -873,7 +885,7 @@ fn main() {
     for engine in &engines {
         let data = fixture.lakehouse(engine);
         let local = rt.block_on(open_engine(&fixture, &data));
-        let vars = rt.block_on(lake_vars(&local, &fixture));
+        let vars = rt.block_on(lake_vars(&local, &fixture, &data));
         let (target, _server) = match engine.as_str() {
             "inprocess" => (Target::InProcess(local), None),
             "pgwire" | "flight" => {
