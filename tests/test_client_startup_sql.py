@@ -8,6 +8,9 @@ an entry may carry directives:
     -- params: <JSON list of text parameters for $1..$n> (extended protocol only)
     -- simple-only   (run with the simple protocol only, as that client does)
 Other comments are part of the statement text, as the client sent them.
+
+The results of most statements are pinned in tests/slt/client_startup.slt (the SQL corpus,
+run by `cargo test`); only expectations about parameters or column names stay here.
 """
 from __future__ import annotations
 
