@@ -12,8 +12,8 @@ pub mod throttle;
 mod verifier;
 
 pub use directory::{Credentials, Principal, UserDirectory};
-pub use throttle::{Admission, LoginThrottle, ThrottleConfig, ThrottleRow};
 pub use store::{validate_name, write_private_atomically, User, Users, UsersFileLock, MAX_NAME_LEN};
+pub use throttle::{Admission, LoginThrottle, ThrottleConfig, ThrottleRow};
 pub use verifier::{
     random_bytes, ScramVerifier, DEFAULT_ITERATIONS, KEY_LEN, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN,
 };

@@ -218,8 +218,7 @@ impl LoginThrottle {
                 e.next_slot = next;
             }
         }
-        let event = (!wait.is_zero())
-            .then(|| format!("login delayed {} ms: {}", wait.as_millis(), reasons.join(", ")));
+        let event = (!wait.is_zero()).then(|| format!("login delayed {} ms: {}", wait.as_millis(), reasons.join(", ")));
         Admission::Proceed { delay: wait, event }
     }
 

@@ -13,9 +13,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use iceberg::spec::{
-    DataFile, Literal, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus,
-    ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, MAIN_BRANCH,
+    DataFile, Literal, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder,
+    Operation, PrimitiveLiteral, Snapshot, SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -73,7 +72,10 @@ pub async fn replace_partition(lake: &Lakehouse, table_name: &str, r: &Partition
             }
         }
     }
-    Err(Error::new(StatusCode::CommitConflict, format!("{table_name}: gave up after {MAX_ATTEMPTS} conflicting commits")))
+    Err(Error::new(
+        StatusCode::CommitConflict,
+        format!("{table_name}: gave up after {MAX_ATTEMPTS} conflicting commits"),
+    ))
 }
 
 fn partition_matches(data_file: &DataFile, idx: usize, want: &PrimitiveLiteral) -> bool {
@@ -96,10 +98,7 @@ async fn try_commit(
 ) -> Result<Option<CommitOutcome>> {
     let md = table.metadata();
     let file_io = table.file_io();
-    let want = r
-        .value
-        .as_primitive_literal()
-        .ok_or_else(|| Error::invalid("partition value must be primitive"))?;
+    let want = r.value.as_primitive_literal().ok_or_else(|| Error::invalid("partition value must be primitive"))?;
     let snapshot_id = loop {
         let (a, b) = Uuid::new_v4().as_u64_pair();
         let id = ((a ^ b) >> 1) as i64;
@@ -153,7 +152,12 @@ async fn try_commit(
                     deleted_size += df.file_size_in_bytes();
                     writer.add_delete_file(df, data_seq, e.file_sequence_number)?;
                 } else {
-                    writer.add_existing_file(df, e.snapshot_id().unwrap_or(snapshot_id), data_seq, e.file_sequence_number)?;
+                    writer.add_existing_file(
+                        df,
+                        e.snapshot_id().unwrap_or(snapshot_id),
+                        data_seq,
+                        e.file_sequence_number,
+                    )?;
                 }
             }
             manifests.push(writer.write_manifest_file().await?);
@@ -249,10 +253,8 @@ pub(crate) async fn swap_metadata(
     table: &Table,
     new_md: iceberg::spec::TableMetadata,
 ) -> Result<Option<String>> {
-    let current_location = table
-        .metadata_location()
-        .ok_or_else(|| Error::internal("table has no metadata location"))?
-        .to_string();
+    let current_location =
+        table.metadata_location().ok_or_else(|| Error::internal("table has no metadata location"))?.to_string();
     let new_location = MetadataLocation::from_str(&current_location)?.with_next_version().with_new_metadata(&new_md);
     new_md.write_to(table.file_io(), &new_location).await?;
 
@@ -279,8 +281,5 @@ pub(crate) async fn swap_metadata(
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

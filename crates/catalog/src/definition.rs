@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use iceberg::spec::{
-    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform, Type, UnboundPartitionSpec,
+    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform, Type,
+    UnboundPartitionSpec,
 };
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::TableCreation;
@@ -257,14 +258,13 @@ pub async fn apply_definitions(lake: &Lakehouse, defs: &[TableDef]) -> Result<Ve
             action = action.add_column(add);
         }
         let tx = action.apply(tx)?;
-        tx.commit(catalog.as_ref()).await.map_err(|e| {
-            Error::new(StatusCode::CommitConflict, format!("altering {}: {e}", def.name))
-        })?;
+        tx.commit(catalog.as_ref())
+            .await
+            .map_err(|e| Error::new(StatusCode::CommitConflict, format!("altering {}: {e}", def.name)))?;
         out.push(ApplyAction::AddedColumns(def.name.clone(), missing.iter().map(|c| c.name.clone()).collect()));
     }
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -290,7 +290,14 @@ columns = [
 
     #[test]
     fn rejects_unknown_type_and_partition_column() {
-        let bad = TableDef { name: "a.b".into(), comment: None, partition_by: vec!["x".into()], sort_by: vec![], columns: vec![], properties: Default::default() };
+        let bad = TableDef {
+            name: "a.b".into(),
+            comment: None,
+            partition_by: vec!["x".into()],
+            sort_by: vec![],
+            columns: vec![],
+            properties: Default::default(),
+        };
         assert!(bad.partition_spec().is_err());
         assert!(primitive("blob").is_err());
     }

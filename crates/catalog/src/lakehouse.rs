@@ -13,8 +13,8 @@ use rxgate_common::{redact_uri, Error, Result, StatusCode};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection};
 
-use crate::table_cache::TableCache;
 use crate::storage::{ObjectStorageFactory, StoreRegistry};
+use crate::table_cache::TableCache;
 use crate::LakehouseConfig;
 
 /// An open lakehouse: the Iceberg catalog plus a pool on the same catalog database, used to
@@ -108,7 +108,8 @@ impl Lakehouse {
                 .await
                 .map_err(|e| catalog_db_error(&config.uri, &e))?;
         }
-        let external = Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
+        let external =
+            Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
         Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external, storage })
     }
 
@@ -146,7 +147,10 @@ impl Lakehouse {
         self.catalog.load_table(&ident).await.map_err(|e| {
             let e = Error::from(e);
             if e.code == StatusCode::TableNotFound {
-                Error::new(StatusCode::TableNotFound, format!("table {name} does not exist; run `rxgate catalog apply catalog/`"))
+                Error::new(
+                    StatusCode::TableNotFound,
+                    format!("table {name} does not exist; run `rxgate catalog apply catalog/`"),
+                )
             } else {
                 e
             }
@@ -173,9 +177,8 @@ const PG_INIT_LOCK: &str = "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(7
 
 /// Parses `namespace.table` into an Iceberg identifier.
 pub(crate) fn parse_ident(name: &str) -> Result<TableIdent> {
-    let (ns, table) = name
-        .rsplit_once('.')
-        .ok_or_else(|| Error::invalid(format!("table name {name} must be namespace.table")))?;
+    let (ns, table) =
+        name.rsplit_once('.').ok_or_else(|| Error::invalid(format!("table name {name} must be namespace.table")))?;
     Ok(TableIdent::new(NamespaceIdent::from_strs(ns.split('.'))?, table.to_string()))
 }
 
@@ -245,11 +248,10 @@ fn catalog_db_error_retried(uri: &str, e: &sqlx::Error, retried: Option<u64>) ->
 
 fn classify_catalog_db_error(uri: &str, e: &sqlx::Error, retried: Option<u64>) -> Error {
     let shown = redact_uri(uri);
-    let retried = retried
-        .map(|s| format!(", retried for {s} s ([catalog] connect_timeout_secs)"))
-        .unwrap_or_default();
+    let retried = retried.map(|s| format!(", retried for {s} s ([catalog] connect_timeout_secs)")).unwrap_or_default();
     let (role, db) = uri_role_and_database(uri);
-    let unavailable = |what: String| Error::new(StatusCode::CatalogUnavailable, format!("catalog database {shown} {what}"));
+    let unavailable =
+        |what: String| Error::new(StatusCode::CatalogUnavailable, format!("catalog database {shown} {what}"));
     match e {
         sqlx::Error::Database(d) => {
             let msg = d.message().to_string();
@@ -257,9 +259,7 @@ fn classify_catalog_db_error(uri: &str, e: &sqlx::Error, retried: Option<u64>) -
                 Some("28P01") | Some("28000") => unavailable(format!(
                     "refused the login: {msg} (check the user and password of [catalog] uri / RXGATE_CATALOG_URI)"
                 )),
-                Some("3D000") => unavailable(format!(
-                    "does not exist: {msg} (create it: createdb -O {role} {db})"
-                )),
+                Some("3D000") => unavailable(format!("does not exist: {msg} (create it: createdb -O {role} {db})")),
                 Some(code) if code == "42501" || (code.starts_with("42") && msg.contains("permission denied")) => {
                     refused(&shown, &msg, &role, &db)
                 }
@@ -342,7 +342,10 @@ mod tests {
         assert!(!e.message.contains("hunter2"), "{}", e.message);
         assert!(e.message.contains("postgres://rxgate:***@db.example:6543/rxgate_catalog"), "{}", e.message);
         assert!(e.message.contains("connection refused at db.example:6543, retried for 5 s"), "{}", e.message);
-        let e = catalog_chain_error(uri, &std::io::Error::other("error returned from database: permission denied for schema public"));
+        let e = catalog_chain_error(
+            uri,
+            &std::io::Error::other("error returned from database: permission denied for schema public"),
+        );
         assert!(e.message.contains("refused: permission denied for schema public (grant the role ownership of the database: ALTER DATABASE rxgate_catalog OWNER TO rxgate)"), "{}", e.message);
         assert!(!e.message.contains("unreachable") && !e.message.contains("hunter2"), "{}", e.message);
     }

@@ -10,8 +10,8 @@ pub mod iceberg_admin;
 mod lakehouse;
 mod provider;
 mod scan;
-mod table_cache;
 pub mod storage;
+mod table_cache;
 
 pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
 pub use config::{LakehouseConfig, DEFAULT_CONNECT_TIMEOUT_SECS};

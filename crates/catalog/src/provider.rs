@@ -73,11 +73,16 @@ impl CatalogProvider for LakehouseCatalogProvider {
         // A namespace created since the session opened, for an external table.
         let ident = NamespaceIdent::from_strs(name.split('.')).ok()?;
         self.is_namespace(name).then(|| {
-            Arc::new(NamespaceSchema { lake: self.lake.clone(), namespace: ident, tables: vec![] }) as Arc<dyn SchemaProvider>
+            Arc::new(NamespaceSchema { lake: self.lake.clone(), namespace: ident, tables: vec![] })
+                as Arc<dyn SchemaProvider>
         })
     }
 
-    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
         if self.lakehouse.contains_key(name) {
             return Err(DataFusionError::Plan(format!("schema {name} is an Iceberg namespace")));
         }
@@ -123,9 +128,11 @@ impl SchemaProvider for NamespaceSchema {
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Read with the current schema, also after schema evolution (iceberg_admin).
-        let table = crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let table =
+            crate::iceberg_admin::with_current_schema(table).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let cache = self.lake.storage().data_cache().clone();
-        let provider = LakehouseTable::try_new(table, cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider =
+            LakehouseTable::try_new(table, cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(provider)))
     }
 

@@ -70,7 +70,12 @@ impl Lakehouse {
             .bind(ident.name())
             .fetch_optional(self.pool())
             .await
-            .map_err(|e| rxgate_common::Error::new(rxgate_common::StatusCode::CatalogUnavailable, format!("catalog lookup of {ident}: {e}")))?;
+            .map_err(|e| {
+                rxgate_common::Error::new(
+                    rxgate_common::StatusCode::CatalogUnavailable,
+                    format!("catalog lookup of {ident}: {e}"),
+                )
+            })?;
         Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
     }
 }

@@ -231,7 +231,8 @@ impl Error {
     /// log, after this error's message. The message a client may see is unchanged.
     pub fn with_source(mut self, source: &(dyn StdError + 'static)) -> Self {
         let chain = chain_text(source);
-        self.detail = Some(redacted(format!("{}\ncaused by: {chain}", self.detail.as_deref().unwrap_or(&self.message))));
+        self.detail =
+            Some(redacted(format!("{}\ncaused by: {chain}", self.detail.as_deref().unwrap_or(&self.message))));
         self
     }
 
@@ -382,7 +383,9 @@ fn classify_datafusion(e: &datafusion::error::DataFusionError) -> Error {
         D::NotImplemented(m) => Error::new(StatusCode::Unsupported, first_line(m)).with_detail(m.clone()),
         // Message text: DataFusion reports a cancelled stream only as `Execution("…cancel…")`;
         // our own cancellations are `External(rxgate Error)` with the code `Cancelled`.
-        D::Execution(m) if m.contains("cancel") => Error::new(StatusCode::Cancelled, first_line(m)).with_detail(m.clone()),
+        D::Execution(m) if m.contains("cancel") => {
+            Error::new(StatusCode::Cancelled, first_line(m)).with_detail(m.clone())
+        }
         D::Execution(m) => Error::new(StatusCode::ExecutionError, first_line(m)).with_detail(m.clone()),
         D::ArrowError(inner, _) => classify_arrow(inner),
         D::ParquetError(inner) => classify_parquet(inner),
@@ -510,8 +513,10 @@ fn classify_parquet(e: &datafusion::parquet::errors::ParquetError) -> Error {
             .map(|k| Error::new(k.code, first_line(&e.to_string())).with_detail(chain_text(e)))
             .unwrap_or_else(|| leaf(StatusCode::StorageUnavailable, e)),
         P::NYI(_) => leaf(StatusCode::Unsupported, e),
-        _ => Error::new(StatusCode::StorageUnavailable, format!("unreadable data file: {}", first_line(&e.to_string())))
-            .with_detail(chain_text(e)),
+        _ => {
+            Error::new(StatusCode::StorageUnavailable, format!("unreadable data file: {}", first_line(&e.to_string())))
+                .with_detail(chain_text(e))
+        }
     }
 }
 
@@ -559,7 +564,10 @@ mod tests {
     fn not_found() -> object_store::Error {
         object_store::Error::NotFound {
             path: "warehouse/health/t/data/part-0.parquet".into(),
-            source: Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)")),
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "No such file or directory (os error 2)",
+            )),
         }
     }
 
@@ -591,7 +599,11 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_found_by_the_schema_error_variant() {
-        let e = datafusion::common::field_not_found(None::<datafusion::common::TableReference>, "nope", &datafusion::common::DFSchema::empty());
+        let e = datafusion::common::field_not_found(
+            None::<datafusion::common::TableReference>,
+            "nope",
+            &datafusion::common::DFSchema::empty(),
+        );
         assert_eq!(Error::from(e).code, StatusCode::ColumnNotFound);
     }
 
@@ -600,18 +612,54 @@ mod tests {
         let cases: Vec<(&str, DataFusionError)> = vec![
             ("ObjectStore", DataFusionError::ObjectStore(Box::new(not_found()))),
             ("IoError", DataFusionError::IoError(std::io::Error::other("disk on fire"))),
-            ("Parquet corrupt", DataFusionError::ParquetError(Box::new(ParquetError::General("Invalid Parquet file. Corrupt footer".into())))),
-            ("Parquet EOF", DataFusionError::ParquetError(Box::new(ParquetError::EOF("file size of 3 is less than footer".into())))),
-            ("Parquet(External(object_store))", DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(not_found()))))),
-            ("Arrow IoError", DataFusionError::ArrowError(Box::new(ArrowError::IoError("read".into(), std::io::Error::other("x"))), None)),
-            ("Arrow(External(Parquet))", DataFusionError::ArrowError(Box::new(ArrowError::ExternalError(Box::new(ParquetError::EOF("eof".into())))), None)),
+            (
+                "Parquet corrupt",
+                DataFusionError::ParquetError(Box::new(ParquetError::General(
+                    "Invalid Parquet file. Corrupt footer".into(),
+                ))),
+            ),
+            (
+                "Parquet EOF",
+                DataFusionError::ParquetError(Box::new(ParquetError::EOF("file size of 3 is less than footer".into()))),
+            ),
+            (
+                "Parquet(External(object_store))",
+                DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(not_found())))),
+            ),
+            (
+                "Arrow IoError",
+                DataFusionError::ArrowError(
+                    Box::new(ArrowError::IoError("read".into(), std::io::Error::other("x"))),
+                    None,
+                ),
+            ),
+            (
+                "Arrow(External(Parquet))",
+                DataFusionError::ArrowError(
+                    Box::new(ArrowError::ExternalError(Box::new(ParquetError::EOF("eof".into())))),
+                    None,
+                ),
+            ),
             ("External(object_store)", DataFusionError::External(Box::new(not_found()))),
             ("External(io)", DataFusionError::External(Box::new(std::io::Error::other("x")))),
-            ("Context(Shared(ObjectStore))", DataFusionError::Context("scanning".into(), Box::new(DataFusionError::Shared(Arc::new(DataFusionError::ObjectStore(Box::new(not_found()))))))),
-            ("External(DataFusion(ObjectStore))", DataFusionError::External(Box::new(DataFusionError::ObjectStore(Box::new(not_found()))))),
-            ("External(iceberg with object_store source)", DataFusionError::External(Box::new(
-                iceberg::Error::new(iceberg::ErrorKind::DataInvalid, "warehouse/t/metadata/1.json: not found").with_source(not_found()),
-            ))),
+            (
+                "Context(Shared(ObjectStore))",
+                DataFusionError::Context(
+                    "scanning".into(),
+                    Box::new(DataFusionError::Shared(Arc::new(DataFusionError::ObjectStore(Box::new(not_found()))))),
+                ),
+            ),
+            (
+                "External(DataFusion(ObjectStore))",
+                DataFusionError::External(Box::new(DataFusionError::ObjectStore(Box::new(not_found())))),
+            ),
+            (
+                "External(iceberg with object_store source)",
+                DataFusionError::External(Box::new(
+                    iceberg::Error::new(iceberg::ErrorKind::DataInvalid, "warehouse/t/metadata/1.json: not found")
+                        .with_source(not_found()),
+                )),
+            ),
         ];
         for (what, e) in cases {
             let got = Error::from(e);
@@ -634,7 +682,8 @@ mod tests {
         assert!(!e.detail().contains("deadbeef"), "{}", e.detail());
         let unsupported = object_store::Error::NotImplemented { operation: "copy".into(), implementer: "x".into() };
         assert_eq!(Error::from(unsupported).code, StatusCode::Unsupported);
-        let generic = object_store::Error::Generic { store: "S3", source: "connect to https://k:secret@host/b failed".into() };
+        let generic =
+            object_store::Error::Generic { store: "S3", source: "connect to https://k:secret@host/b failed".into() };
         let e = Error::from(generic);
         assert_eq!(e.code, StatusCode::StorageUnavailable);
         assert!(!e.message.contains("secret") && !e.detail().contains("secret"), "{e:?}");
@@ -697,7 +746,10 @@ mod tests {
         assert_eq!(e.code, StatusCode::StorageUnavailable);
         let shown = e.client_message();
         assert!(shown.contains("(error id "), "{shown}");
-        assert!(!shown.contains("pw@") && !shown.contains("token=abc") && !shown.contains("connection refused"), "{shown}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("token=abc") && !shown.contains("connection refused"),
+            "{shown}"
+        );
         assert!(e.detail().contains("connection refused") && !e.detail().contains("pw@"), "{}", e.detail());
         // Other errors are shown as they are.
         assert_eq!(Error::new(StatusCode::SyntaxError, "bad").client_message(), "bad");
@@ -707,9 +759,14 @@ mod tests {
     fn every_code_has_a_sqlstate_and_a_grpc_code() {
         use StatusCode as S;
         for (code, state) in [
-            (S::AuthFailed, "28P01"), (S::InvalidAuthorization, "28000"), (S::ProtocolViolation, "08P01"),
-            (S::TooManyConnections, "53300"), (S::CannotConnectNow, "57P03"), (S::StorageUnavailable, "58030"),
-            (S::InvalidTextRepresentation, "22P02"), (S::Internal, "XX000"),
+            (S::AuthFailed, "28P01"),
+            (S::InvalidAuthorization, "28000"),
+            (S::ProtocolViolation, "08P01"),
+            (S::TooManyConnections, "53300"),
+            (S::CannotConnectNow, "57P03"),
+            (S::StorageUnavailable, "58030"),
+            (S::InvalidTextRepresentation, "22P02"),
+            (S::Internal, "XX000"),
         ] {
             assert_eq!(code.sqlstate(), state, "{code:?}");
         }

@@ -77,9 +77,7 @@ pub fn redact_secrets(text: &str) -> Cow<'_, str> {
                 if let Some(eq) = text[pos..param_end].find('=') {
                     let key = &text[pos..pos + eq];
                     let value_start = pos + eq + 1;
-                    if value_start < param_end
-                        && SECRET_PARAMS.iter().any(|k| key.eq_ignore_ascii_case(k))
-                    {
+                    if value_start < param_end && SECRET_PARAMS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
                         out.push_str(&text[copied..value_start]);
                         out.push_str(REDACTED);
                         copied = param_end;
@@ -114,8 +112,15 @@ mod tests {
         assert_eq!(redact_uri("postgresql://u:p@ss@h/db"), "postgresql://u:***@h/db");
         assert_eq!(redact_uri("hdfs://alice:pw@nn:8020/x?y=1"), "hdfs://alice:***@nn:8020/x?y=1");
         // No password, no userinfo, no URI: unchanged (and not copied).
-        for s in ["postgres://rxgate@h/db", "postgres://h:5432/db", "sqlite:var/catalog.db",
-                  "file:///srv/w", "s3://bucket/a@b:c", "plain text", "postgres://u:@h/db"] {
+        for s in [
+            "postgres://rxgate@h/db",
+            "postgres://h:5432/db",
+            "sqlite:var/catalog.db",
+            "file:///srv/w",
+            "s3://bucket/a@b:c",
+            "plain text",
+            "postgres://u:@h/db",
+        ] {
             assert!(matches!(redact_secrets(s), Cow::Borrowed(_)), "{s}");
         }
     }

@@ -54,18 +54,11 @@ pub fn cities_batch(cities: &[City]) -> Result<RecordBatch, DatagenError> {
         os(cities, |c| c.county_name.as_deref()),
         Arc::new(Float64Array::from_iter_values(cities.iter().map(|c| c.lat))),
         Arc::new(Float64Array::from_iter_values(cities.iter().map(|c| c.lng))),
-        Arc::new(Int64Array::from_iter_values(
-            cities.iter().map(|c| c.population),
-        )),
+        Arc::new(Int64Array::from_iter_values(cities.iter().map(|c| c.population))),
         Arc::new(cities.iter().map(|c| c.density).collect::<Float64Array>()),
         s(cities, |c| &c.source),
         Arc::new(cities.iter().map(|c| c.military).collect::<BooleanArray>()),
-        Arc::new(
-            cities
-                .iter()
-                .map(|c| c.incorporated)
-                .collect::<BooleanArray>(),
-        ),
+        Arc::new(cities.iter().map(|c| c.incorporated).collect::<BooleanArray>()),
         s(cities, |c| &c.timezone),
         Arc::new(cities.iter().map(|c| c.ranking).collect::<Int32Array>()),
         s(cities, |c| &c.zips),
@@ -78,9 +71,7 @@ pub fn cities_batch(cities: &[City]) -> Result<RecordBatch, DatagenError> {
 pub fn write_cities_parquet(cities: &[City], path: &Path) -> Result<(), DatagenError> {
     let batch = cities_batch(cities)?;
     let file = File::create(path).map_err(|e| DatagenError::io(path, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     w.write(&batch)?;
     w.close()?;

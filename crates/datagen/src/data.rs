@@ -80,13 +80,8 @@ fn opt_bool(s: &str) -> Option<bool> {
 
 /// Parses the embedded city list.
 pub fn cities() -> Result<Vec<City>, DatagenError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(US_CITIES_CSV.as_bytes());
-    let header = rdr
-        .headers()
-        .map_err(|e| bad("us_cities.csv", 1, e))?
-        .clone();
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(US_CITIES_CSV.as_bytes());
+    let header = rdr.headers().map_err(|e| bad("us_cities.csv", 1, e))?.clone();
     if header.iter().collect::<Vec<_>>() != CITY_COLUMNS {
         return Err(bad("us_cities.csv", 1, "unexpected header"));
     }
@@ -95,14 +90,10 @@ pub fn cities() -> Result<Vec<City>, DatagenError> {
         let line = i + 2;
         let r = rec.map_err(|e| bad("us_cities.csv", line, e))?;
         let num = |idx: usize| -> Result<f64, DatagenError> {
-            r[idx]
-                .parse::<f64>()
-                .map_err(|e| bad("us_cities.csv", line, e))
+            r[idx].parse::<f64>().map_err(|e| bad("us_cities.csv", line, e))
         };
         let int = |idx: usize| -> Result<i64, DatagenError> {
-            r[idx]
-                .parse::<i64>()
-                .map_err(|e| bad("us_cities.csv", line, e))
+            r[idx].parse::<i64>().map_err(|e| bad("us_cities.csv", line, e))
         };
         out.push(City {
             city: r[0].to_string(),
@@ -119,11 +110,7 @@ pub fn cities() -> Result<Vec<City>, DatagenError> {
             military: opt_bool(&r[11]),
             incorporated: opt_bool(&r[12]),
             timezone: r[13].to_string(),
-            ranking: if r[14].is_empty() {
-                None
-            } else {
-                Some(int(14)? as i32)
-            },
+            ranking: if r[14].is_empty() { None } else { Some(int(14)? as i32) },
             zips: r[15].to_string(),
             id: int(16)?,
         });
@@ -136,19 +123,14 @@ pub fn cities() -> Result<Vec<City>, DatagenError> {
 
 /// Parses the embedded drug list.
 pub fn drugs() -> Result<Vec<Drug>, DatagenError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(DRUGS_CSV.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(DRUGS_CSV.as_bytes());
     let mut out = Vec::with_capacity(4000);
     for (i, rec) in rdr.records().enumerate() {
         let r = rec.map_err(|e| bad("drugs.csv", i + 2, e))?;
         if r.len() != 2 || r[0].is_empty() || r[1].is_empty() {
             return Err(bad("drugs.csv", i + 2, "expected drug_name,generic_name"));
         }
-        out.push(Drug {
-            drug_name: r[0].to_string(),
-            generic_name: r[1].to_string(),
-        });
+        out.push(Drug { drug_name: r[0].to_string(), generic_name: r[1].to_string() });
     }
     if out.is_empty() {
         return Err(bad("drugs.csv", 0, "no drugs"));

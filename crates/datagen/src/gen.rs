@@ -10,9 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{City, Drug};
-use crate::names::{
-    FIRST_NAMES, LAST_NAMES, NAME_SUFFIXES, ORG_SUFFIXES, SPECIALTIES, STATES, TOP_DRUGS,
-};
+use crate::names::{FIRST_NAMES, LAST_NAMES, NAME_SUFFIXES, ORG_SUFFIXES, SPECIALTIES, STATES, TOP_DRUGS};
 use crate::npi::npi_for_index;
 use crate::{DirtyKind, Layout, DIRTY_KINDS};
 
@@ -130,11 +128,7 @@ impl Model {
                 } else {
                     (900f64.ln() + 0.9 * z).exp().clamp(50.0, 500_000.0)
                 };
-                DrugM {
-                    name: d.drug_name.clone(),
-                    generic: d.generic_name.clone(),
-                    fill_price_cents: price,
-                }
+                DrugM { name: d.drug_name.clone(), generic: d.generic_name.clone(), fill_price_cents: price }
             })
             .collect();
         ds.sort_by(|a, b| a.name.cmp(&b.name).then(a.generic.cmp(&b.generic)));
@@ -151,9 +145,7 @@ impl Model {
                 }
             }
         }
-        let mut rest: Vec<u32> = (0..ds.len() as u32)
-            .filter(|&i| !used[i as usize])
-            .collect();
+        let mut rest: Vec<u32> = (0..ds.len() as u32).filter(|&i| !used[i as usize]).collect();
         rest.sort_by_key(|&i| (fnv1a(&ds[i as usize].name), i));
         rank_to_drug.extend(rest);
         let drug_cdf = cdf_from((0..ds.len()).map(|r| 1.0 / (r as f64 + 10.0)));
@@ -164,17 +156,11 @@ impl Model {
             let Some(st) = STATES.iter().position(|s| s.0 == c.state_id) else {
                 continue;
             };
-            cs.push(CityM {
-                upper: c.city.to_uppercase(),
-                orig: c.city.clone(),
-                state: st as u8,
-            });
+            cs.push(CityM { upper: c.city.to_uppercase(), orig: c.city.clone(), state: st as u8 });
             cw.push(c.population.max(1) as f64);
         }
         if cs.is_empty() || ds.is_empty() {
-            return Err(crate::DatagenError::EmbeddedData(
-                "no usable cities or drugs".into(),
-            ));
+            return Err(crate::DatagenError::EmbeddedData("no usable cities or drugs".into()));
         }
         Ok(Model {
             drugs: ds,
@@ -243,9 +229,7 @@ fn new_prescriber(m: &Model, index: u64, rng: &mut ChaCha8Rng) -> Prescriber {
     let specialty = pick(&m.spec_cdf, rng) as u8;
     let type_src_taxonomy = rng.gen::<f64>() < 0.15;
     // triangular on 1..=60, peak ~30: ~70% fall in 20..=50
-    let years = (1.0 + (rng.gen::<f64>() + rng.gen::<f64>()) * 30.0)
-        .floor()
-        .clamp(1.0, 60.0) as u8;
+    let years = (1.0 + (rng.gen::<f64>() + rng.gen::<f64>()) * 30.0).floor().clamp(1.0, 60.0) as u8;
     let vol_ln = 0.5 * normal(rng);
     // Medicare is mostly 65+: many prescribers see (almost) only 65+ patients
     let ge65_kind: f64 = rng.gen();
@@ -356,16 +340,7 @@ const CMS_ORDER: [usize; 22] = [
 ];
 
 /// Numeric fields that may receive a malformed value (never npi, never total_claim_count).
-const MALFORMABLE: [usize; 8] = [
-    f::BENE,
-    f::FILLS,
-    f::DAYS,
-    f::COST,
-    f::CLAIMS65,
-    f::FILLS65,
-    f::DAYS65,
-    f::COST65,
-];
+const MALFORMABLE: [usize; 8] = [f::BENE, f::FILLS, f::DAYS, f::COST, f::CLAIMS65, f::FILLS65, f::DAYS65, f::COST65];
 const MALFORMED_VALUES: [&[u8]; 6] = [b"12x", b"N/A", b"-", b"1.2.3", b"abc", b"$45"];
 
 #[derive(Clone, Copy)]
@@ -395,9 +370,7 @@ fn put(buf: &mut Vec<u8>, v: V<'_>) {
     match v {
         V::Empty => {}
         V::S(a, b, c) => {
-            let needs_quotes = [a, b, c]
-                .iter()
-                .any(|p| p.iter().any(|&ch| ch == b',' || ch == b'"'));
+            let needs_quotes = [a, b, c].iter().any(|p| p.iter().any(|&ch| ch == b',' || ch == b'"'));
             if needs_quotes {
                 buf.push(b'"');
                 for p in [a, b, c] {
@@ -472,9 +445,7 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
         Layout::Cms => &CMS_ORDER,
     };
 
-    let ps: Vec<Prescriber> = (0..k)
-        .map(|j| new_prescriber(m, p0 + j, &mut rng))
-        .collect();
+    let ps: Vec<Prescriber> = (0..k).map(|j| new_prescriber(m, p0 + j, &mut rng)).collect();
 
     // rows per prescriber: at least one each, the rest by a lognormal weight
     let cap = MAX_ROWS_PER_PRESCRIBER.min(m.drugs.len() as u32);
@@ -482,10 +453,7 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
     if k > 0 {
         let wcdf = cdf_from(ps.iter().map(|p| p.row_weight));
         let extra = r.saturating_sub(k);
-        assert!(
-            r <= k * u64::from(cap),
-            "chunk {c}: {r} rows cannot be spread over {k} prescribers"
-        );
+        assert!(r <= k * u64::from(cap), "chunk {c}: {r} rows cannot be spread over {k} prescribers");
         for _ in 0..extra {
             let mut j = pick(&wcdf, &mut rng);
             while counts[j] >= cap {
@@ -516,11 +484,7 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
             let mut tries = 0;
             while stamp[d as usize] == tag {
                 tries += 1;
-                d = if tries < 20 {
-                    m.rank_to_drug[pick(&m.drug_cdf, &mut rng)]
-                } else {
-                    (d + 1) % ndrugs as u32
-                };
+                d = if tries < 20 { m.rank_to_drug[pick(&m.drug_cdf, &mut rng)] } else { (d + 1) % ndrugs as u32 };
             }
             stamp[d as usize] = tag;
             picked.push(d);
@@ -533,18 +497,11 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
         let last = LAST_NAMES[p.last as usize].as_bytes();
         let (last_tail, first): (&[u8], &[u8]) = match p.kind {
             NameKind::Person => (b"", FIRST_NAMES[p.first as usize].as_bytes()),
-            NameKind::Suffixed(i) => (
-                NAME_SUFFIXES[i as usize].as_bytes(),
-                FIRST_NAMES[p.first as usize].as_bytes(),
-            ),
+            NameKind::Suffixed(i) => (NAME_SUFFIXES[i as usize].as_bytes(), FIRST_NAMES[p.first as usize].as_bytes()),
             NameKind::Org(i) => (ORG_SUFFIXES[i as usize].as_bytes(), b""),
         };
         let city = &m.cities[p.city as usize];
-        let city_b = if p.mixed_case_city {
-            city.orig.as_bytes()
-        } else {
-            city.upper.as_bytes()
-        };
+        let city_b = if p.mixed_case_city { city.orig.as_bytes() } else { city.upper.as_bytes() };
         let st = STATES[city.state as usize];
         let spec = SPECIALTIES[p.specialty as usize].0.as_bytes();
         let flag: &[u8] = if p.type_src_taxonomy { b"T" } else { b"S" };
@@ -553,9 +510,7 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
         for &d in &picked {
             let drug = &m.drugs[d as usize];
             // --- values
-            let claims = (11.0 + (2.9 + p.vol_ln + 1.15 * normal(&mut rng)).exp())
-                .min(250_000.0)
-                .floor() as u64;
+            let claims = (11.0 + (2.9 + p.vol_ln + 1.15 * normal(&mut rng)).exp()).min(250_000.0).floor() as u64;
             let ninety: bool = rng.gen::<f64>() < 0.35;
             let u_extra: f64 = rng.gen();
             let extra_t = if ninety {
@@ -564,26 +519,17 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
                 (claims as f64 * u_extra * 1.5).floor() as u64
             };
             let fills_t = claims * 10 + extra_t;
-            let days = ((fills_t as f64 / 10.0) * 30.0 * (0.85 + 0.15 * rng.gen::<f64>()))
+            let days =
+                ((fills_t as f64 / 10.0) * 30.0 * (0.85 + 0.15 * rng.gen::<f64>())).round().max(claims as f64) as u64;
+            let cost_c = ((fills_t as f64 / 10.0) * drug.fill_price_cents * (0.85 + 0.3 * rng.gen::<f64>()))
                 .round()
-                .max(claims as f64) as u64;
-            let cost_c =
-                ((fills_t as f64 / 10.0) * drug.fill_price_cents * (0.85 + 0.3 * rng.gen::<f64>()))
-                    .round()
-                    .max(1.0) as u64;
+                .max(1.0) as u64;
             let per_bene = (rng.gen::<f64>() * 12f64.ln()).exp();
             let bene = ((claims as f64 / per_bene).ceil() as u64).clamp(1, claims);
             let noise = 0.05 * normal(&mut rng);
-            let share = if p.ge65_share >= 1.0 {
-                1.0
-            } else {
-                (p.ge65_share + noise).clamp(0.0, 1.0)
-            };
+            let share = if p.ge65_share >= 1.0 { 1.0 } else { (p.ge65_share + noise).clamp(0.0, 1.0) };
             let c65 = ((claims as f64 * share).round() as u64).min(claims);
-            let b65 = ((bene as f64 * share).round() as u64)
-                .min(bene)
-                .min(c65)
-                .max(u64::from(c65 > 0));
+            let b65 = ((bene as f64 * share).round() as u64).min(bene).min(c65).max(u64::from(c65 > 0));
             let bene_blank = bene < 11 && rng.gen::<f64>() < 0.9;
             let dirty = dirty_kind(rng.gen_range(0..1_000_000u32));
             let malformed_at = MALFORMABLE[rng.gen_range(0..MALFORMABLE.len())];
@@ -654,11 +600,7 @@ pub(crate) fn gen_chunk(m: &Model, rows: u64, prescribers: u64, chunks: u64, c: 
                 seen = true;
             }
 
-            let n = if drop_last {
-                order.len() - 1
-            } else {
-                order.len()
-            };
+            let n = if drop_last { order.len() - 1 } else { order.len() };
             for (i, &fi) in order[..n].iter().enumerate() {
                 if i > 0 {
                     out.buf.push(b',');
@@ -733,10 +675,7 @@ mod tests {
     fn top_drugs_exist() {
         let ds = crate::data::drugs().unwrap();
         for t in TOP_DRUGS {
-            assert!(
-                ds.iter().any(|d| d.drug_name == *t),
-                "{t} missing from drugs.csv"
-            );
+            assert!(ds.iter().any(|d| d.drug_name == *t), "{t} missing from drugs.csv");
         }
     }
 }

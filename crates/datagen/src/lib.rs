@@ -151,10 +151,7 @@ pub enum DatagenError {
 
 impl DatagenError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DatagenError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        DatagenError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -200,10 +197,7 @@ impl DirtyKind {
 
     /// Whether the pipeline must reject (quarantine) such a row.
     pub const fn is_reject(self) -> bool {
-        !matches!(
-            self,
-            DirtyKind::MissingClaimCount | DirtyKind::MalformedNumber
-        )
+        !matches!(self, DirtyKind::MissingClaimCount | DirtyKind::MalformedNumber)
     }
 }
 
@@ -216,24 +210,16 @@ pub fn rows_for_scale(scale: f64) -> u64 {
 /// number of rows.
 pub fn prescribers_for_scale(scale: f64) -> u64 {
     let rows = rows_for_scale(scale);
-    ((SCALE1_PRESCRIBERS as f64 * scale).round() as u64)
-        .max(MIN_PRESCRIBERS)
-        .min(rows)
+    ((SCALE1_PRESCRIBERS as f64 * scale).round() as u64).max(MIN_PRESCRIBERS).min(rows)
 }
 
 fn check(opts: &DatagenOptions) -> Result<(), DatagenError> {
     if !opts.scale.is_finite() || opts.scale <= 0.0 {
-        return Err(DatagenError::InvalidOptions(format!(
-            "scale must be a finite number > 0, got {}",
-            opts.scale
-        )));
+        return Err(DatagenError::InvalidOptions(format!("scale must be a finite number > 0, got {}", opts.scale)));
     }
     // keep NPIs distinct (200M bases) and row counts sane
     if opts.scale > 1000.0 {
-        return Err(DatagenError::InvalidOptions(format!(
-            "scale must be at most 1000, got {}",
-            opts.scale
-        )));
+        return Err(DatagenError::InvalidOptions(format!("scale must be at most 1000, got {}", opts.scale)));
     }
     Ok(())
 }
@@ -243,10 +229,7 @@ fn check(opts: &DatagenOptions) -> Result<(), DatagenError> {
 /// `progress(rows_done, rows_total)` is called on the calling thread, once before the first
 /// rows and after each chunk (~55k rows) is written. Files are written to a `.tmp` name and
 /// renamed when complete, so a failed run leaves no file under the final name.
-pub fn generate(
-    opts: &DatagenOptions,
-    progress: &dyn Fn(u64, u64),
-) -> Result<DatagenReport, DatagenError> {
+pub fn generate(opts: &DatagenOptions, progress: &dyn Fn(u64, u64)) -> Result<DatagenReport, DatagenError> {
     check(opts)?;
     let rows = rows_for_scale(opts.scale);
     let prescribers = prescribers_for_scale(opts.scale);
@@ -299,24 +282,14 @@ fn write_prescribers(
 ) -> Result<Stats, DatagenError> {
     let file = fs::File::create(path).map_err(|e| DatagenError::io(path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(gen::header(model.layout()).as_bytes())
-        .map_err(|e| DatagenError::io(path, e))?;
+    w.write_all(gen::header(model.layout()).as_bytes()).map_err(|e| DatagenError::io(path, e))?;
     progress(0, rows);
 
-    let chunks = if prescribers == 0 {
-        0
-    } else {
-        prescribers.div_ceil(gen::PRESCRIBERS_PER_CHUNK)
-    };
+    let chunks = if prescribers == 0 { 0 } else { prescribers.div_ceil(gen::PRESCRIBERS_PER_CHUNK) };
     if chunks > 0 && rows > prescribers * 1000.min(model.drug_count() as u64) {
-        return Err(DatagenError::InvalidOptions(
-            "too many rows per prescriber".into(),
-        ));
+        return Err(DatagenError::InvalidOptions("too many rows per prescriber".into()));
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
     let workers = workers.min(chunks.max(1) as usize);
     let window = (2 * workers) as u64; // chunks in flight: bounds memory
 

@@ -132,10 +132,7 @@ pub const SPECIALTIES: &[(&str, u32)] = &[
     ("General Practice", 6),
     ("Hospitalist", 6),
     ("Geriatric Medicine", 5),
-    (
-        "Student in an Organized Health Care Education/Training Program",
-        5,
-    ),
+    ("Student in an Organized Health Care Education/Training Program", 5),
     ("Pain Management", 4),
     ("Psychiatry & Neurology", 4),
     ("Certified Clinical Nurse Specialist", 4),

@@ -57,10 +57,7 @@ mod tests {
         // full Luhn over "80840" + NPI agrees
         for base in [123_456_789u64, 100_000_000, 299_999_999, 187_654_321] {
             let npi = base * 10 + u64::from(npi_check_digit(base));
-            let digits: Vec<u32> = format!("80840{npi}")
-                .bytes()
-                .map(|b| u32::from(b - b'0'))
-                .collect();
+            let digits: Vec<u32> = format!("80840{npi}").bytes().map(|b| u32::from(b - b'0')).collect();
             let mut sum = 0;
             for (i, d) in digits.iter().rev().enumerate() {
                 let mut d = *d;

@@ -7,12 +7,7 @@ const SEED_HEADER: &str = "npi,nppes_provider_last_org_name,nppes_provider_first
 const CMS_HEADER: &str = "Prscrbr_NPI,Prscrbr_Last_Org_Name,Prscrbr_First_Name,Prscrbr_City,Prscrbr_State_Abrvtn,Prscrbr_State_FIPS,Prscrbr_Type,Prscrbr_Type_Src,Brnd_Name,Gnrc_Name,Tot_Clms,Tot_30day_Fills,Tot_Day_Suply,Tot_Drug_Cst,Tot_Benes,GE65_Sprsn_Flag,GE65_Tot_Clms,GE65_Tot_30day_Fills,GE65_Tot_Drug_Cst,GE65_Tot_Day_Suply,GE65_Bene_Sprsn_Flag,GE65_Tot_Benes";
 
 fn run(dir: &Path, scale: f64, seed: u64, layout: Layout) -> DatagenReport {
-    let opts = DatagenOptions {
-        scale,
-        out: dir.to_path_buf(),
-        layout,
-        seed,
-    };
+    let opts = DatagenOptions { scale, out: dir.to_path_buf(), layout, seed };
     generate(&opts, &|_, _| {}).expect("generate")
 }
 
@@ -23,10 +18,7 @@ fn lines(bytes: &[u8]) -> Vec<&[u8]> {
 }
 
 fn fields(line: &str) -> Vec<String> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(line.as_bytes());
+    let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(line.as_bytes());
     let rec = r.records().next().expect("one record").expect("parsable");
     rec.iter().map(str::to_string).collect()
 }
@@ -48,12 +40,7 @@ struct Counts {
 
 impl Counts {
     fn rejected(&self) -> u64 {
-        self.invalid_utf8
-            + self.too_many
-            + self.too_few
-            + self.missing_npi
-            + self.npi_no_digits
-            + self.missing_drug
+        self.invalid_utf8 + self.too_many + self.too_few + self.missing_npi + self.npi_no_digits + self.missing_drug
     }
 }
 
@@ -106,19 +93,9 @@ fn classify_seed(bytes: &[u8]) -> Counts {
             continue;
         }
         // numeric fields: empty (suppressed) or well-formed
-        let spec: [(usize, Option<usize>); 8] = [
-            (9, None),
-            (11, Some(1)),
-            (12, None),
-            (13, Some(2)),
-            (16, None),
-            (18, Some(1)),
-            (19, None),
-            (20, Some(2)),
-        ];
-        let bad = spec
-            .iter()
-            .any(|&(i, d)| !f[i].is_empty() && !is_num(&f[i], d));
+        let spec: [(usize, Option<usize>); 8] =
+            [(9, None), (11, Some(1)), (12, None), (13, Some(2)), (16, None), (18, Some(1)), (19, None), (20, Some(2))];
+        let bad = spec.iter().any(|&(i, d)| !f[i].is_empty() && !is_num(&f[i], d));
         if bad {
             c.malformed += 1;
             continue;
@@ -135,9 +112,7 @@ fn classify_seed(bytes: &[u8]) -> Counts {
         }
         match f[17].as_str() {
             "*" | "#" => {
-                assert!(
-                    f[16].is_empty() && f[18].is_empty() && f[19].is_empty() && f[20].is_empty()
-                )
+                assert!(f[16].is_empty() && f[18].is_empty() && f[19].is_empty() && f[20].is_empty())
             }
             "" => {
                 assert!(n(16).unwrap() <= claims);
@@ -173,10 +148,7 @@ fn header_per_layout() {
     for layout in [Layout::Seed, Layout::Cms] {
         let dir = tempfile::tempdir().unwrap();
         let rep = run(dir.path(), 0.001, 1, layout);
-        assert_eq!(
-            rep.prescriber_file,
-            dir.path().join("prescribers").join(layout.file_name())
-        );
+        assert_eq!(rep.prescriber_file, dir.path().join("prescribers").join(layout.file_name()));
         let bytes = fs::read(&rep.prescriber_file).unwrap();
         let first = bytes.split(|&b| b == b'\n').next().unwrap();
         assert_eq!(first, layout.header().as_bytes());
@@ -191,20 +163,11 @@ fn deterministic_same_seed_same_bytes() {
     let ra = run(a.path(), 0.01, 42, Layout::Seed);
     let rb = run(b.path(), 0.01, 42, Layout::Seed);
     let rc = run(c.path(), 0.01, 43, Layout::Seed);
-    assert_eq!(
-        fs::read(&ra.prescriber_file).unwrap(),
-        fs::read(&rb.prescriber_file).unwrap()
-    );
-    assert_eq!(
-        fs::read(&ra.cities_file).unwrap(),
-        fs::read(&rb.cities_file).unwrap()
-    );
+    assert_eq!(fs::read(&ra.prescriber_file).unwrap(), fs::read(&rb.prescriber_file).unwrap());
+    assert_eq!(fs::read(&ra.cities_file).unwrap(), fs::read(&rb.cities_file).unwrap());
     assert_eq!(ra.dirty_rows, rb.dirty_rows);
     assert_eq!(ra.distinct_npis, rb.distinct_npis);
-    assert_ne!(
-        fs::read(&ra.prescriber_file).unwrap(),
-        fs::read(&rc.prescriber_file).unwrap()
-    );
+    assert_ne!(fs::read(&ra.prescriber_file).unwrap(), fs::read(&rc.prescriber_file).unwrap());
 }
 
 #[test]
@@ -230,16 +193,8 @@ fn row_counts_follow_scale() {
 fn rejects_bad_scale() {
     for scale in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = DatagenOptions {
-            scale,
-            out: dir.path().into(),
-            layout: Layout::Seed,
-            seed: 1,
-        };
-        assert!(matches!(
-            generate(&opts, &|_, _| {}),
-            Err(DatagenError::InvalidOptions(_))
-        ));
+        let opts = DatagenOptions { scale, out: dir.path().into(), layout: Layout::Seed, seed: 1 };
+        assert!(matches!(generate(&opts, &|_, _| {}), Err(DatagenError::InvalidOptions(_))));
     }
 }
 
@@ -251,11 +206,7 @@ fn npis_valid_and_counted() {
     // every distinct valid NPI that appears is counted
     assert_eq!(c.npis.len() as u64, rep.distinct_npis);
     let p = prescribers_for_scale(0.02);
-    assert!(
-        rep.distinct_npis <= p && rep.distinct_npis + 5 >= p,
-        "{} of {p}",
-        rep.distinct_npis
-    );
+    assert!(rep.distinct_npis <= p && rep.distinct_npis + 5 >= p, "{} of {p}", rep.distinct_npis);
 }
 
 #[test]
@@ -268,10 +219,7 @@ fn dirty_rates_within_tolerance() {
     let check = |name: &str, got: u64, kind: DirtyKind| {
         let exp = c.rows as f64 * f64::from(kind.ppm()) / 1e6;
         let tol = 5.0 * exp.sqrt() + 5.0;
-        assert!(
-            (got as f64 - exp).abs() <= tol,
-            "{name}: got {got}, expected {exp:.0} ± {tol:.0}"
-        );
+        assert!((got as f64 - exp).abs() <= tol, "{name}: got {got}, expected {exp:.0} ± {tol:.0}");
     };
     check("invalid utf8", c.invalid_utf8, DirtyKind::InvalidUtf8);
     check("too many", c.too_many, DirtyKind::TooManyFields);
@@ -279,11 +227,7 @@ fn dirty_rates_within_tolerance() {
     check("missing npi", c.missing_npi, DirtyKind::MissingNpi);
     check("npi no digits", c.npi_no_digits, DirtyKind::NpiNoDigits);
     check("missing drug", c.missing_drug, DirtyKind::MissingDrugName);
-    check(
-        "missing claims",
-        c.missing_claims,
-        DirtyKind::MissingClaimCount,
-    );
+    check("missing claims", c.missing_claims, DirtyKind::MissingClaimCount);
     check("malformed", c.malformed, DirtyKind::MalformedNumber);
     assert_eq!(rep.dirty_rows, c.rejected());
 }
@@ -325,14 +269,8 @@ fn quoting_and_lines() {
     let bytes = fs::read(&rep.prescriber_file).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains('\r'));
-    assert!(
-        text.contains(", JR\"") || text.contains(", SR\""),
-        "some quoted name suffixes"
-    );
-    assert!(
-        text.contains(", LLC\"") || text.contains(", INC.\""),
-        "some quoted org names"
-    );
+    assert!(text.contains(", JR\"") || text.contains(", SR\""), "some quoted name suffixes");
+    assert!(text.contains(", LLC\"") || text.contains(", INC.\""), "some quoted org names");
     // mixed-case cities exist next to upper-case ones
     let c = lines(&bytes)[1..]
         .iter()
@@ -349,10 +287,7 @@ fn cities_parquet_roundtrip() {
     let dir = tempfile::tempdir().unwrap();
     let rep = run(dir.path(), 0.0001, 1, Layout::Cms);
     let file = fs::File::open(&rep.cities_file).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let mut n = 0;
     for batch in reader {
         let batch = batch.unwrap();
@@ -362,19 +297,12 @@ fn cities_parquet_roundtrip() {
     assert_eq!(n as u64, rep.cities);
     assert!((5000..5600).contains(&n), "{n} cities");
     let cities = embedded_cities().unwrap();
-    let keys: HashSet<(String, String)> = cities
-        .iter()
-        .map(|c| (c.state_id.clone(), c.city.to_uppercase()))
-        .collect();
+    let keys: HashSet<(String, String)> = cities.iter().map(|c| (c.state_id.clone(), c.city.to_uppercase())).collect();
     assert_eq!(keys.len(), cities.len(), "(state_id, upper(city)) is a key");
-    assert!(cities
-        .iter()
-        .any(|c| c.city == "New York" && c.state_id == "NY"));
+    assert!(cities.iter().any(|c| c.city == "New York" && c.state_id == "NY"));
     let drugs = embedded_drugs().unwrap();
     assert!((2000..=5000).contains(&drugs.len()));
-    assert!(drugs
-        .iter()
-        .any(|d| d.drug_name == "LIPITOR" && d.generic_name == "ATORVASTATIN"));
+    assert!(drugs.iter().any(|d| d.drug_name == "LIPITOR" && d.generic_name == "ATORVASTATIN"));
 }
 
 #[test]
@@ -382,10 +310,7 @@ fn prescriber_cities_join_the_dimension() {
     let dir = tempfile::tempdir().unwrap();
     let rep = run(dir.path(), 0.01, 8, Layout::Seed);
     let cities = embedded_cities().unwrap();
-    let keys: HashSet<(String, String)> = cities
-        .iter()
-        .map(|c| (c.state_id.clone(), c.city.to_uppercase()))
-        .collect();
+    let keys: HashSet<(String, String)> = cities.iter().map(|c| (c.state_id.clone(), c.city.to_uppercase())).collect();
     let bytes = fs::read(&rep.prescriber_file).unwrap();
     for l in &lines(&bytes)[1..] {
         let Ok(l) = std::str::from_utf8(l) else {
@@ -393,12 +318,7 @@ fn prescriber_cities_join_the_dimension() {
         };
         let f = fields(l);
         if f.len() == 22 {
-            assert!(
-                keys.contains(&(f[4].clone(), f[3].to_uppercase())),
-                "{} {}",
-                f[3],
-                f[4]
-            );
+            assert!(keys.contains(&(f[4].clone(), f[3].to_uppercase())), "{} {}", f[3], f[4]);
         }
     }
 }

@@ -5,8 +5,8 @@
 //! The directory is created 0700 and the files 0600, whatever the process umask.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -169,7 +169,14 @@ impl AuditLog {
 
     /// Records a login attempt; its statement describes the event (`login (pgwire): success`,
     /// `login (flightsql): failed: password authentication failed`).
-    pub fn login(&self, user: &str, roles: &[String], channel: Channel, addr: Option<std::net::SocketAddr>, error: Option<&Error>) {
+    pub fn login(
+        &self,
+        user: &str,
+        roles: &[String],
+        channel: Channel,
+        addr: Option<std::net::SocketAddr>,
+        error: Option<&Error>,
+    ) {
         let mut r = AuditRecord::begin("login", user, roles, channel, addr, login_statement(channel, error));
         r.finish(0, Instant::now(), error);
         self.append(&r);
@@ -341,7 +348,8 @@ mod tests {
         assert_eq!(last["protocol"], "cli");
         assert!(dir.path().join("audit.1.jsonl").exists() && dir.path().join("audit.2.jsonl").exists());
         assert!(!dir.path().join("audit.3.jsonl").exists());
-        let sizes: u64 = ["audit.jsonl", "audit.1.jsonl"].iter().map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len()).sum();
+        let sizes: u64 =
+            ["audit.jsonl", "audit.1.jsonl"].iter().map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len()).sum();
         assert!(sizes <= 2 * 4096);
     }
 
@@ -349,6 +357,9 @@ mod tests {
     fn login_records_describe_the_event() {
         assert_eq!(login_statement(Channel::PgWire, None), "login (pgwire): success");
         let bad = Error::new(rxgate_common::StatusCode::AuthFailed, "password authentication failed");
-        assert_eq!(login_statement(Channel::FlightSql, Some(&bad)), "login (flightsql): failed: password authentication failed");
+        assert_eq!(
+            login_statement(Channel::FlightSql, Some(&bad)),
+            "login (flightsql): failed: password authentication failed"
+        );
     }
 }

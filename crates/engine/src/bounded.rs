@@ -19,12 +19,12 @@ use datafusion::common::{DataFusionError, ExprSchema, Result, ScalarValue};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
-use datafusion::logical_expr::udf_eq::UdfEq;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::udf_eq::UdfEq;
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature,
+    ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature,
 };
 use datafusion::prelude::SessionContext;
 
@@ -328,7 +328,8 @@ impl datafusion::logical_expr::planner::ExprPlanner for ConcatPlanner {
         &self,
         expr: datafusion::logical_expr::planner::RawBinaryExpr,
         schema: &datafusion::common::DFSchema,
-    ) -> Result<datafusion::logical_expr::planner::PlannerResult<datafusion::logical_expr::planner::RawBinaryExpr>> {
+    ) -> Result<datafusion::logical_expr::planner::PlannerResult<datafusion::logical_expr::planner::RawBinaryExpr>>
+    {
         use datafusion::logical_expr::planner::PlannerResult;
         use datafusion::logical_expr::ExprSchemable;
         use datafusion::sql::sqlparser::ast::BinaryOperator;

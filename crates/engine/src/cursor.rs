@@ -12,9 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, FetchDirection, Value,
-};
+use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, FetchDirection, Value};
 use futures::StreamExt;
 use rxgate_common::{Error, Result, StatusCode};
 
@@ -61,7 +59,10 @@ impl CopyOptions {
                         "csv" => CopyFormat::Csv,
                         "binary" => CopyFormat::Binary,
                         other => {
-                            return Err(Error::new(StatusCode::InvalidArgument, format!("COPY format \"{other}\" not recognized")))
+                            return Err(Error::new(
+                                StatusCode::InvalidArgument,
+                                format!("COPY format \"{other}\" not recognized"),
+                            ))
                         }
                     }
                 }
@@ -263,7 +264,9 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let batches = batches
             .iter()
-            .map(|r| RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(r.clone()))]).unwrap())
+            .map(|r| {
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(r.clone()))]).unwrap()
+            })
             .collect();
         Box::pin(MemoryStream::try_new(batches, schema, None).unwrap())
     }
@@ -309,7 +312,10 @@ mod tests {
         let text = CopyOptions::parse(&[], &[]).unwrap();
         assert_eq!((text.format, text.delimiter.as_str(), text.null.as_str()), (CopyFormat::Text, "\t", "\\N"));
         let csv = CopyOptions::parse(&[], &[CopyLegacyOption::Csv(vec![CopyLegacyCsvOption::Header])]).unwrap();
-        assert_eq!((csv.format, csv.delimiter.as_str(), csv.null.as_str(), csv.header), (CopyFormat::Csv, ",", "", true));
+        assert_eq!(
+            (csv.format, csv.delimiter.as_str(), csv.null.as_str(), csv.header),
+            (CopyFormat::Csv, ",", "", true)
+        );
         assert!(CopyOptions::parse(&[CopyOption::Header(true)], &[]).is_err());
     }
 }

@@ -3,21 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::catalog::CatalogProvider;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
-use datafusion::catalog::CatalogProvider;
 use rxgate_common::{Identity, Result};
 
 use crate::audit::AuditLog;
-use crate::system::SystemSchema;
 use crate::pgcompat;
 use crate::secure::{Guard, PolicyStore, SecuredCatalog};
-use rxgate_policy::Policy;
 use crate::settings::SessionSettings;
+use crate::system::SystemSchema;
 use crate::EngineSession;
+use rxgate_policy::Policy;
 
 /// Limits and tuning of the engine.
 #[derive(Debug, Clone)]
@@ -162,7 +162,10 @@ impl Engine {
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
-        lakehouse.register_schema("system", Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())))?;
+        lakehouse.register_schema(
+            "system",
+            Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())),
+        )?;
         // Every table the session can name goes through the policy (see secure.rs).
         let guard = Guard::new(self.inner.policy.clone(), &identity.user, &identity.roles);
         let provider: Arc<dyn CatalogProvider> = Arc::new(SecuredCatalog::new(lakehouse, "rxgate", guard.clone()));
@@ -174,11 +177,24 @@ impl Engine {
         crate::hive::install(&ctx);
         crate::commands::set_lakehouse(&ctx, &self.inner.lake);
         crate::bounded::install(&ctx, cfg.limits, ctx.runtime_env().memory_pool.clone());
-        ctx.register_expr_planner(Arc::new(crate::bounded::ConcatPlanner::new(cfg.limits, ctx.runtime_env().memory_pool.clone())))?;
+        ctx.register_expr_planner(Arc::new(crate::bounded::ConcatPlanner::new(
+            cfg.limits,
+            ctx.runtime_env().memory_pool.clone(),
+        )))?;
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::PseudonymLiteralRule));
         ctx.add_optimizer_rule(Arc::new(rxgate_policy::InjectiveMaskRule));
         let state = Arc::new(ctx.state());
         guard.set_state(&state);
-        Ok(EngineSession::new(ctx, identity, settings, guard, state, self.inner.audit.clone(), roles, cfg.limits, memory))
+        Ok(EngineSession::new(
+            ctx,
+            identity,
+            settings,
+            guard,
+            state,
+            self.inner.audit.clone(),
+            roles,
+            cfg.limits,
+            memory,
+        ))
     }
 }

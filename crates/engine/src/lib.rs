@@ -11,6 +11,7 @@ mod cursor;
 mod deadline;
 mod engine;
 mod hive;
+pub mod limits;
 mod memwatch;
 mod pgcompat;
 mod planned;
@@ -19,7 +20,6 @@ mod session;
 pub mod statement;
 mod system;
 mod topk;
-pub mod limits;
 /// The session's PostgreSQL parameters (`rxgate_pgcompat::settings`), under their old path.
 pub use rxgate_pgcompat::settings;
 

@@ -245,9 +245,7 @@ pub(crate) fn balance_boolean_chains(stmt: &mut datafusion::sql::sqlparser::ast:
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
             let op = match expr {
-                Expr::BinaryOp { op: op @ (BinaryOperator::Or | BinaryOperator::And), left, .. }
-                    if matches!(left.as_ref(), Expr::BinaryOp { op: inner, .. } if inner == op) =>
-                {
+                Expr::BinaryOp { op: op @ (BinaryOperator::Or | BinaryOperator::And), left, .. } if matches!(left.as_ref(), Expr::BinaryOp { op: inner, .. } if inner == op) => {
                     op.clone()
                 }
                 _ => return ControlFlow::Continue(()),
@@ -387,7 +385,10 @@ mod tests {
     fn limits_refuse_with_their_sqlstate_codes() {
         let limits = StatementLimits { max_query_bytes: 100, max_expression_depth: 10, ..Default::default() };
         assert_eq!(limits.check_text(&"x".repeat(101)).unwrap_err().code, StatusCode::ProgramLimitExceeded);
-        assert_eq!(limits.check_text(&format!("SELECT {}", chain("+", 12))).unwrap_err().code, StatusCode::StatementTooComplex);
+        assert_eq!(
+            limits.check_text(&format!("SELECT {}", chain("+", 12))).unwrap_err().code,
+            StatusCode::StatementTooComplex
+        );
         limits.check_text(&format!("SELECT {}", chain("+", 11))).unwrap();
     }
 }

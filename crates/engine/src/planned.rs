@@ -149,7 +149,10 @@ impl StatementInfo {
             tables: tables.into_iter().collect(),
             columns: columns.into_iter().collect(),
             masks: applied.iter().flat_map(|a| a.masks.iter().map(move |m| format!("{}.{m}", a.table))).collect(),
-            row_filters: applied.iter().filter_map(|a| a.row_filter.as_ref().map(|f| format!("{}: {f}", a.table))).collect(),
+            row_filters: applied
+                .iter()
+                .filter_map(|a| a.row_filter.as_ref().map(|f| format!("{}: {f}", a.table)))
+                .collect(),
             hides: applied.iter().any(Applied::hides),
         }
     }
@@ -196,9 +199,7 @@ impl Planned {
             .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
             .collect();
         let n = inferred.keys().max().copied().unwrap_or(0).max(hints.len());
-        (1..=n)
-            .map(|i| inferred.get(&i).cloned().flatten().or_else(|| hints.get(i - 1).cloned().flatten()))
-            .collect()
+        (1..=n).map(|i| inferred.get(&i).cloned().flatten().or_else(|| hints.get(i - 1).cloned().flatten())).collect()
     }
 
     /// Whether the statement answers with rows (a query, EXPLAIN, FETCH, SHOW …), not with a
@@ -232,4 +233,3 @@ pub(crate) fn show_schema(name: Option<&str>) -> SchemaRef {
         Some(n) => Schema::new(vec![Field::new(n, DataType::Utf8, true)]),
     })
 }
-

@@ -254,7 +254,11 @@ impl SecuredCatalog {
     /// external table).
     fn governed(&self, schema: &str) -> bool {
         governed(schema, &self.lakehouse)
-            || self.inner.as_any().downcast_ref::<rxgate_catalog::LakehouseCatalogProvider>().is_some_and(|p| p.is_namespace(schema))
+            || self
+                .inner
+                .as_any()
+                .downcast_ref::<rxgate_catalog::LakehouseCatalogProvider>()
+                .is_some_and(|p| p.is_namespace(schema))
     }
 }
 
@@ -290,7 +294,11 @@ impl CatalogProvider for SecuredCatalog {
         }))
     }
 
-    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
         self.inner.register_schema(name, schema)
     }
 }
@@ -350,17 +358,18 @@ impl SchemaProvider for SecuredSchema {
         }
         let reference = TableReference::full(self.catalog.as_str(), self.schema.as_str(), name);
         let guard = self.guard.clone();
-        let plan = rxgate_policy::secured_plan(reference, provider_as_source(table), &access, &masks, &|sql, schema| {
-            guard.sql_expr(sql, schema)
-        })
-        .map_err(|e| {
-            // A policy that cannot be applied denies the table; the reason goes to the log.
-            tracing::error!(table = %format!("{}.{}", self.schema, name), error = %e, "policy cannot be applied");
-            DataFusionError::External(Box::new(Error::new(
-                StatusCode::PermissionDenied,
-                format!("permission denied for table {name}: its access policy cannot be applied"),
-            )))
-        })?;
+        let plan =
+            rxgate_policy::secured_plan(reference, provider_as_source(table), &access, &masks, &|sql, schema| {
+                guard.sql_expr(sql, schema)
+            })
+            .map_err(|e| {
+                // A policy that cannot be applied denies the table; the reason goes to the log.
+                tracing::error!(table = %format!("{}.{}", self.schema, name), error = %e, "policy cannot be applied");
+                DataFusionError::External(Box::new(Error::new(
+                    StatusCode::PermissionDenied,
+                    format!("permission denied for table {name}: its access policy cannot be applied"),
+                )))
+            })?;
         self.guard.record(Applied {
             table: format!("{}.{}", self.schema, base),
             masks: access.masks(),
@@ -420,7 +429,9 @@ impl TableProvider for SecuredTable {
         // `supports_filters_pushdown` keeps them above) and a limit is only a hint.
         let _ = (filters, limit);
         let plan = match projection {
-            Some(p) => datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone()).select(p.iter().copied())?.build()?,
+            Some(p) => datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone())
+                .select(p.iter().copied())?
+                .build()?,
             None => self.plan.clone(),
         };
         state.create_physical_plan(&plan).await

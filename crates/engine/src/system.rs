@@ -80,10 +80,16 @@ impl SchemaProvider for SystemSchema {
             "audit_log" => Arc::new(MemTable::try_new(audit_schema(), vec![self.audit_batches()?])?),
             "storage_requests" => Arc::new(Counters {
                 schema: request_counts_schema(),
-                batch: Box::new(move || storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))),
+                batch: Box::new(move || {
+                    storage.request_counts_batch().map_err(|e| DataFusionError::External(Box::new(e)))
+                }),
             }),
-            "data_cache" => Arc::new(Counters { schema: data_cache_schema(), batch: Box::new(move || data_cache_batch(&storage)) }),
-            "login_throttle" => Arc::new(Counters { schema: login_throttle_schema(), batch: Box::new(login_throttle_batch) }),
+            "data_cache" => {
+                Arc::new(Counters { schema: data_cache_schema(), batch: Box::new(move || data_cache_batch(&storage)) })
+            }
+            "login_throttle" => {
+                Arc::new(Counters { schema: login_throttle_schema(), batch: Box::new(login_throttle_batch) })
+            }
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -143,8 +149,10 @@ fn login_throttle_schema() -> SchemaRef {
 fn login_throttle_batch() -> DfResult<RecordBatch> {
     let source = LOGIN_THROTTLE.read().unwrap_or_else(|p| p.into_inner()).clone();
     let rows = source.map(|f| f()).unwrap_or_default();
-    let text = |f: fn(&LoginThrottleRow) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
-    let number = |f: fn(&LoginThrottleRow) -> u64| Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let text =
+        |f: fn(&LoginThrottleRow) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let number =
+        |f: fn(&LoginThrottleRow) -> u64| Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
     let columns = vec![
         text(|r| r.scope.as_str()),
         text(|r| r.key.as_str()),

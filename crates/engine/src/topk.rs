@@ -124,12 +124,15 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     for node in above.iter().rev() {
         if let Some(p) = node.as_any().downcast_ref::<ProjectionExec>() {
             rank_columns = (p.expr().iter().enumerate())
-                .filter(|(_, e)| e.expr.as_any().downcast_ref::<Column>().is_some_and(|c| rank_columns.contains(&c.index())))
+                .filter(|(_, e)| {
+                    e.expr.as_any().downcast_ref::<Column>().is_some_and(|c| rank_columns.contains(&c.index()))
+                })
                 .map(|(i, _)| i)
                 .collect();
         }
     }
-    let Some(k) = split_conjunction(filter.predicate()).into_iter().filter_map(|c| rank_bound(c, &rank_columns)).min() else {
+    let Some(k) = split_conjunction(filter.predicate()).into_iter().filter_map(|c| rank_bound(c, &rank_columns)).min()
+    else {
         return Ok(None);
     };
     if k > MAX_K {
@@ -178,8 +181,9 @@ fn is_ranking(expr: &Arc<dyn WindowExpr>) -> bool {
 /// N from `col <= N`, `col < N + 1`, `N >= col` or `N + 1 > col` on the ranking's column.
 fn rank_bound(conjunct: &Arc<dyn PhysicalExpr>, rank_columns: &[usize]) -> Option<usize> {
     let b = conjunct.as_any().downcast_ref::<BinaryExpr>()?;
-    let is_rank =
-        |e: &Arc<dyn PhysicalExpr>| e.as_any().downcast_ref::<Column>().is_some_and(|c| rank_columns.contains(&c.index()));
+    let is_rank = |e: &Arc<dyn PhysicalExpr>| {
+        e.as_any().downcast_ref::<Column>().is_some_and(|c| rank_columns.contains(&c.index()))
+    };
     // Integer literals only: `r < 5.5` is not `r <= 4`.
     let int = |e: &Arc<dyn PhysicalExpr>| -> Option<i64> {
         let value = e.as_any().downcast_ref::<Literal>()?.value();
@@ -229,7 +233,13 @@ impl DisplayAs for WindowTopKExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let partition: Vec<String> = self.partition_by.iter().map(|e| e.to_string()).collect();
         let order: Vec<String> = self.order_by.iter().map(|e| e.to_string()).collect();
-        write!(f, "WindowTopKExec: k={}, partition_by=[{}], order_by=[{}]", self.k, partition.join(", "), order.join(", "))
+        write!(
+            f,
+            "WindowTopKExec: k={}, partition_by=[{}], order_by=[{}]",
+            self.k,
+            partition.join(", "),
+            order.join(", ")
+        )
     }
 }
 
@@ -453,7 +463,8 @@ mod tests {
     }
 
     async fn rows(ctx: &SessionContext, sql: &str) -> String {
-        let batches = ctx.sql(&format!("SELECT * FROM ({sql}) ORDER BY 1, 2, 3")).await.unwrap().collect().await.unwrap();
+        let batches =
+            ctx.sql(&format!("SELECT * FROM ({sql}) ORDER BY 1, 2, 3")).await.unwrap().collect().await.unwrap();
         pretty_format_batches(&batches).unwrap().to_string()
     }
 
@@ -489,7 +500,15 @@ mod tests {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let text = pretty_format_batches(&batches).unwrap().to_string();
         let line = text.lines().find(|l| l.contains("WindowTopKExec")).expect("WindowTopKExec in the plan");
-        let rows: usize = line.split("output_rows=").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        let rows: usize = line
+            .split("output_rows=")
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         // 2,000 rows in; per group and input partition, only rows that were among the two best
         // values when they arrived get through.
         assert!((14..400).contains(&rows), "{rows} rows passed:\n{line}");
@@ -497,7 +516,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_tightest_bound_is_used() {
-        let sql = "SELECT * FROM (SELECT g, v, rank() OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r <= 10 AND r < 4";
+        let sql =
+            "SELECT * FROM (SELECT g, v, rank() OVER (PARTITION BY g ORDER BY v) AS r FROM t) WHERE r <= 10 AND r < 4";
         assert!(plan(&context(true), sql).await.contains("WindowTopKExec: k=3"));
     }
 
@@ -510,7 +530,8 @@ mod tests {
         let sql = "SELECT count(*) FROM (SELECT id, row_number() OVER (PARTITION BY id ORDER BY id) AS r FROM big) WHERE r <= 1";
         for rule in [true, false] {
             let ctx = context(rule);
-            ctx.register_table("big", Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).unwrap())).unwrap();
+            ctx.register_table("big", Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).unwrap()))
+                .unwrap();
             let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
             assert_eq!(out[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), n);
         }

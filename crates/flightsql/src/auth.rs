@@ -149,13 +149,9 @@ impl Sessions {
             let (policy, _) = self.engine.policy().current();
             policy.is_admin(&policy.roles_of(&principal.user, &principal.roles))
         };
-        let entry = self
-            .users
-            .users()
-            .map_err(to_status)?
-            .get(&principal.user)
-            .cloned()
-            .ok_or_else(|| status(StatusCode::AuthFailed, format!("password authentication failed for user \"{user}\"")))?;
+        let entry = self.users.users().map_err(to_status)?.get(&principal.user).cloned().ok_or_else(|| {
+            status(StatusCode::AuthFailed, format!("password authentication failed for user \"{user}\""))
+        })?;
         self.sweep();
         {
             let tokens = self.tokens.lock().expect("tokens lock");
@@ -245,7 +241,8 @@ impl Sessions {
         let now = Instant::now();
         let expired: Vec<Arc<FlightSession>> = {
             let mut tokens = self.tokens.lock().expect("tokens lock");
-            let dead: Vec<String> = tokens.iter().filter(|(_, s)| !self.alive(s, now)).map(|(k, _)| k.clone()).collect();
+            let dead: Vec<String> =
+                tokens.iter().filter(|(_, s)| !self.alive(s, now)).map(|(k, _)| k.clone()).collect();
             dead.iter().filter_map(|k| tokens.remove(k)).collect()
         };
         // Engine sessions are dropped outside the lock.

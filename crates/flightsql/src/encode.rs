@@ -112,7 +112,11 @@ fn as_announced(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, Sta
 
 /// Whether columns of type `t` (as announced to the client) are written by this module.
 fn written_here(t: &DataType) -> bool {
-    t.is_primitive() || matches!(t, DataType::Boolean | DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary)
+    t.is_primitive()
+        || matches!(
+            t,
+            DataType::Boolean | DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary
+        )
 }
 
 /// `batch` as record batch messages whose bodies stay under [`MAX_BODY`] (one unless the
@@ -425,23 +429,23 @@ mod tests {
                     .with_precision_and_scale(20, 3)
                     .unwrap(),
             ),
-            Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows as i64).map(|i| i << 20)).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..rows as i64).map(|i| i << 20)).with_timezone("UTC"),
+            ),
             Arc::new(views.finish()),
             Arc::new(BinaryViewArray::from_iter((0..rows).map(|i| (i % 6 != 0).then(|| vec![i as u8; i % 40])))),
             Arc::new(plain.slice(3, rows)),
             Arc::new(LargeStringArray::from_iter_values((0..rows).map(|i| format!("large {i}")))),
         ];
-        let fields: Vec<Field> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-            .collect();
+        let fields: Vec<Field> =
+            columns.iter().enumerate().map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true)).collect();
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
     }
 
     /// Encodes `batches` as DoGet does and decodes them with arrow-flight's reader.
     async fn round_trip(schema: SchemaRef, batches: Vec<RecordBatch>) -> (Vec<RecordBatch>, Vec<FlightData>) {
-        let sent: Vec<FlightData> = flight_data(schema, stream::iter(batches.into_iter().map(Ok))).try_collect().await.unwrap();
+        let sent: Vec<FlightData> =
+            flight_data(schema, stream::iter(batches.into_iter().map(Ok))).try_collect().await.unwrap();
         let decoded = FlightRecordBatchStream::new_from_flight_data(stream::iter(sent.clone().into_iter().map(Ok)))
             .try_collect()
             .await

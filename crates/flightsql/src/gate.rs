@@ -6,13 +6,13 @@
 //!   statements and metadata commands, planning through the session like GetFlightInfo does.
 
 use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{Any, Command};
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo, SchemaAsIpc,
     SchemaResult, Ticket,
 };
-use arrow::ipc::writer::IpcWriteOptions;
 use futures::TryStreamExt;
 use prost::Message;
 use rxgate_common::StatusCode;
@@ -104,7 +104,10 @@ impl FlightService for Gate {
             | Command::CommandGetImportedKeys(_)
             | Command::CommandGetCrossReference(_) => metadata::foreign_keys_schema().as_ref().clone(),
             other => {
-                return Err(status(StatusCode::Unsupported, format!("GetSchema of {} is not supported", other.type_url())))
+                return Err(status(
+                    StatusCode::Unsupported,
+                    format!("GetSchema of {} is not supported", other.type_url()),
+                ))
             }
         };
         let result: SchemaResult =

@@ -21,9 +21,8 @@ use arrow_flight::sql::metadata::{
     XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable, Searchable,
-    SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType,
-    XdbcDatetimeSubcode,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable, Searchable, SqlInfo,
+    SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType, XdbcDatetimeSubcode,
 };
 use futures::TryStreamExt;
 use rxgate_engine::{CancelToken, EngineSession, QueryOutput};
@@ -72,7 +71,9 @@ fn conditions(parts: &[(&str, Option<&str>, bool)]) -> String {
     let conds: Vec<String> = parts
         .iter()
         .filter_map(|(col, value, pattern)| {
-            value.map(|v| if *pattern { format!("{col} LIKE {}", literal(v)) } else { format!("{col} = {}", literal(v)) })
+            value.map(
+                |v| if *pattern { format!("{col} LIKE {}", literal(v)) } else { format!("{col} = {}", literal(v)) },
+            )
         })
         .collect();
     if conds.is_empty() {
@@ -166,7 +167,8 @@ pub(crate) async fn tables(session: &EngineSession, cmd: CommandGetTables) -> Re
 
 /// The schema of `SELECT * FROM catalog.schema.table`, planned (not run) by the session.
 async fn table_schema(session: &EngineSession, c: &str, s: &str, t: &str) -> Result<SchemaRef, Status> {
-    let planned = session.plan(&format!("SELECT * FROM {}.{}.{}", ident(c), ident(s), ident(t))).await.map_err(to_status)?;
+    let planned =
+        session.plan(&format!("SELECT * FROM {}.{}.{}", ident(c), ident(s), ident(t))).await.map_err(to_status)?;
     planned.schema().map(|s| crate::wire::wire_schema(&s)).ok_or_else(|| internal("a SELECT without a result schema"))
 }
 
@@ -344,14 +346,51 @@ const NUMERIC_FUNCTIONS: &[&str] = &[
 ];
 
 const STRING_FUNCTIONS: &[&str] = &[
-    "ascii", "btrim", "char_length", "chr", "concat", "concat_ws", "initcap", "left", "length", "lower", "lpad",
-    "ltrim", "md5", "octet_length", "regexp_replace", "repeat", "replace", "reverse", "right", "rpad", "rtrim",
-    "split_part", "starts_with", "strpos", "substr", "substring", "to_hex", "translate", "trim", "upper",
+    "ascii",
+    "btrim",
+    "char_length",
+    "chr",
+    "concat",
+    "concat_ws",
+    "initcap",
+    "left",
+    "length",
+    "lower",
+    "lpad",
+    "ltrim",
+    "md5",
+    "octet_length",
+    "regexp_replace",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "rpad",
+    "rtrim",
+    "split_part",
+    "starts_with",
+    "strpos",
+    "substr",
+    "substring",
+    "to_hex",
+    "translate",
+    "trim",
+    "upper",
 ];
 
 const DATETIME_FUNCTIONS: &[&str] = &[
-    "current_date", "current_time", "date_bin", "date_part", "date_trunc", "extract", "from_unixtime", "make_date",
-    "now", "to_char", "to_date", "to_timestamp",
+    "current_date",
+    "current_time",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "extract",
+    "from_unixtime",
+    "make_date",
+    "now",
+    "to_char",
+    "to_date",
+    "to_timestamp",
 ];
 
 /// What GetXdbcTypeInfo answers: the SQL types the engine offers, with their Arrow meaning.

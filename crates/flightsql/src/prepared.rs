@@ -101,10 +101,8 @@ mod tests {
     #[test]
     fn parameters_are_cast_to_the_expected_types() {
         let p = prepared(vec![Some(DataType::Int64), None]);
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Utf8, true),
-            Field::new("b", DataType::Utf8, true),
-        ]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("b", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(
             schema,
             vec![Arc::new(StringArray::from(vec!["42"])), Arc::new(StringArray::from(vec!["x"]))],

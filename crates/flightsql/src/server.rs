@@ -79,9 +79,8 @@ impl FlightSqlServer {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut builder = Server::builder().tcp_nodelay(true).http2_keepalive_interval(Some(Duration::from_secs(60)));
         if let Some(t) = &config.tls {
-            builder = builder
-                .tls_config(tls::load(t)?)
-                .map_err(|e| Error::invalid(format!("TLS setup failed: {e}")))?;
+            builder =
+                builder.tls_config(tls::load(t)?).map_err(|e| Error::invalid(format!("TLS setup failed: {e}")))?;
         }
         let listener = TcpListener::bind(&config.listen)
             .await

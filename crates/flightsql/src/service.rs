@@ -12,16 +12,16 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionCancelQueryRequest, ActionCancelQueryResult,
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
-    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, Ticket,
 };
 use datafusion::common::ParamValues;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -147,7 +147,9 @@ impl FlightSqlServiceImpl {
     ) -> Result<FlightInfo, Status> {
         let rows = batch.num_rows() as i64;
         let source = ResultSource::Batches(batch.schema(), Mutex::new(Some(vec![batch])));
-        Ok(self.info_for(ResultEntry::new(session.user(), source, CancelToken::new()), descriptor)?.with_total_records(rows))
+        Ok(self
+            .info_for(ResultEntry::new(session.user(), source, CancelToken::new()), descriptor)?
+            .with_total_records(rows))
     }
 
     fn info_for(&self, entry: ResultEntry, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
@@ -165,13 +167,9 @@ impl FlightSqlServiceImpl {
     }
 
     pub(crate) fn prepared(&self, session: &FlightSession, handle: &[u8]) -> Result<Arc<Prepared>, Status> {
-        session
-            .prepared
-            .lock()
-            .expect("prepared lock")
-            .get(handle)
-            .cloned()
-            .ok_or_else(|| status(StatusCode::TableNotFound, "prepared statement not found (closed, or of another session)"))
+        session.prepared.lock().expect("prepared lock").get(handle).cloned().ok_or_else(|| {
+            status(StatusCode::TableNotFound, "prepared statement not found (closed, or of another session)")
+        })
     }
 
     /// Runs a statement that returns no rows, once; answers its record count (0: rxgate has no
@@ -186,7 +184,9 @@ impl FlightSqlServiceImpl {
             return Err(status(StatusCode::InvalidArgument, "the statement returns rows: run it as a query"));
         }
         match session.engine.execute(planned, params).await.map_err(to_status)? {
-            QueryOutput::Rows { .. } => Err(status(StatusCode::InvalidArgument, "the statement returns rows: run it as a query")),
+            QueryOutput::Rows { .. } => {
+                Err(status(StatusCode::InvalidArgument, "the statement returns rows: run it as a query"))
+            }
             _ => Ok(0),
         }
     }
@@ -493,11 +493,16 @@ impl FlightSqlService for FlightSqlServiceImpl {
             CANCEL_FLIGHT_INFO => {
                 let req = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
                     .map_err(|_| status(StatusCode::InvalidArgument, "bad CancelFlightInfoRequest"))?;
-                let info = req.info.ok_or_else(|| status(StatusCode::InvalidArgument, "CancelFlightInfo without a FlightInfo"))?;
+                let info = req
+                    .info
+                    .ok_or_else(|| status(StatusCode::InvalidArgument, "CancelFlightInfo without a FlightInfo"))?;
                 match self.cancel(&session, &info)? {
                     Cancelled::Cancelled => CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec(),
                     Cancelled::Unknown => {
-                        return Err(status(StatusCode::TableNotFound, "no running or pending query for this FlightInfo"))
+                        return Err(status(
+                            StatusCode::TableNotFound,
+                            "no running or pending query for this FlightInfo",
+                        ))
                     }
                 }
             }

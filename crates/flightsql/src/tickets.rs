@@ -225,12 +225,8 @@ impl Tickets {
             redeemed.as_mut().enable();
             {
                 let mut inner = self.inner.lock().expect("tickets lock");
-                let siblings: Vec<TicketId> = inner
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| Arc::ptr_eq(&p.entry, entry))
-                    .map(|(id, _)| *id)
-                    .collect();
+                let siblings: Vec<TicketId> =
+                    inner.pending.iter().filter(|(_, p)| Arc::ptr_eq(&p.entry, entry)).map(|(id, _)| *id).collect();
                 if siblings.is_empty() {
                     return vec![];
                 }

@@ -66,7 +66,9 @@ fn check(cert_pem: &[u8], key_pem: &[u8], ca: Option<(&Path, &[u8])>, config: &F
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| tls_error(format!("{}: no usable private key ({e})", config.key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(tls_error)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?;
     let builder = match ca {
         None => builder.with_no_client_auth(),
         Some((path, pem)) => {

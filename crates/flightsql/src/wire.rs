@@ -29,8 +29,11 @@ pub(crate) fn wire_type(t: &DataType) -> Option<DataType> {
         DataType::Struct(fields) => {
             let changed: Vec<Option<Field>> = fields.iter().map(|f| wire_field(f)).collect();
             changed.iter().any(Option::is_some).then(|| {
-                let fields: Vec<Field> =
-                    changed.into_iter().zip(fields.iter()).map(|(c, f)| c.unwrap_or_else(|| f.as_ref().clone())).collect();
+                let fields: Vec<Field> = changed
+                    .into_iter()
+                    .zip(fields.iter())
+                    .map(|(c, f)| c.unwrap_or_else(|| f.as_ref().clone()))
+                    .collect();
                 DataType::Struct(fields.into())
             })
         }
@@ -48,11 +51,8 @@ pub(crate) fn wire_schema(schema: &SchemaRef) -> SchemaRef {
     if !schema.fields().iter().any(|f| wire_type(f.data_type()).is_some()) {
         return schema.clone();
     }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| wire_field(f).unwrap_or_else(|| f.as_ref().clone()))
-        .collect();
+    let fields: Vec<Field> =
+        schema.fields().iter().map(|f| wire_field(f).unwrap_or_else(|| f.as_ref().clone())).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -112,7 +112,10 @@ mod tests {
         let inner = Arc::new(StringViewArray::from(vec![Some("x"), Some("another long string value")]));
         let structs = Arc::new(StructArray::from(vec![
             (Arc::new(Field::new("name", DataType::Utf8View, true)), inner as Arc<dyn Array>),
-            (Arc::new(Field::new("n", DataType::Int32, true)), Arc::new(Int32Array::from(vec![1, 2])) as Arc<dyn Array>),
+            (
+                Arc::new(Field::new("n", DataType::Int32, true)),
+                Arc::new(Int32Array::from(vec![1, 2])) as Arc<dyn Array>,
+            ),
         ]));
         let dict: DictionaryArray<Int32Type> =
             DictionaryArray::new(Int32Array::from(vec![1, 0]), Arc::new(StringViewArray::from(vec!["p", "q"])));

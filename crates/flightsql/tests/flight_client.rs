@@ -100,7 +100,10 @@ async fn statements_metadata_and_tickets() {
     // Wrong password and unknown user: the same UNAUTHENTICATED answer.
     for (user, pw) in [("ann", "nope"), ("nobody", "pw-ann")] {
         let err = client(&f).await.handshake(user, pw).await.unwrap_err().to_string();
-        assert!(err.contains(tonic::Code::Unauthenticated.description()) && err.contains("password authentication failed"), "{err}");
+        assert!(
+            err.contains(tonic::Code::Unauthenticated.description()) && err.contains("password authentication failed"),
+            "{err}"
+        );
     }
     // No token: nothing but the handshake works.
     let err = client(&f).await.execute("SELECT 1".into(), None).await.unwrap_err().to_string();
@@ -123,7 +126,9 @@ async fn statements_metadata_and_tickets() {
     assert_eq!(rows(&batches), 7);
     let total: i64 = batches
         .iter()
-        .map(|b| b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().iter().flatten().sum::<i64>())
+        .map(|b| {
+            b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().iter().flatten().sum::<i64>()
+        })
         .sum();
     assert_eq!(total, 100000);
     // The schema announced in the FlightInfo is the stream's.
@@ -163,7 +168,8 @@ async fn statements_metadata_and_tickets() {
     assert!(err.contains(tonic::Code::NotFound.description()) && err.contains("ticket not found"), "{err}");
 
     // GetSchema plans without running.
-    let cmd = arrow_flight::sql::CommandStatementQuery { query: "SELECT 1 AS one, 'x' AS two".into(), transaction_id: None };
+    let cmd =
+        arrow_flight::sql::CommandStatementQuery { query: "SELECT 1 AS one, 'x' AS two".into(), transaction_id: None };
     let mut request = tonic::Request::new(arrow_flight::FlightDescriptor::new_cmd(
         arrow_flight::sql::ProstMessageExt::as_any(&cmd).encode_to_vec(),
     ));
@@ -233,7 +239,11 @@ async fn statements_metadata_and_tickets() {
     assert!(table_schema.field_with_name("npi").is_ok() && table_schema.field_with_name("trx_cnt").is_ok());
 
     let info = ann
-        .get_primary_keys(CommandGetPrimaryKeys { catalog: None, db_schema: Some("health".into()), table: "prescriber_drug".into() })
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("health".into()),
+            table: "prescriber_drug".into(),
+        })
         .await
         .unwrap();
     let schema = info.clone().try_decode_schema().unwrap();
@@ -296,7 +306,10 @@ async fn cancel_flight_info_stops_the_query() {
     assert!(err.contains(tonic::Code::PermissionDenied.description()), "another user cannot cancel: {err}");
     ann.do_action(cancel(&info)).await.unwrap();
     let errors = tokio::time::timeout(Duration::from_secs(30), running).await.expect("cancel took effect").unwrap();
-    assert!(!errors.is_empty() && errors.iter().all(|e| e.contains(tonic::Code::Cancelled.description())), "{errors:?}");
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e.contains(tonic::Code::Cancelled.description())),
+        "{errors:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 

@@ -11,10 +11,10 @@ use rxgate_catalog::Lakehouse;
 use rxgate_common::{Error, Result, StatusCode};
 
 use crate::batch::{assemble, epoch_days, is_text, Constant};
-use crate::writer::table_arrow_schema;
 use crate::clean;
 use crate::prescribers::IngestSummary;
 use crate::writer::replace_delivery;
+use crate::writer::table_arrow_schema;
 
 /// The city dimension table.
 pub const CITY_TABLE: &str = "health.us_cities";
@@ -67,7 +67,11 @@ pub async fn ingest_cities(lake: &Lakehouse, input: &str, date: chrono::NaiveDat
                     format!("{}: city file needs at least the columns city and state_id", f),
                 ));
             }
-            let zips = cols.get("zips").map(|z| cast(z, &DataType::Utf8)).transpose().map_err(|e| Error::invalid(e.to_string()))?;
+            let zips = cols
+                .get("zips")
+                .map(|z| cast(z, &DataType::Utf8))
+                .transpose()
+                .map_err(|e| Error::invalid(e.to_string()))?;
             let zip_count: Int32Array = match &zips {
                 Some(z) => z.as_string::<i32>().iter().map(|v| Some(clean::zip_count(v))).collect(),
                 None => Int32Array::from(vec![0; rows]),
@@ -89,4 +93,3 @@ pub async fn ingest_cities(lake: &Lakehouse, input: &str, date: chrono::NaiveDat
     summary.replaced_rows = outcome.deleted_records;
     Ok(summary)
 }
-

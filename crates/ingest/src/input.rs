@@ -65,7 +65,9 @@ pub async fn read(lake: &Lakehouse, location: &str) -> Result<Bytes> {
             let data = tokio::task::spawn_blocking(move || std::fs::read(&path).map_err(|e| (path, e)))
                 .await
                 .map_err(|e| Error::internal(format!("reader task: {e}")))?
-                .map_err(|(p, e)| Error::new(StatusCode::InputUnavailable, format!("cannot read {}: {e}", p.display())))?;
+                .map_err(|(p, e)| {
+                    Error::new(StatusCode::InputUnavailable, format!("cannot read {}: {e}", p.display()))
+                })?;
             Ok(Bytes::from(data))
         }
         None => lake.storage().read(location).await,

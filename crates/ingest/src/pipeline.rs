@@ -56,7 +56,12 @@ pub struct PipelineReport {
 
 /// The committed snapshot summary of the latest commit of `step` for `date`, if the table's
 /// current history has one that was not later undone.
-async fn committed(lake: &Lakehouse, table: &str, date: chrono::NaiveDate, step: &str) -> Result<Option<std::collections::HashMap<String, String>>> {
+async fn committed(
+    lake: &Lakehouse,
+    table: &str,
+    date: chrono::NaiveDate,
+    step: &str,
+) -> Result<Option<std::collections::HashMap<String, String>>> {
     let t = lake.load_table(table).await?;
     let md = t.metadata();
     let mut cur = md.current_snapshot().cloned();
@@ -64,7 +69,8 @@ async fn committed(lake: &Lakehouse, table: &str, date: chrono::NaiveDate, step:
     while let Some(s) = cur {
         let props = &s.summary().additional_properties;
         if props.get("rxgate.delivery-date") == Some(&date) {
-            let ok = props.get("rxgate.step").map(String::as_str) == Some(step) && s.summary().operation != Operation::Delete;
+            let ok = props.get("rxgate.step").map(String::as_str) == Some(step)
+                && s.summary().operation != Operation::Delete;
             return Ok(ok.then(|| props.clone()));
         }
         cur = s.parent_snapshot_id().and_then(|p| md.snapshot_by_id(p).cloned());
@@ -77,9 +83,15 @@ fn count(props: &std::collections::HashMap<String, String>, key: &str) -> u64 {
 }
 
 /// Runs catalog apply → cities → prescribers → city report → top prescribers for one delivery.
-pub async fn run_pipeline(lake: &Lakehouse, defs: &[TableDef], opts: &PipelineOptions, progress: &Progress) -> Result<PipelineReport> {
+pub async fn run_pipeline(
+    lake: &Lakehouse,
+    defs: &[TableDef],
+    opts: &PipelineOptions,
+    progress: &Progress,
+) -> Result<PipelineReport> {
     let date = opts.delivery_date;
-    let mut report = PipelineReport { delivery_date: date.to_string(), steps: vec![], read: 0, loaded: 0, quarantined: 0 };
+    let mut report =
+        PipelineReport { delivery_date: date.to_string(), steps: vec![], read: 0, loaded: 0, quarantined: 0 };
     let mut log = |name: &str, skipped: bool, started: Instant, rows: u64| {
         let seconds = started.elapsed().as_secs_f64();
         let status = if skipped { "skipped" } else { "done" };

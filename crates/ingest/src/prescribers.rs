@@ -5,9 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Builder, Int32Builder, Int64Array, Int64Builder, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int32Builder, Int64Array, Int64Builder, StringBuilder};
 use arrow::datatypes::Int64Type;
 use indicatif::ProgressBar;
 use rxgate_catalog::Lakehouse;
@@ -15,11 +13,11 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::Serialize;
 
 use crate::batch::{assemble, epoch_days, Constant};
-use crate::writer::table_arrow_schema;
 use crate::clean;
 use crate::csvline::split_fields;
 use crate::layout::{Layout, LayoutKind};
 use crate::progress::Progress;
+use crate::writer::table_arrow_schema;
 use crate::writer::{commit_delivery, PartitionedWriter};
 
 /// Curated fact table.
@@ -217,7 +215,12 @@ fn parse_chunk(buf: &[u8], first_line: u64, layout: &Layout, file: &Arc<str>, pr
         }
         out.read += 1;
         let mut reject = |reason: RejectReason, raw: &[u8]| {
-            out.rejects.push(Reject { file: file.clone(), line: this_line, raw: String::from_utf8_lossy(raw).into_owned(), reason });
+            out.rejects.push(Reject {
+                file: file.clone(),
+                line: this_line,
+                raw: String::from_utf8_lossy(raw).into_owned(),
+                reason,
+            });
         };
         let Ok(line) = std::str::from_utf8(raw) else {
             reject(RejectReason::InvalidUtf8, raw);
@@ -225,7 +228,8 @@ fn parse_chunk(buf: &[u8], first_line: u64, layout: &Layout, file: &Arc<str>, pr
         };
         split_fields(line, &mut fields);
         if fields.len() != layout.width {
-            let reason = if fields.len() > layout.width { RejectReason::TooManyFields } else { RejectReason::TooFewFields };
+            let reason =
+                if fields.len() > layout.width { RejectReason::TooManyFields } else { RejectReason::TooFewFields };
             reject(reason, raw);
             continue;
         }
@@ -274,9 +278,8 @@ fn chunks(data: &[u8], first_line: u64, n: usize) -> Vec<(&[u8], u64)> {
 /// Parses one raw file (read whole) in parallel chunks; `name` is its location.
 fn parse_file(name: &str, data: &[u8], progress: &Progress) -> Result<(LayoutKind, Vec<ChunkOut>)> {
     let header_end = memchr::memchr(b'\n', data).unwrap_or(data.len());
-    let header = std::str::from_utf8(&data[..header_end]).map_err(|_| {
-        Error::new(StatusCode::BadInputLayout, format!("{}: header line is not UTF-8", name))
-    })?;
+    let header = std::str::from_utf8(&data[..header_end])
+        .map_err(|_| Error::new(StatusCode::BadInputLayout, format!("{}: header line is not UTF-8", name)))?;
     let header = header.trim_end_matches('\r');
     if header.trim().is_empty() {
         return Err(Error::new(StatusCode::BadInputLayout, format!("{}: empty file or missing header", name)));
@@ -305,7 +308,12 @@ fn parse_file(name: &str, data: &[u8], progress: &Progress) -> Result<(LayoutKin
 }
 
 /// Ingests prescriber files (a file or a directory of `*.csv`) as delivery `date`.
-pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::NaiveDate, progress: &Progress) -> Result<IngestSummary> {
+pub async fn ingest_prescribers(
+    lake: &Lakehouse,
+    input: &str,
+    date: chrono::NaiveDate,
+    progress: &Progress,
+) -> Result<IngestSummary> {
     let files = crate::input::list(lake, input, "csv").await?;
     let fact = lake.load_table(FACT_TABLE).await?;
     let rejects_table = lake.load_table(REJECT_TABLE).await?;
@@ -349,7 +357,8 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::Nai
 
     // Impute NULL claim counts and write the facts, partitioned by delivery and state.
     let schema = table_arrow_schema(&fact)?;
-    let constants = [("country_name", Constant::Text("USA".into())), ("delivery_date", Constant::Date(epoch_days(date)))];
+    let constants =
+        [("country_name", Constant::Text("USA".into())), ("delivery_date", Constant::Date(epoch_days(date)))];
     let mut writer = PartitionedWriter::new(&fact)?;
     for (rows, mut cols) in chunk_batches {
         let npi = cols["npi"].clone();
@@ -362,7 +371,11 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::Nai
     }
     summary.loaded = writer.rows();
     let fact_files = writer.close().await?;
-    tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), files = fact_files.len(), "imputed and wrote data files");
+    tracing::info!(
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        files = fact_files.len(),
+        "imputed and wrote data files"
+    );
     let started = std::time::Instant::now();
 
     // Quarantine.
@@ -374,10 +387,19 @@ pub async fn ingest_prescribers(lake: &Lakehouse, input: &str, date: chrono::Nai
     let mut reject_batches = vec![];
     for part in all_rejects.chunks(BATCH_ROWS) {
         let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
-        cols.insert("source_file", Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.file.as_ref()))));
+        cols.insert(
+            "source_file",
+            Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.file.as_ref()))),
+        );
         cols.insert("line_number", Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.line as i64))));
-        cols.insert("raw_line", Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.raw.as_str()))));
-        cols.insert("reason", Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.reason.as_str()))));
+        cols.insert(
+            "raw_line",
+            Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.raw.as_str()))),
+        );
+        cols.insert(
+            "reason",
+            Arc::new(arrow::array::StringArray::from_iter_values(part.iter().map(|r| r.reason.as_str()))),
+        );
         reject_batches.push(assemble(&reject_schema, part.len(), cols, &constants[1..])?);
     }
     if summary.read != summary.loaded + summary.quarantined {
@@ -470,7 +492,14 @@ mod tests {
         let too_few = GOOD.rsplit_once(',').unwrap().0.to_string();
         let mut bad_utf8 = GOOD.as_bytes().to_vec();
         bad_utf8[12] = 0xff;
-        let out = parse(&[no_npi.as_bytes(), no_drug.as_bytes(), too_many.as_bytes(), too_few.as_bytes(), &bad_utf8, GOOD.as_bytes()]);
+        let out = parse(&[
+            no_npi.as_bytes(),
+            no_drug.as_bytes(),
+            too_many.as_bytes(),
+            too_few.as_bytes(),
+            &bad_utf8,
+            GOOD.as_bytes(),
+        ]);
         let reasons: Vec<_> = out.rejects.iter().map(|r| (r.line, r.reason)).collect();
         assert_eq!(
             reasons,
@@ -502,7 +531,8 @@ mod tests {
         let other = GOOD.replacen("1234567893", "1111111111", 1).replacen(",40,", ",,", 1);
         let out = parse(&[a.as_bytes(), b.as_bytes(), c.as_bytes(), other.as_bytes()]);
         let (_, cols) = &out.batches[0];
-        let (filled, imputed, still) = impute(cols["npi"].as_string::<i32>(), cols["trx_cnt"].as_primitive::<Int64Type>(), &out.stats);
+        let (filled, imputed, still) =
+            impute(cols["npi"].as_string::<i32>(), cols["trx_cnt"].as_primitive::<Int64Type>(), &out.stats);
         assert_eq!(filled.value(2), 13); // round(12.5)
         assert!(filled.is_null(3));
         assert_eq!((imputed, still), (1, 1));

@@ -11,8 +11,8 @@ use rxgate_catalog::{Lakehouse, LakehouseCatalogProvider};
 use rxgate_common::Result;
 
 use crate::batch::{assemble, epoch_days, Constant};
-use crate::writer::table_arrow_schema;
 use crate::writer::replace_delivery;
+use crate::writer::table_arrow_schema;
 
 /// City report table.
 pub const CITY_REPORT: &str = "health.city_report";
@@ -74,7 +74,13 @@ pub struct ReportSummary {
 }
 
 /// Runs a report query and replaces the delivery's partition of `table` with its result.
-pub async fn materialize(lake: &Lakehouse, table: &str, sql: &str, date: chrono::NaiveDate, step: &str) -> Result<ReportSummary> {
+pub async fn materialize(
+    lake: &Lakehouse,
+    table: &str,
+    sql: &str,
+    date: chrono::NaiveDate,
+    step: &str,
+) -> Result<ReportSummary> {
     // Scans read data files through the lakehouse's object stores (gs://, s3://, …).
     let runtime = RuntimeEnvBuilder::new().with_object_store_registry(lake.storage().datafusion()).build_arc()?;
     let config = SessionConfig::new().with_default_catalog_and_schema("rxgate", "health");

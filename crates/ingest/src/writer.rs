@@ -29,7 +29,8 @@ pub fn table_arrow_schema(table: &Table) -> Result<arrow::datatypes::SchemaRef> 
     Ok(Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?))
 }
 
-type Fanout = FanoutWriter<DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>>;
+type Fanout =
+    FanoutWriter<DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>>;
 
 /// One partition's slice of a batch, on its way to a worker.
 type Slice = (PartitionKey, RecordBatch);
@@ -139,7 +140,11 @@ impl PartitionedWriter {
 
     /// A worker for a sorted table: buffers each partition's slices, sorts and writes them in
     /// runs (see [`SORT_RUN_ROWS`], [`SORT_WORKER_ROWS`]).
-    async fn work_sorted(mut fanout: Fanout, mut rx: tokio::sync::mpsc::Receiver<Slice>, sort: SortSpec) -> Result<Vec<DataFile>> {
+    async fn work_sorted(
+        mut fanout: Fanout,
+        mut rx: tokio::sync::mpsc::Receiver<Slice>,
+        sort: SortSpec,
+    ) -> Result<Vec<DataFile>> {
         let mut parts: Vec<(PartitionKey, Vec<RecordBatch>, usize)> = vec![];
         let mut buffered = 0usize;
         while let Some((key, batch)) = rx.recv().await {
@@ -203,7 +208,12 @@ impl PartitionedWriter {
             let fields = cols.iter().map(|c| SortField::new(c.data_type().clone())).collect();
             self.converter = Some(RowConverter::new(fields).map_err(|e| Error::internal(e.to_string()))?);
         }
-        let rows = self.converter.as_ref().expect("converter").convert_columns(&cols).map_err(|e| Error::internal(e.to_string()))?;
+        let rows = self
+            .converter
+            .as_ref()
+            .expect("converter")
+            .convert_columns(&cols)
+            .map_err(|e| Error::internal(e.to_string()))?;
         let mut groups: HashMap<arrow::row::Row<'_>, Vec<u32>> = HashMap::new();
         for i in 0..batch.num_rows() {
             groups.entry(rows.row(i)).or_default().push(i as u32);
@@ -221,7 +231,8 @@ impl PartitionedWriter {
             let first = idx[0] as usize;
             let values = cols.iter().map(|c| literal_at(c, first)).collect::<Result<Vec<_>>>()?;
             let key = PartitionKey::new(spec.clone(), schema.clone(), Struct::from_iter(values));
-            let slice = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| Error::internal(e.to_string()))?;
+            let slice =
+                take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| Error::internal(e.to_string()))?;
             let worker = (hash % self.workers.len() as u64) as usize;
             self.send(worker, (key, slice)).await?;
         }
@@ -283,7 +294,12 @@ fn sort_spec(table: &Table) -> Result<Option<SortSpec>> {
 }
 
 /// Sorts one partition's buffered rows and writes them in order.
-async fn write_sorted(fanout: &mut Fanout, key: &PartitionKey, batches: Vec<RecordBatch>, sort: &SortSpec) -> Result<()> {
+async fn write_sorted(
+    fanout: &mut Fanout,
+    key: &PartitionKey,
+    batches: Vec<RecordBatch>,
+    sort: &SortSpec,
+) -> Result<()> {
     let Some(first) = batches.first() else { return Ok(()) };
     let all = concat_batches(&first.schema(), &batches).map_err(|e| Error::internal(e.to_string()))?;
     drop(batches);

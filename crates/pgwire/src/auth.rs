@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::cancel::CancelRegistry;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -24,14 +25,12 @@ use pgwire::api::auth::{
     StartupHandler,
 };
 use pgwire::api::{
-    ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
-    METADATA_USER,
+    ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rxgate_auth::{Admission, Credentials, Principal, UserDirectory};
-use crate::cancel::CancelRegistry;
 use rxgate_common::{Channel, StatusCode};
 use rxgate_engine::{AuditLog, PolicyStore};
 use tokio::sync::Notify;
@@ -275,7 +274,10 @@ fn fatalize(e: PgWireError) -> ErrorInfo {
             "FATAL",
             &rxgate_common::Error::internal("startup failed").with_source(inner.as_ref()),
         ),
-        other => crate::errors::error_info("FATAL", &rxgate_common::Error::new(StatusCode::ProtocolViolation, other.to_string())),
+        other => crate::errors::error_info(
+            "FATAL",
+            &rxgate_common::Error::new(StatusCode::ProtocolViolation, other.to_string()),
+        ),
     };
     info.severity = "FATAL".into();
     info
@@ -498,7 +500,10 @@ impl Startup {
                 }
                 let user = client.metadata().get(METADATA_USER).cloned().filter(|u| !u.is_empty());
                 let Some(user) = user else {
-                    return Err(fatal(StatusCode::InvalidAuthorization, "no PostgreSQL user name specified in startup packet"));
+                    return Err(fatal(
+                        StatusCode::InvalidAuthorization,
+                        "no PostgreSQL user name specified in startup packet",
+                    ));
                 };
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 if self.gate.config.method == AuthMethod::Password && client.is_secure() {
@@ -542,7 +547,10 @@ impl Startup {
                         self.gate.channel_binding.as_deref().map(|v| v.as_slice()).unwrap_or_default()
                     }
                     (SCRAM_PLUS, ChannelBindingFlag::Bound(t)) if plus_offered => {
-                        return Err(fatal(StatusCode::Unsupported, format!("unsupported SCRAM channel-binding type \"{t}\"")));
+                        return Err(fatal(
+                            StatusCode::Unsupported,
+                            format!("unsupported SCRAM channel-binding type \"{t}\""),
+                        ));
                     }
                     (SCRAM_PLUS, _) => {
                         return Err(fatal(StatusCode::ProtocolViolation, "SCRAM channel binding negotiation error"));
@@ -550,7 +558,9 @@ impl Startup {
                     (SCRAM, ChannelBindingFlag::None) => &[],
                     // The client could bind but believes we cannot: a downgrade if we offered it.
                     (SCRAM, ChannelBindingFlag::ClientOnly) if !plus_offered => &[],
-                    (SCRAM, _) => return Err(fatal(StatusCode::ProtocolViolation, "SCRAM channel binding negotiation error")),
+                    (SCRAM, _) => {
+                        return Err(fatal(StatusCode::ProtocolViolation, "SCRAM channel binding negotiation error"))
+                    }
                     (other, _) => {
                         return Err(fatal(
                             StatusCode::ProtocolViolation,
@@ -604,7 +614,9 @@ impl Startup {
                 }
             }
             (Phase::AwaitingStartup, _) => Err(fatal(StatusCode::ProtocolViolation, "expected a startup message")),
-            (Phase::Done | Phase::Failed, _) => Err(fatal(StatusCode::ProtocolViolation, "unexpected message during authentication")),
+            (Phase::Done | Phase::Failed, _) => {
+                Err(fatal(StatusCode::ProtocolViolation, "unexpected message during authentication"))
+            }
             (_, _) => Err(fatal(StatusCode::ProtocolViolation, "expected a password response")),
         }
     }
@@ -668,8 +680,17 @@ impl Startup {
         let Some(slot) = self.gate.limits.try_user(&principal.user, limit) else {
             tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: per-user connection limit");
             let err = rxgate_common::Error::new(StatusCode::ResourcesExhausted, "too many connections for user");
-            self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
-            return Err(fatal(StatusCode::TooManyConnections, format!("too many connections for user \"{}\"", principal.user)));
+            self.gate.audit.login(
+                &principal.user,
+                &principal.roles,
+                Channel::PgWire,
+                Some(client.socket_addr()),
+                Some(&err),
+            );
+            return Err(fatal(
+                StatusCode::TooManyConnections,
+                format!("too many connections for user \"{}\"", principal.user),
+            ));
         };
         let admin = {
             let (policy, _) = self.gate.policy.current();
@@ -687,7 +708,13 @@ impl Startup {
                 };
                 tracing::info!(peer = %client.socket_addr(), user = %principal.user, "refused: {message}");
                 let err = rxgate_common::Error::new(StatusCode::ResourcesExhausted, message.clone());
-                self.gate.audit.login(&principal.user, &principal.roles, Channel::PgWire, Some(client.socket_addr()), Some(&err));
+                self.gate.audit.login(
+                    &principal.user,
+                    &principal.roles,
+                    Channel::PgWire,
+                    Some(client.socket_addr()),
+                    Some(&err),
+                );
                 return Err(fatal(StatusCode::TooManyConnections, message));
             }
         };
@@ -893,6 +920,10 @@ mod tests {
         assert_eq!(fatalize(PgWireError::FailedToCoercePasswordMessage).code, "08P01");
         let api = fatalize(PgWireError::ApiError("secret detail".into()));
         assert_eq!(api.code, "XX000");
-        assert!(api.message.starts_with("internal error (error id ") && !api.message.contains("secret"), "{}", api.message);
+        assert!(
+            api.message.starts_with("internal error (error id ") && !api.message.contains("secret"),
+            "{}",
+            api.message
+        );
     }
 }

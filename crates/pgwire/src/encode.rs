@@ -6,17 +6,17 @@
 
 use std::sync::Arc;
 
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use arrow_pg::encoder::{encode_value, Encoder};
 use bytes::{BufMut, Bytes, BytesMut};
 use datafusion::arrow::array::{
     Array, ArrayRef, Date32Array, Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, StringArray,
     StringViewArray,
 };
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion::arrow::array::{AsArray, ListArray};
 use datafusion::arrow::datatypes::{DataType, Schema, UInt32Type};
-use pgwire::api::portal::Format;
 use datafusion::arrow::record_batch::RecordBatch;
+use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
@@ -491,13 +491,22 @@ mod tests {
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![Some("a\tb\\c\n\"q\",x"), None, Some(""), Some("plain")])),
-            Arc::new(StringViewArray::from(vec![Some("view"), Some("x"), None, Some("a much longer string view value")])),
+            Arc::new(StringViewArray::from(vec![
+                Some("view"),
+                Some("x"),
+                None,
+                Some("a much longer string view value"),
+            ])),
             Arc::new(Int32Array::from(vec![Some(-5), None, Some(i32::MAX), Some(0)])),
             Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(42), None, Some(7)])),
             Arc::new(Float64Array::from(vec![Some(6641.06), Some(f64::NAN), Some(1e20), None])),
             Arc::new(Date32Array::from(vec![Some(19_753), Some(-719_162), Some(0), None])),
             Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true)])),
-            Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1), Some(0)]).with_precision_and_scale(10, 2).unwrap()),
+            Arc::new(
+                Decimal128Array::from(vec![Some(12345), None, Some(-1), Some(0)])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
             Arc::new(Int16Array::from(vec![Some(-3), Some(3), None, Some(i16::MIN)])),
         ];
         RecordBatch::try_new(schema, columns).unwrap()
@@ -564,9 +573,14 @@ mod tests {
 
     #[test]
     fn copy_text_escapes_as_postgresql() {
-        let text = String::from_utf8(copy(Target::CopyText { delimiter: b'\t', null: Bytes::from_static(b"\\N") }, false)).unwrap();
+        let text =
+            String::from_utf8(copy(Target::CopyText { delimiter: b'\t', null: Bytes::from_static(b"\\N") }, false))
+                .unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "a\\tb\\\\c\\n\"q\",x\tview\t-5\t-9223372036854775808\t6641.06\t2024-01-31\tt\t123.45\t-3");
+        assert_eq!(
+            lines[0],
+            "a\\tb\\\\c\\n\"q\",x\tview\t-5\t-9223372036854775808\t6641.06\t2024-01-31\tt\t123.45\t-3"
+        );
         assert_eq!(lines[1], "\\N\tx\t\\N\t42\tNaN\t0001-01-01\tf\t\\N\t3");
         assert_eq!(lines[2], "\t\\N\t2147483647\t\\N\t1e20\t1970-01-01\t\\N\t-0.01\t\\N");
         assert_eq!(lines.len(), 4);
@@ -574,9 +588,10 @@ mod tests {
 
     #[test]
     fn copy_csv_quotes_as_postgresql() {
-        let csv = String::from_utf8(
-            copy(Target::CopyCsv { delimiter: b',', quote: b'"', escape: b'"', null: Bytes::new() }, false),
-        )
+        let csv = String::from_utf8(copy(
+            Target::CopyCsv { delimiter: b',', quote: b'"', escape: b'"', null: Bytes::new() },
+            false,
+        ))
         .unwrap();
         assert!(csv.starts_with("\"a\tb\\c\n\"\"q\"\",x\",view,-5,"), "{csv}");
         // The empty string is quoted, NULL is empty.

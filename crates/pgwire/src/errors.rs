@@ -53,7 +53,8 @@ mod tests {
             path: "w/t/data/f.parquet".into(),
             source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
         };
-        let PgWireError::UserError(info) = df_to_pg(datafusion::error::DataFusionError::ObjectStore(Box::new(store))) else {
+        let PgWireError::UserError(info) = df_to_pg(datafusion::error::DataFusionError::ObjectStore(Box::new(store)))
+        else {
             panic!()
         };
         assert_eq!(info.code, "58030");

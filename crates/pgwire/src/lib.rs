@@ -10,7 +10,7 @@ mod handler;
 mod server;
 mod tls;
 
-pub use errors::sqlstate;
 pub use auth::{AuthConfig, AuthMethod};
+pub use errors::sqlstate;
 pub use server::{PgServer, PgServerConfig};
 pub use tls::TlsConfig;

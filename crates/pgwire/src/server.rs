@@ -190,8 +190,10 @@ async fn serve_connection(
     let mut watcher: Option<PeerWatch> = None;
     let peer = socket.socket_addr();
     loop {
-        let starting =
-            matches!(socket.state(), PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress);
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
         if !starting && slot.is_some() {
             // Authenticated (or refused and closing): the authenticating slot is free again.
             slot = None;
@@ -319,9 +321,7 @@ impl PeerWatch {
 /// Before pgwire decodes a Bind or Parse (its decoder trusts their counts and lengths and
 /// panics on a short message), reads the whole message into the connection's buffer and
 /// checks it. `Some(problem)`: a protocol violation, nothing was decoded.
-async fn read_whole_message<S, C>(
-    socket: &mut tokio_util::codec::Framed<S, C>,
-) -> std::io::Result<Option<String>>
+async fn read_whole_message<S, C>(socket: &mut tokio_util::codec::Framed<S, C>) -> std::io::Result<Option<String>>
 where
     S: AsyncRead + Unpin,
 {

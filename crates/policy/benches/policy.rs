@@ -55,8 +55,18 @@ const POLICY: &str = include_str!("../../../catalog/policies.toml");
 fn rewrite(c: &mut Criterion) {
     let policy = Policy::parse(POLICY, "catalog/policies.toml").unwrap();
     let columns: Vec<String> = [
-        "npi", "presc_last_name", "presc_first_name", "presc_full_name", "presc_city", "presc_state",
-        "presc_specialty", "drug_name", "generic_name", "bene_count", "trx_cnt", "total_drug_cost",
+        "npi",
+        "presc_last_name",
+        "presc_first_name",
+        "presc_full_name",
+        "presc_city",
+        "presc_state",
+        "presc_specialty",
+        "drug_name",
+        "generic_name",
+        "bene_count",
+        "trx_cnt",
+        "total_drug_cost",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -82,14 +82,18 @@ impl Policy {
         }
         let granted_to = |role: &String, column: &str| {
             self.grants.iter().any(|g| {
-                g.roles.contains(role) && g.on.covers(catalog, schema, table) && g.columns.iter().any(|c| c.matches(column))
+                g.roles.contains(role)
+                    && g.on.covers(catalog, schema, table)
+                    && g.columns.iter().any(|c| c.matches(column))
             })
         };
         let mask_of = |role: &String, column: &str| {
             self.masks
                 .iter()
                 .find(|m| {
-                    m.roles.contains(role) && m.on.covers(catalog, schema, table) && m.columns.iter().any(|c| c.matches(column))
+                    m.roles.contains(role)
+                        && m.on.covers(catalog, schema, table)
+                        && m.columns.iter().any(|c| c.matches(column))
                 })
                 .map(|m| m.mask.clone())
         };
@@ -144,7 +148,8 @@ fn substitute(filter: &str, p: &Principal) -> Result<String> {
             Token::Word(Word { value, quote_style: None, .. }) => Some(value.to_ascii_lowercase()),
             _ => None,
         };
-        let next_significant = |from: usize| tokens[from..].iter().position(|t| !matches!(t, Token::Whitespace(_))).map(|k| from + k);
+        let next_significant =
+            |from: usize| tokens[from..].iter().position(|t| !matches!(t, Token::Whitespace(_))).map(|k| from + k);
         match word(&tokens[i]).as_deref() {
             Some("current_user" | "session_user") => {
                 out.push(literal(Some(&p.user)));

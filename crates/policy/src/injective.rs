@@ -119,7 +119,9 @@ fn rewrite_aggregate(agg: &Aggregate) -> DfResult<Option<LogicalPlan>> {
     for (i, (qualifier, field)) in new_agg.schema.iter().enumerate() {
         let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
         let key_of = (i < keys).then(|| plain_column(&agg.group_expr[i])).flatten();
-        let m = key_of.and_then(|c| input_schema.maybe_index_of_column(c)).and_then(|ix| moved.iter().find(|m| m.index == ix));
+        let m = key_of
+            .and_then(|c| input_schema.maybe_index_of_column(c))
+            .and_then(|ix| moved.iter().find(|m| m.index == ix));
         out.push(match m {
             Some(m) => {
                 masked = true;
@@ -224,9 +226,9 @@ fn strip_string_cast<'a>(arg: &'a Expr, schema: &DFSchema) -> (&'a Expr, Option<
 
 fn same_columns(a: &DFSchema, b: &DFSchema) -> bool {
     a.fields().len() == b.fields().len()
-        && a.iter().zip(b.iter()).all(|((qa, fa), (qb, fb))| {
-            qa == qb && fa.name() == fb.name() && fa.data_type() == fb.data_type()
-        })
+        && a.iter()
+            .zip(b.iter())
+            .all(|((qa, fa), (qb, fb))| qa == qb && fa.name() == fb.name() && fa.data_type() == fb.data_type())
 }
 
 #[cfg(test)]
@@ -278,8 +280,12 @@ mod tests {
             let df = query(masked(&ctx));
             async move {
                 let plan = df.clone().into_optimized_plan().unwrap().display_indent().to_string();
-                let mut rows: Vec<String> =
-                    pretty_format_batches(&df.collect().await.unwrap()).unwrap().to_string().lines().map(String::from).collect();
+                let mut rows: Vec<String> = pretty_format_batches(&df.collect().await.unwrap())
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .map(String::from)
+                    .collect();
                 rows.sort();
                 (rows.join("\n"), plan)
             }

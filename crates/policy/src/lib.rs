@@ -12,8 +12,10 @@ mod rule;
 mod secure;
 
 pub use eval::{ColumnAccess, Principal, TableAccess};
-pub use mask::{redact, show_first, show_last, MaskFunctions, PseudonymKey};
-pub use model::{Grant, MaskKind, MaskRule, Pattern, Policy, PseudonymConfig, RoleEntry, RowFilterRule, Target, UserEntry};
 pub use injective::InjectiveMaskRule;
+pub use mask::{redact, show_first, show_last, MaskFunctions, PseudonymKey};
+pub use model::{
+    Grant, MaskKind, MaskRule, Pattern, Policy, PseudonymConfig, RoleEntry, RowFilterRule, Target, UserEntry,
+};
 pub use rule::PseudonymLiteralRule;
 pub use secure::secured_plan;

@@ -188,7 +188,9 @@ fn small_cell_udf() -> ScalarUDF {
         };
         Ok(match &args[0] {
             ColumnarValue::Array(a) => ColumnarValue::Array(suppress(a)),
-            ColumnarValue::Scalar(v) => ColumnarValue::Scalar(ScalarValue::try_from_array(&suppress(&v.to_array()?), 0)?),
+            ColumnarValue::Scalar(v) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&suppress(&v.to_array()?), 0)?)
+            }
         })
     });
     create_udf("rxgate_mask_small_cell", vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun)
@@ -280,20 +282,25 @@ impl MaskFunctions {
                 _ => null(),
             },
             MaskKind::Year => match data_type {
-                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => cast(
-                    datafusion::functions::datetime::expr_fn::date_trunc(lit("year"), c),
-                    data_type.clone(),
-                ),
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => {
+                    cast(datafusion::functions::datetime::expr_fn::date_trunc(lit("year"), c), data_type.clone())
+                }
                 _ if is_text => datafusion::functions::unicode::expr_fn::substr(c, lit(1i64)),
                 _ => null(),
             },
-            MaskKind::Zip3 if is_text => {
-                datafusion::functions::unicode::expr_fn::substring(c, lit(1i64), lit(3i64))
-            }
+            MaskKind::Zip3 if is_text => datafusion::functions::unicode::expr_fn::substring(c, lit(1i64), lit(3i64)),
             MaskKind::Zip3 => null(),
             MaskKind::SmallCell if is_int => {
-                let e = self.small_cell.call(vec![if data_type == &DataType::Int64 { c } else { cast(c, DataType::Int64) }]);
-                if data_type == &DataType::Int64 { e } else { cast(e, data_type.clone()) }
+                let e = self.small_cell.call(vec![if data_type == &DataType::Int64 {
+                    c
+                } else {
+                    cast(c, DataType::Int64)
+                }]);
+                if data_type == &DataType::Int64 {
+                    e
+                } else {
+                    cast(e, data_type.clone())
+                }
             }
             MaskKind::SmallCell if data_type.is_numeric() => {
                 when(c.clone().gt_eq(lit(1i64)).and(c.clone().lt_eq(lit(10i64))), null()).otherwise(c)?

@@ -73,9 +73,10 @@ fn pseudonym_arg(e: &Expr) -> Option<&Expr> {
 
 fn literal_text(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => {
-            Some(s)
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s),
         _ => None,
     }
 }
@@ -101,9 +102,13 @@ mod tests {
     fn pseudonym_of(column: &str) -> Expr {
         let f = MaskFunctions::new(Some(PseudonymKey::new("k1", b"s")));
         let schema = datafusion::common::DFSchema::empty();
-        f.expr(&MaskKind::Pseudonym, &datafusion::prelude::Column::from_name(column), &DataType::Utf8, &schema, &|_, _| {
-            unreachable!()
-        })
+        f.expr(
+            &MaskKind::Pseudonym,
+            &datafusion::prelude::Column::from_name(column),
+            &DataType::Utf8,
+            &schema,
+            &|_, _| unreachable!(),
+        )
         .unwrap()
     }
 
@@ -112,7 +117,8 @@ mod tests {
         let e = pseudonym_of("npi").eq(lit("1234567893"));
         let out = rewrite_comparison(e).unwrap();
         assert!(out.transformed);
-        let expected = when(col("npi").is_null(), Expr::Literal(ScalarValue::Boolean(None), None)).otherwise(lit(false)).unwrap();
+        let expected =
+            when(col("npi").is_null(), Expr::Literal(ScalarValue::Boolean(None), None)).otherwise(lit(false)).unwrap();
         assert_eq!(out.data, expected);
         let ne = rewrite_comparison(lit("x").not_eq(pseudonym_of("npi"))).unwrap();
         assert!(ne.transformed);
@@ -123,7 +129,8 @@ mod tests {
         let f = MaskFunctions::new(Some(PseudonymKey::new("k1", b"s")));
         let schema = datafusion::common::DFSchema::empty();
         let column = datafusion::prelude::Column::from_name("npi");
-        let masked = f.expr(&MaskKind::Pseudonym, &column, &DataType::Utf8View, &schema, &|_, _| unreachable!()).unwrap();
+        let masked =
+            f.expr(&MaskKind::Pseudonym, &column, &DataType::Utf8View, &schema, &|_, _| unreachable!()).unwrap();
         // What type coercion makes of the call on a Utf8View column.
         let Expr::ScalarFunction(ScalarFunction { func, .. }) = masked else { panic!("a call: {masked}") };
         let call = Expr::ScalarFunction(ScalarFunction { func, args: vec![cast(col("npi"), DataType::Utf8)] });

@@ -11,7 +11,9 @@ use rxgate_engine::{Engine, QueryOutput};
 use rxgate_ingest::{ingest_cities, ingest_prescribers, is_raw_dir, run_pipeline, PipelineOptions, Progress};
 use rxgate_pgwire::{AuthConfig, AuthMethod, PgServer, PgServerConfig};
 
-use crate::cli::{CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand, PolicyCommand};
+use crate::cli::{
+    CatalogCommand, CertCommand, Cli, Command, Format, IngestCommand, LayoutArg, PipelineCommand, PolicyCommand,
+};
 use crate::config::{load_file, resolve, ListenFlags, Settings};
 use crate::output::print_batches;
 use crate::users::DemoLogin;
@@ -39,7 +41,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Datagen { scale, out, layout, seed } => datagen(scale, &out, layout, seed).map(|_| ()),
         Command::Catalog { action } => catalog(&settings, action).await,
         Command::Ingest { what } => ingest(&settings, what).await,
-        Command::Pipeline { action: PipelineCommand::Run { input, delivery_date, force, definitions, json, quiet } } => {
+        Command::Pipeline {
+            action: PipelineCommand::Run { input, delivery_date, force, definitions, json, quiet },
+        } => {
             let defs = definitions_for(definitions.as_deref())?;
             let lake = open(&settings).await?;
             let opts = PipelineOptions { input, delivery_date, force };
@@ -63,7 +67,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql { query, format, as_user } => sql(&settings, &query, format, as_user.as_deref()).await,
-        Command::Policy { action: PolicyCommand::Check { user, query } } => policy_check(&settings, &user, &query).await,
+        Command::Policy { action: PolicyCommand::Check { user, query } } => {
+            policy_check(&settings, &user, &query).await
+        }
         Command::Serve { .. } => serve(&settings, None).await,
         Command::Demo { scale, no_serve, .. } => demo(&settings, scale, no_serve).await,
         Command::User { action } => crate::users::run(&settings, action),
@@ -154,7 +160,11 @@ async fn catalog(settings: &Settings, action: CatalogCommand) -> Result<()> {
         let meta = |table: &str, what: &str| {
             let (db, t) = table.rsplit_once('.').unwrap_or(("", table));
             let name = format!("\"{}${what}\"", t.replace('"', "\"\""));
-            if db.is_empty() { name } else { format!("{db}.{name}") }
+            if db.is_empty() {
+                name
+            } else {
+                format!("{db}.{name}")
+            }
         };
         let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
         Some(match action {
@@ -165,8 +175,12 @@ async fn catalog(settings: &Settings, action: CatalogCommand) -> Result<()> {
             CatalogCommand::Partitions(a) => (format!("SELECT * FROM {}", meta(&a.table, "partitions")), a.format),
             CatalogCommand::Rollback { table, snapshot_id, set_current, to_timestamp } => {
                 let sql = match (snapshot_id, to_timestamp) {
-                    (_, Some(ts)) => format!("CALL system.rollback_to_timestamp({}, TIMESTAMP {})", lit(table), lit(ts)),
-                    (Some(id), None) if *set_current => format!("CALL system.set_current_snapshot({}, {id})", lit(table)),
+                    (_, Some(ts)) => {
+                        format!("CALL system.rollback_to_timestamp({}, TIMESTAMP {})", lit(table), lit(ts))
+                    }
+                    (Some(id), None) if *set_current => {
+                        format!("CALL system.set_current_snapshot({}, {id})", lit(table))
+                    }
                     (Some(id), None) => format!("CALL system.rollback_to_snapshot({}, {id})", lit(table)),
                     (None, None) => return None,
                 };
@@ -328,7 +342,9 @@ async fn sql(settings: &Settings, query: &str, format: Format, as_user: Option<&
             break; // the reader went away (`| head`): nothing more to print
         }
         match session.sql(&stmt).await? {
-            QueryOutput::Rows { stream, .. } | QueryOutput::Fetched { stream, .. } | QueryOutput::Copy { stream, .. } => {
+            QueryOutput::Rows { stream, .. }
+            | QueryOutput::Fetched { stream, .. }
+            | QueryOutput::Copy { stream, .. } => {
                 let batches: Vec<_> = stream.try_collect().await.map_err(Error::from)?;
                 print_batches(&batches, format)?;
             }
@@ -412,7 +428,12 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
             println!("  demo users (passwords kept in {}); user names are not role names:", kept.display());
             for l in logins {
                 match &l.password {
-                    Some(p) => println!("  psql \"{}\"   # user {}, role {}", pg_url(&l.user, Some(p), addr, tls), l.user, l.role),
+                    Some(p) => println!(
+                        "  psql \"{}\"   # user {}, role {}",
+                        pg_url(&l.user, Some(p), addr, tls),
+                        l.user,
+                        l.role
+                    ),
                     None => println!(
                         "  {0} (role {1}): password changed since the demo made it (rxgate user passwd {0})",
                         l.user, l.role
@@ -466,7 +487,10 @@ async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {
     for s in &report.steps {
         eprintln!("demo: {:<20} {:<8} {:>10} rows", s.name, s.status, s.rows);
     }
-    eprintln!("demo: delivery {date}: read {} = loaded {} + quarantined {}", report.read, report.loaded, report.quarantined);
+    eprintln!(
+        "demo: delivery {date}: read {} = loaded {} + quarantined {}",
+        report.read, report.loaded, report.quarantined
+    );
     drop(lake);
     let logins = crate::users::ensure_demo_users(settings)?;
     let key = crate::users::ensure_demo_pseudonym_key(&settings.data_dir)?;

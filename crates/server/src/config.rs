@@ -463,9 +463,9 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         name: file.catalog.name.unwrap_or(embedded.name),
         storage: resolve_storage(file.storage),
         connect_timeout_secs: match env("RXGATE_CATALOG_CONNECT_TIMEOUT_SECS") {
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| Error::invalid("RXGATE_CATALOG_CONNECT_TIMEOUT_SECS must be seconds"))?,
+            Some(v) => {
+                v.parse::<u64>().map_err(|_| Error::invalid("RXGATE_CATALOG_CONNECT_TIMEOUT_SECS must be seconds"))?
+            }
             None => file.catalog.connect_timeout_secs.unwrap_or(embedded.connect_timeout_secs),
         },
     };
@@ -519,7 +519,19 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
     let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
-    Ok(Settings { data_dir, lakehouse, engine, pg_listen, pg_max_connections, pg_max_authenticating, pg_tls, pg_tls_required, auth, flight, umask })
+    Ok(Settings {
+        data_dir,
+        lakehouse,
+        engine,
+        pg_listen,
+        pg_max_connections,
+        pg_max_authenticating,
+        pg_tls,
+        pg_tls_required,
+        auth,
+        flight,
+        umask,
+    })
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`
@@ -540,9 +552,7 @@ fn resolve_flight(
         }
     };
     let defaults = FlightSqlConfig::default();
-    let listen = listen_flag
-        .or(section.listen)
-        .unwrap_or_else(|| DEFAULT_FLIGHT_LISTEN.to_string());
+    let listen = listen_flag.or(section.listen).unwrap_or_else(|| DEFAULT_FLIGHT_LISTEN.to_string());
     let t = section.tls;
     let (cert, key) = match (t.cert, t.key) {
         (Some(c), Some(k)) => (Some(c), Some(k)),
@@ -609,7 +619,12 @@ fn resolve_storage(mut s: StorageOptions) -> StorageOptions {
 /// The default policy file, relative to the working directory.
 pub const DEFAULT_POLICY_FILE: &str = "catalog/policies.toml";
 
-fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: AuditSection, data_dir: &Path) -> Result<()> {
+fn resolve_policy(
+    engine: &mut EngineConfig,
+    policy: PolicySection,
+    audit: AuditSection,
+    data_dir: &Path,
+) -> Result<()> {
     let configured = env("RXGATE_POLICY_FILE").map(PathBuf::from).or(policy.file);
     engine.policy_file = match configured {
         Some(p) if p.as_os_str() == "builtin" => None,
@@ -629,7 +644,8 @@ fn resolve_policy(engine: &mut EngineConfig, policy: PolicySection, audit: Audit
         }
     };
     if audit.enabled.unwrap_or(true) {
-        engine.audit_dir = Some(env("RXGATE_AUDIT_DIR").map(PathBuf::from).or(audit.dir).unwrap_or_else(|| data_dir.join("audit")));
+        engine.audit_dir =
+            Some(env("RXGATE_AUDIT_DIR").map(PathBuf::from).or(audit.dir).unwrap_or_else(|| data_dir.join("audit")));
     }
     if let Some(size) = audit.max_file_size {
         engine.audit_max_bytes = parse_bytes(&size).map_err(|e| e.context("[audit] max_file_size"))? as u64;
@@ -849,7 +865,8 @@ mod tests {
         assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
         assert!(tls.client_cert_required);
 
-        let off = resolve(toml::from_str("[flightsql]\nenabled = false").unwrap(), None, ListenFlags::default()).unwrap();
+        let off =
+            resolve(toml::from_str("[flightsql]\nenabled = false").unwrap(), None, ListenFlags::default()).unwrap();
         assert!(off.flight.is_none());
     }
 
@@ -894,7 +911,11 @@ mod tests {
         ] {
             let file: FileConfig = toml::from_str(text).unwrap();
             let err = resolve(file, None, ListenFlags::default()).unwrap_err();
-            assert!(err.message.starts_with(key) && err.message.contains("bad size \"lots\""), "{text}: {}", err.message);
+            assert!(
+                err.message.starts_with(key) && err.message.contains("bad size \"lots\""),
+                "{text}: {}",
+                err.message
+            );
         }
     }
 }

@@ -15,7 +15,11 @@ use crate::users::DemoLogin;
 
 /// Binds the Flight SQL listener unless `[flightsql] enabled = false`. A TLS setup that cannot
 /// be used or an address that cannot be bound stops the server (fail closed).
-pub(crate) async fn bind(settings: &Settings, engine: Engine, users: Arc<UserDirectory>) -> Result<Option<FlightSqlServer>> {
+pub(crate) async fn bind(
+    settings: &Settings,
+    engine: Engine,
+    users: Arc<UserDirectory>,
+) -> Result<Option<FlightSqlServer>> {
     let Some(config) = &settings.flight else { return Ok(None) };
     let server = FlightSqlServer::bind(engine, config, users).await?;
     let addr = server.local_addr()?;
@@ -41,7 +45,11 @@ fn adbc_line(uri: &str, user: &str, password: &str) -> String {
 }
 
 /// Prints where Flight SQL clients connect and how (ADBC, pyarrow.flight).
-pub(crate) fn print_connect(server: &FlightSqlServer, demo_logins: Option<&[DemoLogin]>, user_count: usize) -> Result<()> {
+pub(crate) fn print_connect(
+    server: &FlightSqlServer,
+    demo_logins: Option<&[DemoLogin]>,
+    user_count: usize,
+) -> Result<()> {
     let uri = uri(server)?;
     let tls = if server.tls_enabled() { "TLS" } else { "no TLS" };
     println!("rxgate is serving Arrow Flight SQL clients on {uri} ({tls}; basic auth, then a bearer token)");

@@ -120,10 +120,8 @@ mod tests {
 
     #[test]
     fn json_lines_keep_null_values() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, true),
-            Field::new("b", DataType::Utf8, true),
-        ]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(
             schema,
             vec![Arc::new(Int64Array::from(vec![Some(1), None])), Arc::new(StringArray::from(vec![None, Some("x")]))],

@@ -35,7 +35,9 @@ pub fn run(settings: &Settings, action: UserCommand) -> Result<()> {
                          Use --force to add the user anyway (such a role grants nothing until the policy defines it)"
                     )));
                 }
-                eprintln!("warning: role {names} is not defined in the policy ({origin}); it grants nothing until it is");
+                eprintln!(
+                    "warning: role {names} is not defined in the policy ({origin}); it grants nothing until it is"
+                );
             }
             // Check before asking for a password that would be thrown away.
             let _lock = UsersFileLock::acquire(path)?;

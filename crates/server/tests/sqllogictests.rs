@@ -182,10 +182,8 @@ fn write_external_files(ext: &Path) {
     std::fs::write(ext.join("sales_csv/region=east/_SUCCESS"), "").unwrap();
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("item", DataType::Utf8, true),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("item", DataType::Utf8, true)]));
     for (year, region, ids, items) in [
         ("2023", "east", vec![1i64, 2], vec![Some("a"), Some("b")]),
         ("2023", "west", vec![3], vec![None]),
@@ -459,10 +457,9 @@ impl AsyncDB for PgWire {
                 }
                 M::CommandComplete(n) => {
                     last = match columns.take() {
-                        Some(k) => DBOutput::Rows {
-                            types: vec![DefaultColumnType::Any; k],
-                            rows: std::mem::take(&mut rows),
-                        },
+                        Some(k) => {
+                            DBOutput::Rows { types: vec![DefaultColumnType::Any; k], rows: std::mem::take(&mut rows) }
+                        }
                         None => DBOutput::StatementComplete(n),
                     };
                 }
@@ -587,9 +584,7 @@ impl Server {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("rxgate serve exited with {status}:\n{}", server.log_text());
             }
-            let up = [pg_port, flight_port]
-                .iter()
-                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            let up = [pg_port, flight_port].iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
             if up {
                 return server;
             }
@@ -616,14 +611,19 @@ impl Drop for Server {
 fn file_role(text: &str) -> String {
     text.lines()
         .take_while(|l| l.starts_with('#') || l.trim().is_empty())
-        .find_map(|l| l.strip_prefix('#').map(str::trim).and_then(|l| l.strip_prefix("role:")).map(|r| r.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix('#').map(str::trim).and_then(|l| l.strip_prefix("role:")).map(|r| r.trim().to_string())
+        })
         .unwrap_or_else(|| "admin".into())
 }
 
 #[allow(clippy::ptr_arg)] // the signature sqllogictest asks for
 fn column_validator(actual: &Vec<DefaultColumnType>, expected: &Vec<DefaultColumnType>) -> bool {
     actual.len() == expected.len()
-        && actual.iter().zip(expected).all(|(a, e)| *a == DefaultColumnType::Any || *e == DefaultColumnType::Any || a == e)
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| *a == DefaultColumnType::Any || *e == DefaultColumnType::Any || a == e)
 }
 
 /// Where the engines connect.
@@ -634,7 +634,13 @@ enum Target {
     Flight(u16),
 }
 
-async fn run_file<D, M>(mut runner: Runner<D, M>, engine: &str, path: &Path, complete: bool, vars: &[(String, String)]) -> Result<(), String>
+async fn run_file<D, M>(
+    mut runner: Runner<D, M>,
+    engine: &str,
+    path: &Path,
+    complete: bool,
+    vars: &[(String, String)],
+) -> Result<(), String>
 where
     D: AsyncDB<ColumnType = DefaultColumnType, Error = SltError>,
     M: sqllogictest::MakeConnection<Conn = D>,
@@ -704,8 +710,13 @@ fn shorten_errors(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-
-async fn run_engine(target: Target, engine: &str, files: &[PathBuf], complete: bool, vars: &[(String, String)]) -> Vec<String> {
+async fn run_engine(
+    target: Target,
+    engine: &str,
+    files: &[PathBuf],
+    complete: bool,
+    vars: &[(String, String)],
+) -> Vec<String> {
     let mut failures = vec![];
     for path in files {
         let text = std::fs::read_to_string(path).unwrap();
@@ -784,7 +795,8 @@ async fn lake_vars(engine: &Engine, fixture: &Fixture, data: &Path) -> Vec<(Stri
 async fn open_engine(fixture: &Fixture, data: &Path) -> Arc<Engine> {
     let file = rxgate_server::config::load_file(Some(&fixture.config())).unwrap();
     let settings =
-        rxgate_server::config::resolve(file, Some(data.to_path_buf()), rxgate_server::config::ListenFlags::default()).unwrap();
+        rxgate_server::config::resolve(file, Some(data.to_path_buf()), rxgate_server::config::ListenFlags::default())
+            .unwrap();
     let lake = rxgate_catalog::Lakehouse::open(&settings.lakehouse).await.unwrap();
     Arc::new(Engine::new(lake, settings.engine.clone()).unwrap())
 }
@@ -835,7 +847,8 @@ fn main() {
             "pgwire" | "flight" => {
                 drop(local);
                 let server = Server::start(&fixture, &data, engine);
-                let t = if engine == "pgwire" { Target::Pg(server.pg_port) } else { Target::Flight(server.flight_port) };
+                let t =
+                    if engine == "pgwire" { Target::Pg(server.pg_port) } else { Target::Flight(server.flight_port) };
                 (t, Some(server))
             }
             other => panic!("unknown engine {other}"),

@@ -36,7 +36,9 @@ fn percent_decode(s: &str, location: &str) -> Result<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| invalid(location, "bad percent-encoding"))?;
+            let byte = hex
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| invalid(location, "bad percent-encoding"))?;
             out.push(byte);
             i += 3;
         } else {
@@ -158,7 +160,9 @@ impl LocationPolicy {
             .iter()
             .map(|p| NormalizedLocation::parse(p).map(|n| (p.clone(), n)))
             .collect::<Result<Vec<_>>>()
-            .map_err(|e| Error::new(StatusCode::InvalidArgument, format!("[external] allowed_locations: {}", e.message)))?;
+            .map_err(|e| {
+                Error::new(StatusCode::InvalidArgument, format!("[external] allowed_locations: {}", e.message))
+            })?;
         Ok(Self { allowed })
     }
 
@@ -170,7 +174,9 @@ impl LocationPolicy {
     /// Ok when `location` lies under an allowed prefix and overlaps none of `protected`
     /// (`(what, location)`: the warehouse, Iceberg tables' locations); else 42501.
     pub fn check(&self, location: &str, protected: &[(String, String)]) -> Result<()> {
-        let denied = |why: String| Error::new(StatusCode::PermissionDenied, format!("external location \"{location}\" is not allowed: {why}"));
+        let denied = |why: String| {
+            Error::new(StatusCode::PermissionDenied, format!("external location \"{location}\" is not allowed: {why}"))
+        };
         if self.allowed.is_empty() {
             return Err(denied("no external locations are allowed ([external] allowed_locations is empty)".into()));
         }
@@ -178,7 +184,10 @@ impl LocationPolicy {
         let prefixes: Vec<NormalizedLocation> = self.allowed.iter().flat_map(|(_, n)| n.forms()).collect();
         for form in &forms {
             if !prefixes.iter().any(|p| form.starts_with(p)) {
-                return Err(denied(format!("it is not under [external] allowed_locations ({})", self.prefixes().join(", "))));
+                return Err(denied(format!(
+                    "it is not under [external] allowed_locations ({})",
+                    self.prefixes().join(", ")
+                )));
             }
         }
         for (what, loc) in protected {
@@ -235,7 +244,14 @@ mod tests {
         p.check("/data/ext/t", &[]).unwrap();
         p.check("file:///data/ext/t/", &[]).unwrap();
         p.check("s3://LAKE/raw/t", &[]).unwrap();
-        for bad in ["/data/extra", "/etc/default", "/data/ext/../../etc", "file:///data/ext/%2e%2e/x", "s3://lake/rawx", "gs://lake/raw/t"] {
+        for bad in [
+            "/data/extra",
+            "/etc/default",
+            "/data/ext/../../etc",
+            "file:///data/ext/%2e%2e/x",
+            "s3://lake/rawx",
+            "gs://lake/raw/t",
+        ] {
             assert_eq!(p.check(bad, &[]).unwrap_err().code, StatusCode::PermissionDenied, "{bad}");
         }
         let protected = vec![("the warehouse".to_string(), "file:///data/ext/wh".to_string())];

@@ -65,7 +65,9 @@ impl ExternalFormat {
         match name.to_ascii_uppercase().as_str() {
             "PARQUET" => Ok(Self::Parquet),
             "CSV" | "TEXTFILE" => Ok(Self::Csv),
-            other => Err(Error::new(StatusCode::Unsupported, format!("STORED AS {other} is not supported (PARQUET or CSV)"))),
+            other => {
+                Err(Error::new(StatusCode::Unsupported, format!("STORED AS {other} is not supported (PARQUET or CSV)")))
+            }
         }
     }
 
@@ -135,7 +137,10 @@ impl ExternalTableDef {
 
     /// The partition columns as fields.
     pub fn partition_fields(&self) -> Result<Vec<FieldRef>> {
-        self.partition_columns.iter().map(|c| Ok(Arc::new(Field::new(&c.name, arrow_type(&c.hive_type)?, true)))).collect()
+        self.partition_columns
+            .iter()
+            .map(|c| Ok(Arc::new(Field::new(&c.name, arrow_type(&c.hive_type)?, true))))
+            .collect()
     }
 
     /// The table's schema: data columns, then partition columns (Hive's order).
@@ -270,7 +275,12 @@ pub fn arrow_type(hive: &str) -> Result<DataType> {
             }
             DataType::Decimal128(p, s)
         }
-        _ => return Err(Error::new(StatusCode::Unsupported, format!("type \"{hive}\" is not supported for external tables"))),
+        _ => {
+            return Err(Error::new(
+                StatusCode::Unsupported,
+                format!("type \"{hive}\" is not supported for external tables"),
+            ))
+        }
     })
 }
 
@@ -280,7 +290,10 @@ pub fn escape_path_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         let escape = (ch as u32) < 0x20
-            || matches!(ch, '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\u{7f}' | '{' | '[' | ']' | '^');
+            || matches!(
+                ch,
+                '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\u{7f}' | '{' | '[' | ']' | '^'
+            );
         if escape {
             out.push_str(&format!("%{:02X}", ch as u32));
         } else {
@@ -296,7 +309,11 @@ pub fn unescape_path_name(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
             if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(b);
                 i += 3;
@@ -337,7 +354,8 @@ pub async fn table_provider(
     let Some(def) = external.get(namespace, name).await.map_err(df)? else { return Ok(None) };
     let partitions = external.partitions(&def).await.map_err(df)?;
     let warehouse = vec![("the warehouse".to_string(), lake.config().warehouse.clone())];
-    let provider = ExternalTableProvider::try_new(def, partitions).map_err(df)?.confined(external.location_policy(), warehouse);
+    let provider =
+        ExternalTableProvider::try_new(def, partitions).map_err(df)?.confined(external.location_policy(), warehouse);
     Ok(Some(Arc::new(provider)))
 }
 
@@ -485,12 +503,19 @@ impl ExternalCatalog {
 
     /// The cached external table names of a namespace.
     pub fn names(&self, namespace: &str) -> Vec<String> {
-        self.cache.read().expect("external cache lock").keys().filter(|(ns, _)| ns == namespace).map(|(_, t)| t.clone()).collect()
+        self.cache
+            .read()
+            .expect("external cache lock")
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// The namespaces holding cached external tables.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.cache.read().expect("external cache lock").keys().map(|(ns, _)| ns.clone()).collect();
+        let mut v: Vec<String> =
+            self.cache.read().expect("external cache lock").keys().map(|(ns, _)| ns.clone()).collect();
         v.dedup();
         v
     }
@@ -521,8 +546,10 @@ impl ExternalCatalog {
             }
             Some(row) => {
                 let text: String = row.try_get(0).map_err(db_error)?;
-                let def: ExternalTableDef = serde_json::from_str(&text)
-                    .map_err(|e| Error::new(StatusCode::Internal, format!("unreadable definition of {namespace}.{name}")).with_source(&e))?;
+                let def: ExternalTableDef = serde_json::from_str(&text).map_err(|e| {
+                    Error::new(StatusCode::Internal, format!("unreadable definition of {namespace}.{name}"))
+                        .with_source(&e)
+                })?;
                 let def = Arc::new(def);
                 cache.insert(key, def.clone());
                 Ok(Some(def))
@@ -610,7 +637,12 @@ impl ExternalCatalog {
 
     /// Registers partitions; with `if_not_exists` existing ones are skipped, else one that
     /// exists fails the whole statement (nothing is added). Returns how many were added.
-    pub async fn add_partitions(&self, def: &ExternalTableDef, parts: &[HivePartition], if_not_exists: bool) -> Result<usize> {
+    pub async fn add_partitions(
+        &self,
+        def: &ExternalTableDef,
+        parts: &[HivePartition],
+        if_not_exists: bool,
+    ) -> Result<usize> {
         self.ready().await?;
         if def.partition_columns.is_empty() {
             return Err(Error::invalid(format!("table {} is not partitioned", def.qualified())));
@@ -635,7 +667,10 @@ impl ExternalCatalog {
                 if if_not_exists {
                     continue;
                 }
-                return Err(Error::new(StatusCode::AlreadyExists, format!("partition {name} of {} already exists", def.qualified())));
+                return Err(Error::new(
+                    StatusCode::AlreadyExists,
+                    format!("partition {name} of {} already exists", def.qualified()),
+                ));
             }
             sqlx::query(&self.sql(
                 "INSERT INTO rxgate_external_partitions (catalog_name, table_namespace, table_name, partition_name, location) \

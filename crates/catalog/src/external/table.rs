@@ -70,7 +70,9 @@ impl ExternalTableProvider {
 
     fn format(&self, state: &dyn Session) -> DfResult<Arc<dyn FileFormat>> {
         Ok(match self.def.format {
-            ExternalFormat::Parquet => Arc::new(ParquetFormat::default().with_options(state.table_options().parquet.clone())),
+            ExternalFormat::Parquet => {
+                Arc::new(ParquetFormat::default().with_options(state.table_options().parquet.clone()))
+            }
             ExternalFormat::Csv => Arc::new(
                 CsvFormat::default()
                     .with_options(state.table_options().csv.clone())
@@ -117,7 +119,13 @@ impl ExternalTableProvider {
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| DataFusionError::Internal("partition predicate is not boolean".into()))?;
-        Ok(self.partitions.iter().enumerate().filter(|(i, _)| keep.is_valid(*i) && keep.value(*i)).map(|(_, p)| p).collect())
+        Ok(self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep.is_valid(*i) && keep.value(*i))
+            .map(|(_, p)| p)
+            .collect())
     }
 }
 
@@ -257,7 +265,8 @@ async fn list_partition(
     let store = object_store(runtime, &url)?;
     let values = def.partition_scalars(&p.values).map_err(|e| DataFusionError::Plan(e.message))?;
     let files = list_files(&store, &prefix).await?;
-    let files = files.into_iter().map(|m| PartitionedFile::new_from_meta(m).with_partition_values(values.clone())).collect();
+    let files =
+        files.into_iter().map(|m| PartitionedFile::new_from_meta(m).with_partition_values(values.clone())).collect();
     Ok((url, files))
 }
 
@@ -306,7 +315,9 @@ pub async fn discover_partitions(
                         values.push(value);
                         next.push((sub.clone(), values));
                     }
-                    Err(e) => tracing::warn!(table = %def.qualified(), directory = %sub, error = %e.message, "partition directory skipped"),
+                    Err(e) => {
+                        tracing::warn!(table = %def.qualified(), directory = %sub, error = %e.message, "partition directory skipped")
+                    }
                 }
             }
         }
@@ -351,8 +362,10 @@ mod tests {
     fn write(dir: &std::path::Path, rows: i64) {
         std::fs::create_dir_all(dir).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("npi", DataType::Int64, true)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
-        let mut w = ArrowWriter::try_new(std::fs::File::create(dir.join("part-0.parquet")).unwrap(), schema, None).unwrap();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(dir.join("part-0.parquet")).unwrap(), schema, None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
@@ -362,7 +375,12 @@ mod tests {
     async fn discovers_partitions_and_scans_only_those_the_filters_keep() {
         let root = std::env::temp_dir().join(format!("rxgate-external-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        for (d, s, n) in [("2024-01-01", "CA", 3), ("2024-01-01", "NY", 4), ("2024-02-01", "CA", 5), ("2024-03-01", crate::external::DEFAULT_PARTITION, 2)] {
+        for (d, s, n) in [
+            ("2024-01-01", "CA", 3),
+            ("2024-01-01", "NY", 4),
+            ("2024-02-01", "CA", 5),
+            ("2024-03-01", crate::external::DEFAULT_PARTITION, 2),
+        ] {
             write(&root.join(format!("delivery_date={d}/state={s}")), n);
         }
         std::fs::create_dir_all(root.join("delivery_date=not-a-date/state=CA")).unwrap();
@@ -379,12 +397,15 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         let found = discover_partitions(&store, &def).await.unwrap();
         let values: Vec<Vec<String>> = found.iter().map(|p| p.values.clone()).collect();
-        assert_eq!(values, vec![
-            vec!["2024-01-01", "CA"],
-            vec!["2024-01-01", "NY"],
-            vec!["2024-02-01", "CA"],
-            vec!["2024-03-01", crate::external::DEFAULT_PARTITION],
-        ]);
+        assert_eq!(
+            values,
+            vec![
+                vec!["2024-01-01", "CA"],
+                vec!["2024-01-01", "NY"],
+                vec!["2024-02-01", "CA"],
+                vec!["2024-03-01", crate::external::DEFAULT_PARTITION],
+            ]
+        );
         assert_eq!(found[1].location, format!("file://{}/delivery_date=2024-01-01/state=NY/", root.display()));
         assert!(location_has_files(&store, &found[0].location).await.unwrap());
 

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use iceberg::spec::{
-    FormatVersion, NestedField, PrimitiveType, Schema, SnapshotReference, SnapshotRetention,
-    TableMetadata, Transform, Type, UnboundPartitionField, UnboundPartitionSpec, MAIN_BRANCH,
+    FormatVersion, NestedField, PrimitiveType, Schema, SnapshotReference, SnapshotRetention, TableMetadata, Transform,
+    Type, UnboundPartitionField, UnboundPartitionSpec, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use rxgate_common::{Error, Result, StatusCode};
@@ -85,11 +85,7 @@ async fn commit_change<T>(
         if swap_metadata(lake, &table, md).await?.is_some() {
             return Ok(out);
         }
-        tracing::info!(
-            table = table_name,
-            attempt,
-            "metadata commit conflict, retrying on the fresh table"
-        );
+        tracing::info!(table = table_name, attempt, "metadata commit conflict, retrying on the fresh table");
         tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
     Err(Error::new(
@@ -99,20 +95,14 @@ async fn commit_change<T>(
 }
 
 fn builder(table: &Table) -> iceberg::spec::TableMetadataBuilder {
-    table
-        .metadata()
-        .clone()
-        .into_builder(table.metadata_location().map(str::to_string))
+    table.metadata().clone().into_builder(table.metadata_location().map(str::to_string))
 }
 
 /// The Iceberg type of a SQL type name.
 pub fn parse_type(ty: &str) -> Result<PrimitiveType> {
     let t = ty.trim().to_ascii_lowercase();
     let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Some(args) = compact
-        .strip_prefix("decimal(")
-        .or_else(|| compact.strip_prefix("numeric("))
-    {
+    if let Some(args) = compact.strip_prefix("decimal(").or_else(|| compact.strip_prefix("numeric(")) {
         let args = args.strip_suffix(')').unwrap_or(args);
         let (p, s) = args.split_once(',').unwrap_or((args, "0"));
         let (precision, scale) = (p.parse::<u32>(), s.parse::<u32>());
@@ -149,75 +139,64 @@ fn find<'a>(fields: &'a [Arc<NestedField>], name: &str) -> Result<&'a Arc<Nested
         .iter()
         .find(|f| f.name == name)
         .or_else(|| fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)))
-        .ok_or_else(|| {
-            Error::new(
-                StatusCode::ColumnNotFound,
-                format!("column \"{name}\" does not exist"),
-            )
-        })
+        .ok_or_else(|| Error::new(StatusCode::ColumnNotFound, format!("column \"{name}\" does not exist")))
 }
 
 fn schema_with(md: &TableMetadata, fields: Vec<Arc<NestedField>>) -> Result<Schema> {
     let current = md.current_schema();
-    let ids: Vec<i32> = current
-        .identifier_field_ids()
-        .filter(|id| fields.iter().any(|f| f.id == *id))
-        .collect();
-    Ok(Schema::builder()
-        .with_fields(fields)
-        .with_identifier_field_ids(ids)
-        .build()?)
+    let ids: Vec<i32> = current.identifier_field_ids().filter(|id| fields.iter().any(|f| f.id == *id)).collect();
+    Ok(Schema::builder().with_fields(fields).with_identifier_field_ids(ids).build()?)
 }
 
 /// Applies schema changes in one commit; returns the new current schema id.
-pub async fn evolve_schema(
-    lake: &Lakehouse,
-    table_name: &str,
-    changes: &[SchemaChange],
-) -> Result<i32> {
+pub async fn evolve_schema(lake: &Lakehouse, table_name: &str, changes: &[SchemaChange]) -> Result<i32> {
     commit_change(lake, table_name, |table| {
         let md = table.metadata();
         let current = md.current_schema();
         let mut fields: Vec<Arc<NestedField>> = current.as_struct().fields().to_vec();
         let mut next_id = md.last_column_id();
         for change in changes {
-        let exists = |name: &str| fields.iter().any(|f| f.name.eq_ignore_ascii_case(name));
-        match change {
-            SchemaChange::AddColumn { name, ty, comment } => {
-                if exists(name) {
-                    return Err(Error::invalid(format!("column \"{name}\" of relation \"{table_name}\" already exists")));
+            let exists = |name: &str| fields.iter().any(|f| f.name.eq_ignore_ascii_case(name));
+            match change {
+                SchemaChange::AddColumn { name, ty, comment } => {
+                    if exists(name) {
+                        return Err(Error::invalid(format!(
+                            "column \"{name}\" of relation \"{table_name}\" already exists"
+                        )));
+                    }
+                    next_id += 1;
+                    let mut field = NestedField::optional(next_id, name, Type::Primitive(parse_type(ty)?));
+                    if let Some(doc) = comment {
+                        field = field.with_doc(doc);
+                    }
+                    fields.push(Arc::new(field));
                 }
-                next_id += 1;
-                let mut field = NestedField::optional(next_id, name, Type::Primitive(parse_type(ty)?));
-                if let Some(doc) = comment {
-                    field = field.with_doc(doc);
+                SchemaChange::RenameColumn { from, to } => {
+                    let id = find(&fields, from)?.id;
+                    if fields.iter().any(|f| f.id != id && f.name.eq_ignore_ascii_case(to)) {
+                        return Err(Error::invalid(format!(
+                            "column \"{to}\" of relation \"{table_name}\" already exists"
+                        )));
+                    }
+                    for f in fields.iter_mut().filter(|f| f.id == id) {
+                        let mut renamed = f.as_ref().clone();
+                        renamed.name = to.clone();
+                        *f = Arc::new(renamed);
+                    }
                 }
-                fields.push(Arc::new(field));
-            }
-            SchemaChange::RenameColumn { from, to } => {
-                let id = find(&fields, from)?.id;
-                if fields.iter().any(|f| f.id != id && f.name.eq_ignore_ascii_case(to)) {
-                    return Err(Error::invalid(format!("column \"{to}\" of relation \"{table_name}\" already exists")));
-                }
-                for f in fields.iter_mut().filter(|f| f.id == id) {
-                    let mut renamed = f.as_ref().clone();
-                    renamed.name = to.clone();
-                    *f = Arc::new(renamed);
-                }
-            }
-            SchemaChange::DropColumn(name) => {
-                let id = find(&fields, name)?.id;
-                if md.default_partition_spec().fields().iter().any(|pf| pf.source_id == id) {
-                    return Err(Error::invalid(format!(
+                SchemaChange::DropColumn(name) => {
+                    let id = find(&fields, name)?.id;
+                    if md.default_partition_spec().fields().iter().any(|pf| pf.source_id == id) {
+                        return Err(Error::invalid(format!(
                         "cannot drop column \"{name}\": the table is partitioned by it (DROP PARTITION FIELD first)"
                     )));
+                    }
+                    if fields.len() == 1 {
+                        return Err(Error::invalid("cannot drop the last column of a table"));
+                    }
+                    fields.retain(|f| f.id != id);
                 }
-                if fields.len() == 1 {
-                    return Err(Error::invalid("cannot drop the last column of a table"));
-                }
-                fields.retain(|f| f.id != id);
             }
-        }
         }
         let schema = schema_with(md, fields)?;
         let new_md = builder(table).add_current_schema(schema)?.build()?.metadata;
@@ -242,42 +221,21 @@ pub fn default_partition_name(column: &str, transform: &Transform) -> String {
 }
 
 /// Applies a partition spec change; returns the new default spec id.
-pub async fn evolve_partition(
-    lake: &Lakehouse,
-    table_name: &str,
-    change: &PartitionChange,
-) -> Result<i32> {
+pub async fn evolve_partition(lake: &Lakehouse, table_name: &str, change: &PartitionChange) -> Result<i32> {
     commit_change(lake, table_name, |table| {
         let md = table.metadata();
         let schema = md.current_schema();
-        let mut fields: Vec<UnboundPartitionField> = md
-            .default_partition_spec()
-            .fields()
-            .iter()
-            .map(|f| f.clone().into_unbound())
-            .collect();
+        let mut fields: Vec<UnboundPartitionField> =
+            md.default_partition_spec().fields().iter().map(|f| f.clone().into_unbound()).collect();
         match change {
-            PartitionChange::Add {
-                column,
-                transform,
-                name,
-            } => {
+            PartitionChange::Add { column, transform, name } => {
                 let source = find_field(schema, column)?;
-                let name = name
-                    .clone()
-                    .unwrap_or_else(|| default_partition_name(&source.name, transform));
-                if fields
-                    .iter()
-                    .any(|f| f.source_id == source.id && &f.transform == transform)
-                {
-                    return Err(Error::invalid(format!(
-                        "the table is already partitioned by {transform}({column})"
-                    )));
+                let name = name.clone().unwrap_or_else(|| default_partition_name(&source.name, transform));
+                if fields.iter().any(|f| f.source_id == source.id && &f.transform == transform) {
+                    return Err(Error::invalid(format!("the table is already partitioned by {transform}({column})")));
                 }
                 if fields.iter().any(|f| f.name == name) {
-                    return Err(Error::invalid(format!(
-                        "partition field \"{name}\" already exists"
-                    )));
+                    return Err(Error::invalid(format!("partition field \"{name}\" already exists")));
                 }
                 transform.result_type(&source.field_type).map_err(|_| {
                     Error::invalid(format!(
@@ -297,15 +255,11 @@ pub async fn evolve_partition(
                     None => fields.iter().position(|f| &f.name == name),
                     Some(t) => {
                         let source = find_field(schema, name)?.id;
-                        fields
-                            .iter()
-                            .position(|f| f.source_id == source && &f.transform == t)
+                        fields.iter().position(|f| f.source_id == source && &f.transform == t)
                     }
                 };
                 let Some(position) = position else {
-                    return Err(Error::invalid(format!(
-                        "the table has no partition field {name}"
-                    )));
+                    return Err(Error::invalid(format!("the table has no partition field {name}")));
                 };
                 if md.format_version() == FormatVersion::V1 {
                     fields[position].transform = Transform::Void;
@@ -314,13 +268,8 @@ pub async fn evolve_partition(
                 }
             }
         }
-        let spec = UnboundPartitionSpec::builder()
-            .add_partition_fields(fields)?
-            .build();
-        let new_md = builder(table)
-            .add_default_partition_spec(spec)?
-            .build()?
-            .metadata;
+        let spec = UnboundPartitionSpec::builder().add_partition_fields(fields)?.build();
+        let new_md = builder(table).add_default_partition_spec(spec)?.build()?.metadata;
         let id = new_md.default_partition_spec_id();
         Ok((new_md, id))
     })
@@ -339,9 +288,7 @@ pub async fn set_current_snapshot(
     commit_change(lake, table_name, |table| {
         let md = table.metadata();
         if md.snapshot_by_id(snapshot_id).is_none() {
-            return Err(Error::invalid(format!(
-                "table {table_name} has no snapshot {snapshot_id}"
-            )));
+            return Err(Error::invalid(format!("table {table_name} has no snapshot {snapshot_id}")));
         }
         if ancestor_only && !super::inspect::current_ancestors(md).contains(&snapshot_id) {
             return Err(Error::invalid(format!(
@@ -350,29 +297,15 @@ pub async fn set_current_snapshot(
             )));
         }
         let previous = md.current_snapshot_id();
-        let reference =
-            SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None));
-        let new_md = builder(table)
-            .set_ref(MAIN_BRANCH, reference)?
-            .build()?
-            .metadata;
-        Ok((
-            new_md,
-            SnapshotMove {
-                previous_snapshot_id: previous,
-                current_snapshot_id: snapshot_id,
-            },
-        ))
+        let reference = SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None));
+        let new_md = builder(table).set_ref(MAIN_BRANCH, reference)?.build()?.metadata;
+        Ok((new_md, SnapshotMove { previous_snapshot_id: previous, current_snapshot_id: snapshot_id }))
     })
     .await
 }
 
 /// Rolls `main` back to the snapshot that was current at `ms` (epoch millis).
-pub async fn rollback_to_timestamp(
-    lake: &Lakehouse,
-    table_name: &str,
-    ms: i64,
-) -> Result<SnapshotMove> {
+pub async fn rollback_to_timestamp(lake: &Lakehouse, table_name: &str, ms: i64) -> Result<SnapshotMove> {
     let table = lake.load_table(table_name).await?;
     let ancestors = super::inspect::current_ancestors(table.metadata());
     // The latest ancestor of the current snapshot committed strictly before `ms` (Spark).
@@ -382,11 +315,7 @@ pub async fn rollback_to_timestamp(
         .filter(|s| ancestors.contains(&s.snapshot_id()) && s.timestamp_ms() < ms)
         .max_by_key(|s| s.timestamp_ms())
         .map(|s| s.snapshot_id())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "table {table_name} has no snapshot older than the given timestamp"
-            ))
-        })?;
+        .ok_or_else(|| Error::invalid(format!("table {table_name} has no snapshot older than the given timestamp")))?;
     set_current_snapshot(lake, table_name, target, true).await
 }
 
@@ -398,13 +327,7 @@ mod tests {
     fn type_names() {
         assert_eq!(parse_type("BIGINT").unwrap(), PrimitiveType::Long);
         assert_eq!(parse_type("varchar").unwrap(), PrimitiveType::String);
-        assert_eq!(
-            parse_type("decimal(10, 2)").unwrap(),
-            PrimitiveType::Decimal {
-                precision: 10,
-                scale: 2
-            }
-        );
+        assert_eq!(parse_type("decimal(10, 2)").unwrap(), PrimitiveType::Decimal { precision: 10, scale: 2 });
         assert!(parse_type("decimal(50,2)").is_err());
         assert!(parse_type("struct<a:int>").is_err());
     }
@@ -413,9 +336,6 @@ mod tests {
     fn partition_names() {
         assert_eq!(default_partition_name("d", &Transform::Year), "d_year");
         assert_eq!(default_partition_name("s", &Transform::Identity), "s");
-        assert_eq!(
-            default_partition_name("n", &Transform::Bucket(16)),
-            "n_bucket_16"
-        );
+        assert_eq!(default_partition_name("n", &Transform::Bucket(16)), "n_bucket_16");
     }
 }

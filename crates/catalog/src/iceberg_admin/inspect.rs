@@ -24,8 +24,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use iceberg::spec::{
-    DataContentType, Literal, ManifestContentType, ManifestStatus, PrimitiveLiteral, PrimitiveType,
-    Struct, StructType, TableMetadata, Type,
+    DataContentType, Literal, ManifestContentType, ManifestStatus, PrimitiveLiteral, PrimitiveType, Struct, StructType,
+    TableMetadata, Type,
 };
 use iceberg::table::Table;
 use rxgate_common::{Error, Result, StatusCode};
@@ -111,8 +111,7 @@ pub async fn batch(table: &Table, kind: MetadataKind) -> Result<RecordBatch> {
         MetadataKind::Manifests => manifests(table).await?,
         MetadataKind::Partitions => partitions(table).await?,
     };
-    RecordBatch::try_new(schema, columns)
-        .map_err(|e| Error::new(StatusCode::Internal, e.to_string()))
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::new(StatusCode::Internal, e.to_string()))
 }
 
 fn micros(ms: i64) -> i64 {
@@ -120,10 +119,7 @@ fn micros(ms: i64) -> i64 {
 }
 
 fn timestamps(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
-    Arc::new(
-        TimestampMicrosecondArray::from_iter(values.into_iter().map(|v| v.map(micros)))
-            .with_timezone("UTC"),
-    )
+    Arc::new(TimestampMicrosecondArray::from_iter(values.into_iter().map(|v| v.map(micros))).with_timezone("UTC"))
 }
 
 fn snapshots(md: &TableMetadata) -> Result<Vec<ArrayRef>> {
@@ -135,26 +131,11 @@ fn snapshots(md: &TableMetadata) -> Result<Vec<ArrayRef>> {
     };
     Ok(vec![
         timestamps(snaps.iter().map(|s| Some(s.timestamp_ms()))),
-        Arc::new(Int64Array::from_iter_values(
-            snaps.iter().map(|s| s.snapshot_id()),
-        )),
-        Arc::new(Int64Array::from_iter(
-            snaps.iter().map(|s| s.parent_snapshot_id()),
-        )),
-        Arc::new(StringArray::from_iter(
-            snaps
-                .iter()
-                .map(|s| Some(s.summary().operation.as_str().to_string())),
-        )),
-        Arc::new(StringArray::from_iter(
-            snaps.iter().map(|s| Some(s.manifest_list().to_string())),
-        )),
-        Arc::new(StringArray::from(
-            snaps
-                .iter()
-                .map(|s| summary(s).map(Some))
-                .collect::<Result<Vec<_>>>()?,
-        )),
+        Arc::new(Int64Array::from_iter_values(snaps.iter().map(|s| s.snapshot_id()))),
+        Arc::new(Int64Array::from_iter(snaps.iter().map(|s| s.parent_snapshot_id()))),
+        Arc::new(StringArray::from_iter(snaps.iter().map(|s| Some(s.summary().operation.as_str().to_string())))),
+        Arc::new(StringArray::from_iter(snaps.iter().map(|s| Some(s.manifest_list().to_string())))),
+        Arc::new(StringArray::from(snaps.iter().map(|s| summary(s).map(Some)).collect::<Result<Vec<_>>>()?)),
     ])
 }
 
@@ -176,16 +157,11 @@ fn history(md: &TableMetadata) -> Vec<ArrayRef> {
     let ancestors = current_ancestors(md);
     vec![
         timestamps(log.iter().map(|l| Some(l.timestamp_ms))),
-        Arc::new(Int64Array::from_iter_values(
-            log.iter().map(|l| l.snapshot_id),
+        Arc::new(Int64Array::from_iter_values(log.iter().map(|l| l.snapshot_id))),
+        Arc::new(Int64Array::from_iter(
+            log.iter().map(|l| md.snapshot_by_id(l.snapshot_id).and_then(|s| s.parent_snapshot_id())),
         )),
-        Arc::new(Int64Array::from_iter(log.iter().map(|l| {
-            md.snapshot_by_id(l.snapshot_id)
-                .and_then(|s| s.parent_snapshot_id())
-        }))),
-        Arc::new(BooleanArray::from_iter(
-            log.iter().map(|l| Some(ancestors.contains(&l.snapshot_id))),
-        )),
+        Arc::new(BooleanArray::from_iter(log.iter().map(|l| Some(ancestors.contains(&l.snapshot_id))))),
     ]
 }
 
@@ -228,10 +204,7 @@ fn partition_json(md: &TableMetadata, spec_id: i32, partition: &Struct) -> Optio
     let types: Option<StructType> = spec.partition_type(md.current_schema()).ok();
     let mut obj = serde_json::Map::new();
     for (i, pf) in spec.fields().iter().enumerate() {
-        let ty = types
-            .as_ref()
-            .and_then(|t| t.fields().get(i))
-            .map(|f| f.field_type.as_ref().clone());
+        let ty = types.as_ref().and_then(|t| t.fields().get(i)).map(|f| f.field_type.as_ref().clone());
         let value = partition.fields().get(i).and_then(|v| v.as_ref());
         obj.insert(pf.name.clone(), literal_json(ty.as_ref(), value));
     }
@@ -253,12 +226,9 @@ fn literal_json(ty: Option<&Type>, value: Option<&Literal>) -> serde_json::Value
                 .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))));
             d.map(|d| J::String(d.to_string())).unwrap_or(J::Null)
         }
-        (
-            Some(PrimitiveType::Timestamp | PrimitiveType::Timestamptz),
-            PrimitiveLiteral::Long(us),
-        ) => chrono::DateTime::from_timestamp_micros(us)
-            .map(|d| J::String(d.naive_utc().to_string()))
-            .unwrap_or(J::Null),
+        (Some(PrimitiveType::Timestamp | PrimitiveType::Timestamptz), PrimitiveLiteral::Long(us)) => {
+            chrono::DateTime::from_timestamp_micros(us).map(|d| J::String(d.naive_utc().to_string())).unwrap_or(J::Null)
+        }
         (_, PrimitiveLiteral::Boolean(b)) => J::Bool(b),
         (_, PrimitiveLiteral::Int(i)) => J::from(i),
         (_, PrimitiveLiteral::Long(i)) => J::from(i),
@@ -277,50 +247,23 @@ async fn files(table: &Table) -> Result<Vec<ArrayRef>> {
     let md = table.metadata();
     let files = live_files(table).await?;
     Ok(vec![
-        Arc::new(Int32Array::from_iter_values(
-            files
-                .iter()
-                .map(|f| content_code(f.data_file.content_type())),
-        )),
+        Arc::new(Int32Array::from_iter_values(files.iter().map(|f| content_code(f.data_file.content_type())))),
+        Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.data_file.file_path()))),
         Arc::new(StringArray::from_iter_values(
-            files.iter().map(|f| f.data_file.file_path()),
+            files.iter().map(|f| f.data_file.file_format().to_string().to_uppercase()),
         )),
-        Arc::new(StringArray::from_iter_values(
-            files
-                .iter()
-                .map(|f| f.data_file.file_format().to_string().to_uppercase()),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            files.iter().map(|f| f.spec_id),
-        )),
-        Arc::new(StringArray::from_iter(
-            files
-                .iter()
-                .map(|f| partition_json(md, f.spec_id, f.data_file.partition())),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            files.iter().map(|f| f.data_file.record_count() as i64),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            files
-                .iter()
-                .map(|f| f.data_file.file_size_in_bytes() as i64),
-        )),
-        Arc::new(Int32Array::from_iter(
-            files.iter().map(|f| f.data_file.sort_order_id()),
-        )),
+        Arc::new(Int32Array::from_iter_values(files.iter().map(|f| f.spec_id))),
+        Arc::new(StringArray::from_iter(files.iter().map(|f| partition_json(md, f.spec_id, f.data_file.partition())))),
+        Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.data_file.record_count() as i64))),
+        Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.data_file.file_size_in_bytes() as i64))),
+        Arc::new(Int32Array::from_iter(files.iter().map(|f| f.data_file.sort_order_id()))),
     ])
 }
 
 async fn manifests(table: &Table) -> Result<Vec<ArrayRef>> {
     let md = table.metadata();
     let list = match md.current_snapshot() {
-        Some(current) => table
-            .manifest_list_reader(current)
-            .load()
-            .await?
-            .entries()
-            .to_vec(),
+        Some(current) => table.manifest_list_reader(current).load().await?.entries().to_vec(),
         None => vec![],
     };
     let count = |v: Option<u32>| v.unwrap_or(0) as i32;
@@ -334,21 +277,11 @@ async fn manifests(table: &Table) -> Result<Vec<ArrayRef>> {
         })))
     };
     Ok(vec![
-        Arc::new(Int32Array::from_iter_values(
-            list.iter().map(|m| m.content as i32),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            list.iter().map(|m| m.manifest_path.as_str()),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            list.iter().map(|m| m.manifest_length),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            list.iter().map(|m| m.partition_spec_id),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            list.iter().map(|m| m.added_snapshot_id),
-        )),
+        Arc::new(Int32Array::from_iter_values(list.iter().map(|m| m.content as i32))),
+        Arc::new(StringArray::from_iter_values(list.iter().map(|m| m.manifest_path.as_str()))),
+        Arc::new(Int64Array::from_iter_values(list.iter().map(|m| m.manifest_length))),
+        Arc::new(Int32Array::from_iter_values(list.iter().map(|m| m.partition_spec_id))),
+        Arc::new(Int64Array::from_iter_values(list.iter().map(|m| m.added_snapshot_id))),
         by(true, |m| m.added_files_count),
         by(true, |m| m.existing_files_count),
         by(true, |m| m.deleted_files_count),
@@ -373,20 +306,11 @@ struct PartitionStats {
 async fn partitions(table: &Table) -> Result<Vec<ArrayRef>> {
     let md = table.metadata();
     let mut stats: BTreeMap<(i32, Option<String>), PartitionStats> = BTreeMap::new();
-    let committed: HashMap<i64, i64> = md
-        .snapshots()
-        .map(|s| (s.snapshot_id(), s.timestamp_ms()))
-        .collect();
+    let committed: HashMap<i64, i64> = md.snapshots().map(|s| (s.snapshot_id(), s.timestamp_ms())).collect();
     for f in live_files(table).await? {
-        let key = (
-            f.spec_id,
-            partition_json(md, f.spec_id, f.data_file.partition()),
-        );
+        let key = (f.spec_id, partition_json(md, f.spec_id, f.data_file.partition()));
         let s = stats.entry(key).or_default();
-        let (records, size) = (
-            f.data_file.record_count() as i64,
-            f.data_file.file_size_in_bytes() as i64,
-        );
+        let (records, size) = (f.data_file.record_count() as i64, f.data_file.file_size_in_bytes() as i64);
         match f.data_file.content_type() {
             DataContentType::Data => {
                 s.records += records;
@@ -411,35 +335,17 @@ async fn partitions(table: &Table) -> Result<Vec<ArrayRef>> {
     }
     let rows: Vec<(&(i32, Option<String>), &PartitionStats)> = stats.iter().collect();
     Ok(vec![
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|(k, _)| k.1.clone()),
-        )),
+        Arc::new(StringArray::from_iter(rows.iter().map(|(k, _)| k.1.clone()))),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|(k, _)| k.0))),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.records),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.files),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.bytes),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.pos_records),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.pos_files),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.eq_records),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, s)| s.eq_files),
-        )),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| s.records))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|(_, s)| s.files))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| s.bytes))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| s.pos_records))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|(_, s)| s.pos_files))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| s.eq_records))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|(_, s)| s.eq_files))),
         timestamps(rows.iter().map(|(_, s)| s.last.map(|l| l.0))),
-        Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(_, s)| s.last.map(|l| l.1)),
-        )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|(_, s)| s.last.map(|l| l.1)))),
     ])
 }
 

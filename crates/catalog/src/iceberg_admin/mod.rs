@@ -38,13 +38,7 @@ pub enum MetadataKind {
 
 impl MetadataKind {
     /// Every kind, in documentation order.
-    pub const ALL: [MetadataKind; 5] = [
-        Self::Snapshots,
-        Self::History,
-        Self::Files,
-        Self::Manifests,
-        Self::Partitions,
-    ];
+    pub const ALL: [MetadataKind; 5] = [Self::Snapshots, Self::History, Self::Files, Self::Manifests, Self::Partitions];
 
     /// The name after `$` (Trino) or the last name part (Spark).
     pub fn name(self) -> &'static str {
@@ -127,10 +121,7 @@ pub fn snapshot_at(table: &Table, ms: i64) -> rxgate_common::Result<i64> {
                 .unwrap_or_else(|| ms.to_string());
             Error::new(
                 StatusCode::InvalidArgument,
-                format!(
-                    "table {} has no snapshot at or before {when}",
-                    table.identifier()
-                ),
+                format!("table {} has no snapshot at or before {when}", table.identifier()),
             )
         })
 }
@@ -173,11 +164,7 @@ pub async fn view_provider(
     data_cache: Arc<crate::storage::FileCache>,
 ) -> DfResult<Arc<dyn TableProvider>> {
     let snapshot = match view {
-        TableView::Metadata(kind) => {
-            return inspect::metadata_table(&table, kind)
-                .await
-                .map_err(df_error)
-        }
+        TableView::Metadata(kind) => return inspect::metadata_table(&table, kind).await.map_err(df_error),
         TableView::Version(id) => id,
         TableView::Timestamp(ms) => snapshot_at(&table, ms).map_err(df_error)?,
     };
@@ -187,8 +174,9 @@ pub async fn view_provider(
             format!("table {} has no snapshot {snapshot}", table.identifier()),
         )));
     }
-    let provider =
-        crate::LakehouseTable::try_new_at(table, snapshot, data_cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let provider = crate::LakehouseTable::try_new_at(table, snapshot, data_cache)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(Arc::new(provider))
 }
 
@@ -199,34 +187,15 @@ mod tests {
     #[test]
     fn special_names() {
         assert_eq!(split_table_name("t"), ("t", None));
-        assert_eq!(
-            split_table_name("t$snapshots"),
-            ("t", Some(TableView::Metadata(MetadataKind::Snapshots)))
-        );
-        assert_eq!(
-            split_table_name("a$b$files"),
-            ("a$b", Some(TableView::Metadata(MetadataKind::Files)))
-        );
+        assert_eq!(split_table_name("t$snapshots"), ("t", Some(TableView::Metadata(MetadataKind::Snapshots))));
+        assert_eq!(split_table_name("a$b$files"), ("a$b", Some(TableView::Metadata(MetadataKind::Files))));
         assert_eq!(split_table_name("t$nope"), ("t$nope", None));
         assert_eq!(split_table_name("$files"), ("$files", None));
-        assert_eq!(
-            split_table_name("t@v=42"),
-            ("t", Some(TableView::Version(42)))
-        );
-        assert_eq!(
-            split_table_name("t@ts=1700000000000"),
-            ("t", Some(TableView::Timestamp(1_700_000_000_000)))
-        );
+        assert_eq!(split_table_name("t@v=42"), ("t", Some(TableView::Version(42))));
+        assert_eq!(split_table_name("t@ts=1700000000000"), ("t", Some(TableView::Timestamp(1_700_000_000_000))));
         assert_eq!(split_table_name("t@v=x"), ("t@v=x", None));
-        for v in [
-            TableView::Version(-3),
-            TableView::Timestamp(5),
-            TableView::Metadata(MetadataKind::History),
-        ] {
-            assert_eq!(
-                split_table_name(&format!("x{}", v.suffix())),
-                ("x", Some(v))
-            );
+        for v in [TableView::Version(-3), TableView::Timestamp(5), TableView::Metadata(MetadataKind::History)] {
+            assert_eq!(split_table_name(&format!("x{}", v.suffix())), ("x", Some(v)));
         }
     }
 }

@@ -208,10 +208,9 @@ impl ObjectStore for CachedStore {
         };
         let range = match &options.range {
             None => 0..meta.size,
-            Some(r) => r.as_range(meta.size).map_err(|e| object_store::Error::Generic {
-                store: "file cache",
-                source: Box::new(e),
-            })?,
+            Some(r) => r
+                .as_range(meta.size)
+                .map_err(|e| object_store::Error::Generic { store: "file cache", source: Box::new(e) })?,
         };
         let slice = bytes.slice(range.start as usize..range.end as usize);
         Ok(GetResult {
@@ -295,7 +294,8 @@ mod tests {
         assert_eq!(after_first, 1, "one whole get");
         let ranges = store.get_ranges(&a, &[0..3, 97..100]).await.unwrap();
         assert_eq!(ranges[1].as_ref(), &[97, 98, 99]);
-        let tail = store.get_opts(&a, GetOptions { range: Some(object_store::GetRange::Suffix(2)), ..Default::default() });
+        let tail =
+            store.get_opts(&a, GetOptions { range: Some(object_store::GetRange::Suffix(2)), ..Default::default() });
         assert_eq!(tail.await.unwrap().bytes().await.unwrap().as_ref(), &[98, 99]);
         assert_eq!(counting.counters().total_requests(), after_first);
         assert!(store.get_ranges(&a, &[90..101]).await.is_err());
@@ -305,7 +305,8 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_files_are_evicted_and_large_ones_not_cached() {
         let (cache, counting, store) = setup().await;
-        let (a, b, c, big) = (Path::from("a.parquet"), Path::from("b.parquet"), Path::from("c.parquet"), Path::from("big.parquet"));
+        let (a, b, c, big) =
+            (Path::from("a.parquet"), Path::from("b.parquet"), Path::from("c.parquet"), Path::from("big.parquet"));
         store.get_range(&a, 0..1).await.unwrap();
         store.get_range(&b, 0..1).await.unwrap();
         store.get_range(&a, 0..1).await.unwrap(); // a is now more recent than b

@@ -18,8 +18,8 @@ use futures::stream::BoxStream;
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RenameOptions, RetryConfig, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, RetryConfig, UploadPart,
 };
 use rxgate_common::{Error, Result, StatusCode};
 use url::Url;
@@ -29,7 +29,12 @@ use super::GcsOptions;
 /// Builds the store of `gs://bucket`.
 pub(super) fn build(root: &Url, opts: &GcsOptions, _threshold: u64) -> Result<Arc<dyn ObjectStore>> {
     let bucket = root.host_str().unwrap_or_default().to_string();
-    let fail = |e: &dyn fmt::Display| Error::new(StatusCode::StorageUnavailable, format!("cannot set up {}: {e}", rxgate_common::redact_uri(root.as_str())));
+    let fail = |e: &dyn fmt::Display| {
+        Error::new(
+            StatusCode::StorageUnavailable,
+            format!("cannot set up {}: {e}", rxgate_common::redact_uri(root.as_str())),
+        )
+    };
     let endpoint = opts.endpoint.as_deref().map(normalize_endpoint);
     let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(&bucket).with_retry(retry());
     if let Some(p) = &opts.service_account_path {
@@ -54,10 +59,8 @@ pub(super) fn build(root: &Url, opts: &GcsOptions, _threshold: u64) -> Result<Ar
         return Ok(Arc::new(store));
     }
     let base = endpoint.unwrap_or_else(|| "https://storage.googleapis.com".to_string());
-    let client = reqwest::Client::builder()
-        .https_only(!opts.allow_http.unwrap_or(http))
-        .build()
-        .map_err(|e| fail(&e))?;
+    let client =
+        reqwest::Client::builder().https_only(!opts.allow_http.unwrap_or(http)).build().map_err(|e| fail(&e))?;
     Ok(Arc::new(JsonUploadGcs { inner: Arc::new(Inner { store, client, base, bucket, anonymous }) }))
 }
 
@@ -163,7 +166,12 @@ impl Inner {
 
 #[async_trait]
 impl ObjectStore for JsonUploadGcs {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.inner.upload(location, Bytes::from(payload), &opts.mode).await
     }
 
@@ -191,7 +199,11 @@ impl ObjectStore for JsonUploadGcs {
         self.inner.store.list(prefix)
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner.store.list_with_offset(prefix, offset)
     }
 

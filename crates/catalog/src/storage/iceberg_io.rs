@@ -60,8 +60,12 @@ pub struct ObjectStorage {
 fn io_error(location: &str, e: object_store::Error) -> Error {
     let kind = match &e {
         object_store::Error::NotFound { .. } => ErrorKind::DataInvalid,
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => ErrorKind::PreconditionFailed,
-        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => ErrorKind::FeatureUnsupported,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            ErrorKind::PreconditionFailed
+        }
+        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+            ErrorKind::FeatureUnsupported
+        }
         _ => ErrorKind::Unexpected,
     };
     let text = e.to_string();
@@ -70,7 +74,11 @@ fn io_error(location: &str, e: object_store::Error) -> Error {
 }
 
 fn location_error(e: rxgate_common::Error) -> Error {
-    let kind = if e.code == rxgate_common::StatusCode::Unsupported { ErrorKind::FeatureUnsupported } else { ErrorKind::DataInvalid };
+    let kind = if e.code == rxgate_common::StatusCode::Unsupported {
+        ErrorKind::FeatureUnsupported
+    } else {
+        ErrorKind::DataInvalid
+    };
     Error::new(kind, e.message)
 }
 
@@ -195,8 +203,11 @@ impl FileWrite for ObjectWrite {
             .take()
             .ok_or_else(|| Error::new(ErrorKind::Unexpected, format!("{}: closed twice", self.location)))?;
         w.shutdown().await.map_err(|e| {
-            Error::new(ErrorKind::Unexpected, format!("{}: {}", self.location, e.to_string().lines().next().unwrap_or_default()))
-                .with_source(e)
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("{}: {}", self.location, e.to_string().lines().next().unwrap_or_default()),
+            )
+            .with_source(e)
         })
     }
 }

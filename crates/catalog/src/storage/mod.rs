@@ -143,7 +143,9 @@ pub struct ObjectLocation {
 
 /// Parses a location (URL or local path) into store root and object path.
 pub fn parse_location(location: &str, options: &StorageOptions) -> Result<ObjectLocation> {
-    let bad = |why: String| Error::new(StatusCode::InvalidArgument, format!("bad storage location {:?}: {why}", redact_uri(location)));
+    let bad = |why: String| {
+        Error::new(StatusCode::InvalidArgument, format!("bad storage location {:?}: {why}", redact_uri(location)))
+    };
     if !location.contains("://") {
         if location.starts_with("memory:") {
             let rest = location.trim_start_matches("memory:");
@@ -177,9 +179,10 @@ pub fn parse_location(location: &str, options: &StorageOptions) -> Result<Object
                 None => format!("{scheme}://{host}"),
             },
             None => {
-                let nn = options.hdfs.namenode.as_deref().ok_or_else(|| {
-                    bad("no namenode in the URL and no [storage.hdfs] namenode configured".into())
-                })?;
+                let nn =
+                    options.hdfs.namenode.as_deref().ok_or_else(|| {
+                        bad("no namenode in the URL and no [storage.hdfs] namenode configured".into())
+                    })?;
                 let nn_url = Url::parse(nn).map_err(|e| bad(format!("[storage.hdfs] namenode {nn:?}: {e}")))?;
                 nn_url.as_str().trim_end_matches('/').to_string()
             }
@@ -269,10 +272,7 @@ impl StoreRegistry {
         }
         let inner = build_store(&root, &self.options)?;
         let mut stores = self.stores.write().expect("store lock");
-        let store = stores
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(CountingStore::new(key, inner)))
-            .clone();
+        let store = stores.entry(key.clone()).or_insert_with(|| Arc::new(CountingStore::new(key, inner))).clone();
         Ok(store)
     }
 
@@ -280,11 +280,7 @@ impl StoreRegistry {
     pub fn register(&self, root: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
         let key = url_key(root);
         let counting = Arc::new(CountingStore::new(key.clone(), store));
-        self.stores
-            .write()
-            .expect("store lock")
-            .insert(key, counting)
-            .map(|s| s as Arc<dyn ObjectStore>)
+        self.stores.write().expect("store lock").insert(key, counting).map(|s| s as Arc<dyn ObjectStore>)
     }
 
     /// Reads a whole object.
@@ -319,11 +315,7 @@ impl StoreRegistry {
         if !location.ends_with('/') && self.is_object(location).await? {
             return Ok(vec![location.to_string()]);
         }
-        let metas: Vec<_> = store
-            .list(Some(&loc.path))
-            .try_collect()
-            .await
-            .map_err(|e| storage_error(location, e))?;
+        let metas: Vec<_> = store.list(Some(&loc.path)).try_collect().await.map_err(|e| storage_error(location, e))?;
         let suffix = format!(".{}", ext.to_ascii_lowercase());
         let base = location.trim_end_matches('/');
         let prefix = loc.path.as_ref();

@@ -14,7 +14,8 @@ fn opts() -> StorageOptions {
 
 #[test]
 fn locations_split_into_store_root_and_decoded_object_name() {
-    let l = parse_location("gs://bkt/wh/health/t/data/delivery_date=2021-01-01/presc_state=CA/f.parquet", &opts()).unwrap();
+    let l =
+        parse_location("gs://bkt/wh/health/t/data/delivery_date=2021-01-01/presc_state=CA/f.parquet", &opts()).unwrap();
     assert_eq!(l.root.as_str(), "gs://bkt");
     assert_eq!(l.path.as_ref(), "wh/health/t/data/delivery_date=2021-01-01/presc_state=CA/f.parquet");
     // A percent-encoded location names the decoded object: never a literal %3D.

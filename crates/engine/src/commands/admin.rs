@@ -103,9 +103,7 @@ fn policies(policy: &Policy, status: &PolicyStatus, cmd: &AdminCommand) -> Resul
 }
 
 fn batch(cmd: &AdminCommand, rows: Vec<[String; 5]>) -> Result<RecordBatch> {
-    let columns = (0..5)
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _)
-        .collect();
+    let columns =
+        (0..5).map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _).collect();
     RecordBatch::try_new(schema(cmd), columns).map_err(|e| Error::new(StatusCode::Internal, e.to_string()))
 }
-

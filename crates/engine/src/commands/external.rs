@@ -70,7 +70,9 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
             if !external && !iceberg {
                 return Err(Error::new(
                     StatusCode::Unsupported,
-                    format!("{schema}.{table} is not an external table (partitions are for Hive-style external tables)"),
+                    format!(
+                        "{schema}.{table} is not an external table (partitions are for Hive-style external tables)"
+                    ),
                 ));
             }
             let what = match other {
@@ -93,7 +95,12 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
 /// `DROP TABLE [IF EXISTS] t`: `Some` when t is an external table the session sees (its
 /// definition is dropped, never a file), or when `IF EXISTS` names a table the session cannot
 /// see (nothing to do, as PostgreSQL); `None`: another table, not this module's.
-pub(crate) async fn plan_drop(ctx: &SessionContext, table: &[String], if_exists: bool, admin: bool) -> Result<Option<Planned>> {
+pub(crate) async fn plan_drop(
+    ctx: &SessionContext,
+    table: &[String],
+    if_exists: bool,
+    admin: bool,
+) -> Result<Option<Planned>> {
     let lake = lakehouse(ctx)?;
     let visible = resolve(ctx, table).await.is_ok();
     if !visible && if_exists {
@@ -158,7 +165,10 @@ fn resolve_spec(def: &ExternalTableDef, spec: &Spec, complete: bool) -> Result<V
     }
     if complete && values.iter().any(Option::is_none) {
         let names: Vec<&str> = def.partition_columns.iter().map(|c| c.name.as_str()).collect();
-        return Err(Error::invalid(format!("a partition spec must give every partition column ({})", names.join(", "))));
+        return Err(Error::invalid(format!(
+            "a partition spec must give every partition column ({})",
+            names.join(", ")
+        )));
     }
     Ok(values)
 }
@@ -172,7 +182,9 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
     let lake = lakehouse(ctx)?;
     match cmd {
         ExternalCommand::Create { table, if_not_exists, columns, partition_columns, format, location, properties } => {
-            let [schema, name] = table.as_slice() else { return Err(Error::new(StatusCode::Internal, "unresolved name")) };
+            let [schema, name] = table.as_slice() else {
+                return Err(Error::new(StatusCode::Internal, "unresolved name"));
+            };
             // External locations are confined: under `[external] allowed_locations`, never
             // over the warehouse or an Iceberg table (whose policy is matched by name).
             // Checked as written first, before anything parses or lists it.
@@ -195,8 +207,12 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             confine.check(&def.location, &protected)?;
             let ns = NamespaceIdent::from_strs(schema.split('.'))?;
             let catalog = lake.catalog();
-            let exists = |what: &str| Error::new(StatusCode::AlreadyExists, format!("relation \"{schema}.{name}\" already exists{what}"));
-            if catalog.namespace_exists(&ns).await? && catalog.table_exists(&TableIdent::new(ns.clone(), name.clone())).await? {
+            let exists = |what: &str| {
+                Error::new(StatusCode::AlreadyExists, format!("relation \"{schema}.{name}\" already exists{what}"))
+            };
+            if catalog.namespace_exists(&ns).await?
+                && catalog.table_exists(&TableIdent::new(ns.clone(), name.clone())).await?
+            {
                 if *if_not_exists {
                     return tag("CREATE TABLE");
                 }
@@ -224,7 +240,9 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             tag("CREATE TABLE")
         }
         ExternalCommand::Drop { table, if_exists } => {
-            let [schema, name] = table.as_slice() else { return Err(Error::new(StatusCode::Internal, "unresolved name")) };
+            let [schema, name] = table.as_slice() else {
+                return Err(Error::new(StatusCode::Internal, "unresolved name"));
+            };
             // The files stay: an external table's data is not ours.
             if !lake.external().drop_table(schema, name).await? && !*if_exists {
                 return Err(no_relation(table));
@@ -312,8 +330,11 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &ExternalCommand) -> Resu
             let mut names = vec![];
             for spec in specs {
                 let wanted = resolve_spec(&def, spec, false)?;
-                let hit: Vec<String> =
-                    registered.iter().filter(|p| matches(&p.values, &wanted)).map(|p| def.partition_name(&p.values)).collect();
+                let hit: Vec<String> = registered
+                    .iter()
+                    .filter(|p| matches(&p.values, &wanted))
+                    .map(|p| def.partition_name(&p.values))
+                    .collect();
                 if hit.is_empty() && !*if_exists {
                     let text: Vec<String> = spec.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
                     return Err(Error::new(
@@ -339,7 +360,8 @@ async fn iceberg_partitions(lake: &Lakehouse, cmd: &ExternalCommand, spec: &Spec
     if table.metadata().default_partition_spec().fields().is_empty() {
         return Err(Error::invalid(format!("table {} is not partitioned", cmd.table().join("."))));
     }
-    let fields: Vec<String> = table.metadata().default_partition_spec().fields().iter().map(|f| f.name.clone()).collect();
+    let fields: Vec<String> =
+        table.metadata().default_partition_spec().fields().iter().map(|f| f.name.clone()).collect();
     for (k, _) in spec {
         if !fields.iter().any(|f| f.eq_ignore_ascii_case(k)) {
             return Err(Error::invalid(format!("{k} is not a partition field of {}", cmd.table().join("."))));

@@ -15,8 +15,8 @@ use datafusion::common::TableReference;
 use datafusion::logical_expr::TableType;
 use datafusion::prelude::SessionContext;
 use rxgate_catalog::external::{ExternalColumn, ExternalTableDef};
-use std::sync::Arc;
 use rxgate_common::{Error, Result, StatusCode};
+use std::sync::Arc;
 
 use super::{is_engine_schema, lakehouse, resolve, text_rows, text_schema, visible_schemas, Resolved};
 use crate::planned::{Planned, QueryOutput};
@@ -151,7 +151,9 @@ pub(crate) fn hive_type(t: &DataType) -> String {
             fields.iter().map(|f| format!("{}:{}", f.name(), hive_type(f.data_type()))).collect::<Vec<_>>().join(",")
         ),
         Map(entries, _) => match entries.data_type() {
-            Struct(kv) if kv.len() == 2 => format!("map<{},{}>", hive_type(kv[0].data_type()), hive_type(kv[1].data_type())),
+            Struct(kv) if kv.len() == 2 => {
+                format!("map<{},{}>", hive_type(kv[0].data_type()), hive_type(kv[1].data_type()))
+            }
             other => hive_type(other),
         },
         Dictionary(_, v) => hive_type(v),
@@ -178,7 +180,13 @@ fn partition_fields(table: &iceberg::table::Table, visible: &Schema) -> Vec<(Str
 }
 
 fn file_format(table: &iceberg::table::Table) -> String {
-    table.metadata().properties().get("write.format.default").cloned().unwrap_or_else(|| "parquet".into()).to_lowercase()
+    table
+        .metadata()
+        .properties()
+        .get("write.format.default")
+        .cloned()
+        .unwrap_or_else(|| "parquet".into())
+        .to_lowercase()
 }
 
 async fn describe(ctx: &SessionContext, parts: &[String], detail: bool) -> Result<Vec<Vec<Option<String>>>> {
@@ -246,7 +254,8 @@ async fn describe(ctx: &SessionContext, parts: &[String], detail: bool) -> Resul
                 TableType::View => "VIEW",
                 TableType::Temporary => "TEMPORARY",
             };
-            let kind = if matches!(r.schema.as_str(), "pg_catalog" | "information_schema") { "SYSTEM TABLE" } else { kind };
+            let kind =
+                if matches!(r.schema.as_str(), "pg_catalog" | "information_schema") { "SYSTEM TABLE" } else { kind };
             rows.push(row("Table Type", kind, ""));
         }
     }
@@ -332,7 +341,7 @@ async fn described(ctx: &SessionContext, schema: &str, table: &str) -> Result<Op
 /// DESCRIBE FORMATTED's partition section and details of an external table (partition
 /// columns the session does not see are left out).
 fn describe_rows(def: &ExternalTableDef, visible: &Schema, rows: &mut Vec<Vec<Option<String>>>, partitions: bool) {
-        if partitions {
+    if partitions {
         let cols: Vec<&ExternalColumn> =
             def.partition_columns.iter().filter(|c| visible.field_with_name(&c.name).is_ok()).collect();
         if !cols.is_empty() {
@@ -370,7 +379,8 @@ fn show_create(def: &ExternalTableDef, visible: &Schema) -> String {
     };
     let visible_col = |c: &&ExternalColumn| visible.field_with_name(&c.name).is_ok();
     let columns: Vec<String> = def.columns.iter().filter(visible_col).map(col).collect();
-    let mut ddl = format!("CREATE EXTERNAL TABLE {}.{} (\n{})\n", quote(&def.namespace), quote(&def.name), columns.join(",\n"));
+    let mut ddl =
+        format!("CREATE EXTERNAL TABLE {}.{} (\n{})\n", quote(&def.namespace), quote(&def.name), columns.join(",\n"));
     if let Some(c) = def.properties.get("comment") {
         ddl.push_str(&format!("COMMENT {}\n", quote_str(c)));
     }

@@ -50,9 +50,7 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: IcebergCommand, is_admin: bo
 /// Result schema: CALL returns (previous_snapshot_id, current_snapshot_id).
 fn schema(cmd: &IcebergCommand) -> Option<SchemaRef> {
     match cmd {
-        IcebergCommand::Rollback {
-            returns_row: true, ..
-        } => Some(Arc::new(Schema::new(vec![
+        IcebergCommand::Rollback { returns_row: true, .. } => Some(Arc::new(Schema::new(vec![
             Field::new("previous_snapshot_id", DataType::Int64, true),
             Field::new("current_snapshot_id", DataType::Int64, false),
         ]))),
@@ -88,18 +86,12 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &IcebergCommand) -> Resul
             tracing::info!(table = %name, spec_id = id, "partition spec evolved");
             tag("ALTER TABLE")
         }
-        IcebergCommand::Rollback {
-            target,
-            returns_row,
-            ..
-        } => {
+        IcebergCommand::Rollback { target, returns_row, .. } => {
             let moved = match target {
                 RollbackTarget::Snapshot { id, ancestor_only } => {
                     evolve::set_current_snapshot(&lake, &name, *id, *ancestor_only).await?
                 }
-                RollbackTarget::Timestamp(ms) => {
-                    evolve::rollback_to_timestamp(&lake, &name, *ms).await?
-                }
+                RollbackTarget::Timestamp(ms) => evolve::rollback_to_timestamp(&lake, &name, *ms).await?,
             };
             tracing::info!(table = %name, from = ?moved.previous_snapshot_id, to = moved.current_snapshot_id, "current snapshot moved");
             if !returns_row {
@@ -118,4 +110,3 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &IcebergCommand) -> Resul
         }
     }
 }
-

@@ -234,7 +234,9 @@ impl EngineSession {
             }
             Statement::Command(Command::Admin(cmd)) => Ok(commands::admin::plan(cmd)),
             Statement::Command(Command::Hive(cmd)) => commands::hive::plan(&self.ctx, cmd),
-            Statement::Command(Command::External(cmd)) => commands::external::plan(&self.ctx, cmd, self.is_admin()).await,
+            Statement::Command(Command::External(cmd)) => {
+                commands::external::plan(&self.ctx, cmd, self.is_admin()).await
+            }
             Statement::Command(Command::Iceberg(cmd)) => commands::iceberg::plan(&self.ctx, cmd, self.is_admin()).await,
         }
     }
@@ -296,7 +298,9 @@ impl EngineSession {
             }
             Planned::Command(cmd, _) => self.run_command(cmd).await,
             Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
-                QueryOutput::Rows { schema, stream } => Ok(QueryOutput::Copy { schema, stream, options: options.clone() }),
+                QueryOutput::Rows { schema, stream } => {
+                    Ok(QueryOutput::Copy { schema, stream, options: options.clone() })
+                }
                 _ => Err(Error::new(StatusCode::Unsupported, "COPY needs a query that returns rows")),
             },
             Planned::Plan(_, renamed, ..) => {
@@ -312,7 +316,9 @@ impl EngineSession {
         let handle = |record| AuditHandle::new(record, self.audit.clone(), started, 1);
         match output {
             QueryOutput::Rows { schema, stream } => QueryOutput::Rows { schema, stream: handle(record).stream(stream) },
-            QueryOutput::Fetched { schema, stream } => QueryOutput::Fetched { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Fetched { schema, stream } => {
+                QueryOutput::Fetched { schema, stream: handle(record).stream(stream) }
+            }
             QueryOutput::Copy { schema, stream, options } => {
                 QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
             }
@@ -340,7 +346,6 @@ impl EngineSession {
             Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
         }
     }
-
 
     /// Whether the session's principal has an administrator role under the policy in force.
     fn is_admin(&self) -> bool {

@@ -48,7 +48,10 @@ impl EngineSession {
                 if let Some(key) = crate::settings::datafusion_key(&name) {
                     // An allowed option (settings.reset checked): back to DataFusion's default,
                     // which is the server's for every allowed option.
-                    crate::settings::reset_datafusion_option(self.ctx.state_ref().write().config_mut().options_mut(), &key)?;
+                    crate::settings::reset_datafusion_option(
+                        self.ctx.state_ref().write().config_mut().options_mut(),
+                        &key,
+                    )?;
                     return tag("RESET");
                 }
                 self.changed(&name, &value);
@@ -85,7 +88,10 @@ impl EngineSession {
                     }
                     Some(n) => {
                         let value = self.settings.get(n).ok_or_else(|| {
-                            Error::new(StatusCode::InvalidArgument, format!("unrecognized configuration parameter \"{n}\""))
+                            Error::new(
+                                StatusCode::InvalidArgument,
+                                format!("unrecognized configuration parameter \"{n}\""),
+                            )
                         })?;
                         RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
                     }

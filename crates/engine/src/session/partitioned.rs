@@ -60,7 +60,8 @@ impl PartitionedQuery {
         }
         match &self.source {
             PartitionSource::Plan { plan, task, renamed } => {
-                let stream = guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone(), &self.owner);
+                let stream =
+                    guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone(), &self.owner);
                 Ok(match &self.audit {
                     Some(audit) => audit.stream(stream),
                     None => stream,
@@ -84,7 +85,6 @@ fn one_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     }
     Arc::new(CoalescePartitionsExec::new(plan))
 }
-
 
 impl EngineSession {
     /// Plans a statement for parallel reading: every output partition of its physical plan

@@ -59,7 +59,6 @@ impl EngineSession {
         Ok(Planned::Plan(plan, renamed, hints, fallback))
     }
 
-
     /// `EXPLAIN` of a statement that reads a table through a mask or a row filter shows the
     /// optimized logical plan only, and `EXPLAIN ANALYZE` of one is refused (42501).
     ///
@@ -68,7 +67,9 @@ impl EngineSession {
     /// all come from rows and raw values the policy hides, so a binary search over them
     /// recovers hidden values. The logical plan depends on the statement and the policy only.
     fn explain_under_policy(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        if !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) || !self.guard.applied().iter().any(Applied::hides) {
+        if !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
+            || !self.guard.applied().iter().any(Applied::hides)
+        {
             return Ok(plan);
         }
         let LogicalPlan::Explain(explain) = plan else {
@@ -200,8 +201,6 @@ fn is_subquery_error(message: &str) -> bool {
 fn renamed_schema(stmt: &SqlStatement, schema: &SchemaRef) -> Option<SchemaRef> {
     let fields: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let names = pgcompat::output_names(stmt, &fields)?;
-    let renamed: Vec<Field> =
-        schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
+    let renamed: Vec<Field> = schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
     Some(Arc::new(Schema::new_with_metadata(renamed, schema.metadata().clone())))
 }
-

@@ -28,7 +28,8 @@ pub(crate) fn guard(
     owner: &Owner,
 ) -> SendableRecordBatchStream {
     let running = crate::memwatch::register(token, owner.memory.clone(), &owner.user);
-    let stream: SendableRecordBatchStream = Box::pin(GuardedStream::new(stream, timeout, token, Some(Box::new(running))));
+    let stream: SendableRecordBatchStream =
+        Box::pin(GuardedStream::new(stream, timeout, token, Some(Box::new(running))));
     match renamed {
         Some(schema) => {
             let s = schema.clone();

@@ -243,11 +243,20 @@ mod grammar_tests {
         };
         assert_eq!(hive("SHOW DATABASES"), ShowDatabases { like: None });
         assert_eq!(hive("show schemas like 'h*';"), ShowDatabases { like: Some("h*".into()) });
-        assert_eq!(hive("SHOW TABLES IN health 'c*|t*'"), ShowTables { database: Some("health".into()), like: Some("c*|t*".into()) });
-        assert_eq!(hive("SHOW TABLES FROM \"Health\" LIKE 'p*'"), ShowTables { database: Some("Health".into()), like: Some("p*".into()) });
+        assert_eq!(
+            hive("SHOW TABLES IN health 'c*|t*'"),
+            ShowTables { database: Some("health".into()), like: Some("c*|t*".into()) }
+        );
+        assert_eq!(
+            hive("SHOW TABLES FROM \"Health\" LIKE 'p*'"),
+            ShowTables { database: Some("Health".into()), like: Some("p*".into()) }
+        );
         assert_eq!(hive("USE Health"), Use("health".into()));
         assert_eq!(hive("desc formatted city_report"), Describe { table: v(&["city_report"]), detail: true });
-        assert_eq!(hive("DESCRIBE TABLE EXTENDED rxgate.health.t"), Describe { table: v(&["rxgate", "health", "t"]), detail: true });
+        assert_eq!(
+            hive("DESCRIBE TABLE EXTENDED rxgate.health.t"),
+            Describe { table: v(&["rxgate", "health", "t"]), detail: true }
+        );
         assert_eq!(hive("DESCRIBE formatted"), Describe { table: v(&["formatted"]), detail: false });
         assert_eq!(hive("DESCRIBE `Health`.`T`"), Describe { table: v(&["health", "t"]), detail: false });
         assert_eq!(hive("SHOW CREATE TABLE \"health\".\"t\""), ShowCreateTable(v(&["health", "t"])));
@@ -260,7 +269,10 @@ mod grammar_tests {
     #[test]
     fn admin_statements() {
         assert_eq!(command("show grants"), Command::Admin(AdminCommand::ShowGrants(None)));
-        assert_eq!(command("SHOW GRANTS FOR Analyst;"), Command::Admin(AdminCommand::ShowGrants(Some("analyst".into()))));
+        assert_eq!(
+            command("SHOW GRANTS FOR Analyst;"),
+            Command::Admin(AdminCommand::ShowGrants(Some("analyst".into())))
+        );
         assert_eq!(command("SHOW GRANTS FOR \"Bob\""), Command::Admin(AdminCommand::ShowGrants(Some("Bob".into()))));
         assert_eq!(command("show policies"), Command::Admin(AdminCommand::ShowPolicies));
         assert!(matches!(p("SELECT 'SHOW GRANTS'"), Ok(Statement::Sql(_))));
@@ -286,15 +298,32 @@ mod grammar_tests {
         assert_eq!(partition_columns.iter().map(|c| c.hive_type.as_str()).collect::<Vec<_>>(), vec!["date", "string"]);
         assert_eq!((format.as_str(), location.as_str()), ("PARQUET", "/data/rx"));
         assert_eq!(properties.get("skip.header.line.count").map(String::as_str), Some("1"));
-        assert!(matches!(p("CREATE EXTERNAL TABLE t (a INT) LOCATION '/x'"), Err(e) if e.code == StatusCode::SyntaxError));
-        assert_eq!(ext("msck repair table rx sync partitions"), ExternalCommand::Repair { table: v(&["rx"]), add: true, drop: true });
-        assert_eq!(ext("SHOW PARTITIONS rx PARTITION (state='CA')"), ExternalCommand::ShowPartitions { table: v(&["rx"]), spec: spec(&[("state", "CA")]) });
+        assert!(
+            matches!(p("CREATE EXTERNAL TABLE t (a INT) LOCATION '/x'"), Err(e) if e.code == StatusCode::SyntaxError)
+        );
+        assert_eq!(
+            ext("msck repair table rx sync partitions"),
+            ExternalCommand::Repair { table: v(&["rx"]), add: true, drop: true }
+        );
+        assert_eq!(
+            ext("SHOW PARTITIONS rx PARTITION (state='CA')"),
+            ExternalCommand::ShowPartitions { table: v(&["rx"]), spec: spec(&[("state", "CA")]) }
+        );
         assert_eq!(
             ext("ALTER TABLE rx DROP IF EXISTS PARTITION (state='CA'), PARTITION (state='NY') PURGE"),
-            ExternalCommand::DropPartitions { table: v(&["rx"]), if_exists: true, specs: vec![spec(&[("state", "CA")]), spec(&[("state", "NY")])] }
+            ExternalCommand::DropPartitions {
+                table: v(&["rx"]),
+                if_exists: true,
+                specs: vec![spec(&[("state", "CA")]), spec(&[("state", "NY")])]
+            }
         );
-        assert_eq!(ext("ALTER TABLE rx RECOVER PARTITIONS"), ExternalCommand::Repair { table: v(&["rx"]), add: true, drop: false });
-        assert!(matches!(p("DROP TABLE IF EXISTS a.b"), Ok(Statement::DropTable { table, if_exists: true, .. }) if table == v(&["a", "b"])));
+        assert_eq!(
+            ext("ALTER TABLE rx RECOVER PARTITIONS"),
+            ExternalCommand::Repair { table: v(&["rx"]), add: true, drop: false }
+        );
+        assert!(
+            matches!(p("DROP TABLE IF EXISTS a.b"), Ok(Statement::DropTable { table, if_exists: true, .. }) if table == v(&["a", "b"]))
+        );
         assert!(matches!(p("DROP TABLE a, b"), Ok(Statement::Sql(_))));
     }
 
@@ -323,7 +352,11 @@ mod grammar_tests {
     fn one_statement_and_placeholders() {
         assert!(matches!(p("SELECT 1; SELECT 2"), Err(e) if e.code == StatusCode::SyntaxError));
         assert!(matches!(p(" ; -- nothing"), Ok(Statement::Empty)));
-        let q = parse("SELECT ? + ?", &StatementLimits::default(), &ParseOptions { question_marks: true, catalog: "rxgate".into() });
+        let q = parse(
+            "SELECT ? + ?",
+            &StatementLimits::default(),
+            &ParseOptions { question_marks: true, catalog: "rxgate".into() },
+        );
         let Ok(Statement::Sql(sql)) = q else { panic!("{q:?}") };
         assert_eq!(sql.written.to_string(), "SELECT $1 + $2");
     }

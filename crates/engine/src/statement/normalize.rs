@@ -67,15 +67,52 @@ fn name_part(t: &Token) -> Option<String> {
 
 /// Words that end a table reference (so the word after a table is not its alias).
 const CLAUSE_WORDS: &[&str] = &[
-    "where", "group", "order", "limit", "offset", "fetch", "having", "window", "qualify", "join", "inner", "left",
-    "right", "full", "cross", "natural", "on", "using", "union", "except", "intersect", "lateral", "for",
+    "where",
+    "group",
+    "order",
+    "limit",
+    "offset",
+    "fetch",
+    "having",
+    "window",
+    "qualify",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "full",
+    "cross",
+    "natural",
+    "on",
+    "using",
+    "union",
+    "except",
+    "intersect",
+    "lateral",
+    "for",
     "tablesample",
 ];
 
 /// Words after which a comma no longer separates table references.
 const FROM_ENDS: &[&str] = &[
-    "where", "group", "order", "having", "limit", "offset", "fetch", "window", "qualify", "select", "on", "using",
-    "union", "except", "intersect", "values", "set", "returning",
+    "where",
+    "group",
+    "order",
+    "having",
+    "limit",
+    "offset",
+    "fetch",
+    "window",
+    "qualify",
+    "select",
+    "on",
+    "using",
+    "union",
+    "except",
+    "intersect",
+    "values",
+    "set",
+    "returning",
 ];
 
 /// Parses a point in time: RFC 3339, `YYYY-MM-DD[ HH:MM:SS[.f]][±HH[:MM]| UTC]` (naive = UTC).
@@ -84,24 +121,13 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    let s = s
-        .strip_suffix(" UTC")
-        .or_else(|| s.strip_suffix('Z'))
-        .unwrap_or(s);
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-        "%Y-%m-%dT%H:%M:%S%.f%#z",
-        "%Y-%m-%d %H:%M:%S%#z",
-    ] {
+    let s = s.strip_suffix(" UTC").or_else(|| s.strip_suffix('Z')).unwrap_or(s);
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
         if let Ok(t) = chrono::DateTime::parse_from_str(s, f) {
             return Some(t.timestamp_millis());
         }
     }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ] {
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -281,14 +307,8 @@ mod tests {
             rw("SELECT count(*) FROM health.t FOR VERSION AS OF 42"),
             "SELECT count(*) FROM health.\"t@v=42\" AS \"t\""
         );
-        assert_eq!(
-            rw("SELECT * FROM t VERSION AS OF 42 x WHERE a = 1"),
-            "SELECT * FROM \"t@v=42\" x WHERE a = 1"
-        );
-        assert_eq!(
-            rw("select * from t for system_version as of 7 as y"),
-            "select * from \"t@v=7\" as y"
-        );
+        assert_eq!(rw("SELECT * FROM t VERSION AS OF 42 x WHERE a = 1"), "SELECT * FROM \"t@v=42\" x WHERE a = 1");
+        assert_eq!(rw("select * from t for system_version as of 7 as y"), "select * from \"t@v=7\" as y");
         assert_eq!(
             rw("SELECT * FROM t FOR TIMESTAMP AS OF '2024-01-01 00:00:00' WHERE x"),
             "SELECT * FROM \"t@ts=1704067200000\" AS \"t\" WHERE x"
@@ -297,14 +317,8 @@ mod tests {
             rw("SELECT * FROM t FOR TIMESTAMP AS OF TIMESTAMP '2024-01-01T00:00:00Z'\nJOIN u ON true"),
             "SELECT * FROM \"t@ts=1704067200000\" AS \"t\"\nJOIN u ON true"
         );
-        assert_eq!(
-            rw("SELECT * FROM t TIMESTAMP AS OF 1704067200"),
-            "SELECT * FROM \"t@ts=1704067200000\" AS \"t\""
-        );
-        assert_eq!(
-            rw("SELECT * FROM \"T\" FOR VERSION AS OF 1, u"),
-            "SELECT * FROM \"T@v=1\" AS \"T\", u"
-        );
+        assert_eq!(rw("SELECT * FROM t TIMESTAMP AS OF 1704067200"), "SELECT * FROM \"t@ts=1704067200000\" AS \"t\"");
+        assert_eq!(rw("SELECT * FROM \"T\" FOR VERSION AS OF 1, u"), "SELECT * FROM \"T@v=1\" AS \"T\", u");
         // Untouched: literals, comments, non-table positions.
         for sql in [
             "SELECT 'FROM t FOR VERSION AS OF 1'",
@@ -316,50 +330,28 @@ mod tests {
             assert_eq!(rw(sql), sql);
         }
         assert_eq!(
-            table_versions(tokenize("SELECT * FROM t FOR VERSION AS OF 'main'").unwrap(), "rxgate")
-                .unwrap_err()
-                .code,
+            table_versions(tokenize("SELECT * FROM t FOR VERSION AS OF 'main'").unwrap(), "rxgate").unwrap_err().code,
             StatusCode::Unsupported
         );
         assert_eq!(
-            table_versions(tokenize("SELECT * FROM t FOR TIMESTAMP AS OF 'soon'").unwrap(), "rxgate")
-                .unwrap_err()
-                .code,
+            table_versions(tokenize("SELECT * FROM t FOR TIMESTAMP AS OF 'soon'").unwrap(), "rxgate").unwrap_err().code,
             StatusCode::InvalidArgument
         );
     }
 
     #[test]
     fn spark_metadata_names() {
-        assert_eq!(
-            rw("SELECT * FROM health.t.snapshots"),
-            "SELECT * FROM health.\"t$snapshots\""
-        );
-        assert_eq!(
-            rw("SELECT * FROM rxgate.health.t.files f"),
-            "SELECT * FROM rxgate.health.\"t$files\" f"
-        );
-        assert_eq!(
-            rw("SELECT * FROM rxgate.health.files"),
-            "SELECT * FROM rxgate.health.files"
-        );
-        assert_eq!(
-            rw("SELECT files FROM health.t"),
-            "SELECT files FROM health.t"
-        );
+        assert_eq!(rw("SELECT * FROM health.t.snapshots"), "SELECT * FROM health.\"t$snapshots\"");
+        assert_eq!(rw("SELECT * FROM rxgate.health.t.files f"), "SELECT * FROM rxgate.health.\"t$files\" f");
+        assert_eq!(rw("SELECT * FROM rxgate.health.files"), "SELECT * FROM rxgate.health.files");
+        assert_eq!(rw("SELECT files FROM health.t"), "SELECT files FROM health.t");
         // A three-part column in a select list is not a table name.
-        assert_eq!(
-            rw("SELECT a, health.t.files FROM health.t"),
-            "SELECT a, health.t.files FROM health.t"
-        );
+        assert_eq!(rw("SELECT a, health.t.files FROM health.t"), "SELECT a, health.t.files FROM health.t");
         assert_eq!(
             rw("SELECT * FROM u, health.t.history WHERE f(a, health.t.files)"),
             "SELECT * FROM u, health.\"t$history\" WHERE f(a, health.t.files)"
         );
-        assert_eq!(
-            rw("SELECT * FROM health.\"t$history\""),
-            "SELECT * FROM health.\"t$history\""
-        );
+        assert_eq!(rw("SELECT * FROM health.\"t$history\""), "SELECT * FROM health.\"t$history\"");
     }
 
     #[test]

@@ -49,8 +49,9 @@ pub(super) fn statement(c: &mut Cur) -> Result<IcebergCommand> {
         IcebergCommand::Schema { table, changes: vec![parse_column(c)?] }
     } else if c.kws(&["drop", "partition", "field"]) {
         let (name, transform) = parse_partition_term(c)?;
-        let transform = (transform != Transform::Identity || c.pos > 0 && c.toks.get(c.pos - 1) == Some(&Token::RParen))
-            .then_some(transform);
+        let transform = (transform != Transform::Identity
+            || c.pos > 0 && c.toks.get(c.pos - 1) == Some(&Token::RParen))
+        .then_some(transform);
         IcebergCommand::Partition { table, change: PartitionChange::Drop { name, transform } }
     } else if c.kws(&["drop", "column"]) {
         let name = c.ident().ok_or_else(|| syntax("DROP COLUMN needs a column name"))?;
@@ -96,11 +97,8 @@ fn parse_column(c: &mut Cur) -> Result<SchemaChange> {
         return Err(syntax(format!("column {name} needs a type")));
     }
     evolve::parse_type(&ty)?;
-    let comment = if c.kw("comment") {
-        Some(c.string().ok_or_else(|| syntax("COMMENT needs a string"))?)
-    } else {
-        None
-    };
+    let comment =
+        if c.kw("comment") { Some(c.string().ok_or_else(|| syntax("COMMENT needs a string"))?) } else { None };
     Ok(SchemaChange::AddColumn { name, ty, comment })
 }
 
@@ -119,9 +117,7 @@ fn parse_partition_term(c: &mut Cur) -> Result<(String, Transform)> {
         }
         None => None,
     };
-    let column = c
-        .ident()
-        .ok_or_else(|| syntax(format!("{head}(…) needs a column")))?;
+    let column = c.ident().ok_or_else(|| syntax(format!("{head}(…) needs a column")))?;
     let arg = match (arg, c.tok(&Token::Comma)) {
         (None, true) => c.integer(), // Trino's bucket(col, n)
         (a, _) => a,
@@ -142,26 +138,16 @@ fn parse_partition_term(c: &mut Cur) -> Result<(String, Transform)> {
         "hours" | "hour" | "date_hour" => Transform::Hour,
         "bucket" => Transform::Bucket(n(arg)?),
         "truncate" => Transform::Truncate(n(arg)?),
-        other => {
-            return Err(Error::new(
-                StatusCode::Unsupported,
-                format!("unknown partition transform {other}"),
-            ))
-        }
+        other => return Err(Error::new(StatusCode::Unsupported, format!("unknown partition transform {other}"))),
     };
     Ok((column, transform))
 }
 
 /// Trino's `ALTER TABLE t EXECUTE rollback_to_snapshot(id)`.
 fn parse_execute(c: &mut Cur, table: Vec<String>) -> Result<IcebergCommand> {
-    let proc = c
-        .ident()
-        .ok_or_else(|| syntax("EXECUTE needs a procedure"))?;
+    let proc = c.ident().ok_or_else(|| syntax("EXECUTE needs a procedure"))?;
     if proc != "rollback_to_snapshot" {
-        return Err(Error::new(
-            StatusCode::Unsupported,
-            format!("ALTER TABLE EXECUTE {proc} is not supported"),
-        ));
+        return Err(Error::new(StatusCode::Unsupported, format!("ALTER TABLE EXECUTE {proc} is not supported")));
     }
     let ok = c.tok(&Token::LParen);
     if matches!(c.peek(), Some(Token::Word(_))) {
@@ -173,10 +159,7 @@ fn parse_execute(c: &mut Cur, table: Vec<String>) -> Result<IcebergCommand> {
     match (ok, id, c.tok(&Token::RParen)) {
         (true, Some(id), true) => Ok(IcebergCommand::Rollback {
             table,
-            target: RollbackTarget::Snapshot {
-                id,
-                ancestor_only: true,
-            },
+            target: RollbackTarget::Snapshot { id, ancestor_only: true },
             returns_row: false,
         }),
         _ => Err(syntax("expected rollback_to_snapshot(snapshot_id)")),
@@ -194,15 +177,9 @@ fn parse_call(c: &mut Cur) -> Result<IcebergCommand> {
     let name = c.name().map_err(syntax)?;
     let proc = match name.as_slice() {
         [s, p] | [_, s, p] if s == "system" => p.clone(),
-        _ => {
-            return Err(Error::new(StatusCode::Unsupported, format!("unknown procedure {}", name.join("."))))
-        }
+        _ => return Err(Error::new(StatusCode::Unsupported, format!("unknown procedure {}", name.join(".")))),
     };
-    let known = [
-        "rollback_to_snapshot",
-        "set_current_snapshot",
-        "rollback_to_timestamp",
-    ];
+    let known = ["rollback_to_snapshot", "set_current_snapshot", "rollback_to_timestamp"];
     if !known.contains(&proc.as_str()) {
         return Err(Error::new(StatusCode::Unsupported, format!("procedure system.{proc} is not supported")));
     }
@@ -225,13 +202,8 @@ fn parse_call_args(c: &mut Cur, proc: &str) -> Result<IcebergCommand> {
                 None
             };
             let value = if c.kw("timestamp") {
-                let s = c
-                    .string()
-                    .ok_or_else(|| syntax("TIMESTAMP needs a string"))?;
-                Arg::Time(
-                    parse_timestamp(&s)
-                        .ok_or_else(|| bad_time_travel(format!("invalid timestamp '{s}'")))?,
-                )
+                let s = c.string().ok_or_else(|| syntax("TIMESTAMP needs a string"))?;
+                Arg::Time(parse_timestamp(&s).ok_or_else(|| bad_time_travel(format!("invalid timestamp '{s}'")))?)
             } else if let Some(s) = c.string() {
                 Arg::Str(s)
             } else if let Some(n) = c.integer() {
@@ -283,38 +255,21 @@ fn parse_call_args(c: &mut Cur, proc: &str) -> Result<IcebergCommand> {
             (other, _) => return Err(syntax(format!("unknown argument {other} of system.{proc}"))),
         }
     }
-    let table = table
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| syntax(format!("system.{proc} needs a table name string")))?;
+    let table =
+        table.filter(|t| !t.is_empty()).ok_or_else(|| syntax(format!("system.{proc} needs a table name string")))?;
     let target = match (proc, value) {
         ("rollback_to_timestamp", Some(Arg::Time(ms))) => RollbackTarget::Timestamp(ms),
         ("rollback_to_timestamp", Some(Arg::Str(s))) => RollbackTarget::Timestamp(
-            parse_timestamp(&s)
-                .ok_or_else(|| bad_time_travel(format!("invalid timestamp '{s}'")))?,
+            parse_timestamp(&s).ok_or_else(|| bad_time_travel(format!("invalid timestamp '{s}'")))?,
         ),
-        ("rollback_to_snapshot", Some(Arg::Int(id))) => RollbackTarget::Snapshot {
-            id,
-            ancestor_only: true,
-        },
-        ("set_current_snapshot", Some(Arg::Int(id))) => RollbackTarget::Snapshot {
-            id,
-            ancestor_only: false,
-        },
+        ("rollback_to_snapshot", Some(Arg::Int(id))) => RollbackTarget::Snapshot { id, ancestor_only: true },
+        ("set_current_snapshot", Some(Arg::Int(id))) => RollbackTarget::Snapshot { id, ancestor_only: false },
         _ => {
             return Err(syntax(format!(
                 "system.{proc} needs a table and a {}",
-                if proc == "rollback_to_timestamp" {
-                    "timestamp"
-                } else {
-                    "snapshot id"
-                }
+                if proc == "rollback_to_timestamp" { "timestamp" } else { "snapshot id" }
             )))
         }
     };
-    Ok(IcebergCommand::Rollback {
-        table,
-        target,
-        returns_row: true,
-    })
+    Ok(IcebergCommand::Rollback { table, target, returns_row: true })
 }
-

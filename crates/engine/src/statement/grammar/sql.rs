@@ -96,7 +96,9 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             let table = names[0]
                 .0
                 .iter()
-                .map(|p| p.as_ident().map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() }))
+                .map(|p| {
+                    p.as_ident().map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
+                })
                 .collect::<Option<Vec<String>>>()
                 .unwrap_or_default();
             Statement::DropTable { table, if_exists, sql: Box::new(SqlText::new(stmt)) }
@@ -125,7 +127,11 @@ fn name_text(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
 fn pg_ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() }
+    if i.quote_style.is_none() {
+        i.value.to_lowercase()
+    } else {
+        i.value.clone()
+    }
 }
 
 /// The session command a statement is, if it is one. `SHOW datafusion.…` and `SET
@@ -155,7 +161,9 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
             set(&name, value)
         }
         SqlStatement::Set(Set::SetTimeZone { value, .. }) => set("TimeZone", value_text(value)),
-        SqlStatement::Set(Set::SetNames { charset_name, .. }) => set("client_encoding", Some(charset_name.value.clone())),
+        SqlStatement::Set(Set::SetNames { charset_name, .. }) => {
+            set("client_encoding", Some(charset_name.value.clone()))
+        }
         SqlStatement::Set(Set::SetNamesDefault {}) => set("client_encoding", None),
         SqlStatement::Set(Set::SetTransaction { .. }) => Some(SessionCommand::Accept("SET".into())),
         // Only the session's own identity is accepted (checked by `SessionSettings::set`).
@@ -163,7 +171,9 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
             set("role", Some(role_name.as_ref().map(pg_ident).unwrap_or_else(|| "none".into())))
         }
         SqlStatement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
-            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::Default => set("session_authorization", None),
+            datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::Default => {
+                set("session_authorization", None)
+            }
             datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind::User(user) => {
                 set("session_authorization", Some(pg_ident(user)))
             }
@@ -200,7 +210,9 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
         // `DEALLOCATE ALL` (psycopg sends it after DISCARD ALL or ROLLBACK once it has
         // prepared statements): protocol-level statements are the frontend's and closed by
         // the client; DataFusion would look for a statement named "all".
-        SqlStatement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
+        SqlStatement::Deallocate { name, .. }
+            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+        {
             Some(SessionCommand::Accept("DEALLOCATE ALL".into()))
         }
         SqlStatement::Savepoint { .. } => Some(SessionCommand::Accept("SAVEPOINT".into())),
@@ -212,4 +224,3 @@ fn session_command(stmt: &SqlStatement) -> Option<SessionCommand> {
         _ => None,
     }
 }
-
