@@ -199,7 +199,7 @@ async fn probe(uri: &str, timeout: Duration) -> Result<()> {
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             Ok(Err(e)) => {
-                let retried = retryable(&e).then(|| timeout.as_secs());
+                let retried = retryable(&e).then_some(timeout.as_secs());
                 return Err(catalog_db_error_retried(uri, &e, retried));
             }
             Err(_) => {

@@ -110,6 +110,10 @@ pub(crate) struct Authenticated(pub(crate) Principal);
 // Connection limits
 // --------------------------------------------------------------------------------------------
 
+/// The next ticket, and the connections still authenticating, oldest first, with their
+/// eviction signal.
+type Authenticating = (u64, VecDeque<(u64, Arc<Notify>)>);
+
 /// Counts connections: authenticated ones globally (with slots reserved for admin roles) and
 /// per user, and those still authenticating. Slots are released when dropped.
 #[derive(Debug)]
@@ -121,7 +125,7 @@ pub(crate) struct Limits {
     per_user: Mutex<HashMap<String, u32>>,
     max_authenticating: u32,
     /// Connections still authenticating, oldest first, with their eviction signal.
-    authenticating: Mutex<(u64, VecDeque<(u64, Arc<Notify>)>)>,
+    authenticating: Mutex<Authenticating>,
 }
 
 /// One authenticated connection; dropping it frees the slot.

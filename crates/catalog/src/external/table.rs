@@ -31,6 +31,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{unescape_path_name, ExternalFormat, ExternalTableDef, HivePartition, LocationPolicy};
 
+/// The location policy a table's partitions are checked against, and the protected
+/// locations (name, location) they must not overlap.
+type Confinement = (Arc<LocationPolicy>, Vec<(String, String)>);
+
 /// An external table as DataFusion sees it: the definition and the partitions registered
 /// when the query was planned.
 #[derive(Debug)]
@@ -40,7 +44,7 @@ pub struct ExternalTableProvider {
     schema: SchemaRef,
     file_schema: SchemaRef,
     /// Where its partitions may be read from, and what they must not overlap.
-    confine: Option<(Arc<LocationPolicy>, Vec<(String, String)>)>,
+    confine: Option<Confinement>,
 }
 
 impl ExternalTableProvider {

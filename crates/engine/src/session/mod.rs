@@ -68,6 +68,9 @@ impl SessionCanceller {
 }
 
 impl EngineSession {
+    /// A session over its context, identity, settings, policy guard and audit log (built by
+    /// `Engine::session`, the one caller).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         ctx: SessionContext,
         identity: Identity,

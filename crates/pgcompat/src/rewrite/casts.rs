@@ -10,9 +10,15 @@ use datafusion::sql::sqlparser::ast::{
     ValueWithSpan, VisitorMut,
 };
 
-use super::names::ident_name;
-
 /// The PostgreSQL name of a type as written in a cast, lower-case, without `pg_catalog.`.
+pub(super) fn ident_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
 pub(super) fn type_name(dt: &SqlType) -> String {
     let s = match dt {
         SqlType::Regclass => "regclass".to_string(),

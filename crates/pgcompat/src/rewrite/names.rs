@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{
     ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
 };
 
-use super::casts::type_name;
+use super::casts::{ident_name, type_name};
 
 /// PostgreSQL's name for an unaliased select-list expression (`FigureColname`).
 fn figure_name(e: &Expr) -> Option<String> {
@@ -37,14 +37,6 @@ fn figure_name(e: &Expr) -> Option<String> {
         Expr::TypedString(t) => cast_type_name(&t.data_type),
         _ => return None,
     })
-}
-
-pub(super) fn ident_name(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
 }
 
 fn cast_type_name(dt: &SqlType) -> String {
