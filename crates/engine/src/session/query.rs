@@ -25,6 +25,8 @@ impl EngineSession {
     pub(super) async fn plan_sql(&self, sql: &SqlText) -> Result<Planned> {
         let (written, stmt) = (&sql.written, &sql.rewritten);
         let mut plan = match self.df_plan(stmt.clone()).await {
+            // DataFusion reports duplicate output names as a bare `Plan(String)`: no variant or
+            // field says so, so its text is the only signal.
             Err(e) if e.message.contains("Projections require unique expression names") => {
                 self.df_plan(pgcompat::unique_aliases(stmt.clone())).await?
             }
@@ -45,7 +47,7 @@ impl EngineSession {
                 // The fallback must produce what the statement was described with.
                 fallback = alternative.and_then(|alt| conform(alt, &plan)).ok().map(Box::new);
             } else if let Err(e) = self.ctx.state().create_physical_plan(&plan).await {
-                if is_subquery_error(&e.to_string()) {
+                if has_subqueries(&plan) {
                     tracing::debug!(target: "rxgate_engine::sql", error = %e, "catalog statement re-planned without correlated subqueries");
                     plan = self.df_plan(pgcompat::null_correlated_subqueries(stmt.clone())).await?;
                     if returns_rows(&plan) {
@@ -117,10 +119,8 @@ impl EngineSession {
         };
         let bound = bind(plan)?;
         if let Some(fallback) = fallback {
-            if let Err(e) = self.ctx.state().create_physical_plan(&bound).await {
-                if is_subquery_error(&e.to_string()) {
-                    return bind(fallback);
-                }
+            if self.ctx.state().create_physical_plan(&bound).await.is_err() && has_subqueries(&bound) {
+                return bind(fallback);
             }
         }
         Ok(bound)
@@ -193,8 +193,19 @@ fn null_columns_as_text(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
-fn is_subquery_error(message: &str) -> bool {
-    message.contains("Subquery") || message.contains("subquery")
+/// Whether a plan has subquery expressions (`(SELECT …)`, `EXISTS`, `IN (SELECT …)`): a catalog
+/// statement with them that fails to plan physically is one DataFusion could not
+/// decorrelate, decided by the plan's shape rather than by the error's text.
+fn has_subqueries(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Expr;
+    plan.exists(|node| {
+        Ok(node.expressions().iter().any(|e| {
+            e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_))))
+                .unwrap_or(false)
+        }))
+    })
+    .unwrap_or(false)
 }
 
 /// The client-visible schema when PostgreSQL's column names differ from the plan's.
