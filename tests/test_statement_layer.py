@@ -10,42 +10,22 @@
 """
 from __future__ import annotations
 
-import shutil
-
-import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import psycopg
 import pytest
 
-from conftest import TEST_PASSWORD, TEST_USER, start_server_with_roles, stop_server
-from rxcli import REPO_ROOT
-
-USERS = {"ann": "analyst", "auditor_ca": "state_auditor"}
-PASSWORD = "statement-layer-pw"
-
-
-@pytest.fixture(scope="module")
-def sserver(rxgate_bin, lakehouse, tmp_path_factory):
-    d = tmp_path_factory.mktemp("statements")
-    policy = d / "policies.toml"
-    shutil.copy(REPO_ROOT / "catalog" / "policies.toml", policy)
-    config = d / "rxgate.toml"
-    config.write_text(f'[policy]\nfile = "{policy}"\n')
-    s = start_server_with_roles(rxgate_bin, lakehouse.rx.data_dir, d, config, USERS, PASSWORD,
-                                env={"RXGATE_PSEUDONYM_KEY": "statement-layer-key-0123456789"})
-    yield s
-    stop_server(s)
+from conftest import TEST_USER
+# The policy tests' server (demo roles, the repository's policy, a pseudonym key) and their
+# clients, for these tests too.
+from test_policy import adbc as policy_adbc, pg as policy_pg, pserver  # noqa: F401  (a fixture)
 
 
 def pg(server, user=TEST_USER):
-    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
-    return psycopg.connect(server.dsn(user=user, password=password), autocommit=True)
+    return policy_pg(server, user)
 
 
 def adbc(server, user=TEST_USER):
-    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
-    return flight_sql.connect(server.flight_uri(), db_kwargs={"username": user, "password": password},
-                              autocommit=True)
+    return policy_adbc(server, user)
 
 
 def flight_rows(server, sql, params=None, user=TEST_USER):
@@ -56,8 +36,8 @@ def flight_rows(server, sql, params=None, user=TEST_USER):
 
 # ---------------------------------------------------------------------------- ? placeholders
 
-def test_question_marks_are_parameters_under_flight_sql(sserver):
-    with pg(sserver) as conn:
+def test_question_marks_are_parameters_under_flight_sql(pserver):
+    with pg(pserver) as conn:
         state, = conn.execute("SELECT presc_state FROM health.prescriber_drug GROUP BY presc_state "
                               "ORDER BY count(*) DESC LIMIT 1").fetchone()
         want = conn.execute("SELECT npi, drug_name FROM health.prescriber_drug WHERE presc_state = %s "
@@ -66,33 +46,33 @@ def test_question_marks_are_parameters_under_flight_sql(sserver):
     sql = ("SELECT npi, drug_name FROM health.prescriber_drug WHERE presc_state = ? AND trx_cnt > ? "
            "ORDER BY npi, drug_name")
     # DB-API execute with qmark parameters (ADBC binds them to a prepared statement).
-    assert flight_rows(sserver, sql, (state, 20)) == want
-    with adbc(sserver) as conn, conn.cursor() as cur:
+    assert flight_rows(pserver, sql, (state, 20)) == want
+    with adbc(pserver) as conn, conn.cursor() as cur:
         params = cur.adbc_prepare(sql)
         assert params is not None and params.names == ["$1", "$2"], params
         for floor in (20, 50):
             cur.execute(sql, (state, floor))
-            with pg(sserver) as c:
+            with pg(pserver) as c:
                 expected = c.execute("SELECT npi, drug_name FROM health.prescriber_drug WHERE presc_state = %s "
                                      "AND trx_cnt > %s ORDER BY npi, drug_name", (state, floor)).fetchall()
             assert [tuple(r) for r in cur.fetchall()] == expected
     # A `?` inside a literal or a quoted name is text, not a parameter.
-    assert flight_rows(sserver, "SELECT '?' AS \"q?\", ? AS p", ("x",)) == [("?", "x")]
+    assert flight_rows(pserver, "SELECT '?' AS \"q?\", ? AS p", ("x",)) == [("?", "x")]
 
 
-def test_mixing_question_marks_and_numbered_parameters_is_a_syntax_error(sserver):
-    with adbc(sserver) as conn, conn.cursor() as cur:
+def test_mixing_question_marks_and_numbered_parameters_is_a_syntax_error(pserver):
+    with adbc(pserver) as conn, conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.Error) as err:
             cur.execute("SELECT ? AS a, $1 AS b", ("x",))
             cur.fetchall()
     assert "cannot mix ? and $n placeholders" in str(err.value), err.value
-    with adbc(sserver) as conn, conn.cursor() as cur:
+    with adbc(pserver) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchall() == [(1,)]
 
 
-def test_question_mark_is_no_placeholder_under_pgwire(sserver):
-    with pg(sserver) as conn:
+def test_question_mark_is_no_placeholder_under_pgwire(pserver):
+    with pg(pserver) as conn:
         with pytest.raises(psycopg.Error) as err:
             # psycopg sends the text as is (no client-side parameters): `?` is an operator.
             conn.execute("SELECT 1 WHERE 1 = ?", prepare=False)
@@ -110,14 +90,14 @@ def expected_partitions(server, where=""):
             for d, s in rows]
 
 
-def test_show_partitions_of_an_iceberg_table(sserver):
-    want = expected_partitions(sserver)
+def test_show_partitions_of_an_iceberg_table(pserver):
+    want = expected_partitions(pserver)
     assert len(want) > 10, want
-    with pg(sserver) as conn:
+    with pg(pserver) as conn:
         got = [r[0] for r in conn.execute("SHOW PARTITIONS health.prescriber_drug").fetchall()]
         assert got == want
         ca = [r[0] for r in conn.execute("SHOW PARTITIONS health.prescriber_drug PARTITION (presc_state='CA')")]
-        assert ca == expected_partitions(sserver, "WHERE presc_state = 'CA'") and ca
+        assert ca == expected_partitions(pserver, "WHERE presc_state = 'CA'") and ca
         day = want[0].split("/")[0].split("=")[1]
         one = [r[0] for r in conn.execute(
             f"SHOW PARTITIONS health.prescriber_drug PARTITION (delivery_date='{day}', presc_state='CA')")]
@@ -125,25 +105,25 @@ def test_show_partitions_of_an_iceberg_table(sserver):
         with pytest.raises(psycopg.Error) as err:
             conn.execute("SHOW PARTITIONS health.prescriber_drug PARTITION (nope='x')")
         assert err.value.sqlstate == "22023", err.value
-    assert [r[0] for r in flight_rows(sserver, "SHOW PARTITIONS health.prescriber_drug")] == want
+    assert [r[0] for r in flight_rows(pserver, "SHOW PARTITIONS health.prescriber_drug")] == want
 
 
-def test_show_partitions_is_governed_like_metadata_tables(sserver):
+def test_show_partitions_is_governed_like_metadata_tables(pserver):
     # The analyst reads the table masked, the auditor filtered to CA: partition values would
     # show what they cannot query (other states' deliveries), so neither gets them.
     for user in ("ann", "auditor_ca"):
-        with pg(sserver, user) as conn:
+        with pg(pserver, user) as conn:
             with pytest.raises(psycopg.Error) as err:
                 conn.execute("SHOW PARTITIONS health.prescriber_drug").fetchall()
             assert err.value.sqlstate == "42501", (user, err.value)
             assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_hive_show_returns_rows_through_the_extended_protocol(sserver):
-    with pg(sserver) as conn:
+def test_hive_show_returns_rows_through_the_extended_protocol(pserver):
+    with pg(pserver) as conn:
         # prepare=True sends Parse/Bind/Describe/Execute: the portal must describe rows.
         tables = conn.execute("SHOW TABLES IN health", prepare=True).fetchall()
         assert ("prescriber_drug",) in tables
         cur = conn.execute("SHOW PARTITIONS health.prescriber_drug", prepare=True)
         assert [c.name for c in cur.description] == ["partition"]
-        assert len(cur.fetchall()) == len(expected_partitions(sserver))
+        assert len(cur.fetchall()) == len(expected_partitions(pserver))

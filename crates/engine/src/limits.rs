@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** no statement text reaches a recursive walk (the parser's rewrites, the
 //! policy, DataFusion's planner and optimizer, physical expression evaluation, `Drop` of the
-//! trees) unless [`StatementLimits::check_text`] accepted it. The check runs over tokens in one
+//! trees) unless [`StatementLimits::check_size`] and [`StatementLimits::check_depth`] accepted it
+//! (`statement::parse` runs both on its one tokenization). The check runs over tokens in one
 //! loop, so it cannot itself overflow, and it bounds the depth of every tree built from the
 //! statement. The runtime's threads have stacks sized for that bound ([`WORKER_STACK_BYTES`]).
 
@@ -45,16 +46,6 @@ impl Default for StatementLimits {
 }
 
 impl StatementLimits {
-    /// Refuses statement text that is too large (54000) or too deep (54001), before anything
-    /// parses it into a tree.
-    pub fn check_text(&self, sql: &str) -> Result<()> {
-        self.check_size(sql)?;
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-            .tokenize()
-            .map_err(|e| Error::new(StatusCode::SyntaxError, format!("syntax error: {e}")))?;
-        self.check_depth(tokens.iter())
-    }
-
     /// Refuses a statement whose tokens chain or nest operators deeper than
     /// [`StatementLimits::max_expression_depth`] (54001; see [`expression_depth`]).
     pub fn check_depth<'a>(&self, tokens: impl IntoIterator<Item = &'a Token>) -> Result<()> {
@@ -334,6 +325,10 @@ fn ends_operand(t: &Token) -> bool {
 mod tests {
     use super::*;
 
+    fn depth_check(limits: &StatementLimits, sql: &str) -> Result<()> {
+        limits.check_depth(Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().unwrap().iter())
+    }
+
     fn chain(op: &str, n: usize) -> String {
         (0..n).map(|i| format!("{}", i % 7)).collect::<Vec<_>>().join(op)
     }
@@ -384,11 +379,11 @@ mod tests {
     #[test]
     fn limits_refuse_with_their_sqlstate_codes() {
         let limits = StatementLimits { max_query_bytes: 100, max_expression_depth: 10, ..Default::default() };
-        assert_eq!(limits.check_text(&"x".repeat(101)).unwrap_err().code, StatusCode::ProgramLimitExceeded);
+        assert_eq!(limits.check_size(&"x".repeat(101)).unwrap_err().code, StatusCode::ProgramLimitExceeded);
         assert_eq!(
-            limits.check_text(&format!("SELECT {}", chain("+", 12))).unwrap_err().code,
+            depth_check(&limits, &format!("SELECT {}", chain("+", 12))).unwrap_err().code,
             StatusCode::StatementTooComplex
         );
-        limits.check_text(&format!("SELECT {}", chain("+", 11))).unwrap();
+        depth_check(&limits, &format!("SELECT {}", chain("+", 11))).unwrap();
     }
 }

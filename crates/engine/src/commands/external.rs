@@ -23,6 +23,7 @@ use rxgate_common::{Error, Result, StatusCode};
 
 use super::{denied, is_engine_schema, lakehouse, no_relation, qualify, resolve, tag, text_rows, text_schema};
 use crate::planned::{Planned, QueryOutput};
+use crate::secure::SecuredTable;
 use crate::statement::{Command, ExternalCommand, SessionCommand, Spec};
 
 /// Plans an external-table statement: the table resolved through the session's catalog (else
@@ -50,7 +51,7 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
         other => {
             // The table must be visible to the session, and external (or, for SHOW
             // PARTITIONS, an Iceberg table).
-            resolve(ctx, cmd.table()).await?;
+            let resolved = resolve(ctx, cmd.table()).await?;
             let external = lake.external().get(&schema, &table).await?.is_some();
             let iceberg = matches!(other, ExternalCommand::ShowPartitions { .. })
                 && !is_engine_schema(&schema)
@@ -58,7 +59,8 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: ExternalCommand, admin: bool
             // An Iceberg table's partition values are governed like its metadata tables:
             // only a principal who sees the table whole (no mask, no row filter, every
             // column) may list them; others would learn values of rows they cannot read.
-            if iceberg && !external && resolve(ctx, &[schema.clone(), format!("{table}$partitions")]).await.is_err() {
+            // The session's catalog hands such a principal a `SecuredTable`.
+            if iceberg && !external && resolved.provider.as_any().is::<SecuredTable>() {
                 return Err(Error::new(
                     StatusCode::PermissionDenied,
                     format!(
