@@ -1,5 +1,6 @@
-//! Atomic partition replacement: one Iceberg snapshot that removes every live data file of one
-//! partition value and adds new ones, committed with a compare-and-swap on the catalog row.
+//! Atomic table changes: one Iceberg snapshot that removes live data files (a partition, a
+//! set of partitions, chosen files, or all) and adds new ones, committed with a
+//! compare-and-swap on the catalog row.
 //!
 //! iceberg-rust 0.10 only offers fast-append, so re-running a delivery would duplicate it. This
 //! module produces the Overwrite (or Delete) snapshot itself, following the Iceberg spec: a new
@@ -9,12 +10,13 @@
 //! pyiceberg and Java readers see an ordinary commit. A conflicting commit is retried on the
 //! fresh table; the new data files stay valid across attempts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use iceberg::spec::{
     DataFile, Literal, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder,
-    Operation, PrimitiveLiteral, Snapshot, SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
+    Operation, PartitionKey, PartitionSpec, PrimitiveLiteral, SchemaRef, Snapshot, SnapshotReference, SnapshotRetention,
+    Summary, TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -23,6 +25,48 @@ use uuid::Uuid;
 
 use crate::lakehouse::parse_ident;
 use crate::Lakehouse;
+
+/// Which live data files a commit removes.
+#[derive(Debug, Clone)]
+pub enum Removal {
+    /// None: an append.
+    Nothing,
+    /// Every live data file (TRUNCATE, INSERT OVERWRITE of an unpartitioned table).
+    All,
+    /// The files whose partition field `field` (by name, in the file's own spec) equals
+    /// `value`. Re-evaluated on a retry, so a concurrent append to the partition is replaced too.
+    Partition {
+        /// Partition field name, e.g. `delivery_date`.
+        field: String,
+        /// The partition value.
+        value: Literal,
+    },
+    /// The files whose partition tuple (as the default spec's partition path, `k=v/…`) is one
+    /// of these (INSERT OVERWRITE's dynamic partitions).
+    PartitionPaths(HashSet<String>),
+    /// Exactly these files, by path (copy-on-write DELETE/UPDATE, metadata DELETE). Each must
+    /// still be live when the commit lands: if a concurrent commit removed one, the change was
+    /// computed from rows that are gone, and the commit fails with 40001 instead of retrying.
+    Files(HashSet<String>),
+}
+
+/// One atomic change of a table's data: files added, files removed, in one snapshot.
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// Data files already written under the table location.
+    pub add: Vec<DataFile>,
+    /// What the snapshot removes.
+    pub remove: Removal,
+    /// Extra snapshot summary properties (`rxgate.delivery-date`, `rxgate.statement`, …).
+    pub properties: HashMap<String, String>,
+}
+
+impl TableChange {
+    /// Appends `files`.
+    pub fn append(files: Vec<DataFile>) -> Self {
+        Self { add: files, remove: Removal::Nothing, properties: HashMap::new() }
+    }
+}
 
 /// Replace the data of one partition value with new files (possibly none).
 #[derive(Debug, Clone)]
@@ -37,7 +81,7 @@ pub struct PartitionReplace {
     pub properties: HashMap<String, String>,
 }
 
-/// What a committed replacement did.
+/// What a committed change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// The new snapshot.
@@ -58,24 +102,40 @@ const MAX_ATTEMPTS: u32 = 8;
 
 /// Commits a [`PartitionReplace`] on `table_name` atomically, retrying on conflicts.
 pub async fn replace_partition(lake: &Lakehouse, table_name: &str, r: &PartitionReplace) -> Result<CommitOutcome> {
+    let change = TableChange {
+        add: r.new_files.clone(),
+        remove: Removal::Partition { field: r.field.clone(), value: r.value.clone() },
+        properties: r.properties.clone(),
+    };
+    commit_change(lake, table_name, &change).await
+}
+
+/// Commits a [`TableChange`] on `table_name` (`namespace.table`) as one snapshot, with the
+/// catalog's compare-and-swap; a lost race is retried on the fresh table (40001 after
+/// [`MAX_ATTEMPTS`], or at once when a file the change removes is gone).
+pub async fn commit_change(lake: &Lakehouse, table_name: &str, change: &TableChange) -> Result<CommitOutcome> {
+    rxgate_common::failpoint("write.before_commit");
     let commit_uuid = Uuid::new_v4();
     for attempt in 1..=MAX_ATTEMPTS {
         let table = lake.load_table(table_name).await?;
-        match try_commit(lake, &table, r, commit_uuid, attempt).await? {
-            Some(mut outcome) => {
-                outcome.attempts = attempt;
-                return Ok(outcome);
-            }
-            None => {
-                tracing::info!(table = table_name, attempt, "commit conflict, retrying on the fresh table");
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
-            }
+        let staged = stage(&table, change, commit_uuid, attempt).await?;
+        if swap_metadata(lake, &table, staged.metadata).await?.is_some() {
+            return Ok(CommitOutcome { attempts: attempt, ..staged.outcome });
         }
+        tracing::info!(table = table_name, attempt, "commit conflict, retrying on the fresh table");
+        tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
     Err(Error::new(
         StatusCode::CommitConflict,
         format!("{table_name}: gave up after {MAX_ATTEMPTS} conflicting commits"),
     ))
+}
+
+/// A change applied to a table's metadata in memory: manifests and manifest list written,
+/// the metadata not yet committed.
+pub(crate) struct Staged {
+    pub(crate) metadata: TableMetadata,
+    pub(crate) outcome: CommitOutcome,
 }
 
 fn partition_matches(data_file: &DataFile, idx: usize, want: &PrimitiveLiteral) -> bool {
@@ -88,17 +148,33 @@ fn partition_matches(data_file: &DataFile, idx: usize, want: &PrimitiveLiteral) 
         .is_some_and(|p| &p == want)
 }
 
-/// One attempt; `Ok(None)` means another commit won the race.
-async fn try_commit(
-    lake: &Lakehouse,
-    table: &Table,
-    r: &PartitionReplace,
-    commit_uuid: Uuid,
-    attempt: u32,
-) -> Result<Option<CommitOutcome>> {
+/// Whether `removal` takes `file` (written under `spec`).
+fn removes(removal: &Removal, spec: &PartitionSpec, schema: &SchemaRef, file: &DataFile) -> Result<bool> {
+    Ok(match removal {
+        Removal::Nothing => false,
+        Removal::All => true,
+        Removal::Partition { field, value } => {
+            let want = value.as_primitive_literal().ok_or_else(|| Error::invalid("partition value must be primitive"))?;
+            match spec.fields().iter().position(|f| &f.name == field) {
+                Some(idx) => partition_matches(file, idx, &want),
+                None => false,
+            }
+        }
+        Removal::PartitionPaths(paths) => {
+            let key = PartitionKey::new(spec.clone(), schema.clone(), file.partition().clone());
+            paths.contains(&key.to_path())
+        }
+        Removal::Files(paths) => paths.contains(file.file_path()),
+    })
+}
+
+/// Applies `change` to `table`'s current snapshot: new manifests for the added files,
+/// rewritten manifests marking removed files `DELETED` and the others `EXISTING`, untouched
+/// manifests carried over, a new manifest list; returns the metadata with the new snapshot
+/// as `main`. A table whose metadata has no location yet (being created) works too.
+pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid, attempt: u32) -> Result<Staged> {
     let md = table.metadata();
     let file_io = table.file_io();
-    let want = r.value.as_primitive_literal().ok_or_else(|| Error::invalid("partition value must be primitive"))?;
     let snapshot_id = loop {
         let (a, b) = Uuid::new_v4().as_u64_pair();
         let id = ((a ^ b) >> 1) as i64;
@@ -116,23 +192,25 @@ async fn try_commit(
 
     let mut manifests: Vec<ManifestFile> = vec![];
     let (mut deleted_files, mut deleted_records, mut deleted_size) = (0u64, 0u64, 0u64);
+    let mut removed_paths: HashSet<String> = HashSet::new();
     if let Some(current) = md.current_snapshot() {
         let list = table.manifest_list_reader(current).load().await?;
         for mf in list.entries() {
-            if mf.content != ManifestContentType::Data {
+            if mf.content != ManifestContentType::Data || matches!(change.remove, Removal::Nothing) {
                 manifests.push(mf.clone());
                 continue;
             }
             let spec = md
                 .partition_spec_by_id(mf.partition_spec_id)
                 .ok_or_else(|| Error::internal(format!("manifest references unknown spec {}", mf.partition_spec_id)))?;
-            let Some(idx) = spec.fields().iter().position(|f| f.name == r.field) else {
-                manifests.push(mf.clone());
-                continue;
-            };
+            let schema = md.current_schema();
             let manifest = mf.load_manifest(file_io).await?;
             let alive = || manifest.entries().iter().filter(|e| e.status() != ManifestStatus::Deleted);
-            if !alive().any(|e| partition_matches(e.data_file(), idx, &want)) {
+            let mut any = false;
+            for e in alive() {
+                any |= removes(&change.remove, spec, schema, e.data_file())?;
+            }
+            if !any {
                 manifests.push(mf.clone());
                 continue;
             }
@@ -146,10 +224,11 @@ async fn try_commit(
             for e in alive() {
                 let df = e.data_file().clone();
                 let data_seq = e.sequence_number().unwrap_or(0);
-                if partition_matches(&df, idx, &want) {
+                if removes(&change.remove, spec, schema, &df)? {
                     deleted_files += 1;
                     deleted_records += df.record_count();
                     deleted_size += df.file_size_in_bytes();
+                    removed_paths.insert(df.file_path().to_string());
                     writer.add_delete_file(df, data_seq, e.file_sequence_number)?;
                 } else {
                     writer.add_existing_file(
@@ -163,10 +242,22 @@ async fn try_commit(
             manifests.push(writer.write_manifest_file().await?);
         }
     }
+    if let Removal::Files(wanted) = &change.remove {
+        if let Some(gone) = wanted.iter().find(|p| !removed_paths.contains(*p)) {
+            return Err(Error::new(
+                StatusCode::CommitConflict,
+                format!(
+                    "could not serialize access due to a concurrent update of {}: data file {gone} was \
+                     removed by another commit; retry the statement",
+                    table.identifier()
+                ),
+            ));
+        }
+    }
 
-    let added_records: u64 = r.new_files.iter().map(|f| f.record_count()).sum();
-    let added_size: u64 = r.new_files.iter().map(|f| f.file_size_in_bytes()).sum();
-    if !r.new_files.is_empty() {
+    let added_records: u64 = change.add.iter().map(|f| f.record_count()).sum();
+    let added_size: u64 = change.add.iter().map(|f| f.file_size_in_bytes()).sum();
+    if !change.add.is_empty() {
         let mut writer = ManifestWriterBuilder::new(
             file_io.new_output(next_manifest_path())?,
             Some(snapshot_id),
@@ -174,7 +265,7 @@ async fn try_commit(
             md.default_partition_spec().as_ref().clone(),
         )
         .build_v2_data();
-        for f in &r.new_files {
+        for f in &change.add {
             writer.add_file(f.clone(), seq)?;
         }
         manifests.push(writer.write_manifest_file().await?);
@@ -190,22 +281,22 @@ async fn try_commit(
     list_writer.add_manifests(manifests.into_iter())?;
     list_writer.close().await?;
 
-    let operation = match (deleted_files > 0, !r.new_files.is_empty()) {
+    let operation = match (deleted_files > 0, !change.add.is_empty()) {
         (true, true) => Operation::Overwrite,
         (true, false) => Operation::Delete,
         _ => Operation::Append,
     };
     let prev = md.current_snapshot().map(|s| s.summary().additional_properties.clone()).unwrap_or_default();
     let total = |key: &str| prev.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let mut props = r.properties.clone();
+    let mut props = change.properties.clone();
     for (k, v) in [
-        ("added-data-files", r.new_files.len() as u64),
+        ("added-data-files", change.add.len() as u64),
         ("added-records", added_records),
         ("added-files-size", added_size),
         ("deleted-data-files", deleted_files),
         ("deleted-records", deleted_records),
         ("removed-files-size", deleted_size),
-        ("total-data-files", (total("total-data-files") + r.new_files.len() as u64).saturating_sub(deleted_files)),
+        ("total-data-files", (total("total-data-files") + change.add.len() as u64).saturating_sub(deleted_files)),
         ("total-records", (total("total-records") + added_records).saturating_sub(deleted_records)),
         ("total-files-size", (total("total-files-size") + added_size).saturating_sub(deleted_size)),
         ("total-delete-files", 0),
@@ -224,24 +315,24 @@ async fn try_commit(
         .with_timestamp_ms(chrono_now_ms())
         .build();
 
-    let new_md = md
+    let metadata = md
         .clone()
         .into_builder(table.metadata_location().map(str::to_string))
         .add_snapshot(snapshot)?
         .set_ref(MAIN_BRANCH, SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)))?
         .build()?
         .metadata;
-    if swap_metadata(lake, table, new_md).await?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(CommitOutcome {
-        snapshot_id,
-        added_files: r.new_files.len() as u64,
-        added_records,
-        deleted_files,
-        deleted_records,
-        attempts: attempt,
-    }))
+    Ok(Staged {
+        metadata,
+        outcome: CommitOutcome {
+            snapshot_id,
+            added_files: change.add.len() as u64,
+            added_records,
+            deleted_files,
+            deleted_records,
+            attempts: attempt,
+        },
+    })
 }
 
 /// Writes `new_md` as the table's next metadata file and makes it current with a

@@ -28,6 +28,8 @@ pub struct Lakehouse {
     /// Hive-style external tables, kept in the same database (external/).
     external: Arc<crate::external::ExternalCatalog>,
     storage: Arc<StoreRegistry>,
+    /// Schema/table DDL run by this process (see [`Lakehouse::ddl_version`]).
+    ddl_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -110,7 +112,15 @@ impl Lakehouse {
         }
         let external =
             Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
-        Ok(Self { catalog: Arc::new(catalog), pool, config, tables: Arc::default(), external, storage })
+        Ok(Self {
+            catalog: Arc::new(catalog),
+            pool,
+            config,
+            tables: Arc::default(),
+            external,
+            storage,
+            ddl_version: Arc::default(),
+        })
     }
 
     /// The Iceberg catalog.
@@ -131,6 +141,21 @@ impl Lakehouse {
     /// The object stores (warehouse, inputs) with their request counters.
     pub fn storage(&self) -> &Arc<StoreRegistry> {
         &self.storage
+    }
+
+    /// An Iceberg FileIO over the lakehouse's storage registry (tables being created).
+    pub fn file_io(&self) -> iceberg::io::FileIO {
+        iceberg::io::FileIOBuilder::new(Arc::new(ObjectStorageFactory::new(self.storage.clone()))).build()
+    }
+
+    /// Counts the schema and table DDL this process ran; sessions list the catalog again when
+    /// it moved.
+    pub fn ddl_version(&self) -> u64 {
+        self.ddl_version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_ddl_version(&self) {
+        self.ddl_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -4,6 +4,7 @@
 
 mod commit;
 mod config;
+pub mod ddl;
 mod definition;
 pub mod external;
 pub mod iceberg_admin;
@@ -12,8 +13,10 @@ mod provider;
 mod scan;
 pub mod storage;
 mod table_cache;
+mod write;
 
-pub use commit::{replace_partition, CommitOutcome, PartitionReplace};
+pub use commit::{commit_change, replace_partition, CommitOutcome, PartitionReplace, Removal, TableChange};
+pub use write::{live_data_files, read_data_file, table_arrow_schema, TableWriter};
 pub use config::{LakehouseConfig, DEFAULT_CONNECT_TIMEOUT_SECS};
 pub use definition::{apply_definitions, load_definitions, parse_definitions, ApplyAction, ColumnDef, TableDef};
 pub use lakehouse::Lakehouse;

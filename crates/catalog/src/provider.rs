@@ -7,6 +7,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -21,13 +22,26 @@ use crate::{Lakehouse, LakehouseTable};
 #[derive(Debug)]
 pub struct LakehouseCatalogProvider {
     lake: Lakehouse,
-    lakehouse: HashMap<String, Arc<NamespaceSchema>>,
+    lakehouse: RwLock<HashMap<String, Arc<NamespaceSchema>>>,
     extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
+    /// The lakehouse's DDL version the listing was made at ([`Lakehouse::ddl_version`]).
+    listed_at: AtomicU64,
 }
 
 impl LakehouseCatalogProvider {
     /// Lists the namespaces and their tables now; table metadata is loaded per query.
     pub async fn try_new(lake: &Lakehouse) -> Result<Self> {
+        let listed_at = lake.ddl_version();
+        let lakehouse = Self::list(lake).await?;
+        Ok(Self {
+            lake: lake.clone(),
+            lakehouse: RwLock::new(lakehouse),
+            extra: RwLock::new(HashMap::new()),
+            listed_at: AtomicU64::new(listed_at),
+        })
+    }
+
+    async fn list(lake: &Lakehouse) -> Result<HashMap<String, Arc<NamespaceSchema>>> {
         // External-table names as the catalog database holds them now; a failure keeps the
         // names cached before (the tables themselves are read when a query resolves them).
         if let Err(e) = lake.external().refresh().await {
@@ -39,13 +53,33 @@ impl LakehouseCatalogProvider {
             let ident = NamespaceIdent::from_strs(ns.split('.'))?;
             lakehouse.insert(ns, Arc::new(NamespaceSchema { lake: lake.clone(), namespace: ident, tables }));
         }
-        Ok(Self { lake: lake.clone(), lakehouse, extra: RwLock::new(HashMap::new()) })
+        Ok(lakehouse)
+    }
+
+    /// Whether a schema or table was created, dropped or renamed in this process since the
+    /// listing was made.
+    pub fn is_stale(&self) -> bool {
+        self.listed_at.load(Ordering::Acquire) != self.lake.ddl_version()
+    }
+
+    /// Lists the namespaces and tables again (after DDL).
+    pub async fn refresh(&self) -> Result<()> {
+        let version = self.lake.ddl_version();
+        let listed = Self::list(&self.lake).await?;
+        *self.lakehouse.write().expect("lakehouse lock") = listed;
+        self.listed_at.store(version, Ordering::Release);
+        Ok(())
     }
 
     /// Whether `name` is a lakehouse namespace (governed by the policy), including one
     /// created since the session opened to hold an external table.
     pub fn is_namespace(&self, name: &str) -> bool {
-        self.lakehouse.contains_key(name) || self.lake.external().namespaces().iter().any(|n| n == name)
+        self.lakehouse.read().expect("lakehouse lock").contains_key(name)
+            || self.lake.external().namespaces().iter().any(|n| n == name)
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<NamespaceSchema>> {
+        self.lakehouse.read().expect("lakehouse lock").get(name).cloned()
     }
 }
 
@@ -55,7 +89,7 @@ impl CatalogProvider for LakehouseCatalogProvider {
     }
 
     fn schema_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.lakehouse.keys().cloned().collect();
+        let mut names: Vec<String> = self.lakehouse.read().expect("lakehouse lock").keys().cloned().collect();
         names.extend(self.extra.read().expect("schema lock").keys().cloned());
         names.extend(self.lake.external().namespaces());
         names.sort();
@@ -67,8 +101,8 @@ impl CatalogProvider for LakehouseCatalogProvider {
         if let Some(s) = self.extra.read().expect("schema lock").get(name) {
             return Some(s.clone());
         }
-        if let Some(s) = self.lakehouse.get(name) {
-            return Some(s.clone() as Arc<dyn SchemaProvider>);
+        if let Some(s) = self.namespace(name) {
+            return Some(s as Arc<dyn SchemaProvider>);
         }
         // A namespace created since the session opened, for an external table.
         let ident = NamespaceIdent::from_strs(name.split('.')).ok()?;
@@ -83,7 +117,7 @@ impl CatalogProvider for LakehouseCatalogProvider {
         name: &str,
         schema: Arc<dyn SchemaProvider>,
     ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
-        if self.lakehouse.contains_key(name) {
+        if self.namespace(name).is_some() {
             return Err(DataFusionError::Plan(format!("schema {name} is an Iceberg namespace")));
         }
         Ok(self.extra.write().expect("schema lock").insert(name.to_string(), schema))
@@ -121,11 +155,17 @@ impl SchemaProvider for NamespaceSchema {
             let cache = self.lake.storage().data_cache().clone();
             return crate::iceberg_admin::view_provider(table, view, cache).await.map(Some);
         }
-        if !self.tables.iter().any(|t| t == name) {
-            // Not an Iceberg table: an external table, or nothing (external/).
-            return crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await;
-        }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
+        if !self.tables.iter().any(|t| t == name) {
+            // Not an Iceberg table when the session listed them: an external table, one
+            // created since (by another session or gateway), or nothing.
+            let external = crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await?;
+            let created = external.is_none()
+                && self.lake.catalog().table_exists(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if !created {
+                return Ok(external);
+            }
+        }
         let table = self.lake.current_table(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Read with the current schema, also after schema evolution (iceberg_admin).
         let table =

@@ -40,6 +40,11 @@ pub enum StatusCode {
     CommitConflict = 2003,
     /// A table, partition or object of that name already exists.
     AlreadyExists = 2004,
+    /// A schema (namespace) does not exist.
+    SchemaNotFound = 2005,
+    /// An object cannot be dropped because others depend on it (a non-empty schema without
+    /// CASCADE).
+    DependentObjectsExist = 2006,
     /// SQL could not be parsed.
     SyntaxError = 3000,
     /// A column does not exist.
@@ -69,6 +74,10 @@ pub enum StatusCode {
     StatementTooComplex = 3011,
     /// A parameter's text is not a value of its type.
     InvalidTextRepresentation = 3012,
+    /// A NULL for a column that requires a value.
+    NotNullViolation = 3013,
+    /// A value does not fit the column's type (an out-of-range number, a bad cast on write).
+    DataException = 3014,
     /// Authentication failed: wrong password, unknown user, failed proof.
     AuthFailed = 4000,
     /// The user may not do this.
@@ -131,6 +140,10 @@ impl StatusCode {
             S::ExecutionError => "22000",
             S::CommitConflict => "40001",
             S::AlreadyExists => "42P07",
+            S::SchemaNotFound => "3F000",
+            S::DependentObjectsExist => "2BP01",
+            S::NotNullViolation => "23502",
+            S::DataException => "22000",
             S::StorageUnavailable | S::CatalogUnavailable => "58030",
             S::InputUnavailable | S::BadInputLayout => "22023",
             S::Internal => "XX000",
@@ -147,7 +160,9 @@ impl StatusCode {
             S::ProtocolViolation => grpc::INVALID_ARGUMENT,
             S::CannotConnectNow => grpc::UNAVAILABLE,
             S::StorageUnavailable | S::CatalogUnavailable | S::InputUnavailable => grpc::UNAVAILABLE,
-            S::TableNotFound | S::CursorNotFound => grpc::NOT_FOUND,
+            S::TableNotFound | S::CursorNotFound | S::SchemaNotFound => grpc::NOT_FOUND,
+            S::DependentObjectsExist => grpc::FAILED_PRECONDITION,
+            S::NotNullViolation | S::DataException => grpc::INVALID_ARGUMENT,
             S::CommitConflict => grpc::ABORTED,
             S::SyntaxError | S::ColumnNotFound | S::PlanError => grpc::INVALID_ARGUMENT,
             S::ExecutionError => grpc::INVALID_ARGUMENT,

@@ -57,6 +57,10 @@ pub struct AuditRecord {
     pub error_code: Option<String>,
     /// Error message when not ok.
     pub error: Option<String>,
+    /// The table a write changed (`schema.table`); `rows` is then the rows it affected.
+    pub written_table: Option<String>,
+    /// The snapshot a write committed.
+    pub snapshot_id: Option<i64>,
 }
 
 /// Arrow schema of `system.audit_log` (the JSON lines, read back).
@@ -79,6 +83,8 @@ pub fn audit_schema() -> SchemaRef {
         Field::new("outcome", DataType::Utf8, true),
         Field::new("error_code", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
+        Field::new("written_table", DataType::Utf8, true),
+        Field::new("snapshot_id", DataType::Int64, true),
     ]))
 }
 
@@ -228,6 +234,8 @@ impl AuditRecord {
             outcome: "ok",
             error_code: None,
             error: None,
+            written_table: None,
+            snapshot_id: None,
         }
     }
 

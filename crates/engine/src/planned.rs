@@ -52,6 +52,18 @@ pub enum QueryOutput {
         /// Format, delimiter, NULL string, header.
         options: CopyOptions,
     },
+    /// A write committed (DDL with rows, DML): its completion tag (`INSERT 0 n`, `DELETE n`),
+    /// the table, the rows affected and the snapshot committed (none when nothing changed).
+    Written {
+        /// Completion tag.
+        tag: String,
+        /// `schema.table` written.
+        table: String,
+        /// Rows inserted, deleted or created.
+        rows: u64,
+        /// The snapshot the write committed.
+        snapshot_id: Option<i64>,
+    },
     /// An empty statement.
     Empty,
 }
@@ -87,6 +99,14 @@ pub enum Planned {
     },
     /// `COPY (query) TO STDOUT`: the query, and how to write its rows.
     Copy(Box<Planned>, CopyOptions),
+    /// A write the engine runs itself (DDL, DML), with the planned query whose rows it
+    /// writes (INSERT's source brought to the table's columns, CTAS's query).
+    Write {
+        /// The statement.
+        command: Command,
+        /// Its rows' query.
+        source: Option<Box<Planned>>,
+    },
     /// A client's statement as [`EngineSession::plan`] returns it: the planned statement and
     /// what its audit record says of it (text, tables, columns, masks, row filters).
     Audited(Box<Planned>, Arc<StatementInfo>),
@@ -122,6 +142,7 @@ impl StatementInfo {
                 Planned::Plan(plan, ..) => plans.push(plan),
                 Planned::Copy(q, _) | Planned::Audited(q, _) => stack.push(q),
                 Planned::Declare { query, .. } => stack.push(query),
+                Planned::Write { source: Some(q), .. } => stack.push(q),
                 _ => {}
             }
         }
@@ -191,6 +212,9 @@ impl Planned {
     /// Types of `$1..$n` in order: as the plan infers them, else as the statement casts them
     /// (`$1::int`), else unknown.
     pub fn parameter_types(&self) -> Vec<Option<DataType>> {
+        if let Planned::Write { source: Some(source), .. } = self.unwrapped() {
+            return source.parameter_types();
+        }
         let Planned::Plan(plan, _, hints, _) = self.unwrapped() else { return vec![] };
         let inferred: std::collections::BTreeMap<usize, Option<DataType>> = plan
             .get_parameter_types()

@@ -189,7 +189,7 @@ impl Guard {
     }
 
     /// The policy in force, its mask functions and this session's principal under it.
-    fn view(&self) -> (Arc<Policy>, MaskFunctions, Principal) {
+    pub(crate) fn view(&self) -> (Arc<Policy>, MaskFunctions, Principal) {
         let (policy, masks) = self.store.current();
         let principal = self.principal(&policy);
         (policy, masks, principal)
@@ -205,7 +205,7 @@ impl Guard {
     }
 
     /// Parses a SQL expression against `schema` with the session's functions.
-    fn sql_expr(&self, sql: &str, schema: &DFSchema) -> DfResult<Expr> {
+    pub(crate) fn sql_expr(&self, sql: &str, schema: &DFSchema) -> DfResult<Expr> {
         let state = self.state.lock().expect("guard state lock").upgrade();
         let state = state.ok_or_else(|| DataFusionError::Internal("session state is gone".into()))?;
         state.create_logical_expr(sql, schema)
@@ -248,6 +248,11 @@ impl SecuredCatalog {
     pub(crate) fn new(inner: Arc<dyn CatalogProvider>, catalog: &str, guard: Arc<Guard>) -> Self {
         let lakehouse = inner.schema_names();
         Self { inner, catalog: catalog.to_string(), lakehouse, guard }
+    }
+
+    /// The lakehouse catalog under the policy, if that is what this catalog wraps.
+    pub(crate) fn lakehouse(&self) -> Option<&rxgate_catalog::LakehouseCatalogProvider> {
+        self.inner.as_any().downcast_ref::<rxgate_catalog::LakehouseCatalogProvider>()
     }
 
     /// Governed: a lakehouse namespace when the session opened, or one created since (for an

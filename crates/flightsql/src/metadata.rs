@@ -234,7 +234,7 @@ pub(crate) fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::FlightSqlServerVersion, VERSION);
         // The Arrow IPC format version (Schema.fbs MetadataVersion V5).
         b.append(SqlInfo::FlightSqlServerArrowVersion, "1.5");
-        b.append(SqlInfo::FlightSqlServerReadOnly, true);
+        b.append(SqlInfo::FlightSqlServerReadOnly, false);
         b.append(SqlInfo::FlightSqlServerSql, true);
         b.append(SqlInfo::FlightSqlServerSubstrait, false);
         b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);

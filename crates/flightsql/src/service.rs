@@ -172,8 +172,8 @@ impl FlightSqlServiceImpl {
         })
     }
 
-    /// Runs a statement that returns no rows, once; answers its record count (0: rxgate has no
-    /// DML yet, so commands change no rows).
+    /// Runs a statement that returns no rows, once; answers its record count (the rows a
+    /// write affected; 0 for other commands).
     async fn run_update(
         &self,
         session: &FlightSession,
@@ -187,6 +187,7 @@ impl FlightSqlServiceImpl {
             QueryOutput::Rows { .. } => {
                 Err(status(StatusCode::InvalidArgument, "the statement returns rows: run it as a query"))
             }
+            QueryOutput::Written { rows, .. } => Ok(i64::try_from(rows).unwrap_or(i64::MAX)),
             _ => Ok(0),
         }
     }

@@ -22,4 +22,5 @@ pub use pipeline::{is_raw_dir, run_pipeline, PipelineOptions, PipelineReport, St
 pub use prescribers::{ingest_prescribers, IngestSummary, RejectReason, FACT_TABLE, REJECT_TABLE};
 pub use progress::Progress;
 pub use reports::{city_report_sql, materialize, top_prescribers_sql, ReportSummary, CITY_REPORT, TOP_PRESCRIBERS};
-pub use writer::{failpoint, replace_delivery};
+pub use rxgate_common::failpoint;
+pub use writer::replace_delivery;

@@ -18,7 +18,8 @@ use crate::csvline::split_fields;
 use crate::layout::{Layout, LayoutKind};
 use crate::progress::Progress;
 use crate::writer::table_arrow_schema;
-use crate::writer::{commit_delivery, PartitionedWriter};
+use crate::writer::commit_delivery;
+use rxgate_catalog::TableWriter;
 
 /// Curated fact table.
 pub const FACT_TABLE: &str = "health.prescriber_drug";
@@ -359,7 +360,7 @@ pub async fn ingest_prescribers(
     let schema = table_arrow_schema(&fact)?;
     let constants =
         [("country_name", Constant::Text("USA".into())), ("delivery_date", Constant::Date(epoch_days(date)))];
-    let mut writer = PartitionedWriter::new(&fact)?;
+    let mut writer = TableWriter::new(&fact)?;
     for (rows, mut cols) in chunk_batches {
         let npi = cols["npi"].clone();
         let trx = cols["trx_cnt"].clone();

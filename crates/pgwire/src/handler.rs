@@ -236,7 +236,7 @@ where
 {
     Ok(match output {
         QueryOutput::Empty => Response::EmptyQuery,
-        QueryOutput::Command { tag } => Response::Execution(Tag::new(&tag)),
+        QueryOutput::Command { tag } | QueryOutput::Written { tag, .. } => Response::Execution(Tag::new(&tag)),
         QueryOutput::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
         QueryOutput::TransactionEnd { commit } => {
             Response::TransactionEnd(Tag::new(if commit { "COMMIT" } else { "ROLLBACK" }))

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
 use rxgate_common::{Error, Result, StatusCode};
 
-use crate::model::{MaskKind, Policy};
+use crate::model::{MaskKind, Policy, Privilege};
 
 /// The principal a policy is evaluated for.
 #[derive(Debug, Clone)]
@@ -58,12 +58,23 @@ impl TableAccess {
 }
 
 impl Policy {
-    /// Whether any of the principal's roles is granted something of `catalog.schema.table`.
+    /// Whether any of the principal's roles is granted `SELECT` on `catalog.schema.table`.
     pub fn table_visible(&self, p: &Principal, catalog: &str, schema: &str, table: &str) -> bool {
-        self.grants.iter().any(|g| g.on.covers(catalog, schema, table) && g.roles.iter().any(|r| p.roles.contains(r)))
+        self.allows(p, Privilege::Select, catalog, schema, table)
     }
 
-    /// The principal's view of a table with `columns`; `None` when nothing is granted.
+    /// Whether any of the principal's roles has `privilege` on `catalog.schema.table`
+    /// (administrators have every privilege). For a schema-wide privilege (`CREATE` in a
+    /// schema, `CREATE|DROP SCHEMA`) pass `table = ""`: only grants with `table = "*"` cover it.
+    pub fn allows(&self, p: &Principal, privilege: Privilege, catalog: &str, schema: &str, table: &str) -> bool {
+        (privilege != Privilege::Select && self.is_admin(&p.roles))
+            || self.grants.iter().any(|g| {
+                g.gives(privilege) && g.on.covers(catalog, schema, table) && g.roles.iter().any(|r| p.roles.contains(r))
+            })
+    }
+
+    /// The principal's view of a table with `columns` (what `SELECT` sees); `None` when
+    /// `SELECT` is not granted.
     pub fn table_access(
         &self,
         p: &Principal,
@@ -75,7 +86,11 @@ impl Policy {
         let granting: Vec<&String> = p
             .roles
             .iter()
-            .filter(|r| self.grants.iter().any(|g| g.roles.contains(r) && g.on.covers(catalog, schema, table)))
+            .filter(|r| {
+                self.grants.iter().any(|g| {
+                    g.roles.contains(r) && g.gives(Privilege::Select) && g.on.covers(catalog, schema, table)
+                })
+            })
             .collect();
         if granting.is_empty() {
             return Ok(None);
@@ -83,6 +98,7 @@ impl Policy {
         let granted_to = |role: &String, column: &str| {
             self.grants.iter().any(|g| {
                 g.roles.contains(role)
+                    && g.gives(Privilege::Select)
                     && g.on.covers(catalog, schema, table)
                     && g.columns.iter().any(|c| c.matches(column))
             })
@@ -107,8 +123,51 @@ impl Policy {
             let mask = if masks.iter().any(Option::is_none) { None } else { masks.into_iter().flatten().next() };
             visible.push(ColumnAccess { name: column.clone(), mask });
         }
+        let row_filter = self.combined_filter(p, &granting, catalog, schema, table)?;
+        Ok(Some(TableAccess { all_columns: visible.len() == columns.len(), columns: visible, row_filter }))
+    }
+}
+
+impl Policy {
+    /// The row filter that bounds the principal's writes with `privilege` on a table (like
+    /// PostgreSQL's `WITH CHECK`): the filters of the roles that grant the privilege, as for
+    /// reads. `Ok(None)`: no filter (or an administrator). Call only once
+    /// [`Policy::allows`] said yes.
+    pub fn write_filter(
+        &self,
+        p: &Principal,
+        privilege: Privilege,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<String>> {
+        if self.is_admin(&p.roles) {
+            return Ok(None);
+        }
+        let granting: Vec<&String> = p
+            .roles
+            .iter()
+            .filter(|r| {
+                self.grants
+                    .iter()
+                    .any(|g| g.roles.contains(r) && g.gives(privilege) && g.on.covers(catalog, schema, table))
+            })
+            .collect();
+        self.combined_filter(p, &granting, catalog, schema, table)
+    }
+
+    /// The row filter of `granting` roles on a table: none when one of them has no filter,
+    /// else each role's filters AND-ed, the roles OR-ed.
+    fn combined_filter(
+        &self,
+        p: &Principal,
+        granting: &[&String],
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<String>> {
         let mut per_role = vec![];
-        for role in &granting {
+        for role in granting {
             let filters: Vec<String> = self
                 .row_filters
                 .iter()
@@ -116,17 +175,15 @@ impl Policy {
                 .map(|f| substitute(&f.filter, p))
                 .collect::<Result<_>>()?;
             if filters.is_empty() {
-                per_role.clear();
-                break;
+                return Ok(None);
             }
             per_role.push(filters.iter().map(|f| format!("({f})")).collect::<Vec<_>>().join(" AND "));
         }
-        let row_filter = match per_role.len() {
+        Ok(match per_role.len() {
             0 => None,
             1 => per_role.pop(),
             _ => Some(per_role.iter().map(|f| format!("({f})")).collect::<Vec<_>>().join(" OR ")),
-        };
-        Ok(Some(TableAccess { all_columns: visible.len() == columns.len(), columns: visible, row_filter }))
+        })
     }
 }
 

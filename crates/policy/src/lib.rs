@@ -15,7 +15,7 @@ pub use eval::{ColumnAccess, Principal, TableAccess};
 pub use injective::InjectiveMaskRule;
 pub use mask::{redact, show_first, show_last, MaskFunctions, PseudonymKey};
 pub use model::{
-    Grant, MaskKind, MaskRule, Pattern, Policy, PseudonymConfig, RoleEntry, RowFilterRule, Target, UserEntry,
+    Grant, MaskKind, MaskRule, Pattern, Policy, Privilege, PseudonymConfig, RoleEntry, RowFilterRule, Target, UserEntry,
 };
 pub use rule::PseudonymLiteralRule;
 pub use secure::secured_plan;

@@ -106,7 +106,7 @@ impl Target {
     }
 }
 
-/// `SELECT` on the covered tables, for `columns` (default all).
+/// Privileges on the covered tables (`select` when left out), for `columns` (default all).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
@@ -118,6 +118,58 @@ pub struct Grant {
     /// Column patterns; `["*"]` when left out.
     #[serde(default = "all_columns")]
     pub columns: Vec<Pattern>,
+    /// What the grant allows; `["select"]` when left out.
+    #[serde(default = "select_only")]
+    pub privileges: Vec<Privilege>,
+}
+
+impl Grant {
+    /// Whether the grant gives `privilege`.
+    pub fn gives(&self, privilege: Privilege) -> bool {
+        self.privileges.iter().any(|p| *p == privilege || *p == Privilege::All)
+    }
+}
+
+/// What a grant allows. Deny by default; administrator roles have every privilege.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privilege {
+    /// Read rows (queries, and the predicates of DELETE and UPDATE).
+    Select,
+    /// `INSERT`, `COPY … FROM`, Flight SQL ingest.
+    Insert,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`, `TRUNCATE`, `INSERT OVERWRITE` (with insert).
+    Delete,
+    /// `CREATE TABLE|VIEW` in a schema (a grant with `table = "*"`), `CREATE SCHEMA`.
+    Create,
+    /// `ALTER TABLE` (rename).
+    Alter,
+    /// `DROP TABLE|VIEW|SCHEMA`.
+    Drop,
+    /// Every privilege.
+    All,
+}
+
+impl Privilege {
+    /// Lower-case name, as in the policy file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Privilege::Select => "select",
+            Privilege::Insert => "insert",
+            Privilege::Update => "update",
+            Privilege::Delete => "delete",
+            Privilege::Create => "create",
+            Privilege::Alter => "alter",
+            Privilege::Drop => "drop",
+            Privilege::All => "all",
+        }
+    }
+}
+
+fn select_only() -> Vec<Privilege> {
+    vec![Privilege::Select]
 }
 
 fn all_columns() -> Vec<Pattern> {

@@ -348,7 +348,7 @@ async fn sql(settings: &Settings, query: &str, format: Format, as_user: Option<&
                 let batches: Vec<_> = stream.try_collect().await.map_err(Error::from)?;
                 print_batches(&batches, format)?;
             }
-            QueryOutput::Command { tag } => eprintln!("{tag}"),
+            QueryOutput::Command { tag } | QueryOutput::Written { tag, .. } => eprintln!("{tag}"),
             QueryOutput::TransactionStart => eprintln!("BEGIN"),
             QueryOutput::TransactionEnd { commit } => eprintln!("{}", if commit { "COMMIT" } else { "ROLLBACK" }),
             QueryOutput::Empty => {}

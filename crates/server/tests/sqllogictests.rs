@@ -370,6 +370,7 @@ impl AsyncDB for InProcess {
                         stream.try_collect().await.map_err(|e| SltError::engine(e.into()))?;
                     batches_output(&schema, &batches)
                 }
+                QueryOutput::Written { rows, .. } => DBOutput::StatementComplete(rows),
                 QueryOutput::Command { .. }
                 | QueryOutput::TransactionStart
                 | QueryOutput::TransactionEnd { .. }

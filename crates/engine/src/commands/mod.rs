@@ -5,9 +5,12 @@
 //! session.
 
 pub(crate) mod admin;
+pub(crate) mod ddl;
+pub(crate) mod dml;
 pub(crate) mod external;
 pub(crate) mod hive;
 pub(crate) mod iceberg;
+pub(crate) mod write;
 
 use std::sync::Arc;
 
@@ -54,6 +57,34 @@ pub(crate) fn lakehouse(ctx: &SessionContext) -> Result<Lakehouse> {
 /// 42501 for a statement that is for administrators only.
 pub(crate) fn denied(what: &str) -> Error {
     Error::new(StatusCode::PermissionDenied, format!("permission denied: {what} is for administrators"))
+}
+
+/// Checks that the session may use `privilege` on `schema.table` (`table = ""`: on the
+/// schema). Refused: 42P01 when the session cannot even see the table (a table it may not
+/// read looks absent, as for queries), else 42501 naming `what`.
+pub(crate) fn require(
+    ctx: &SessionContext,
+    guard: &crate::secure::Guard,
+    privilege: rxgate_policy::Privilege,
+    schema: &str,
+    table: &str,
+    what: &str,
+) -> Result<()> {
+    let (policy, _, principal) = guard.view();
+    let catalog = ctx.state().config().options().catalog.default_catalog.clone();
+    if policy.allows(&principal, privilege, &catalog, schema, table) {
+        return Ok(());
+    }
+    if privilege != rxgate_policy::Privilege::Create
+        && !table.is_empty()
+        && !policy.table_visible(&principal, &catalog, schema, table)
+    {
+        return Err(no_relation(&[schema.to_string(), table.to_string()]));
+    }
+    Err(Error::new(
+        StatusCode::PermissionDenied,
+        format!("permission denied: {} on {what} is not granted", privilege.name().to_uppercase()),
+    ))
 }
 
 /// 42P01 for a name the session cannot resolve (missing and invisible look the same).

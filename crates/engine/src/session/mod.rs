@@ -30,7 +30,7 @@ use crate::deadline::CancelToken;
 use crate::planned::{show_schema, Planned, QueryOutput, StatementInfo};
 use crate::secure::{Applied, Guard};
 use crate::settings::SessionSettings;
-use crate::statement::{Command, ParseOptions, SessionCommand, Statement};
+use crate::statement::{Command, DdlCommand, DmlCommand, ParseOptions, SessionCommand, SourceQuery, Statement};
 
 /// A client session. Cheap to keep; not shared between clients.
 pub struct EngineSession {
@@ -199,7 +199,24 @@ impl EngineSession {
         }
     }
 
+    /// Lists the lakehouse's schemas and tables again when DDL ran in this process since the
+    /// session listed them (`force`: after this session's own DDL).
+    async fn refresh_catalog_if(&self, force: bool) {
+        let name = self.ctx.state().config().options().catalog.default_catalog.clone();
+        let Some(catalog) = self.ctx.catalog(&name) else { return };
+        let Some(lakehouse) = catalog.as_any().downcast_ref::<crate::secure::SecuredCatalog>().and_then(|c| c.lakehouse())
+        else {
+            return;
+        };
+        if force || lakehouse.is_stale() {
+            if let Err(e) = lakehouse.refresh().await {
+                tracing::warn!(error = %e.message, "catalog listing not refreshed");
+            }
+        }
+    }
+
     async fn plan_inner(&self, sql: &str) -> Result<Planned> {
+        self.refresh_catalog_if(false).await;
         let options = ParseOptions {
             question_marks: self.question_marks.load(Ordering::Relaxed),
             catalog: self.ctx.state().config().options().catalog.default_catalog.clone(),
@@ -222,10 +239,13 @@ impl EngineSession {
                 Ok(Planned::Fetch { name, count, schema })
             }
             Statement::Copy { query, options } => Ok(Planned::Copy(Box::new(self.plan_sql(&query).await?), options)),
-            Statement::DropTable { table, if_exists, sql } => {
+            Statement::DropTable { table, if_exists, purge } => {
                 match commands::external::plan_drop(&self.ctx, &table, if_exists, self.is_admin()).await? {
                     Some(planned) => Ok(planned),
-                    None => self.plan_sql(&sql).await,
+                    None => {
+                        let cmd = DdlCommand::DropTable { table, if_exists, purge };
+                        commands::ddl::plan(&self.ctx, &self.guard, cmd, None).await
+                    }
                 }
             }
             Statement::Command(Command::Session(cmd)) => {
@@ -241,7 +261,27 @@ impl EngineSession {
                 commands::external::plan(&self.ctx, cmd, self.is_admin()).await
             }
             Statement::Command(Command::Iceberg(cmd)) => commands::iceberg::plan(&self.ctx, cmd, self.is_admin()).await,
+            Statement::Command(Command::Ddl(cmd)) => {
+                let source = match &cmd {
+                    DdlCommand::CreateTable { query: Some(q), .. } => Some(self.plan_source(q).await?),
+                    _ => None,
+                };
+                commands::ddl::plan(&self.ctx, &self.guard, cmd, source).await
+            }
+            Statement::Command(Command::Dml(cmd)) => {
+                let source = match &cmd {
+                    DmlCommand::Insert { source, .. } => Some(self.plan_source(source).await?),
+                    _ => None,
+                };
+                commands::dml::plan(&self.ctx, &self.guard, cmd, source).await
+            }
         }
+    }
+
+    /// Plans the query a write reads its rows from, as any query: under the session's policy.
+    async fn plan_source(&self, query: &SourceQuery) -> Result<Box<Planned>> {
+        let text = crate::statement::SqlText::new(datafusion::sql::sqlparser::ast::Statement::Query(query.clone()));
+        Ok(Box::new(self.plan_sql(&text).await?))
     }
 
     /// stops at the session's statement timeout and when the session's canceller fires.
@@ -300,6 +340,19 @@ impl EngineSession {
                 Ok(QueryOutput::Fetched { schema: stream.schema(), stream })
             }
             Planned::Command(cmd, _) => self.run_command(cmd).await,
+            Planned::Write { command, source } => {
+                let rows = match source {
+                    Some(source) => {
+                        let plan = self.bound_plan(source, params).await?;
+                        match self.run_plan(plan, None, token, timeout).await? {
+                            QueryOutput::Rows { stream, .. } => Some(stream),
+                            _ => return Err(Error::internal("a write's source returned no rows")),
+                        }
+                    }
+                    None => None,
+                };
+                self.run_write(command, rows).await
+            }
             Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
                 QueryOutput::Rows { schema, stream } => {
                     Ok(QueryOutput::Copy { schema, stream, options: options.clone() })
@@ -325,6 +378,14 @@ impl EngineSession {
             QueryOutput::Copy { schema, stream, options } => {
                 QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
             }
+            QueryOutput::Written { tag, table, rows, snapshot_id } => {
+                let mut record = record;
+                record.written_table = Some(table.clone());
+                record.snapshot_id = snapshot_id;
+                record.finish(rows, started, None);
+                self.audit.append(&record);
+                QueryOutput::Written { tag, table, rows, snapshot_id }
+            }
             other => {
                 let mut record = record;
                 record.finish(0, started, None);
@@ -347,7 +408,27 @@ impl EngineSession {
             Command::Hive(cmd) => commands::hive::execute(&self.ctx, cmd).await,
             Command::External(cmd) => commands::external::execute(&self.ctx, cmd).await,
             Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
+            Command::Ddl(_) | Command::Dml(_) => self.run_write(cmd, None).await,
         }
+    }
+
+    /// Runs a write (planned as [`Planned::Write`]) with its source's rows, then shows the
+    /// session any table it created, dropped or renamed.
+    async fn run_write(
+        &self,
+        cmd: &Command,
+        rows: Option<datafusion::execution::SendableRecordBatchStream>,
+    ) -> Result<QueryOutput> {
+        let user = &self.identity.user;
+        let output = match cmd {
+            Command::Ddl(cmd) => commands::ddl::execute(&self.ctx, cmd, rows, user).await,
+            Command::Dml(cmd) => commands::dml::execute(&self.ctx, &self.guard, cmd, rows, user).await,
+            _ => Err(Error::internal("not a write")),
+        };
+        if matches!(cmd, Command::Ddl(_)) {
+            self.refresh_catalog_if(true).await;
+        }
+        output
     }
 
     /// Whether the session's principal has an administrator role under the policy in force.

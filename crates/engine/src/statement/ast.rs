@@ -186,3 +186,138 @@ impl IcebergCommand {
         }
     }
 }
+
+/// How a partition field derives from its source column (Iceberg's transforms, written as
+/// Spark's `years(ts)`, `bucket(16, id)` or Trino's `'day(ts)'`, `'bucket(id, 16)'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionTransform {
+    /// The value itself.
+    Identity,
+    /// Years since 1970.
+    Year,
+    /// Months since 1970.
+    Month,
+    /// Days since 1970 (a date).
+    Day,
+    /// Hours since 1970.
+    Hour,
+    /// Murmur3 hash modulo n.
+    Bucket(u32),
+    /// Truncated to width w (numbers: floor to a multiple; strings: the first w characters).
+    Truncate(u32),
+}
+
+/// One partition field of `CREATE TABLE … PARTITIONED BY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionField {
+    /// The source column.
+    pub column: String,
+    /// The transform.
+    pub transform: PartitionTransform,
+}
+
+/// A column of `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewColumn {
+    /// Name (unquoted names lower-cased).
+    pub name: String,
+    /// Its SQL type, for DataFusion to read (`int`, `varchar(20)`, `decimal(10,2)`, `string`).
+    pub data_type: datafusion::sql::sqlparser::ast::DataType,
+    /// `NOT NULL`.
+    pub not_null: bool,
+    /// `COMMENT '…'`.
+    pub comment: Option<String>,
+}
+
+/// Where a table's rows come from, for CTAS and INSERT.
+pub type SourceQuery = Box<datafusion::sql::sqlparser::ast::Query>;
+
+/// DDL on the lakehouse: schemas and Iceberg tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlCommand {
+    /// `CREATE SCHEMA|DATABASE [IF NOT EXISTS] name`.
+    CreateSchema {
+        /// Schema name.
+        name: String,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+    },
+    /// `DROP SCHEMA|DATABASE [IF EXISTS] name [CASCADE|RESTRICT]`.
+    DropSchema {
+        /// Schema name.
+        name: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+        /// `CASCADE`: its tables too.
+        cascade: bool,
+    },
+    /// `CREATE TABLE [IF NOT EXISTS] t (cols) [PARTITIONED BY (…)] [TBLPROPERTIES|WITH (…)]
+    /// [AS query]`: an Iceberg table, created with its rows in one commit for CTAS.
+    CreateTable {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// Columns (empty for CTAS without a column list).
+        columns: Vec<NewColumn>,
+        /// Partition fields.
+        partition: Vec<PartitionField>,
+        /// Table properties.
+        properties: BTreeMap<String, String>,
+        /// CTAS: the rows.
+        query: Option<SourceQuery>,
+    },
+    /// `DROP TABLE [IF EXISTS] t [PURGE]` of an Iceberg table.
+    DropTable {
+        /// Name parts.
+        table: Vec<String>,
+        /// `IF EXISTS`.
+        if_exists: bool,
+        /// `PURGE`: its files too.
+        purge: bool,
+    },
+    /// `ALTER TABLE t RENAME TO u`.
+    RenameTable {
+        /// Name parts.
+        table: Vec<String>,
+        /// The new name's parts (one part: same schema).
+        to: Vec<String>,
+    },
+}
+
+/// DML on Iceberg tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmlCommand {
+    /// `INSERT INTO t [(cols)] VALUES … | query`.
+    Insert {
+        /// Name parts.
+        table: Vec<String>,
+        /// Target columns; empty: all, in table order.
+        columns: Vec<String>,
+        /// The rows.
+        source: SourceQuery,
+    },
+    /// `DELETE FROM t [WHERE predicate]`.
+    Delete {
+        /// Name parts.
+        table: Vec<String>,
+        /// The predicate (rows where it is true are deleted); `None`: all rows.
+        predicate: Option<Box<datafusion::sql::sqlparser::ast::Expr>>,
+    },
+    /// `TRUNCATE [TABLE] t`.
+    Truncate {
+        /// Name parts.
+        table: Vec<String>,
+    },
+}
+
+impl DmlCommand {
+    /// The table written.
+    pub fn table(&self) -> &[String] {
+        match self {
+            DmlCommand::Insert { table, .. } | DmlCommand::Delete { table, .. } | DmlCommand::Truncate { table } => {
+                table
+            }
+        }
+    }
+}

@@ -16,7 +16,10 @@ pub(crate) mod dialect;
 mod grammar;
 mod normalize;
 
-pub use ast::{AdminCommand, ExternalCommand, HiveCommand, IcebergCommand, RollbackTarget, Spec};
+pub use ast::{
+    AdminCommand, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, NewColumn, PartitionField,
+    PartitionTransform, RollbackTarget, SourceQuery, Spec,
+};
 pub(crate) use normalize::{bad_time_travel, parse_timestamp};
 
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -85,6 +88,10 @@ pub enum Command {
     External(ExternalCommand),
     /// Iceberg schema/partition evolution and rollbacks.
     Iceberg(IcebergCommand),
+    /// Schemas and tables: CREATE, DROP, RENAME.
+    Ddl(DdlCommand),
+    /// INSERT, DELETE, TRUNCATE.
+    Dml(DmlCommand),
 }
 
 /// One statement, named.
@@ -115,15 +122,15 @@ pub enum Statement {
         /// Format options.
         options: CopyOptions,
     },
-    /// `DROP TABLE [IF EXISTS] t [PURGE]`: an external table's definition; any other table
-    /// goes to DataFusion.
+    /// `DROP TABLE [IF EXISTS] t [PURGE]`: an external table's definition, or an Iceberg table
+    /// ([`DdlCommand::DropTable`]).
     DropTable {
         /// Name parts.
         table: Vec<String>,
         /// `IF EXISTS`.
         if_exists: bool,
-        /// The statement, for DataFusion.
-        sql: Box<SqlText>,
+        /// `PURGE`.
+        purge: bool,
     },
     /// A statement the engine runs itself.
     Command(Command),

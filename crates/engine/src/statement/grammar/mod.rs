@@ -10,6 +10,7 @@ mod external;
 mod hive;
 mod iceberg;
 mod sql;
+mod write;
 
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use rxgate_common::Result;
@@ -187,6 +188,7 @@ enum Rule {
     Hive,
     External,
     Iceberg,
+    CreateTable,
     Sql,
 }
 
@@ -201,6 +203,8 @@ fn rule(c: &Cur) -> Rule {
         ("SHOW", "CREATE") if word(2) == "TABLE" => Rule::Hive,
         ("SHOW", "PARTITIONS") | ("CREATE", "EXTERNAL") | ("MSCK", _) => Rule::External,
         ("CALL", _) => Rule::Iceberg,
+        ("CREATE", "TABLE") => Rule::CreateTable,
+        ("CREATE", "OR") if word(2) == "REPLACE" && word(3) == "TABLE" => Rule::CreateTable,
         ("ALTER", "TABLE") => alter_table_rule(c),
         _ => Rule::Sql,
     }
@@ -253,6 +257,7 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         },
         Rule::External => external::statement(&mut c).map(Command::External),
         Rule::Iceberg => return iceberg::statement(&mut c).map(|cmd| Statement::Command(Command::Iceberg(cmd))),
+        Rule::CreateTable => return write::create_table(tokens),
         Rule::Sql => return sql::statement(tokens),
     };
     command.and_then(|cmd| c.end().map(|()| cmd)).map(Statement::Command).map_err(syntax)

@@ -1,6 +1,6 @@
 //! Statements read by sqlparser's PostgreSQL grammar, named: session commands (SET, SHOW,
 //! RESET, DISCARD, transactions), cursors (DECLARE, FETCH, CLOSE), `COPY … TO STDOUT`,
-//! `DROP TABLE`, and plain SQL.
+//! `DROP TABLE`, the write statements (`write`), and plain SQL.
 
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, CopySource, CopyTarget, DiscardObject, Expr, ObjectType, Reset, ResetStatement, Set,
@@ -42,6 +42,9 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if let Some(cmd) = session_command(&stmt) {
         return Ok(Statement::Command(Command::Session(cmd)));
     }
+    if let Some(cmd) = super::write::named(&stmt) {
+        return cmd.map(Statement::Command);
+    }
     Ok(match stmt {
         SqlStatement::Declare { stmts } => {
             let [declare] = stmts.as_slice() else { return unsupported("DECLARE of several names") };
@@ -69,7 +72,7 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         }))),
         SqlStatement::Copy { source, to, target, options, legacy_options, .. } => {
             if !to {
-                return unsupported("COPY FROM is not supported: rxgate is read-only");
+                return unsupported("COPY FROM is not supported yet");
             }
             if target != CopyTarget::Stdout {
                 return Err(Error::new(
@@ -92,16 +95,8 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             };
             Statement::Copy { query: Box::new(SqlText::new(query)), options }
         }
-        SqlStatement::Drop { object_type: ObjectType::Table, ref names, if_exists, .. } if names.len() == 1 => {
-            let table = names[0]
-                .0
-                .iter()
-                .map(|p| {
-                    p.as_ident().map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
-                })
-                .collect::<Option<Vec<String>>>()
-                .unwrap_or_default();
-            Statement::DropTable { table, if_exists, sql: Box::new(SqlText::new(stmt)) }
+        SqlStatement::Drop { object_type: ObjectType::Table, ref names, if_exists, purge, .. } if names.len() == 1 => {
+            Statement::DropTable { table: super::write::name_parts(&names[0]), if_exists, purge }
         }
         other => Statement::Sql(Box::new(SqlText::new(other))),
     })

@@ -1,0 +1,375 @@
+//! DML on Iceberg tables, each statement one atomic commit: `INSERT INTO … VALUES | query`
+//! (an append), `DELETE FROM … [WHERE …]` (copy-on-write: a file whose rows all go is removed
+//! without a rewrite — so a predicate on identity partition columns rewrites nothing —, a file
+//! losing some rows is rewritten without them, one Overwrite snapshot), `TRUNCATE` (every
+//! file removed).
+//!
+//! **Policy.** `insert` / `delete` privileges (administrators have all). The writer's row
+//! filter bounds writes like PostgreSQL's `WITH CHECK`: an INSERT with a row outside it is
+//! refused (42501) and nothing is written. A DELETE's predicate is evaluated on what the
+//! session's SELECT sees of the table — masked values, filtered rows — so a DELETE touches only
+//! rows the session can read and cannot probe hidden values; its row count is that of those
+//! rows. TRUNCATE under a row filter is refused: it would remove rows the session cannot see.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use iceberg::table::Table;
+use rxgate_catalog::{commit_change, live_data_files, read_data_file, Lakehouse, Removal, TableChange, TableWriter};
+use rxgate_common::{Error, Result, StatusCode};
+use rxgate_policy::{ColumnAccess, Privilege, TableAccess};
+
+use super::write::{to_table_batch, WriteCheck};
+use super::{lakehouse, qualify, require};
+use crate::planned::{Planned, QueryOutput};
+use crate::secure::Guard;
+use crate::statement::{Command, DmlCommand};
+
+/// The hidden column carrying each row's position in its file while a DELETE evaluates its
+/// predicate.
+const POSITION: &str = "__rxgate_row_position";
+
+/// The Iceberg table a DML statement writes, loaded; an external table is read-only (0A000).
+async fn target(lake: &Lakehouse, schema: &str, table: &str) -> Result<Table> {
+    match lake.load_table(&format!("{schema}.{table}")).await {
+        Ok(t) => Ok(t),
+        Err(e) if e.code == StatusCode::TableNotFound && lake.external().cached(schema, table).is_some() => Err(
+            Error::new(StatusCode::Unsupported, format!("{schema}.{table} is an external table: it is read-only")),
+        ),
+        Err(e) if e.code == StatusCode::TableNotFound => {
+            Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Plans a DML statement: privileges checked, and for INSERT the source query (planned by the
+/// session, under its policy) brought to the table's columns: listed columns by position, the
+/// others NULL, each cast to its column's type; `$n` placeholders in VALUES take their
+/// column's type, so clients are told it.
+pub(crate) async fn plan(
+    ctx: &SessionContext,
+    guard: &Guard,
+    cmd: DmlCommand,
+    source: Option<Box<Planned>>,
+) -> Result<Planned> {
+    let (schema, name) = qualify(ctx, cmd.table())?;
+    let what = format!("table {schema}.{name}");
+    let privilege = match &cmd {
+        DmlCommand::Insert { .. } => Privilege::Insert,
+        DmlCommand::Delete { .. } | DmlCommand::Truncate { .. } => Privilege::Delete,
+    };
+    require(ctx, guard, privilege, &schema, &name, &what)?;
+    let lake = lakehouse(ctx)?;
+    let table = target(&lake, &schema, &name).await?;
+    let source = match (&cmd, source) {
+        (DmlCommand::Insert { columns, .. }, Some(source)) => Some(Box::new(insert_source(&table, columns, *source)?)),
+        (_, source) => source,
+    };
+    Ok(Planned::Write { command: Command::Dml(cmd), source })
+}
+
+/// The INSERT's rows as the table's columns.
+fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<Planned> {
+    let Planned::Plan(plan, _, _, fallback) = source else {
+        return Err(Error::new(StatusCode::Unsupported, "INSERT needs VALUES or a query"));
+    };
+    if fallback.is_some() {
+        return Err(Error::new(StatusCode::Unsupported, "INSERT … SELECT from the PostgreSQL catalog"));
+    }
+    let target = rxgate_catalog::table_arrow_schema(table)?;
+    let listed: Vec<String> = if columns.is_empty() {
+        target.fields().iter().map(|f| f.name().clone()).collect()
+    } else {
+        columns.to_vec()
+    };
+    let mut position_of = std::collections::HashMap::new();
+    for (i, c) in listed.iter().enumerate() {
+        if target.field_with_name(c).is_err() {
+            return Err(Error::new(
+                StatusCode::ColumnNotFound,
+                format!("column \"{c}\" of relation \"{}\" does not exist", table.identifier()),
+            ));
+        }
+        if position_of.insert(c.clone(), i).is_some() {
+            return Err(Error::new(StatusCode::SyntaxError, format!("column \"{c}\" specified more than once")));
+        }
+    }
+    let width = plan.schema().fields().len();
+    if width != listed.len() {
+        let more = if width > listed.len() { "expressions than target columns" } else { "target columns than expressions" };
+        return Err(Error::new(StatusCode::SyntaxError, format!("INSERT has more {more}")));
+    }
+    // `$n` in VALUES: typed as its column, so the client is told the type and sends it.
+    let types: Vec<DataType> = listed
+        .iter()
+        .map(|c| target.field_with_name(c).map(|f| f.data_type().clone()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let plan = match plan {
+        LogicalPlan::Values(values) => {
+            let rows = values
+                .values
+                .into_iter()
+                .map(|row| row.into_iter().zip(&types).map(|(e, t)| typed_placeholder(e, t)).collect())
+                .collect();
+            LogicalPlanBuilder::values(rows)?.build()?
+        }
+        other => other,
+    };
+    let input = plan.schema().clone();
+    let mut exprs = Vec::with_capacity(target.fields().len());
+    for field in target.fields() {
+        let expr = match position_of.get(field.name()) {
+            Some(&i) => cast(Expr::Column(Column::from(input.qualified_field(i))), field.data_type().clone()),
+            None if !field.is_nullable() => {
+                return Err(Error::new(
+                    StatusCode::NotNullViolation,
+                    format!("null value in column \"{}\" violates not-null constraint", field.name()),
+                ))
+            }
+            None => lit(ScalarValue::try_from(field.data_type())?),
+        };
+        exprs.push(expr.alias(field.name()));
+    }
+    let projected = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+    let hints = projected.get_parameter_types().unwrap_or_default();
+    let mut ordered: Vec<(usize, Option<DataType>)> = hints
+        .into_iter()
+        .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+        .collect();
+    ordered.sort_by_key(|(i, _)| *i);
+    let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+    let mut hints = vec![None; n];
+    for (i, t) in ordered {
+        hints[i - 1] = t;
+    }
+    Ok(Planned::Plan(projected, None, hints, None))
+}
+
+/// A bare `$n` with no type yet gets the column's.
+fn typed_placeholder(e: Expr, t: &DataType) -> Expr {
+    match e {
+        Expr::Placeholder(Placeholder { id, field: None }) => {
+            Expr::Placeholder(Placeholder::new_with_field(id, Some(Arc::new(Field::new("", t.clone(), true)))))
+        }
+        other => other,
+    }
+}
+
+/// Runs a planned DML statement; `rows` is INSERT's source, running.
+pub(crate) async fn execute(
+    ctx: &SessionContext,
+    guard: &Guard,
+    cmd: &DmlCommand,
+    rows: Option<SendableRecordBatchStream>,
+    user: &str,
+) -> Result<QueryOutput> {
+    let (schema, name) = qualify(ctx, cmd.table())?;
+    let lake = lakehouse(ctx)?;
+    let table = target(&lake, &schema, &name).await?;
+    let qualified = format!("{schema}.{name}");
+    let (policy, _, principal) = guard.view();
+    let catalog = ctx.state().config().options().catalog.default_catalog.clone();
+    let mut properties = std::collections::HashMap::from([("rxgate.user".to_string(), user.to_string())]);
+    match cmd {
+        DmlCommand::Insert { .. } => {
+            let mut stream = rows.ok_or_else(|| Error::internal("INSERT without rows"))?;
+            let arrow = rxgate_catalog::table_arrow_schema(&table)?;
+            let check = match policy.write_filter(&principal, Privilege::Insert, &catalog, &schema, &name)? {
+                Some(filter) => Some(WriteCheck::new(ctx, guard, &qualified, &filter, &arrow)?),
+                None => None,
+            };
+            let mut writer = TableWriter::new(&table)?;
+            while let Some(batch) = stream.next().await {
+                let batch = to_table_batch(&batch?, &arrow)?;
+                if let Some(check) = &check {
+                    check.check(&batch)?;
+                }
+                writer.write(batch).await?;
+            }
+            let n = writer.rows();
+            properties.insert("rxgate.operation".into(), "insert".into());
+            let change = TableChange { add: writer.close().await?, remove: Removal::Nothing, properties };
+            let outcome = commit_change(&lake, &qualified, &change).await?;
+            Ok(written(format!("INSERT 0 {n}"), qualified, n, outcome.snapshot_id))
+        }
+        DmlCommand::Truncate { .. } => {
+            if policy.write_filter(&principal, Privilege::Delete, &catalog, &schema, &name)?.is_some() {
+                return Err(Error::new(
+                    StatusCode::PermissionDenied,
+                    format!(
+                        "permission denied: TRUNCATE {qualified} would remove rows outside your row filter; use DELETE"
+                    ),
+                ));
+            }
+            properties.insert("rxgate.operation".into(), "truncate".into());
+            let change = TableChange { add: vec![], remove: Removal::All, properties };
+            let outcome = commit_change(&lake, &qualified, &change).await?;
+            Ok(written("TRUNCATE TABLE".into(), qualified, outcome.deleted_records, outcome.snapshot_id))
+        }
+        DmlCommand::Delete { predicate, .. } => {
+            let access = read_access(guard, &catalog, &schema, &name, &table)?;
+            let write_filter = policy.write_filter(&principal, Privilege::Delete, &catalog, &schema, &name)?;
+            let read_filter = access.as_ref().and_then(|a| a.row_filter.clone());
+            if predicate.is_none() && write_filter.is_none() && read_filter.is_none() {
+                properties.insert("rxgate.operation".into(), "delete".into());
+                let change = TableChange { add: vec![], remove: Removal::All, properties };
+                let outcome = commit_change(&lake, &qualified, &change).await?;
+                return Ok(written(
+                    format!("DELETE {}", outcome.deleted_records),
+                    qualified,
+                    outcome.deleted_records,
+                    outcome.snapshot_id,
+                ));
+            }
+            // What the predicate sees: the session's view of the table (everything for an
+            // administrator), further bounded by the DELETE row filter.
+            let arrow = rxgate_catalog::table_arrow_schema(&table)?;
+            let columns: Vec<String> = arrow.fields().iter().map(|f| f.name().clone()).collect();
+            let mut access = match access {
+                Some(a) => a,
+                None if policy.is_admin(&principal.roles) || predicate.is_none() => TableAccess {
+                    columns: columns.iter().map(|c| ColumnAccess { name: c.clone(), mask: None }).collect(),
+                    row_filter: None,
+                    all_columns: true,
+                },
+                None => {
+                    return Err(Error::new(
+                        StatusCode::PermissionDenied,
+                        format!("permission denied: DELETE … WHERE needs SELECT on {qualified}"),
+                    ))
+                }
+            };
+            access.row_filter = match (access.row_filter.take(), write_filter) {
+                (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
+                (a, b) => a.or(b),
+            };
+            access.columns.push(ColumnAccess { name: POSITION.into(), mask: None });
+            let predicate = predicate.as_ref().map(|p| p.to_string());
+            let deleter = Deleter { ctx, guard, access, predicate, arrow, qualified: qualified.clone() };
+            let (change, n) = deleter.run(&lake, &table, properties).await?;
+            if n == 0 {
+                return Ok(written("DELETE 0".into(), qualified, 0, None));
+            }
+            let outcome = commit_change(&lake, &qualified, &change).await?;
+            Ok(written(format!("DELETE {n}"), qualified, n, Some(outcome.snapshot_id)))
+        }
+    }
+}
+
+fn written(tag: String, table: String, rows: u64, snapshot_id: impl Into<Option<i64>>) -> QueryOutput {
+    QueryOutput::Written { tag, table, rows, snapshot_id: snapshot_id.into() }
+}
+
+/// What the session's SELECT sees of the table; `None` without SELECT.
+fn read_access(guard: &Guard, catalog: &str, schema: &str, name: &str, table: &Table) -> Result<Option<TableAccess>> {
+    let (policy, _, principal) = guard.view();
+    let columns: Vec<String> =
+        table.metadata().current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    policy.table_access(&principal, catalog, schema, name, &columns)
+}
+
+/// A copy-on-write DELETE over a table's live files.
+struct Deleter<'a> {
+    ctx: &'a SessionContext,
+    guard: &'a Guard,
+    /// The session's view, with the DELETE row filter AND-ed in and the position column.
+    access: TableAccess,
+    predicate: Option<String>,
+    arrow: SchemaRef,
+    qualified: String,
+}
+
+impl Deleter<'_> {
+    /// Evaluates the DELETE file by file: untouched files stay, emptied ones are removed,
+    /// others rewritten without the deleted rows. Returns the change and the rows deleted.
+    async fn run(
+        &self,
+        lake: &Lakehouse,
+        table: &Table,
+        mut properties: std::collections::HashMap<String, String>,
+    ) -> Result<(TableChange, u64)> {
+        let mut writer = TableWriter::new(table)?;
+        let mut removed = HashSet::new();
+        let mut deleted = 0u64;
+        for (path, _) in live_data_files(table).await? {
+            let batches = read_data_file(lake.storage(), &path, &self.arrow).await?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if rows == 0 {
+                continue;
+            }
+            let all = datafusion::arrow::compute::concat_batches(&self.arrow, &batches)
+                .map_err(|e| Error::internal(e.to_string()))?;
+            drop(batches);
+            let gone = self.positions(&all).await?;
+            if gone.is_empty() {
+                continue;
+            }
+            deleted += gone.len() as u64;
+            removed.insert(path);
+            if gone.len() == rows {
+                continue;
+            }
+            let keep: BooleanArray = (0..rows).map(|i| Some(!gone.contains(&(i as u64)))).collect();
+            let kept = filter_record_batch(&all, &keep).map_err(|e| Error::internal(e.to_string()))?;
+            writer.write(kept).await?;
+        }
+        properties.insert("rxgate.operation".into(), "delete".into());
+        let add = writer.close().await?;
+        Ok((TableChange { add, remove: Removal::Files(removed), properties }, deleted))
+    }
+
+    /// The positions of `batch`'s rows the DELETE removes: the session's secured view of the
+    /// rows (masks, row filters), filtered by the predicate.
+    async fn positions(&self, batch: &RecordBatch) -> Result<HashSet<u64>> {
+        let mut fields: Vec<Arc<Field>> = self.arrow.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(POSITION, DataType::UInt64, false)));
+        let schema = Arc::new(Schema::new(fields));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from_iter_values(0..batch.num_rows() as u64)));
+        let with_pos = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::internal(e.to_string()))?;
+        let mem = MemTable::try_new(schema, vec![vec![with_pos]])?;
+        let (_, masks, _) = self.guard.view();
+        let reference = TableReference::bare(self.qualified.replace('.', "_"));
+        let guard = self.guard;
+        let secured = rxgate_policy::secured_plan(
+            reference,
+            provider_as_source(Arc::new(mem)),
+            &self.access,
+            &masks,
+            &|sql, schema| guard.sql_expr(sql, schema),
+        )?;
+        let mut builder = LogicalPlanBuilder::from(secured);
+        if let Some(predicate) = &self.predicate {
+            let df_schema: &DFSchema = builder.schema();
+            let expr = self.guard.sql_expr(predicate, df_schema).map_err(|e| {
+                Error::new(StatusCode::PlanError, format!("DELETE … WHERE {predicate}: {e}"))
+            })?;
+            builder = builder.filter(expr)?;
+        }
+        let plan = builder.project(vec![Expr::Column(Column::from_name(POSITION))])?.build()?;
+        let found = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let mut out = HashSet::new();
+        for b in found {
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| Error::internal("row positions are not u64"))?;
+            out.extend(col.iter().flatten());
+        }
+        Ok(out)
+    }
+}
