@@ -247,7 +247,8 @@ def test_hive_and_trino_create_table_spellings(wserver):
     q(wserver, "CREATE TABLE hivedb.trino (id bigint, ts timestamp, name varchar) "
                "WITH (format = 'PARQUET', partitioning = ARRAY['month(ts)', 'truncate(name, 2)'])")
     q(wserver, "INSERT INTO hivedb.trino VALUES (1, TIMESTAMP '2024-03-05 00:00:00', 'alpha')")
-    assert any("ts_month=2024-03" in f and "name_trunc_2=al" in f for f in data_files(wserver, "hivedb.trino"))
+    # iceberg-rust names month partitions by their ordinal (months since 1970).
+    assert any("ts_month=650" in f and "name_trunc_2=al" in f for f in data_files(wserver, "hivedb.trino"))
     assert sqlstate(wserver, "CREATE TABLE hivedb.bad (a int) PARTITIONED BY (nope)") == "42703"
     assert sqlstate(wserver, "CREATE TABLE hivedb.bad (a int) PARTITIONED BY (frobnicate(a))") == "42601"
     assert sqlstate(wserver, "CREATE TABLE hivedb.bad (a int) USING delta") == "0A000"
