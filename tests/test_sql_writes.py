@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -419,5 +420,97 @@ def test_crash_before_commit_leaves_the_table_and_the_rerun_lands_once(rxgate_bi
         assert q(s, "SELECT count(*) FROM lab.big") == [(1,)]
         assert q(s, insert) == "INSERT 0 500000"
         assert q(s, "SELECT count(*), count(DISTINCT i) FROM lab.big") == [(500001, 500001)]
+    finally:
+        stop_server(s)
+
+
+# ------------------------------------------------------------------------------- transactions
+
+def test_psql_transaction_rollback_leaves_nothing(wserver):
+    out = psql(wserver, """
+BEGIN;
+CREATE TABLE lab.tx_roll (a int);
+INSERT INTO lab.tx_roll VALUES (1), (2);
+SELECT count(*) FROM lab.tx_roll;
+ROLLBACK;
+""")
+    assert out.returncode == 0, out.stderr
+    assert " 2\n" in out.stdout and "ROLLBACK" in out.stdout, out.stdout
+    assert sqlstate(wserver, "SELECT * FROM lab.tx_roll") == "42P01"
+
+
+def test_transaction_over_two_tables_lands_at_commit(wserver):
+    q(wserver, "CREATE TABLE lab.tx_a (a int)")
+    q(wserver, "CREATE TABLE lab.tx_b (b int)")
+    with pg(wserver, autocommit=False) as conn:
+        conn.execute("INSERT INTO lab.tx_a VALUES (1), (2)")
+        conn.execute("INSERT INTO lab.tx_b VALUES (10)")
+        conn.execute("DELETE FROM lab.tx_a WHERE a = 2")
+        # The block sees its own writes; others see nothing yet.
+        assert conn.execute("SELECT count(*) FROM lab.tx_a").fetchone() == (1,)
+        assert q(wserver, "SELECT count(*) FROM lab.tx_a") == [(0,)]
+        assert q(wserver, "SELECT count(*) FROM lab.tx_b") == [(0,)]
+        conn.commit()
+    assert q(wserver, "SELECT a FROM lab.tx_a") == [(1,)]
+    assert q(wserver, "SELECT b FROM lab.tx_b") == [(10,)]
+    # A failed statement aborts the block: 25P02 until it ends, and COMMIT rolls back.
+    with pg(wserver, autocommit=False) as conn:
+        conn.execute("INSERT INTO lab.tx_a VALUES (3)")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("INSERT INTO lab.tx_a (nope) VALUES (1)")
+        assert err.value.sqlstate == "42703"
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT 1")
+        assert err.value.sqlstate == "25P02"
+        conn.rollback()
+    assert q(wserver, "SELECT a FROM lab.tx_a") == [(1,)]
+    # Schema DDL cannot be staged.
+    with pg(wserver, autocommit=False) as conn:
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("CREATE SCHEMA lab2")
+        assert err.value.sqlstate == "25001"
+
+
+def test_pandas_to_sql_and_read_sql(wserver):
+    pd = pytest.importorskip("pandas")
+    import sqlalchemy as sa
+    url = (f"postgresql+psycopg://{TEST_USER}:{TEST_PASSWORD}@{wserver.host}:{wserver.port}/rxgate")
+    engine = sa.create_engine(url)
+    df = pd.DataFrame({"id": [1, 2, 3], "name": ["a", "b", None], "score": [0.5, 1.5, 2.5]})
+    df.to_sql("frame", engine, schema="lab", index=False)
+    with pytest.raises(ValueError):
+        df.to_sql("frame", engine, schema="lab", index=False, if_exists="fail")
+    df.to_sql("frame", engine, schema="lab", index=False, if_exists="append")
+    back = pd.read_sql("SELECT id, name, score FROM lab.frame ORDER BY id, score", engine)
+    assert len(back) == 6 and list(back["id"]) == [1, 1, 2, 2, 3, 3]
+    df.iloc[:2].to_sql("frame", engine, schema="lab", index=False, if_exists="replace")
+    back = pd.read_sql("SELECT id, name, score FROM lab.frame ORDER BY id", engine)
+    assert back.to_dict("list") == {"id": [1, 2], "name": ["a", "b"], "score": [0.5, 1.5]}
+    engine.dispose()
+
+
+def test_killed_transaction_leaves_nothing(rxgate_bin, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "rxgate.toml"
+    config.write_text("")
+    (tmp_path / "one").mkdir()
+    s = start_server_with_roles(rxgate_bin, data, tmp_path / "one", config, {}, PASSWORD)
+    try:
+        q(s, "CREATE SCHEMA lab")
+        q(s, "CREATE TABLE lab.x (a int)")
+        q(s, "CREATE TABLE lab.y (b int)")
+        conn = pg(s, autocommit=False)
+        conn.execute("INSERT INTO lab.x VALUES (1)")
+        conn.execute("INSERT INTO lab.y VALUES (2)")
+        os.killpg(s.proc.pid, signal.SIGKILL)
+        s.proc.wait(timeout=10)
+    finally:
+        stop_server(s)
+    (tmp_path / "two").mkdir()
+    s = start_server_with_roles(rxgate_bin, data, tmp_path / "two", config, {}, PASSWORD)
+    try:
+        assert q(s, "SELECT count(*) FROM lab.x") == [(0,)]
+        assert q(s, "SELECT count(*) FROM lab.y") == [(0,)]
     finally:
         stop_server(s)

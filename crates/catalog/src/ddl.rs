@@ -89,14 +89,16 @@ pub async fn drop_namespace(lake: &Lakehouse, name: &str, if_exists: bool, casca
 
 /// Builds a new table's metadata in memory, at its default location
 /// (`<warehouse>/<namespace>/<table>`), as an unregistered [`Table`] that a
-/// [`crate::TableWriter`] can write data files for. Nothing is stored yet.
-pub async fn prepare_table(lake: &Lakehouse, new: &NewTable) -> Result<Table> {
+/// [`crate::TableWriter`] can write data files for. Nothing is stored yet. `staged`: the
+/// caller (a transaction) has checked the name itself — it may be dropping a table of that
+/// name before creating this one.
+pub async fn prepare_table(lake: &Lakehouse, new: &NewTable, staged: bool) -> Result<Table> {
     let catalog = lake.catalog();
     let ns = new.ident.namespace();
     if !catalog.namespace_exists(ns).await? {
         return Err(Error::new(StatusCode::SchemaNotFound, format!("schema \"{}\" does not exist", ns.join("."))));
     }
-    if catalog.table_exists(&new.ident).await? {
+    if !staged && catalog.table_exists(&new.ident).await? {
         return Err(already_exists(&new.ident));
     }
     let mut spec = UnboundPartitionSpec::builder();

@@ -13,6 +13,7 @@ mod provider;
 mod scan;
 pub mod storage;
 mod table_cache;
+pub mod txn;
 mod write;
 
 pub use commit::{commit_change, replace_partition, CommitOutcome, PartitionReplace, Removal, TableChange};

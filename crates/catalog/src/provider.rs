@@ -26,7 +26,13 @@ pub struct LakehouseCatalogProvider {
     extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
     /// The lakehouse's DDL version the listing was made at ([`Lakehouse::ddl_version`]).
     listed_at: AtomicU64,
+    /// The session's open transaction: tables it created or changed (as it sees them) and
+    /// dropped (`None`), read before the catalog.
+    overlay: Overlay,
 }
+
+/// Tables as one session's open transaction sees them.
+type Overlay = Arc<RwLock<HashMap<TableIdent, Option<iceberg::table::Table>>>>;
 
 impl LakehouseCatalogProvider {
     /// Lists the namespaces and their tables now; table metadata is loaded per query.
@@ -38,7 +44,18 @@ impl LakehouseCatalogProvider {
             lakehouse: RwLock::new(lakehouse),
             extra: RwLock::new(HashMap::new()),
             listed_at: AtomicU64::new(listed_at),
+            overlay: Overlay::default(),
         })
+    }
+
+    /// Shows this session `table` as its open transaction left it (`None`: dropped).
+    pub fn stage(&self, ident: TableIdent, table: Option<iceberg::table::Table>) {
+        self.overlay.write().expect("overlay lock").insert(ident, table);
+    }
+
+    /// The transaction ended: the catalog's tables again.
+    pub fn clear_staged(&self) {
+        self.overlay.write().expect("overlay lock").clear();
     }
 
     async fn list(lake: &Lakehouse) -> Result<HashMap<String, Arc<NamespaceSchema>>> {
@@ -102,7 +119,7 @@ impl CatalogProvider for LakehouseCatalogProvider {
             return Some(s.clone());
         }
         if let Some(s) = self.namespace(name) {
-            return Some(s as Arc<dyn SchemaProvider>);
+            return Some(Arc::new(StagedSchema { inner: s, overlay: self.overlay.clone() }) as Arc<dyn SchemaProvider>);
         }
         // A namespace created since the session opened, for an external table.
         let ident = NamespaceIdent::from_strs(name.split('.')).ok()?;
@@ -178,5 +195,61 @@ impl SchemaProvider for NamespaceSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.tables.iter().any(|t| t == name) || self.lake.external().cached(&self.namespace.join("."), name).is_some()
+    }
+}
+
+/// A namespace as the session's open transaction sees it: its staged tables first.
+#[derive(Debug)]
+struct StagedSchema {
+    inner: Arc<NamespaceSchema>,
+    overlay: Overlay,
+}
+
+impl StagedSchema {
+    fn staged(&self, name: &str) -> Option<Option<iceberg::table::Table>> {
+        let ident = TableIdent::new(self.inner.namespace.clone(), name.to_string());
+        self.overlay.read().expect("overlay lock").get(&ident).cloned()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for StagedSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        for (ident, table) in self.overlay.read().expect("overlay lock").iter() {
+            if ident.namespace() != &self.inner.namespace {
+                continue;
+            }
+            match table {
+                Some(_) if !names.contains(&ident.name().to_string()) => names.push(ident.name().to_string()),
+                None => names.retain(|n| n != ident.name()),
+                _ => {}
+            }
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match self.staged(name) {
+            None => self.inner.table(name).await,
+            Some(None) => Ok(None),
+            Some(Some(table)) => {
+                let cache = self.inner.lake.storage().data_cache().clone();
+                let provider =
+                    LakehouseTable::try_new(table, cache).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Some(Arc::new(provider)))
+            }
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        match self.staged(name) {
+            None => self.inner.table_exist(name),
+            Some(t) => t.is_some(),
+        }
     }
 }

@@ -66,6 +66,11 @@ pub enum StatusCode {
     /// The statement is not allowed in the session's transaction state (a cursor without
     /// HOLD outside a transaction block).
     InvalidTransactionState = 3009,
+    /// The statement cannot run inside a transaction block (schema DDL, renames).
+    ActiveTransaction = 3015,
+    /// A statement of the transaction block failed: only COMMIT/ROLLBACK (which roll back) are
+    /// accepted until the block ends.
+    InFailedTransaction = 3016,
     /// A value or the statement text is larger than a configured limit (a string over
     /// `[limits] max_value_bytes`, a query over `max_query_bytes`).
     ProgramLimitExceeded = 3010,
@@ -143,6 +148,8 @@ impl StatusCode {
             S::SchemaNotFound => "3F000",
             S::DependentObjectsExist => "2BP01",
             S::NotNullViolation => "23502",
+            S::ActiveTransaction => "25001",
+            S::InFailedTransaction => "25P02",
             S::DataException => "22000",
             S::StorageUnavailable | S::CatalogUnavailable => "58030",
             S::InputUnavailable | S::BadInputLayout => "22023",
@@ -171,7 +178,9 @@ impl StatusCode {
             S::StatementTooComplex => grpc::INVALID_ARGUMENT,
             S::Timeout => grpc::DEADLINE_EXCEEDED,
             S::DuplicateCursor | S::AlreadyExists => grpc::ALREADY_EXISTS,
-            S::InvalidTransactionState => grpc::FAILED_PRECONDITION,
+            S::InvalidTransactionState | S::ActiveTransaction | S::InFailedTransaction => {
+                grpc::FAILED_PRECONDITION
+            }
             S::AuthFailed | S::InvalidAuthorization => grpc::UNAUTHENTICATED,
             S::PermissionDenied => grpc::PERMISSION_DENIED,
         }

@@ -229,6 +229,13 @@ impl Guard {
     }
 }
 
+/// The lakehouse catalog a session's catalog wraps.
+pub(crate) fn lakehouse_of(
+    catalog: &Arc<dyn CatalogProvider>,
+) -> Option<&rxgate_catalog::LakehouseCatalogProvider> {
+    catalog.as_any().downcast_ref::<SecuredCatalog>().and_then(SecuredCatalog::lakehouse)
+}
+
 /// The session's catalog: the lakehouse as the principal may see it.
 #[derive(Debug)]
 pub(crate) struct SecuredCatalog {

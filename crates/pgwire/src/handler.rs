@@ -392,11 +392,15 @@ impl ExtendedQueryHandler for Query {
             // oid[] parameters (the engine types them List<UInt32>) are decoded here: arrow-pg
             // has no oid type. They go through arrow-pg as opaque text first, then get replaced.
             let opaque = DataType::Null;
-            let refs: Vec<Option<&DataType>> = inferred
-                .iter()
-                .map(|t| match t {
+            // A NULL of a type neither side named (psycopg sends None untyped) is a text NULL:
+            // arrow-pg's fallback skips NULLs, which would shift every later parameter.
+            let text = DataType::Utf8;
+            let refs: Vec<Option<&DataType>> = (0..portal.parameter_len())
+                .map(|i| match inferred.get(i).and_then(|t| t.as_ref()) {
                     Some(t) if is_oid_array(t) => Some(&opaque),
-                    t => t.as_ref(),
+                    Some(t) => Some(t),
+                    None if portal.parameters.get(i).is_some_and(|p| p.is_none()) => Some(&text),
+                    None => None,
                 })
                 .collect();
             // When every parameter is an oid[] (asyncpg's introspection), arrow-pg is skipped:

@@ -22,7 +22,8 @@ use rxgate_catalog::{TableChange, TableWriter};
 use rxgate_common::{Error, Result, StatusCode};
 use rxgate_policy::Privilege;
 
-use super::{is_engine_schema, lakehouse, qualify, require, tag, write::to_table_batch};
+use super::write::{to_table_batch, Writes};
+use super::{is_engine_schema, qualify, require, tag};
 use crate::planned::{Planned, QueryOutput};
 use crate::secure::Guard;
 use crate::statement::{Command, DdlCommand, NewColumn, PartitionTransform};
@@ -81,29 +82,31 @@ fn ident(schema: &str, table: &str) -> Result<TableIdent> {
     Ok(TableIdent::new(NamespaceIdent::from_strs(schema.split('.'))?, table.to_string()))
 }
 
-/// Runs a planned DDL statement; `rows` is CTAS's query, running.
+/// Runs a planned DDL statement; `rows` is CTAS's query, running. Inside a transaction
+/// block, table creations and drops are staged (`writes`); schema DDL and renames are 25001.
 pub(crate) async fn execute(
     ctx: &SessionContext,
+    writes: &Writes<'_>,
     cmd: &DdlCommand,
     rows: Option<SendableRecordBatchStream>,
     user: &str,
 ) -> Result<QueryOutput> {
-    let lake = lakehouse(ctx)?;
+    let lake = writes.lake.clone();
     let output = match cmd {
         DdlCommand::CreateSchema { name, if_not_exists } => {
+            writes.outside_transaction("CREATE SCHEMA")?;
             ddl::create_namespace(&lake, name, *if_not_exists).await?;
             tag("CREATE SCHEMA")
         }
         DdlCommand::DropSchema { name, if_exists, cascade } => {
+            writes.outside_transaction("DROP SCHEMA")?;
             ddl::drop_namespace(&lake, name, *if_exists, *cascade).await?;
             tag("DROP SCHEMA")
         }
         DdlCommand::CreateTable { table, if_not_exists, columns, partition, properties, query: _ } => {
             let (schema, name) = qualify(ctx, table)?;
             let ident = ident(&schema, &name)?;
-            if lake.catalog().table_exists(&ident).await?
-                || lake.external().cached(&schema, &name).is_some()
-            {
+            if writes.table(&ident).await?.is_some() || lake.external().cached(&schema, &name).is_some() {
                 if *if_not_exists {
                     return tag("CREATE TABLE");
                 }
@@ -127,10 +130,10 @@ pub(crate) async fn execute(
                 partition: partition.iter().map(|p| (p.column.clone(), transform(p.transform))).collect(),
                 properties: props,
             };
-            let prepared = ddl::prepare_table(&lake, &new).await?;
+            let prepared = ddl::prepare_table(&lake, &new, writes.txn.is_some()).await?;
             match rows {
                 None => {
-                    ddl::create_table(&lake, &prepared, None).await?;
+                    writes.create(prepared, None).await?;
                     tag("CREATE TABLE")
                 }
                 Some(mut stream) => {
@@ -142,22 +145,28 @@ pub(crate) async fn execute(
                     let n = writer.rows();
                     let mut change = TableChange::append(writer.close().await?);
                     change.properties.insert("rxgate.operation".into(), "create table as".into());
-                    let outcome = ddl::create_table(&lake, &prepared, Some(&change)).await?;
+                    let outcome = writes.create(prepared, Some(change)).await?;
                     return Ok(QueryOutput::Written {
                         tag: format!("SELECT {n}"),
                         table: format!("{schema}.{name}"),
                         rows: n,
-                        snapshot_id: outcome.map(|o| o.snapshot_id),
+                        snapshot_id: outcome.snapshot_id,
                     });
                 }
             }
         }
         DdlCommand::DropTable { table, if_exists, purge } => {
             let (schema, name) = qualify(ctx, table)?;
-            ddl::drop_table(&lake, &ident(&schema, &name)?, *if_exists, *purge).await?;
+            if !writes.drop(&ident(&schema, &name)?, *purge).await? && !*if_exists {
+                return Err(Error::new(
+                    StatusCode::TableNotFound,
+                    format!("table \"{schema}.{name}\" does not exist"),
+                ));
+            }
             tag("DROP TABLE")
         }
         DdlCommand::RenameTable { table, to } => {
+            writes.outside_transaction("ALTER TABLE … RENAME")?;
             let (schema, name) = qualify(ctx, table)?;
             let (to_schema, to_name) = rename_target(&schema, to)?;
             ddl::rename_table(&lake, &ident(&schema, &name)?, &ident(&to_schema, &to_name)?).await?;

@@ -26,12 +26,13 @@ use datafusion::logical_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder}
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use iceberg::table::Table;
-use rxgate_catalog::{commit_change, live_data_files, read_data_file, Lakehouse, Removal, TableChange, TableWriter};
+use iceberg::{NamespaceIdent, TableIdent};
+use rxgate_catalog::{live_data_files, read_data_file, Lakehouse, Removal, TableChange, TableWriter};
 use rxgate_common::{Error, Result, StatusCode};
 use rxgate_policy::{ColumnAccess, Privilege, TableAccess};
 
-use super::write::{to_table_batch, WriteCheck};
-use super::{lakehouse, qualify, require};
+use super::write::{to_table_batch, WriteCheck, Writes};
+use super::{qualify, require};
 use crate::planned::{Planned, QueryOutput};
 use crate::secure::Guard;
 use crate::statement::{Command, DmlCommand};
@@ -40,17 +41,17 @@ use crate::statement::{Command, DmlCommand};
 /// predicate.
 const POSITION: &str = "__rxgate_row_position";
 
-/// The Iceberg table a DML statement writes, loaded; an external table is read-only (0A000).
-async fn target(lake: &Lakehouse, schema: &str, table: &str) -> Result<Table> {
-    match lake.load_table(&format!("{schema}.{table}")).await {
-        Ok(t) => Ok(t),
-        Err(e) if e.code == StatusCode::TableNotFound && lake.external().cached(schema, table).is_some() => Err(
-            Error::new(StatusCode::Unsupported, format!("{schema}.{table} is an external table: it is read-only")),
-        ),
-        Err(e) if e.code == StatusCode::TableNotFound => {
-            Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist")))
-        }
-        Err(e) => Err(e),
+/// The Iceberg table a DML statement writes, as the statement sees it (its transaction's
+/// staged writes included); an external table is read-only (0A000).
+async fn target(writes: &Writes<'_>, schema: &str, table: &str) -> Result<Table> {
+    let ident = TableIdent::new(NamespaceIdent::from_strs(schema.split('.'))?, table.to_string());
+    match writes.table(&ident).await? {
+        Some(t) => Ok(t),
+        None if writes.lake.external().cached(schema, table).is_some() => Err(Error::new(
+            StatusCode::Unsupported,
+            format!("{schema}.{table} is an external table: it is read-only"),
+        )),
+        None => Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist"))),
     }
 }
 
@@ -61,6 +62,7 @@ async fn target(lake: &Lakehouse, schema: &str, table: &str) -> Result<Table> {
 pub(crate) async fn plan(
     ctx: &SessionContext,
     guard: &Guard,
+    writes: &Writes<'_>,
     cmd: DmlCommand,
     source: Option<Box<Planned>>,
 ) -> Result<Planned> {
@@ -71,8 +73,7 @@ pub(crate) async fn plan(
         DmlCommand::Delete { .. } | DmlCommand::Truncate { .. } => Privilege::Delete,
     };
     require(ctx, guard, privilege, &schema, &name, &what)?;
-    let lake = lakehouse(ctx)?;
-    let table = target(&lake, &schema, &name).await?;
+    let table = target(writes, &schema, &name).await?;
     let source = match (&cmd, source) {
         (DmlCommand::Insert { columns, .. }, Some(source)) => Some(Box::new(insert_source(&table, columns, *source)?)),
         (_, source) => source,
@@ -172,13 +173,14 @@ fn typed_placeholder(e: Expr, t: &DataType) -> Expr {
 pub(crate) async fn execute(
     ctx: &SessionContext,
     guard: &Guard,
+    writes: &Writes<'_>,
     cmd: &DmlCommand,
     rows: Option<SendableRecordBatchStream>,
     user: &str,
 ) -> Result<QueryOutput> {
     let (schema, name) = qualify(ctx, cmd.table())?;
-    let lake = lakehouse(ctx)?;
-    let table = target(&lake, &schema, &name).await?;
+    let lake = &writes.lake;
+    let table = target(writes, &schema, &name).await?;
     let qualified = format!("{schema}.{name}");
     let (policy, _, principal) = guard.view();
     let catalog = ctx.state().config().options().catalog.default_catalog.clone();
@@ -202,7 +204,7 @@ pub(crate) async fn execute(
             let n = writer.rows();
             properties.insert("rxgate.operation".into(), "insert".into());
             let change = TableChange { add: writer.close().await?, remove: Removal::Nothing, properties };
-            let outcome = commit_change(&lake, &qualified, &change).await?;
+            let outcome = writes.commit(&table, change).await?;
             Ok(written(format!("INSERT 0 {n}"), qualified, n, outcome.snapshot_id))
         }
         DmlCommand::Truncate { .. } => {
@@ -216,7 +218,7 @@ pub(crate) async fn execute(
             }
             properties.insert("rxgate.operation".into(), "truncate".into());
             let change = TableChange { add: vec![], remove: Removal::All, properties };
-            let outcome = commit_change(&lake, &qualified, &change).await?;
+            let outcome = writes.commit(&table, change).await?;
             Ok(written("TRUNCATE TABLE".into(), qualified, outcome.deleted_records, outcome.snapshot_id))
         }
         DmlCommand::Delete { predicate, .. } => {
@@ -226,7 +228,7 @@ pub(crate) async fn execute(
             if predicate.is_none() && write_filter.is_none() && read_filter.is_none() {
                 properties.insert("rxgate.operation".into(), "delete".into());
                 let change = TableChange { add: vec![], remove: Removal::All, properties };
-                let outcome = commit_change(&lake, &qualified, &change).await?;
+                let outcome = writes.commit(&table, change).await?;
                 return Ok(written(
                     format!("DELETE {}", outcome.deleted_records),
                     qualified,
@@ -259,12 +261,12 @@ pub(crate) async fn execute(
             access.columns.push(ColumnAccess { name: POSITION.into(), mask: None });
             let predicate = predicate.as_ref().map(|p| p.to_string());
             let deleter = Deleter { ctx, guard, access, predicate, arrow, qualified: qualified.clone() };
-            let (change, n) = deleter.run(&lake, &table, properties).await?;
+            let (change, n) = deleter.run(lake, &table, properties).await?;
             if n == 0 {
                 return Ok(written("DELETE 0".into(), qualified, 0, None));
             }
-            let outcome = commit_change(&lake, &qualified, &change).await?;
-            Ok(written(format!("DELETE {n}"), qualified, n, Some(outcome.snapshot_id)))
+            let outcome = writes.commit(&table, change).await?;
+            Ok(written(format!("DELETE {n}"), qualified, n, outcome.snapshot_id))
         }
     }
 }

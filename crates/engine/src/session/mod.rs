@@ -42,6 +42,10 @@ pub struct EngineSession {
     running: Arc<Mutex<CancelToken>>,
     cursors: Cursors,
     in_transaction: AtomicBool,
+    /// A statement of the open transaction block failed (PostgreSQL's aborted state).
+    failed: AtomicBool,
+    /// The writes of the open transaction block, landing at COMMIT.
+    staged: tokio::sync::Mutex<commands::write::Staged>,
     guard: Arc<Guard>,
     audit: Arc<AuditLog>,
     /// Effective roles at session start (users file + policy), for audit records.
@@ -91,6 +95,8 @@ impl EngineSession {
             running: Arc::default(),
             cursors: Cursors::default(),
             in_transaction: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            staged: Default::default(),
             guard,
             audit,
             roles,
@@ -190,6 +196,7 @@ impl EngineSession {
                 Ok(Planned::Audited(Box::new(planned), Arc::new(info)))
             }
             Err(e) => {
+                self.statement_failed();
                 tracing::debug!(target: "rxgate_engine::sql", error = %e.message, "plan failed");
                 let mut record = AuditRecord::statement(&self.identity, &self.roles, sql);
                 record.finish(0, started, Some(&e));
@@ -202,12 +209,8 @@ impl EngineSession {
     /// Lists the lakehouse's schemas and tables again when DDL ran in this process since the
     /// session listed them (`force`: after this session's own DDL).
     async fn refresh_catalog_if(&self, force: bool) {
-        let name = self.ctx.state().config().options().catalog.default_catalog.clone();
-        let Some(catalog) = self.ctx.catalog(&name) else { return };
-        let Some(lakehouse) = catalog.as_any().downcast_ref::<crate::secure::SecuredCatalog>().and_then(|c| c.lakehouse())
-        else {
-            return;
-        };
+        let Some(catalog) = self.lakehouse_catalog() else { return };
+        let Some(lakehouse) = crate::secure::lakehouse_of(&catalog) else { return };
         if force || lakehouse.is_stale() {
             if let Err(e) = lakehouse.refresh().await {
                 tracing::warn!(error = %e.message, "catalog listing not refreshed");
@@ -222,6 +225,14 @@ impl EngineSession {
             catalog: self.ctx.state().config().options().catalog.default_catalog.clone(),
         };
         let statement = crate::statement::parse(sql, &self.limits, &options)?;
+        if self.failed.load(Ordering::Acquire)
+            && !matches!(statement, Statement::Command(Command::Session(SessionCommand::End(_))))
+        {
+            return Err(Error::new(
+                StatusCode::InFailedTransaction,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
         self.plan_statement(statement).await
     }
 
@@ -273,7 +284,7 @@ impl EngineSession {
                     DmlCommand::Insert { source, .. } => Some(self.plan_source(source).await?),
                     _ => None,
                 };
-                commands::dml::plan(&self.ctx, &self.guard, cmd, source).await
+                commands::dml::plan(&self.ctx, &self.guard, &self.writes()?, cmd, source).await
             }
         }
     }
@@ -303,6 +314,7 @@ impl EngineSession {
             return match Box::pin(self.execute_with(inner, params, token)).await {
                 Ok(output) => Ok(self.audited_output(output, record, started)),
                 Err(e) => {
+                    self.statement_failed();
                     record.finish(0, started, Some(&e));
                     self.audit.append(&record);
                     Err(e)
@@ -403,6 +415,20 @@ impl EngineSession {
     /// Runs a command the engine answers itself.
     async fn run_command(&self, cmd: &Command) -> Result<QueryOutput> {
         match cmd {
+            Command::Session(SessionCommand::End(commit)) => {
+                // COMMIT of a failed block rolls back, as in PostgreSQL.
+                let failed = self.failed.swap(false, Ordering::AcqRel);
+                let commit = *commit && !failed;
+                let ended = self.end_transaction(commit).await;
+                let output = self.run_session(&SessionCommand::End(commit));
+                ended.and(output)
+            }
+            Command::Session(SessionCommand::Begin) => {
+                if !self.in_transaction.load(Ordering::Acquire) {
+                    self.failed.store(false, Ordering::Release);
+                }
+                self.run_session(&SessionCommand::Begin)
+            }
             Command::Session(cmd) => self.run_session(cmd),
             Command::Admin(cmd) => commands::admin::execute(cmd, &self.guard),
             Command::Hive(cmd) => commands::hive::execute(&self.ctx, cmd).await,
@@ -420,15 +446,54 @@ impl EngineSession {
         rows: Option<datafusion::execution::SendableRecordBatchStream>,
     ) -> Result<QueryOutput> {
         let user = &self.identity.user;
+        let writes = self.writes()?;
         let output = match cmd {
-            Command::Ddl(cmd) => commands::ddl::execute(&self.ctx, cmd, rows, user).await,
-            Command::Dml(cmd) => commands::dml::execute(&self.ctx, &self.guard, cmd, rows, user).await,
+            Command::Ddl(cmd) => commands::ddl::execute(&self.ctx, &writes, cmd, rows, user).await,
+            Command::Dml(cmd) => commands::dml::execute(&self.ctx, &self.guard, &writes, cmd, rows, user).await,
             _ => Err(Error::internal("not a write")),
         };
-        if matches!(cmd, Command::Ddl(_)) {
+        if matches!(cmd, Command::Ddl(_)) && writes.txn.is_none() {
             self.refresh_catalog_if(true).await;
         }
         output
+    }
+
+    /// Where this session's writes go: staged while a transaction block is open.
+    fn writes(&self) -> Result<commands::write::Writes<'_>> {
+        Ok(commands::write::Writes {
+            lake: commands::lakehouse(&self.ctx)?,
+            txn: self.in_transaction.load(Ordering::Acquire).then_some(&self.staged),
+            catalog: self.lakehouse_catalog(),
+        })
+    }
+
+    /// The session's catalog (the lakehouse under the policy).
+    fn lakehouse_catalog(&self) -> Option<Arc<dyn datafusion::catalog::CatalogProvider>> {
+        let name = self.ctx.state().config().options().catalog.default_catalog.clone();
+        self.ctx.catalog(&name)
+    }
+
+    /// Marks the open transaction block failed (nothing of it will commit).
+    fn statement_failed(&self) {
+        if self.in_transaction.load(Ordering::Acquire) {
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Ends the transaction block: COMMIT lands every staged write in one catalog-database
+    /// transaction; ROLLBACK (and a COMMIT that fails) drops them.
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let pending = self.staged.lock().await.take();
+        if let Some(lakehouse) = self.lakehouse_catalog().as_ref().and_then(crate::secure::lakehouse_of) {
+            lakehouse.clear_staged();
+        }
+        if !commit || pending.is_empty() {
+            return Ok(());
+        }
+        let lake = commands::lakehouse(&self.ctx)?;
+        let result = rxgate_catalog::txn::commit_all(&lake, &pending).await;
+        self.refresh_catalog_if(true).await;
+        result.map(|_| ())
     }
 
     /// Whether the session's principal has an administrator role under the policy in force.
