@@ -110,6 +110,7 @@ def wserver(rxgate_bin, tmp_path_factory):
     s.workdir = d
     s.audit_dir = d / "audit"
     s.bin = rxgate_bin
+    q(s, "CREATE SCHEMA lab")
     yield s
     stop_server(s)
 
@@ -514,3 +515,53 @@ def test_killed_transaction_leaves_nothing(rxgate_bin, tmp_path):
         assert q(s, "SELECT count(*) FROM lab.y") == [(0,)]
     finally:
         stop_server(s)
+
+
+# ------------------------------------------------------------------------------ COPY FROM STDIN
+
+def test_psql_copy_from_stdin(wserver, tmp_path):
+    q(wserver, "CREATE TABLE lab.loaded (id int NOT NULL, name string, amount double, day date)")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,name,amount,day\n1,\"Smith, J\",1.5,2024-01-01\n2,,2.5,2024-01-02\n3,\"say \"\"hi\"\"\",,\n")
+    out = psql(wserver, f"\\copy lab.loaded FROM '{csv}' WITH (FORMAT csv, HEADER)\n")
+    assert out.returncode == 0, out.stderr
+    assert "COPY 3" in out.stdout, out.stdout
+    text = tmp_path / "rows.txt"
+    text.write_text("4\tTab\\there\t\\N\t2024-02-01\n5\t\\N\t9.75\t\\N\n")
+    out = psql(wserver, f"\\copy lab.loaded (id, name, amount, day) FROM '{text}'\n")
+    assert out.returncode == 0 and "COPY 2" in out.stdout, (out.stdout, out.stderr)
+    assert q(wserver, "SELECT id, name, amount, CAST(day AS string) FROM lab.loaded ORDER BY id") == [
+        (1, "Smith, J", 1.5, "2024-01-01"), (2, None, 2.5, "2024-01-02"), (3, 'say "hi"', None, None),
+        (4, "Tab\there", None, "2024-02-01"), (5, None, 9.75, None)]
+    # A malformed row aborts the whole COPY with 22P02 and its line; nothing is committed.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("10,ok,1,2024-01-01\n11,ok,not-a-number,2024-01-01\n")
+    out = psql(wserver, f"\\copy lab.loaded FROM '{bad}' WITH (FORMAT csv)\n")
+    assert out.returncode != 0 and "line 2" in out.stderr and "amount" in out.stderr, out.stderr
+    assert q(wserver, "SELECT count(*) FROM lab.loaded") == [(5,)]
+
+
+def test_psycopg_copy_rows_and_errors(wserver):
+    q(wserver, "CREATE TABLE lab.copied (id bigint, state string, trx int) PARTITIONED BY (state)")
+    with pg(wserver) as conn, conn.cursor() as cur:
+        with cur.copy("COPY lab.copied (id, state, trx) FROM STDIN") as copy:
+            for i in range(20000):
+                copy.write_row((i, ["CA", "TX", "NY"][i % 3], i % 100))
+        assert cur.rowcount == 20000
+        with cur.copy("COPY lab.copied FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write("20000,CA,1\n20001,TX,2\n")
+    assert q(wserver, "SELECT state, count(*) FROM lab.copied GROUP BY state ORDER BY state") == [
+        ("CA", 6668), ("NY", 6666), ("TX", 6668)]
+    with pg(wserver) as conn, conn.cursor() as cur:
+        with pytest.raises(psycopg.Error) as err:
+            with cur.copy("COPY lab.copied FROM STDIN") as copy:
+                copy.write("1\tCA\t1\n2\tCA\n")
+        assert err.value.sqlstate == "22P02" and "line 2" in str(err.value), err.value
+    # Inside a transaction the rows land at COMMIT with everything else.
+    with pg(wserver, autocommit=False) as conn, conn.cursor() as cur:
+        with cur.copy("COPY lab.copied FROM STDIN") as copy:
+            copy.write("30000\tWA\t7\n")
+        assert q(wserver, "SELECT count(*) FROM lab.copied WHERE state = 'WA'") == [(0,)]
+        conn.commit()
+    assert q(wserver, "SELECT count(*) FROM lab.copied WHERE state = 'WA'") == [(1,)]
+    assert sqlstate(wserver, "COPY lab.copied FROM STDIN", user="ann") == "42P01"

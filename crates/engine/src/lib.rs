@@ -24,6 +24,7 @@ mod topk;
 pub use rxgate_pgcompat::settings;
 
 pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
+pub use commands::copy_in::CopyIn;
 pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};

@@ -52,6 +52,8 @@ pub enum QueryOutput {
         /// Format, delimiter, NULL string, header.
         options: CopyOptions,
     },
+    /// `COPY … FROM STDIN` ready for the client's data: the frontend feeds it and finishes it.
+    CopyIn(Box<crate::commands::copy_in::CopyIn>),
     /// A write committed (DDL with rows, DML): its completion tag (`INSERT 0 n`, `DELETE n`),
     /// the table, the rows affected and the snapshot committed (none when nothing changed).
     Written {

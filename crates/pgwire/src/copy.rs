@@ -116,3 +116,82 @@ fn csv_header(fields: &[FieldInfo], options: &CopyOptions) -> Bytes {
         .collect();
     Bytes::from(format!("{}\n", names.join(options.delimiter.as_str())))
 }
+
+/// A `COPY … FROM STDIN` the connection is receiving data for; a failure while receiving is
+/// kept until CopyDone, when PostgreSQL reports it too.
+pub(crate) struct Incoming {
+    sink: Box<rxgate_engine::CopyIn>,
+    error: Option<rxgate_common::Error>,
+}
+
+/// Starts receiving a COPY FROM STDIN: the sink waits in the connection, the client is told
+/// how many columns to send, in text format (CSV is text too).
+pub(crate) async fn start_copy_in(
+    conn: &crate::handler::Connection,
+    sink: Box<rxgate_engine::CopyIn>,
+) -> PgWireResult<Response> {
+    let columns = sink.columns();
+    *conn.copy.lock().await = Some(Incoming { sink, error: None });
+    Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(0, columns, futures::stream::empty())))
+}
+
+/// Feeds the client's CopyData to the connection's COPY FROM STDIN, and finishes it.
+pub(crate) struct CopyFrom {
+    pub(crate) conn: Arc<crate::handler::Connection>,
+}
+
+#[async_trait::async_trait]
+impl pgwire::api::copy::CopyHandler for CopyFrom {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: pgwire::api::ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut slot = self.conn.copy.lock().await;
+        if let Some(incoming) = slot.as_mut() {
+            if incoming.error.is_none() {
+                if let Err(e) = incoming.sink.write(&copy_data.data).await {
+                    incoming.error = Some(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: pgwire::api::ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(incoming) = self.conn.copy.lock().await.take() else { return Ok(()) };
+        if let Some(e) = incoming.error {
+            incoming.sink.abort(&e.message);
+            return Err(crate::errors::to_pg(e));
+        }
+        match incoming.sink.finish().await.map_err(crate::errors::to_pg)? {
+            rxgate_engine::QueryOutput::Written { tag, .. } => {
+                let done = pgwire::messages::response::CommandComplete::new(tag);
+                client.send(PgWireBackendMessage::CommandComplete(done)).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: pgwire::messages::copy::CopyFail) -> PgWireError
+    where
+        C: pgwire::api::ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(incoming) = self.conn.copy.lock().await.take() {
+            incoming.sink.abort(&fail.message);
+        }
+        crate::errors::to_pg(rxgate_common::Error::new(
+            rxgate_common::StatusCode::Cancelled,
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
+}

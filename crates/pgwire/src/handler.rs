@@ -37,11 +37,13 @@ pub(crate) struct Connection {
     engine: Engine,
     session: OnceCell<Arc<EngineSession>>,
     peer: std::net::SocketAddr,
+    /// The COPY FROM STDIN receiving data, if any.
+    pub(crate) copy: tokio::sync::Mutex<Option<crate::copy::Incoming>>,
 }
 
 impl Connection {
     pub(crate) fn new(engine: Engine, peer: std::net::SocketAddr) -> Arc<Self> {
-        Arc::new(Self { engine, session: OnceCell::new(), peer })
+        Arc::new(Self { engine, session: OnceCell::new(), peer, copy: Default::default() })
     }
 
     /// Fires the cancel token of the statement the connection's session runs, if any (the
@@ -116,6 +118,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancels.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        Arc::new(crate::copy::CopyFrom { conn: self.conn.clone() })
     }
 }
 
@@ -229,7 +235,12 @@ where
 
 /// Turns an engine output into a pgwire response, streaming rows as the client reads. A COPY
 /// is sent here, on `client` (see copy.rs); its response is the `COPY n` tag.
-async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format) -> PgWireResult<Response>
+async fn respond<C>(
+    client: &mut C,
+    conn: &Connection,
+    output: QueryOutput,
+    format: &Format,
+) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -250,6 +261,7 @@ where
         QueryOutput::Copy { schema, stream, options } => {
             crate::copy::send_copy_out(client, schema, stream, &options).await?
         }
+        QueryOutput::CopyIn(sink) => crate::copy::start_copy_in(conn, sink).await?,
     })
 }
 
@@ -290,7 +302,7 @@ impl SimpleQueryHandler for Query {
             .await;
             report_parameters(client, &session).await?;
             match result {
-                Ok(output) => out.push(respond(client, output, &Format::UnifiedText).await?),
+                Ok(output) => out.push(respond(client, &self.conn, output, &Format::UnifiedText).await?),
                 Err(e) => {
                     out.push(Response::Error(Box::new(match to_pg(e) {
                         PgWireError::UserError(info) => *info,
@@ -427,7 +439,7 @@ impl ExtendedQueryHandler for Query {
         };
         let output = session.execute(planned, params).await;
         report_parameters(client, &session).await?;
-        respond(client, output.map_err(to_pg)?, &portal.result_column_format).await
+        respond(client, &self.conn, output.map_err(to_pg)?, &portal.result_column_format).await
     }
 }
 

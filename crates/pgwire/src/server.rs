@@ -10,6 +10,7 @@ use std::time::Duration;
 use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, SinkExt, StreamExt};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
@@ -237,6 +238,25 @@ async fn serve_connection(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        // The end of a COPY FROM STDIN started by a simple query: pgwire would answer
+        // ReadyForQuery "idle" even inside a transaction block, and clients (psycopg) would
+        // then never send its COMMIT. Finish it here and report the real status.
+        if matches!(
+            (socket.state(), &message),
+            (PgWireConnectionState::CopyInProgress(false), PgWireFrontendMessage::CopyDone(_))
+        ) {
+            let PgWireFrontendMessage::CopyDone(done) = message else { unreachable!() };
+            let result = copy.on_copy_done(&mut socket, done).await;
+            socket.set_state(PgWireConnectionState::ReadyForQuery);
+            match result {
+                Ok(()) => {
+                    let status = socket.transaction_status();
+                    pgwire::api::query::send_ready_for_query(&mut socket, status).await.map_err(std::io::Error::other)?;
+                }
+                Err(e) => process_error(&mut socket, e, false).await?,
+            }
+            continue;
+        }
         let handled = process_message(
             message,
             &mut socket,

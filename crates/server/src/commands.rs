@@ -349,6 +349,13 @@ async fn sql(settings: &Settings, query: &str, format: Format, as_user: Option<&
                 print_batches(&batches, format)?;
             }
             QueryOutput::Command { tag } | QueryOutput::Written { tag, .. } => eprintln!("{tag}"),
+            QueryOutput::CopyIn(sink) => {
+                sink.abort("the CLI has no COPY FROM STDIN");
+                return Err(Error::new(
+                    StatusCode::Unsupported,
+                    "COPY … FROM STDIN needs a PostgreSQL client (psql \\copy)",
+                ));
+            }
             QueryOutput::TransactionStart => eprintln!("BEGIN"),
             QueryOutput::TransactionEnd { commit } => eprintln!("{}", if commit { "COMMIT" } else { "ROLLBACK" }),
             QueryOutput::Empty => {}

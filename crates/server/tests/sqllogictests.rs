@@ -371,6 +371,12 @@ impl AsyncDB for InProcess {
                     batches_output(&schema, &batches)
                 }
                 QueryOutput::Written { rows, .. } => DBOutput::StatementComplete(rows),
+                QueryOutput::CopyIn(sink) => {
+                    sink.abort("no COPY data in sqllogictest");
+                    return Err(SltError::engine(rxgate_common::Error::invalid(
+                        "COPY FROM STDIN is not run by the .slt runner",
+                    )));
+                }
                 QueryOutput::Command { .. }
                 | QueryOutput::TransactionStart
                 | QueryOutput::TransactionEnd { .. }

@@ -86,7 +86,7 @@ fn ident(schema: &str, table: &str) -> Result<TableIdent> {
 /// block, table creations and drops are staged (`writes`); schema DDL and renames are 25001.
 pub(crate) async fn execute(
     ctx: &SessionContext,
-    writes: &Writes<'_>,
+    writes: &Writes,
     cmd: &DdlCommand,
     rows: Option<SendableRecordBatchStream>,
     user: &str,

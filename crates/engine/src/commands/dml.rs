@@ -43,7 +43,7 @@ const POSITION: &str = "__rxgate_row_position";
 
 /// The Iceberg table a DML statement writes, as the statement sees it (its transaction's
 /// staged writes included); an external table is read-only (0A000).
-async fn target(writes: &Writes<'_>, schema: &str, table: &str) -> Result<Table> {
+async fn target(writes: &Writes, schema: &str, table: &str) -> Result<Table> {
     let ident = TableIdent::new(NamespaceIdent::from_strs(schema.split('.'))?, table.to_string());
     match writes.table(&ident).await? {
         Some(t) => Ok(t),
@@ -62,14 +62,14 @@ async fn target(writes: &Writes<'_>, schema: &str, table: &str) -> Result<Table>
 pub(crate) async fn plan(
     ctx: &SessionContext,
     guard: &Guard,
-    writes: &Writes<'_>,
+    writes: &Writes,
     cmd: DmlCommand,
     source: Option<Box<Planned>>,
 ) -> Result<Planned> {
     let (schema, name) = qualify(ctx, cmd.table())?;
     let what = format!("table {schema}.{name}");
     let privilege = match &cmd {
-        DmlCommand::Insert { .. } => Privilege::Insert,
+        DmlCommand::Insert { .. } | DmlCommand::CopyFrom { .. } => Privilege::Insert,
         DmlCommand::Delete { .. } | DmlCommand::Truncate { .. } => Privilege::Delete,
     };
     require(ctx, guard, privilege, &schema, &name, &what)?;
@@ -173,7 +173,7 @@ fn typed_placeholder(e: Expr, t: &DataType) -> Expr {
 pub(crate) async fn execute(
     ctx: &SessionContext,
     guard: &Guard,
-    writes: &Writes<'_>,
+    writes: &Writes,
     cmd: &DmlCommand,
     rows: Option<SendableRecordBatchStream>,
     user: &str,
@@ -186,6 +186,38 @@ pub(crate) async fn execute(
     let catalog = ctx.state().config().options().catalog.default_catalog.clone();
     let mut properties = std::collections::HashMap::from([("rxgate.user".to_string(), user.to_string())]);
     match cmd {
+        DmlCommand::CopyFrom { columns, options, .. } => {
+            let arrow = rxgate_catalog::table_arrow_schema(&table)?;
+            let listed: Vec<String> = if columns.is_empty() {
+                arrow.fields().iter().map(|f| f.name().clone()).collect()
+            } else {
+                columns.clone()
+            };
+            for c in &listed {
+                if arrow.field_with_name(c).is_err() {
+                    return Err(Error::new(
+                        StatusCode::ColumnNotFound,
+                        format!("column \"{c}\" of relation \"{qualified}\" does not exist"),
+                    ));
+                }
+            }
+            let sources = arrow.fields().iter().map(|f| listed.iter().position(|c| c == f.name())).collect();
+            let check = match policy.write_filter(&principal, Privilege::Insert, &catalog, &schema, &name)? {
+                Some(filter) => Some(WriteCheck::new(ctx, guard, &qualified, &filter, &arrow)?),
+                None => None,
+            };
+            let sink = super::copy_in::CopyIn::new(
+                options.clone(),
+                sources,
+                listed.len(),
+                table,
+                qualified,
+                writes.clone(),
+                check,
+                user,
+            )?;
+            Ok(QueryOutput::CopyIn(Box::new(sink)))
+        }
         DmlCommand::Insert { .. } => {
             let mut stream = rows.ok_or_else(|| Error::internal("INSERT without rows"))?;
             let arrow = rxgate_catalog::table_arrow_schema(&table)?;

@@ -5,6 +5,7 @@
 //! session.
 
 pub(crate) mod admin;
+pub mod copy_in;
 pub(crate) mod ddl;
 pub(crate) mod dml;
 pub(crate) mod external;

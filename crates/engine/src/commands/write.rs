@@ -123,16 +123,17 @@ pub(crate) struct Committed {
 
 /// Where a write's changes go: committed at once, or — inside a transaction block — staged
 /// in the session's transaction and shown to its later statements.
-pub(crate) struct Writes<'a> {
+#[derive(Clone)]
+pub(crate) struct Writes {
     /// The lakehouse.
     pub(crate) lake: Lakehouse,
     /// The open transaction's staging.
-    pub(crate) txn: Option<&'a tokio::sync::Mutex<Staged>>,
+    pub(crate) txn: Option<Arc<tokio::sync::Mutex<Staged>>>,
     /// The session's catalog, to show it staged tables.
     pub(crate) catalog: Option<Arc<dyn datafusion::catalog::CatalogProvider>>,
 }
 
-impl Writes<'_> {
+impl Writes {
     /// 25001 for a statement that cannot be staged.
     pub(crate) fn outside_transaction(&self, what: &str) -> Result<()> {
         if self.txn.is_some() {
@@ -146,7 +147,7 @@ impl Writes<'_> {
 
     /// The table as this statement sees it (staged, or committed); `None` when absent.
     pub(crate) async fn table(&self, ident: &TableIdent) -> Result<Option<Table>> {
-        if let Some(txn) = self.txn {
+        if let Some(txn) = &self.txn {
             let staged = txn.lock().await;
             if let Some(i) = staged.last(ident) {
                 return Ok(staged.entries[i].2.clone());
@@ -167,7 +168,7 @@ impl Writes<'_> {
     /// Commits `change` to `table` (the one [`Writes::table`] returned), or stages it.
     pub(crate) async fn commit(&self, table: &Table, change: TableChange) -> Result<Committed> {
         let ident = table.identifier().clone();
-        let Some(txn) = self.txn else {
+        let Some(txn) = &self.txn else {
             let name = format!("{}.{}", ident.namespace().join("."), ident.name());
             let outcome = rxgate_catalog::commit_change(&self.lake, &name, &change).await?;
             return Ok(Committed { snapshot_id: Some(outcome.snapshot_id), deleted_records: outcome.deleted_records });
@@ -190,7 +191,7 @@ impl Writes<'_> {
 
     /// Creates a table built by `ddl::prepare_table`, with its first rows, or stages that.
     pub(crate) async fn create(&self, prepared: Table, first: Option<TableChange>) -> Result<Committed> {
-        let Some(txn) = self.txn else {
+        let Some(txn) = &self.txn else {
             let outcome = rxgate_catalog::ddl::create_table(&self.lake, &prepared, first.as_ref()).await?;
             return Ok(Committed { snapshot_id: outcome.map(|o| o.snapshot_id), deleted_records: 0 });
         };
@@ -211,7 +212,7 @@ impl Writes<'_> {
 
     /// Drops a table (`Ok(false)`: absent), or stages that.
     pub(crate) async fn drop(&self, ident: &TableIdent, purge: bool) -> Result<bool> {
-        let Some(txn) = self.txn else {
+        let Some(txn) = &self.txn else {
             return rxgate_catalog::ddl::drop_table(&self.lake, ident, true, purge).await;
         };
         if self.table(ident).await?.is_none() {

@@ -45,7 +45,7 @@ pub struct EngineSession {
     /// A statement of the open transaction block failed (PostgreSQL's aborted state).
     failed: AtomicBool,
     /// The writes of the open transaction block, landing at COMMIT.
-    staged: tokio::sync::Mutex<commands::write::Staged>,
+    staged: Arc<tokio::sync::Mutex<commands::write::Staged>>,
     guard: Arc<Guard>,
     audit: Arc<AuditLog>,
     /// Effective roles at session start (users file + policy), for audit records.
@@ -390,6 +390,10 @@ impl EngineSession {
             QueryOutput::Copy { schema, stream, options } => {
                 QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
             }
+            QueryOutput::CopyIn(mut sink) => {
+                sink.audit = Some((record, self.audit.clone(), started));
+                QueryOutput::CopyIn(sink)
+            }
             QueryOutput::Written { tag, table, rows, snapshot_id } => {
                 let mut record = record;
                 record.written_table = Some(table.clone());
@@ -459,10 +463,10 @@ impl EngineSession {
     }
 
     /// Where this session's writes go: staged while a transaction block is open.
-    fn writes(&self) -> Result<commands::write::Writes<'_>> {
+    fn writes(&self) -> Result<commands::write::Writes> {
         Ok(commands::write::Writes {
             lake: commands::lakehouse(&self.ctx)?,
-            txn: self.in_transaction.load(Ordering::Acquire).then_some(&self.staged),
+            txn: self.in_transaction.load(Ordering::Acquire).then(|| self.staged.clone()),
             catalog: self.lakehouse_catalog(),
         })
     }

@@ -309,15 +309,25 @@ pub enum DmlCommand {
         /// Name parts.
         table: Vec<String>,
     },
+    /// `COPY t [(cols)] FROM STDIN [WITH (…)]`.
+    CopyFrom {
+        /// Name parts.
+        table: Vec<String>,
+        /// Input columns; empty: all, in table order.
+        columns: Vec<String>,
+        /// Format, delimiter, NULL string, header, quote.
+        options: crate::cursor::CopyOptions,
+    },
 }
 
 impl DmlCommand {
     /// The table written.
     pub fn table(&self) -> &[String] {
         match self {
-            DmlCommand::Insert { table, .. } | DmlCommand::Delete { table, .. } | DmlCommand::Truncate { table } => {
-                table
-            }
+            DmlCommand::Insert { table, .. }
+            | DmlCommand::Delete { table, .. }
+            | DmlCommand::Truncate { table }
+            | DmlCommand::CopyFrom { table, .. } => table,
         }
     }
 }

@@ -352,7 +352,52 @@ mod grammar_tests {
             }
         );
         assert!(matches!(p("CALL system.nope('t')"), Err(e) if e.code == StatusCode::Unsupported));
-        assert!(matches!(p("ALTER TABLE rx RENAME TO ry"), Ok(Statement::Sql(_))));
+        assert_eq!(
+            command("ALTER TABLE rx RENAME TO ry"),
+            Command::Ddl(DdlCommand::RenameTable { table: v(&["rx"]), to: v(&["ry"]) })
+        );
+    }
+
+    #[test]
+    fn write_statements() {
+        let Command::Ddl(DdlCommand::CreateTable { table, columns, partition, properties, query, .. }) = command(
+            "CREATE TABLE s.t (id bigint NOT NULL, ts timestamp, name string) USING iceberg \
+             PARTITIONED BY (days(ts), bucket(16, id), truncate(name, 2), region string) TBLPROPERTIES ('k' = 'v')",
+        ) else {
+            panic!("not a create table")
+        };
+        assert_eq!(table, v(&["s", "t"]));
+        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "ts", "name", "region"]);
+        assert!(columns[0].not_null && query.is_none());
+        use PartitionTransform::*;
+        assert_eq!(
+            partition.iter().map(|p| (p.column.as_str(), p.transform)).collect::<Vec<_>>(),
+            [("ts", Day), ("id", Bucket(16)), ("name", Truncate(2)), ("region", Identity)]
+        );
+        assert_eq!(properties.get("k").map(String::as_str), Some("v"));
+        let Command::Ddl(DdlCommand::CreateTable { partition, .. }) =
+            command("CREATE TABLE t (ts timestamp, id int) WITH (partitioning = ARRAY['month(ts)', 'bucket(id, 4)'])")
+        else {
+            panic!("not a create table")
+        };
+        assert_eq!(partition.iter().map(|p| p.transform).collect::<Vec<_>>(), [Month, Bucket(4)]);
+        assert!(matches!(
+            command("CREATE TABLE t AS SELECT 1 AS a"),
+            Command::Ddl(DdlCommand::CreateTable { query: Some(_), .. })
+        ));
+        assert!(matches!(p("CREATE TABLE t (a int) PARTITIONED BY (nope(a))"), Err(e) if e.code == StatusCode::SyntaxError));
+        assert!(matches!(p("CREATE TABLE t (a int) USING delta"), Err(e) if e.code == StatusCode::Unsupported));
+        assert!(matches!(command("INSERT INTO t (a) VALUES (1)"), Command::Dml(DmlCommand::Insert { .. })));
+        assert!(matches!(command("DELETE FROM t WHERE a > 1"), Command::Dml(DmlCommand::Delete { predicate: Some(_), .. })));
+        assert!(matches!(command("TRUNCATE TABLE t"), Command::Dml(DmlCommand::Truncate { .. })));
+        assert!(matches!(command("COPY t (a) FROM STDIN WITH (FORMAT csv)"), Command::Dml(DmlCommand::CopyFrom { .. })));
+        assert!(matches!(p("COPY t FROM '/etc/passwd'"), Err(e) if e.code == StatusCode::PermissionDenied));
+        assert!(matches!(command("DROP SCHEMA s CASCADE"), Command::Ddl(DdlCommand::DropSchema { cascade: true, .. })));
+        assert!(matches!(
+            command("CREATE DATABASE IF NOT EXISTS s"),
+            Command::Ddl(DdlCommand::CreateSchema { if_not_exists: true, .. })
+        ));
+        assert!(matches!(p("DROP TABLE a.b PURGE"), Ok(Statement::DropTable { purge: true, .. })));
     }
 
     #[test]

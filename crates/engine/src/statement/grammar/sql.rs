@@ -38,7 +38,21 @@ fn unsupported<T>(m: &str) -> Result<T> {
 
 /// Names a statement sqlparser read.
 pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
-    let stmt = parse(tokens)?;
+    let stmt = match parse(tokens.clone()) {
+        Ok(stmt) => stmt,
+        // sqlparser reads `COPY … FROM STDIN` only with its data inline, after a `;`: the
+        // data comes through the protocol instead, so give it an empty inline part.
+        Err(e) if super::is_kw(first_word(&tokens), "COPY") => {
+            let mut with_data = tokens;
+            with_data.push(TokenWithSpan::wrap(Token::SemiColon));
+            let mut parser = Parser::new(&RxDialect).with_tokens_with_locations(with_data);
+            match parser.parse_statement() {
+                Ok(stmt @ SqlStatement::Copy { to: false, .. }) => stmt,
+                _ => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(cmd) = session_command(&stmt) {
         return Ok(Statement::Command(Command::Session(cmd)));
     }
@@ -72,7 +86,23 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         }))),
         SqlStatement::Copy { source, to, target, options, legacy_options, .. } => {
             if !to {
-                return unsupported("COPY FROM is not supported yet");
+                let CopySource::Table { table_name, columns } = source else {
+                    return unsupported("COPY (query) FROM is not a thing: COPY a table FROM STDIN");
+                };
+                if target != CopyTarget::Stdin {
+                    return Err(Error::new(
+                        StatusCode::PermissionDenied,
+                        "COPY from a file or program is not allowed; use COPY … FROM STDIN (psql \\copy)",
+                    ));
+                }
+                return Ok(Statement::Command(Command::Dml(crate::statement::DmlCommand::CopyFrom {
+                    table: super::write::name_parts(&table_name),
+                    columns: columns
+                        .iter()
+                        .map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
+                        .collect(),
+                    options: CopyOptions::parse(&options, &legacy_options)?,
+                })));
             }
             if target != CopyTarget::Stdout {
                 return Err(Error::new(
@@ -100,6 +130,11 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         }
         other => Statement::Sql(Box::new(SqlText::new(other))),
     })
+}
+
+/// The statement's first meaningful token.
+fn first_word(tokens: &[TokenWithSpan]) -> &Token {
+    tokens.iter().map(|t| &t.token).find(|t| !matches!(t, Token::Whitespace(_))).unwrap_or(&Token::EOF)
 }
 
 /// Text of a `SET` value: `'x'` → x, `x` → x, `1` → 1; `DEFAULT` → `None`.
