@@ -368,6 +368,45 @@ def test_flight_sql_ddl_and_dml(wserver):
     assert info.get("vendor_name") or info  # the driver read GetSqlInfo
 
 
+def adbc(server, user=TEST_USER):
+    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
+    return flight_sql.connect(server.flight_uri(), db_kwargs={"username": user, "password": password},
+                              autocommit=True)
+
+
+def test_adbc_ingest_modes_and_batched_prepared_insert(wserver):
+    import pyarrow as pa
+    data = pa.table({"id": pa.array(range(1000), pa.int64()), "state": ["CA", "TX"] * 500,
+                     "cost": pa.array([i / 2 for i in range(1000)], pa.float64())})
+    with adbc(wserver) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("ing", data, mode="create", db_schema_name="lab") == 1000
+        with pytest.raises(Exception):
+            cur.adbc_ingest("ing", data, mode="create", db_schema_name="lab")
+        assert cur.adbc_ingest("ing", data.slice(0, 10), mode="append", db_schema_name="lab") == 10
+        assert cur.adbc_ingest("ing", data.slice(0, 5), mode="create_append", db_schema_name="lab") == 5
+        assert cur.adbc_ingest("ing2", data.slice(0, 7), mode="create_append", db_schema_name="lab") == 7
+        with pytest.raises(Exception):
+            cur.adbc_ingest("missing", data, mode="append", db_schema_name="lab")
+    assert q(wserver, "SELECT count(*), sum(cost) FROM lab.ing") == [(1015, sum(i / 2 for i in range(1000)) + 22.5 + 5.0)]
+    with adbc(wserver) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("ing", data.slice(0, 3), mode="replace", db_schema_name="lab") == 3
+    assert q(wserver, "SELECT count(*) FROM lab.ing") == [(3,)]
+    assert q(wserver, "SELECT count(*) FROM lab.ing2") == [(7,)]
+    # 10,000 rows bound to a prepared INSERT in batches: one commit (one snapshot), not one per row.
+    before = len(snapshots(wserver, "lab.ing2"))
+    with adbc(wserver) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO lab.ing2 (id, state, cost) VALUES (?, ?, ?)",
+                        [(i, "NY", i * 1.0) for i in range(10000)])
+        assert cur.rowcount == 10000
+    assert len(snapshots(wserver, "lab.ing2")) == before + 1
+    assert q(wserver, "SELECT count(*), max(id) FROM lab.ing2 WHERE state = 'NY'") == [(10000, 9999)]
+    # Policy: the public role may not ingest, nor the auditor outside California.
+    with adbc(wserver, "pat") as conn, conn.cursor() as cur:
+        with pytest.raises(Exception) as err:
+            cur.adbc_ingest("rx_w", data.slice(0, 1), mode="append", db_schema_name="health")
+        assert "permission" in str(err.value).lower() or "does not exist" in str(err.value), err.value
+
+
 # ------------------------------------------------------------------------- crash, concurrency
 
 def test_concurrent_inserts_both_land(wserver):

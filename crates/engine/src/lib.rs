@@ -25,6 +25,7 @@ pub use rxgate_pgcompat::settings;
 
 pub use audit::{audit_schema, AuditLog, AuditRecord, AUDIT_FILE};
 pub use commands::copy_in::CopyIn;
+pub use commands::ingest::IngestMode;
 pub use cursor::{CopyFormat, CopyOptions};
 pub use deadline::CancelToken;
 pub use engine::{Engine, EngineConfig, BUILTIN_POLICY};

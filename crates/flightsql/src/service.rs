@@ -16,7 +16,8 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
     CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate,
     DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
@@ -421,14 +422,62 @@ impl FlightSqlService for FlightSqlServiceImpl {
         if prepared.parameter_types.is_empty() {
             return self.run_update(&session, &prepared.planned, None).await;
         }
-        let mut count = 0;
+        if prepared.planned.schema().is_some() {
+            return Err(status(StatusCode::InvalidArgument, "the statement returns rows: run it as a query"));
+        }
+        let mut rows = vec![];
         for batch in &batches {
             for row in 0..batch.num_rows() {
-                let params = prepared.row_params(batch, row)?;
-                count += self.run_update(&session, &prepared.planned, Some(params)).await?;
+                rows.push(prepared.row_params(batch, row)?);
             }
         }
-        Ok(count)
+        // All the parameter rows in one call: an INSERT … VALUES writes them in one commit.
+        let count = session.engine.execute_rows(&prepared.planned, rows).await.map_err(to_status)?;
+        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        use arrow_flight::sql::{TableExistsOption as Exists, TableNotExistOption as Missing};
+        use rxgate_engine::IngestMode;
+        let session = self.session(&request)?;
+        if cmd.temporary {
+            return Err(status(StatusCode::Unsupported, "temporary tables are not supported"));
+        }
+        let options = cmd.table_definition_options.unwrap_or_default();
+        let missing = Missing::try_from(options.if_not_exist).unwrap_or(Missing::Unspecified);
+        let exists = Exists::try_from(options.if_exists).unwrap_or(Exists::Unspecified);
+        let mode = match (missing, exists) {
+            (Missing::Create, Exists::Replace) => IngestMode::Replace,
+            (Missing::Create, Exists::Append) => IngestMode::CreateAppend,
+            (Missing::Create, _) => IngestMode::Create,
+            (_, Exists::Replace) => IngestMode::Replace,
+            (_, _) => IngestMode::Append,
+        };
+        let mut table = vec![];
+        if let Some(schema) = cmd.schema.filter(|s| !s.is_empty()) {
+            table.push(schema);
+        }
+        table.push(cmd.table);
+        let data = request.into_inner().try_filter(|d| futures::future::ready(!d.data_header.is_empty()));
+        let mut decoded = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
+        let first = decoded.next().await.transpose().map_err(|e| match e {
+            FlightError::Tonic(s) => *s,
+            other => status(StatusCode::InvalidArgument, format!("bad ingest data: {other}")),
+        })?;
+        let schema = match (&first, decoded.schema()) {
+            (Some(b), _) => b.schema(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(status(StatusCode::InvalidArgument, "ingest without a schema")),
+        };
+        let rest = decoded.map(|r| r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))));
+        let batches = futures::stream::iter(first.map(Ok)).chain(rest);
+        let stream = Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches));
+        let rows = session.engine.ingest(&table, mode, stream).await.map_err(to_status)?;
+        Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
     async fn do_action_create_prepared_statement(

@@ -18,7 +18,7 @@ use datafusion::arrow::array::{Array, BooleanArray, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::common::{Column, DFSchema, ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::expr::Placeholder;
@@ -157,6 +157,44 @@ fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<P
         hints[i - 1] = t;
     }
     Ok(Planned::Plan(projected, None, hints, None))
+}
+
+/// An INSERT's `VALUES (…$n…)` source bound to many parameter rows as one `VALUES` of all
+/// of them (one write, one commit); `None` when the source is not a single-row VALUES.
+pub(crate) fn bind_values(source: &Planned, rows: &[ParamValues]) -> Result<Option<Planned>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let Planned::Plan(plan, ..) = source else { return Ok(None) };
+    if rows.is_empty() || single_row_values(plan).is_none() {
+        return Ok(None);
+    }
+    let mut all = Vec::with_capacity(rows.len());
+    for params in rows {
+        let bound = plan.clone().with_param_values(params.clone())?;
+        let Some(values) = single_row_values(&bound) else { return Ok(None) };
+        all.extend(values.values.iter().cloned());
+    }
+    let combined = LogicalPlanBuilder::values(all)?.build()?;
+    let plan = plan
+        .clone()
+        .transform_up(|node| {
+            Ok(match node {
+                LogicalPlan::Values(_) => Transformed::yes(combined.clone()),
+                other => Transformed::no(other),
+            })
+        })?
+        .data
+        .recompute_schema()?;
+    Ok(Some(Planned::Plan(plan, None, vec![], None)))
+}
+
+/// The one-row VALUES at the bottom of a chain of projections and aliases.
+fn single_row_values(plan: &LogicalPlan) -> Option<&datafusion::logical_expr::Values> {
+    match plan {
+        LogicalPlan::Values(v) if v.values.len() == 1 => Some(v),
+        LogicalPlan::Projection(p) => single_row_values(&p.input),
+        LogicalPlan::SubqueryAlias(a) => single_row_values(&a.input),
+        _ => None,
+    }
 }
 
 /// A bare `$n` with no type yet gets the column's.

@@ -11,6 +11,7 @@ pub(crate) mod dml;
 pub(crate) mod external;
 pub(crate) mod hive;
 pub(crate) mod iceberg;
+pub mod ingest;
 pub(crate) mod write;
 
 use std::sync::Arc;

@@ -462,6 +462,70 @@ impl EngineSession {
         output
     }
 
+    /// Streams Arrow batches into a table as one commit (Flight SQL's ingest, ADBC's
+    /// `adbc_ingest`), under the same privileges and row filters as SQL writes, audited as
+    /// `INGEST INTO schema.table (mode)`. Returns the rows written.
+    pub async fn ingest(
+        &self,
+        table: &[String],
+        mode: crate::commands::ingest::IngestMode,
+        batches: datafusion::execution::SendableRecordBatchStream,
+    ) -> Result<u64> {
+        let text = format!("INGEST INTO {} ({mode:?})", table.join("."));
+        let mut record = AuditRecord::statement(&self.identity, &self.roles, &text);
+        let started = Instant::now();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::new(StatusCode::InFailedTransaction, "current transaction is aborted"));
+        }
+        let writes = self.writes()?;
+        let user = self.identity.user.clone();
+        let result = commands::ingest::ingest(&self.ctx, &self.guard, &writes, &user, table, mode, batches).await;
+        if writes.txn.is_none() {
+            self.refresh_catalog_if(true).await;
+        }
+        match result {
+            Ok(QueryOutput::Written { table, rows, snapshot_id, .. }) => {
+                record.written_table = Some(table);
+                record.snapshot_id = snapshot_id;
+                record.finish(rows, started, None);
+                self.audit.append(&record);
+                Ok(rows)
+            }
+            Ok(_) => Err(Error::internal("ingest wrote nothing")),
+            Err(e) => {
+                self.statement_failed();
+                record.finish(0, started, Some(&e));
+                self.audit.append(&record);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a planned statement once per parameter row. An `INSERT … VALUES` runs once with
+    /// all the rows (one commit, not one per row); anything else runs row by row. Returns the
+    /// rows affected.
+    pub async fn execute_rows(&self, planned: &Planned, rows: Vec<ParamValues>) -> Result<u64> {
+        if let Planned::Audited(inner, info) = planned {
+            if let Planned::Write { command, source: Some(source) } = inner.as_ref() {
+                if let Some(values) = commands::dml::bind_values(source, &rows)? {
+                    let combined = Planned::Write { command: command.clone(), source: Some(Box::new(values)) };
+                    let combined = Planned::Audited(Box::new(combined), info.clone());
+                    return match self.execute(&combined, None).await? {
+                        QueryOutput::Written { rows, .. } => Ok(rows),
+                        _ => Ok(0),
+                    };
+                }
+            }
+        }
+        let mut total = 0;
+        for params in rows {
+            if let QueryOutput::Written { rows, .. } = self.execute(planned, Some(params)).await? {
+                total += rows;
+            }
+        }
+        Ok(total)
+    }
+
     /// Where this session's writes go: staged while a transaction block is open.
     fn writes(&self) -> Result<commands::write::Writes> {
         Ok(commands::write::Writes {
