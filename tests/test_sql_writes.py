@@ -604,3 +604,29 @@ def test_psycopg_copy_rows_and_errors(wserver):
         conn.commit()
     assert q(wserver, "SELECT count(*) FROM lab.copied WHERE state = 'WA'") == [(1,)]
     assert sqlstate(wserver, "COPY lab.copied FROM STDIN", user="ann") == "42P01"
+
+
+# ---------------------------------------------------------------------------- pyiceberg interop
+
+def test_pyiceberg_reads_sql_written_tables_and_rxgate_reads_its_appends(wserver):
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.expressions import EqualTo
+    q(wserver, "CREATE TABLE lab.interop (id bigint, ts timestamp, state string) "
+               "PARTITIONED BY (days(ts), bucket(4, id), state)")
+    q(wserver, "INSERT INTO lab.interop SELECT v, CAST(to_timestamp(1709251200 + v * 3600) AS timestamp), "
+               "CASE WHEN v % 2 = 0 THEN 'CA' ELSE 'TX' END FROM generate_series(1, 100) AS t(v)")
+    q(wserver, "DELETE FROM lab.interop WHERE id > 90")
+    cat = SqlCatalog("rxgate", uri=f"sqlite:///{wserver.data_dir / 'catalog.db'}",
+                     warehouse=f"file://{wserver.data_dir / 'warehouse'}")
+    table = cat.load_table("lab.interop")
+    spec = [(f.name, str(f.transform)) for f in table.spec().fields]
+    assert spec == [("ts_day", "day"), ("id_bucket_4", "bucket[4]"), ("state", "identity")], spec
+    assert table.scan().to_arrow().num_rows == 90
+    assert table.scan(row_filter=EqualTo("state", "CA")).to_arrow().num_rows == 45
+    # pyiceberg appends; rxgate reads the rows.
+    table.append(pa.table({"id": pa.array([1000, 1001], pa.int64()),
+                           "ts": pa.array([None, None], pa.timestamp("us")),
+                           "state": ["WA", "WA"]}))
+    assert q(wserver, "SELECT count(*) FROM lab.interop") == [(92,)]
+    assert q(wserver, "SELECT id FROM lab.interop WHERE state = 'WA' ORDER BY id") == [(1000,), (1001,)]
