@@ -57,12 +57,17 @@ fn join(items: impl IntoIterator<Item = String>) -> String {
 }
 
 /// Rows of `SHOW GRANTS` for `roles`.
+/// A grant's privileges as SQL names: `SELECT`, `INSERT, DELETE`, `ALL`.
+fn privileges(g: &rxgate_policy::Grant) -> String {
+    join(g.privileges.iter().map(|p| p.name().to_uppercase()))
+}
+
 fn grants(policy: &Policy, roles: &[String], cmd: &AdminCommand) -> Result<RecordBatch> {
     let mut rows: Vec<[String; 5]> = vec![];
     for role in roles {
         for g in policy.grants().iter().filter(|g| g.roles.contains(role)) {
             let cols = join(g.columns.iter().map(|c| c.as_str().to_string()));
-            rows.push([role.clone(), "SELECT".into(), target(&g.on), cols, String::new()]);
+            rows.push([role.clone(), privileges(g), target(&g.on), cols, String::new()]);
         }
         for m in policy.masks().iter().filter(|m| m.roles.contains(role)) {
             let cols = join(m.columns.iter().map(|c| c.as_str().to_string()));
@@ -90,7 +95,7 @@ fn policies(policy: &Policy, status: &PolicyStatus, cmd: &AdminCommand) -> Resul
     }
     for g in policy.grants() {
         let cols = join(g.columns.iter().map(|c| c.as_str().to_string()));
-        rows.push(["GRANT".into(), join(g.roles.iter().cloned()), target(&g.on), cols, "SELECT".into()]);
+        rows.push(["GRANT".into(), join(g.roles.iter().cloned()), target(&g.on), cols, privileges(g)]);
     }
     for m in policy.masks() {
         let cols = join(m.columns.iter().map(|c| c.as_str().to_string()));
