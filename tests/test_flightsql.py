@@ -340,7 +340,7 @@ def test_metadata_commands_have_the_spec_schemas(fserver):
     info = raw.info(proto.get_sql_info(0, 3))
     table = raw.fetch(info.endpoints[0].ticket)
     assert table.column("info_name").to_pylist() == [0, 3]
-    assert table.column("value").to_pylist() == ["rxgate", True]
+    assert table.column("value").to_pylist() == ["rxgate", False]  # SQL writes: not read-only
 
     info = raw.info(proto.command("CommandGetXdbcTypeInfo"))
     names = raw.fetch(info.endpoints[0].ticket).column("type_name").to_pylist()

@@ -630,3 +630,41 @@ def test_pyiceberg_reads_sql_written_tables_and_rxgate_reads_its_appends(wserver
                            "state": ["WA", "WA"]}))
     assert q(wserver, "SELECT count(*) FROM lab.interop") == [(92,)]
     assert q(wserver, "SELECT id FROM lab.interop WHERE state = 'WA' ORDER BY id") == [(1000,), (1001,)]
+
+
+def test_insert_overwrite_replaces_only_the_partitions_it_writes(wserver):
+    q(wserver, "CREATE TABLE lab.ow (id int, region string, day date) PARTITIONED BY (region, day)")
+    q(wserver, "INSERT INTO lab.ow VALUES (1, 'east', DATE '2024-01-01'), (2, 'east', DATE '2024-01-02'), "
+               "(3, 'west', DATE '2024-01-01')")
+    before = len(snapshots(wserver, "lab.ow"))
+    # Dynamic: only east/2024-01-01 is produced, so only it is replaced, in one snapshot.
+    assert q(wserver, "INSERT OVERWRITE TABLE lab.ow SELECT 10, 'east', DATE '2024-01-01'") == "INSERT 0 1"
+    assert q(wserver, "SELECT id, region, CAST(day AS string) FROM lab.ow ORDER BY id") == [
+        (2, "east", "2024-01-02"), (3, "west", "2024-01-01"), (10, "east", "2024-01-01")]
+    assert [op for _, op in snapshots(wserver, "lab.ow")][before:] == ["overwrite"]
+    # Hive's static partition value: the column comes from PARTITION (…), not from the query.
+    assert q(wserver, "INSERT OVERWRITE TABLE lab.ow PARTITION (region = 'west', day) "
+                      "SELECT 20, DATE '2024-01-01'") == "INSERT 0 1"
+    assert q(wserver, "SELECT id FROM lab.ow WHERE region = 'west'") == [(20,)]
+    assert sqlstate(wserver, "INSERT OVERWRITE TABLE lab.ow PARTITION (id = 1) SELECT 'x', DATE '2024-01-01'") == "22023"
+    # An unpartitioned table is replaced whole.
+    q(wserver, "CREATE TABLE lab.ow_flat AS SELECT 1 AS a")
+    q(wserver, "INSERT OVERWRITE TABLE lab.ow_flat SELECT 2")
+    assert q(wserver, "SELECT a FROM lab.ow_flat") == [(2,)]
+
+
+def test_update_copy_on_write_and_policy(wserver, rx_w):
+    q(wserver, "CREATE TABLE lab.upd (id int, state string, n int) PARTITIONED BY (state)")
+    q(wserver, "INSERT INTO lab.upd VALUES (1, 'CA', 10), (2, 'CA', 20), (3, 'TX', 30)")
+    assert q(wserver, "UPDATE lab.upd SET n = n + 1 WHERE id = 2") == "UPDATE 1"
+    # A changed partition column moves the row to its new partition.
+    assert q(wserver, "UPDATE lab.upd SET state = 'NY', n = 0 WHERE id = 3") == "UPDATE 1"
+    assert q(wserver, "SELECT id, state, n FROM lab.upd ORDER BY id") == [(1, "CA", 10), (2, "CA", 21), (3, "NY", 0)]
+    assert sorted(q(wserver, "SHOW PARTITIONS lab.upd")) == [("state=CA",), ("state=NY",)]
+    assert q(wserver, "UPDATE lab.upd SET n = 5 WHERE id > 100") == "UPDATE 0"
+    assert sqlstate(wserver, "UPDATE lab.upd SET nope = 1") == "42703"
+    # Policy: UPDATE needs its privilege.
+    before = table_state(wserver)
+    assert sqlstate(wserver, "UPDATE health.rx_w SET trx_cnt = 0", user="auditor_ca") == "42501"
+    assert sqlstate(wserver, "UPDATE health.rx_w SET trx_cnt = 0", user="pat") == "42501"
+    assert table_state(wserver) == before

@@ -15,8 +15,8 @@ use std::str::FromStr;
 
 use iceberg::spec::{
     DataFile, Literal, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder,
-    Operation, PartitionKey, PartitionSpec, PrimitiveLiteral, SchemaRef, Snapshot, SnapshotReference, SnapshotRetention,
-    Summary, TableMetadata, MAIN_BRANCH,
+    Operation, PartitionKey, PartitionSpec, PrimitiveLiteral, SchemaRef, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary, TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -154,7 +154,8 @@ fn removes(removal: &Removal, spec: &PartitionSpec, schema: &SchemaRef, file: &D
         Removal::Nothing => false,
         Removal::All => true,
         Removal::Partition { field, value } => {
-            let want = value.as_primitive_literal().ok_or_else(|| Error::invalid("partition value must be primitive"))?;
+            let want =
+                value.as_primitive_literal().ok_or_else(|| Error::invalid("partition value must be primitive"))?;
             match spec.fields().iter().position(|f| &f.name == field) {
                 Some(idx) => partition_matches(file, idx, &want),
                 None => false,

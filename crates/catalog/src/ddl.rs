@@ -67,7 +67,7 @@ pub async fn drop_namespace(lake: &Lakehouse, name: &str, if_exists: bool, casca
     }
     let tables = catalog.list_tables(&ns).await?;
     let external = lake.external().names(name);
-    if !cascade && !(tables.is_empty() && external.is_empty()) {
+    if !cascade && (!tables.is_empty() || !external.is_empty()) {
         return Err(Error::new(
             StatusCode::DependentObjectsExist,
             format!(
@@ -104,7 +104,10 @@ pub async fn prepare_table(lake: &Lakehouse, new: &NewTable, staged: bool) -> Re
     let mut spec = UnboundPartitionSpec::builder();
     for (column, transform) in &new.partition {
         let field = new.schema.field_by_name(column).ok_or_else(|| {
-            Error::new(StatusCode::ColumnNotFound, format!("partition column \"{column}\" is not a column of the table"))
+            Error::new(
+                StatusCode::ColumnNotFound,
+                format!("partition column \"{column}\" is not a column of the table"),
+            )
         })?;
         let name = match transform {
             Transform::Identity => column.clone(),
@@ -116,12 +119,7 @@ pub async fn prepare_table(lake: &Lakehouse, new: &NewTable, staged: bool) -> Re
             Error::new(StatusCode::InvalidArgument, format!("partition field {transform}({column}): {e}"))
         })?;
     }
-    let location = format!(
-        "{}/{}/{}",
-        lake.config().warehouse.trim_end_matches('/'),
-        ns.join("/"),
-        new.ident.name()
-    );
+    let location = format!("{}/{}/{}", lake.config().warehouse.trim_end_matches('/'), ns.join("/"), new.ident.name());
     let creation = TableCreation::builder()
         .name(new.ident.name().to_string())
         .location(location)
@@ -146,7 +144,11 @@ pub async fn prepare_table(lake: &Lakehouse, new: &NewTable, staged: bool) -> Re
 /// Registers a table built by [`prepare_table`], with `first` as its first snapshot (CTAS)
 /// or empty: writes its metadata file and inserts its catalog row, in that order, so the
 /// insert is the commit. A table of that name created meanwhile is 42P07.
-pub async fn create_table(lake: &Lakehouse, table: &Table, first: Option<&TableChange>) -> Result<Option<CommitOutcome>> {
+pub async fn create_table(
+    lake: &Lakehouse,
+    table: &Table,
+    first: Option<&TableChange>,
+) -> Result<Option<CommitOutcome>> {
     let (metadata, outcome): (TableMetadata, _) = match first {
         Some(change) => {
             let staged = stage(table, change, Uuid::new_v4(), 1).await?;
@@ -253,8 +255,6 @@ pub fn iceberg_type(t: &arrow::datatypes::DataType) -> Result<iceberg::spec::Typ
                 "a column of unknown type (a bare NULL): cast it, e.g. CAST(NULL AS int)",
             ))
         }
-        other => {
-            return Err(Error::new(StatusCode::Unsupported, format!("columns of type {other} are not supported")))
-        }
+        other => return Err(Error::new(StatusCode::Unsupported, format!("columns of type {other} are not supported"))),
     }))
 }

@@ -17,9 +17,9 @@ pub mod txn;
 mod write;
 
 pub use commit::{commit_change, replace_partition, CommitOutcome, PartitionReplace, Removal, TableChange};
-pub use write::{live_data_files, read_data_file, table_arrow_schema, TableWriter};
 pub use config::{LakehouseConfig, DEFAULT_CONNECT_TIMEOUT_SECS};
 pub use definition::{apply_definitions, load_definitions, parse_definitions, ApplyAction, ColumnDef, TableDef};
 pub use lakehouse::Lakehouse;
 pub use provider::LakehouseCatalogProvider;
 pub use scan::LakehouseTable;
+pub use write::{live_data_files, read_data_file, table_arrow_schema, TableWriter};

@@ -178,7 +178,12 @@ impl SchemaProvider for NamespaceSchema {
             // created since (by another session or gateway), or nothing.
             let external = crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await?;
             let created = external.is_none()
-                && self.lake.catalog().table_exists(&ident).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                && self
+                    .lake
+                    .catalog()
+                    .table_exists(&ident)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
             if !created {
                 return Ok(external);
             }

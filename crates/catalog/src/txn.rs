@@ -27,7 +27,7 @@ pub enum Pending {
     /// Create it (a table built by [`crate::ddl::prepare_table`]), with these changes.
     Create {
         /// The unregistered table.
-        table: Table,
+        table: Box<Table>,
         /// Its staged changes, in order.
         changes: Vec<TableChange>,
     },
@@ -136,7 +136,13 @@ pub async fn commit_all(lake: &Lakehouse, pending: &[(TableIdent, Pending)]) -> 
 async fn run_steps(lake: &Lakehouse, steps: &[Step]) -> Result<bool> {
     let db = |e: sqlx::Error| crate::lakehouse::catalog_db_error(&lake.config().uri, &e).context("commit");
     let pg = lake.config().is_postgres();
-    let bind = |sql: &str| if pg { sql.to_string() } else { (1..=6).rev().fold(sql.to_string(), |s, i| s.replace(&format!("${i}"), "?")) };
+    let bind = |sql: &str| {
+        if pg {
+            sql.to_string()
+        } else {
+            (1..=6).rev().fold(sql.to_string(), |s, i| s.replace(&format!("${i}"), "?"))
+        }
+    };
     let name = &lake.config().name;
     let mut tx = lake.pool().begin().await.map_err(db)?;
     for step in steps {

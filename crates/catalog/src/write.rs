@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
-use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use iceberg::arrow::schema_to_arrow_schema;
@@ -382,7 +384,8 @@ pub async fn read_data_file(
     let field_id = |f: &arrow::datatypes::Field| f.metadata().get(PARQUET_FIELD_ID_META_KEY).cloned();
     let mut out = vec![];
     for batch in reader {
-        let batch = batch.map_err(|e| Error::new(rxgate_common::StatusCode::StorageUnavailable, format!("{path}: {e}")))?;
+        let batch =
+            batch.map_err(|e| Error::new(rxgate_common::StatusCode::StorageUnavailable, format!("{path}: {e}")))?;
         let file_schema = batch.schema();
         let mut columns = Vec::with_capacity(target.fields().len());
         for field in target.fields() {

@@ -178,9 +178,7 @@ impl StatusCode {
             S::StatementTooComplex => grpc::INVALID_ARGUMENT,
             S::Timeout => grpc::DEADLINE_EXCEEDED,
             S::DuplicateCursor | S::AlreadyExists => grpc::ALREADY_EXISTS,
-            S::InvalidTransactionState | S::ActiveTransaction | S::InFailedTransaction => {
-                grpc::FAILED_PRECONDITION
-            }
+            S::InvalidTransactionState | S::ActiveTransaction | S::InFailedTransaction => grpc::FAILED_PRECONDITION,
             S::AuthFailed | S::InvalidAuthorization => grpc::UNAUTHENTICATED,
             S::PermissionDenied => grpc::PERMISSION_DENIED,
         }

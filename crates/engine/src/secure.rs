@@ -230,9 +230,7 @@ impl Guard {
 }
 
 /// The lakehouse catalog a session's catalog wraps.
-pub(crate) fn lakehouse_of(
-    catalog: &Arc<dyn CatalogProvider>,
-) -> Option<&rxgate_catalog::LakehouseCatalogProvider> {
+pub(crate) fn lakehouse_of(catalog: &Arc<dyn CatalogProvider>) -> Option<&rxgate_catalog::LakehouseCatalogProvider> {
     catalog.as_any().downcast_ref::<SecuredCatalog>().and_then(SecuredCatalog::lakehouse)
 }
 

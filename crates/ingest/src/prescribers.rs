@@ -17,8 +17,8 @@ use crate::clean;
 use crate::csvline::split_fields;
 use crate::layout::{Layout, LayoutKind};
 use crate::progress::Progress;
-use crate::writer::table_arrow_schema;
 use crate::writer::commit_delivery;
+use crate::writer::table_arrow_schema;
 use rxgate_catalog::TableWriter;
 
 /// Curated fact table.

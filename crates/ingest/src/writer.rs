@@ -46,4 +46,3 @@ pub async fn commit_delivery(
     };
     replace_partition(lake, table_name, &replace).await
 }
-

@@ -235,12 +235,7 @@ where
 
 /// Turns an engine output into a pgwire response, streaming rows as the client reads. A COPY
 /// is sent here, on `client` (see copy.rs); its response is the `COPY n` tag.
-async fn respond<C>(
-    client: &mut C,
-    conn: &Connection,
-    output: QueryOutput,
-    format: &Format,
-) -> PgWireResult<Response>
+async fn respond<C>(client: &mut C, conn: &Connection, output: QueryOutput, format: &Format) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,

@@ -251,7 +251,9 @@ async fn serve_connection(
             match result {
                 Ok(()) => {
                     let status = socket.transaction_status();
-                    pgwire::api::query::send_ready_for_query(&mut socket, status).await.map_err(std::io::Error::other)?;
+                    pgwire::api::query::send_ready_for_query(&mut socket, status)
+                        .await
+                        .map_err(std::io::Error::other)?;
                 }
                 Err(e) => process_error(&mut socket, e, false).await?,
             }

@@ -87,9 +87,9 @@ impl Policy {
             .roles
             .iter()
             .filter(|r| {
-                self.grants.iter().any(|g| {
-                    g.roles.contains(r) && g.gives(Privilege::Select) && g.on.covers(catalog, schema, table)
-                })
+                self.grants
+                    .iter()
+                    .any(|g| g.roles.contains(r) && g.gives(Privilege::Select) && g.on.covers(catalog, schema, table))
             })
             .collect();
         if granting.is_empty() {

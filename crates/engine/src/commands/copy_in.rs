@@ -207,7 +207,11 @@ impl CopyIn {
                 let value = records[row][*i].clone().unwrap_or_default();
                 return Err(self.malformed(
                     self.first_line + row as u64,
-                    format!("invalid input syntax for type {} of column {}: \"{value}\"", field.data_type(), field.name()),
+                    format!(
+                        "invalid input syntax for type {} of column {}: \"{value}\"",
+                        field.data_type(),
+                        field.name()
+                    ),
                 ));
             }
             columns.push(typed);
@@ -346,10 +350,8 @@ pub(crate) fn csv_fields(
     let mut chars = record.chars().peekable();
     while let Some(c) = chars.next() {
         if in_quotes {
-            if c == escape && escape != quote && chars.peek() == Some(&quote) {
-                value.push(quote);
-                chars.next();
-            } else if c == quote && escape == quote && chars.peek() == Some(&quote) {
+            // An escaped quote (doubled, when the escape is the quote itself) is one quote.
+            if c == escape && chars.peek() == Some(&quote) {
                 value.push(quote);
                 chars.next();
             } else if c == quote {

@@ -110,7 +110,10 @@ pub(crate) async fn execute(
                 if *if_not_exists {
                     return tag("CREATE TABLE");
                 }
-                return Err(Error::new(StatusCode::AlreadyExists, format!("relation \"{schema}.{name}\" already exists")));
+                return Err(Error::new(
+                    StatusCode::AlreadyExists,
+                    format!("relation \"{schema}.{name}\" already exists"),
+                ));
             }
             let fields = match &rows {
                 Some(stream) => stream
@@ -158,10 +161,7 @@ pub(crate) async fn execute(
         DdlCommand::DropTable { table, if_exists, purge } => {
             let (schema, name) = qualify(ctx, table)?;
             if !writes.drop(&ident(&schema, &name)?, *purge).await? && !*if_exists {
-                return Err(Error::new(
-                    StatusCode::TableNotFound,
-                    format!("table \"{schema}.{name}\" does not exist"),
-                ));
+                return Err(Error::new(StatusCode::TableNotFound, format!("table \"{schema}.{name}\" does not exist")));
             }
             tag("DROP TABLE")
         }

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -47,10 +47,9 @@ async fn target(writes: &Writes, schema: &str, table: &str) -> Result<Table> {
     let ident = TableIdent::new(NamespaceIdent::from_strs(schema.split('.'))?, table.to_string());
     match writes.table(&ident).await? {
         Some(t) => Ok(t),
-        None if writes.lake.external().cached(schema, table).is_some() => Err(Error::new(
-            StatusCode::Unsupported,
-            format!("{schema}.{table} is an external table: it is read-only"),
-        )),
+        None if writes.lake.external().cached(schema, table).is_some() => {
+            Err(Error::new(StatusCode::Unsupported, format!("{schema}.{table} is an external table: it is read-only")))
+        }
         None => Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist"))),
     }
 }
@@ -71,18 +70,29 @@ pub(crate) async fn plan(
     let privilege = match &cmd {
         DmlCommand::Insert { .. } | DmlCommand::CopyFrom { .. } => Privilege::Insert,
         DmlCommand::Delete { .. } | DmlCommand::Truncate { .. } => Privilege::Delete,
+        DmlCommand::Update { .. } => Privilege::Update,
     };
     require(ctx, guard, privilege, &schema, &name, &what)?;
     let table = target(writes, &schema, &name).await?;
     let source = match (&cmd, source) {
-        (DmlCommand::Insert { columns, .. }, Some(source)) => Some(Box::new(insert_source(&table, columns, *source)?)),
+        (DmlCommand::Insert { columns, constants, overwrite, .. }, Some(source)) => {
+            if *overwrite {
+                require(ctx, guard, Privilege::Delete, &schema, &name, &what)?;
+            }
+            Some(Box::new(insert_source(&table, columns, constants, *source)?))
+        }
         (_, source) => source,
     };
     Ok(Planned::Write { command: Command::Dml(cmd), source })
 }
 
-/// The INSERT's rows as the table's columns.
-fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<Planned> {
+/// The INSERT's rows as the table's columns (`constants`: static partition values).
+fn insert_source(
+    table: &Table,
+    columns: &[String],
+    constants: &[(String, String)],
+    source: Planned,
+) -> Result<Planned> {
     let Planned::Plan(plan, _, _, fallback) = source else {
         return Err(Error::new(StatusCode::Unsupported, "INSERT needs VALUES or a query"));
     };
@@ -90,8 +100,22 @@ fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<P
         return Err(Error::new(StatusCode::Unsupported, "INSERT … SELECT from the PostgreSQL catalog"));
     }
     let target = rxgate_catalog::table_arrow_schema(table)?;
+    for (k, _) in constants {
+        let md = table.metadata();
+        let is_identity_partition = md.default_partition_spec().fields().iter().any(|f| {
+            f.transform == iceberg::spec::Transform::Identity
+                && md.current_schema().field_by_id(f.source_id).is_some_and(|s| &s.name == k)
+        });
+        if !is_identity_partition {
+            return Err(Error::new(
+                StatusCode::InvalidArgument,
+                format!("{k} is not an identity partition column of {}", table.identifier()),
+            ));
+        }
+    }
+    let constant = |name: &str| constants.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let listed: Vec<String> = if columns.is_empty() {
-        target.fields().iter().map(|f| f.name().clone()).collect()
+        target.fields().iter().map(|f| f.name().clone()).filter(|n| constant(n).is_none()).collect()
     } else {
         columns.to_vec()
     };
@@ -109,7 +133,8 @@ fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<P
     }
     let width = plan.schema().fields().len();
     if width != listed.len() {
-        let more = if width > listed.len() { "expressions than target columns" } else { "target columns than expressions" };
+        let more =
+            if width > listed.len() { "expressions than target columns" } else { "target columns than expressions" };
         return Err(Error::new(StatusCode::SyntaxError, format!("INSERT has more {more}")));
     }
     // `$n` in VALUES: typed as its column, so the client is told the type and sends it.
@@ -132,15 +157,16 @@ fn insert_source(table: &Table, columns: &[String], source: Planned) -> Result<P
     let input = plan.schema().clone();
     let mut exprs = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
-        let expr = match position_of.get(field.name()) {
-            Some(&i) => cast(Expr::Column(Column::from(input.qualified_field(i))), field.data_type().clone()),
-            None if !field.is_nullable() => {
+        let expr = match (position_of.get(field.name()), constant(field.name())) {
+            (_, Some(value)) => cast(lit(value), field.data_type().clone()),
+            (Some(&i), None) => cast(Expr::Column(Column::from(input.qualified_field(i))), field.data_type().clone()),
+            (None, None) if !field.is_nullable() => {
                 return Err(Error::new(
                     StatusCode::NotNullViolation,
                     format!("null value in column \"{}\" violates not-null constraint", field.name()),
                 ))
             }
-            None => lit(ScalarValue::try_from(field.data_type())?),
+            (None, None) => lit(ScalarValue::try_from(field.data_type())?),
         };
         exprs.push(expr.alias(field.name()));
     }
@@ -256,7 +282,7 @@ pub(crate) async fn execute(
             )?;
             Ok(QueryOutput::CopyIn(Box::new(sink)))
         }
-        DmlCommand::Insert { .. } => {
+        DmlCommand::Insert { overwrite, .. } => {
             let mut stream = rows.ok_or_else(|| Error::internal("INSERT without rows"))?;
             let arrow = rxgate_catalog::table_arrow_schema(&table)?;
             let check = match policy.write_filter(&principal, Privilege::Insert, &catalog, &schema, &name)? {
@@ -272,8 +298,15 @@ pub(crate) async fn execute(
                 writer.write(batch).await?;
             }
             let n = writer.rows();
-            properties.insert("rxgate.operation".into(), "insert".into());
-            let change = TableChange { add: writer.close().await?, remove: Removal::Nothing, properties };
+            let add = writer.close().await?;
+            let remove = match overwrite {
+                false => Removal::Nothing,
+                true if table.metadata().default_partition_spec().fields().is_empty() => Removal::All,
+                // Dynamic overwrite: the partitions the rows fall in, as Hive and Spark do.
+                true => Removal::PartitionPaths(partition_paths(&table, &add)),
+            };
+            properties.insert("rxgate.operation".into(), if *overwrite { "insert overwrite" } else { "insert" }.into());
+            let change = TableChange { add, remove, properties };
             let outcome = writes.commit(&table, change).await?;
             Ok(written(format!("INSERT 0 {n}"), qualified, n, outcome.snapshot_id))
         }
@@ -291,11 +324,13 @@ pub(crate) async fn execute(
             let outcome = writes.commit(&table, change).await?;
             Ok(written("TRUNCATE TABLE".into(), qualified, outcome.deleted_records, outcome.snapshot_id))
         }
-        DmlCommand::Delete { predicate, .. } => {
+        DmlCommand::Delete { predicate, .. } | DmlCommand::Update { predicate, .. } => {
+            let update = matches!(cmd, DmlCommand::Update { .. });
+            let privilege = if update { Privilege::Update } else { Privilege::Delete };
             let access = read_access(guard, &catalog, &schema, &name, &table)?;
-            let write_filter = policy.write_filter(&principal, Privilege::Delete, &catalog, &schema, &name)?;
+            let write_filter = policy.write_filter(&principal, privilege, &catalog, &schema, &name)?;
             let read_filter = access.as_ref().and_then(|a| a.row_filter.clone());
-            if predicate.is_none() && write_filter.is_none() && read_filter.is_none() {
+            if !update && predicate.is_none() && write_filter.is_none() && read_filter.is_none() {
                 properties.insert("rxgate.operation".into(), "delete".into());
                 let change = TableChange { add: vec![], remove: Removal::All, properties };
                 let outcome = writes.commit(&table, change).await?;
@@ -306,23 +341,43 @@ pub(crate) async fn execute(
                     outcome.snapshot_id,
                 ));
             }
-            // What the predicate sees: the session's view of the table (everything for an
-            // administrator), further bounded by the DELETE row filter.
+            let set: Vec<(String, String)> = match cmd {
+                DmlCommand::Update { assignments, .. } => {
+                    assignments.iter().map(|(c, e)| (c.clone(), e.to_string())).collect()
+                }
+                _ => vec![],
+            };
+            // What the predicate (and SET) sees: the session's view of the table (everything
+            // for an administrator), further bounded by the statement's row filter.
             let arrow = rxgate_catalog::table_arrow_schema(&table)?;
+            for (c, _) in &set {
+                if arrow.field_with_name(c).is_err() {
+                    return Err(Error::new(
+                        StatusCode::ColumnNotFound,
+                        format!("column \"{c}\" of relation \"{qualified}\" does not exist"),
+                    ));
+                }
+            }
             let columns: Vec<String> = arrow.fields().iter().map(|f| f.name().clone()).collect();
+            let reads = predicate.is_some() || !set.is_empty();
             let mut access = match access {
                 Some(a) => a,
-                None if policy.is_admin(&principal.roles) || predicate.is_none() => TableAccess {
+                None if policy.is_admin(&principal.roles) || !reads => TableAccess {
                     columns: columns.iter().map(|c| ColumnAccess { name: c.clone(), mask: None }).collect(),
                     row_filter: None,
                     all_columns: true,
                 },
                 None => {
+                    let what = if update { "UPDATE" } else { "DELETE … WHERE" };
                     return Err(Error::new(
                         StatusCode::PermissionDenied,
-                        format!("permission denied: DELETE … WHERE needs SELECT on {qualified}"),
-                    ))
+                        format!("permission denied: {what} needs SELECT on {qualified}"),
+                    ));
                 }
+            };
+            let check = match &write_filter {
+                Some(filter) if update => Some(WriteCheck::new(ctx, guard, &qualified, filter, &arrow)?),
+                _ => None,
             };
             access.row_filter = match (access.row_filter.take(), write_filter) {
                 (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
@@ -330,15 +385,28 @@ pub(crate) async fn execute(
             };
             access.columns.push(ColumnAccess { name: POSITION.into(), mask: None });
             let predicate = predicate.as_ref().map(|p| p.to_string());
-            let deleter = Deleter { ctx, guard, access, predicate, arrow, qualified: qualified.clone() };
-            let (change, n) = deleter.run(lake, &table, properties).await?;
+            let rewriter = Rewriter { ctx, guard, access, predicate, set, check, arrow, qualified: qualified.clone() };
+            let (change, n) = rewriter.run(lake, &table, properties).await?;
+            let verb = if update { "UPDATE" } else { "DELETE" };
             if n == 0 {
-                return Ok(written("DELETE 0".into(), qualified, 0, None));
+                return Ok(written(format!("{verb} 0"), qualified, 0, None));
             }
             let outcome = writes.commit(&table, change).await?;
-            Ok(written(format!("DELETE {n}"), qualified, n, outcome.snapshot_id))
+            Ok(written(format!("{verb} {n}"), qualified, n, outcome.snapshot_id))
         }
     }
+}
+
+/// The partition paths (`k=v/…`, as the default spec writes them) of `files`.
+fn partition_paths(table: &Table, files: &[iceberg::spec::DataFile]) -> HashSet<String> {
+    let md = table.metadata();
+    let spec = md.default_partition_spec().as_ref().clone();
+    files
+        .iter()
+        .map(|f| {
+            iceberg::spec::PartitionKey::new(spec.clone(), md.current_schema().clone(), f.partition().clone()).to_path()
+        })
+        .collect()
 }
 
 fn written(tag: String, table: String, rows: u64, snapshot_id: impl Into<Option<i64>>) -> QueryOutput {
@@ -353,20 +421,33 @@ fn read_access(guard: &Guard, catalog: &str, schema: &str, name: &str, table: &T
     policy.table_access(&principal, catalog, schema, name, &columns)
 }
 
-/// A copy-on-write DELETE over a table's live files.
-struct Deleter<'a> {
+/// A copy-on-write DELETE or UPDATE over a table's live files.
+struct Rewriter<'a> {
     ctx: &'a SessionContext,
     guard: &'a Guard,
-    /// The session's view, with the DELETE row filter AND-ed in and the position column.
+    /// The session's view, with the statement's row filter AND-ed in and the position column.
     access: TableAccess,
     predicate: Option<String>,
+    /// UPDATE's `SET column = expression` (SQL over the session's view); empty for DELETE.
+    set: Vec<(String, String)>,
+    /// UPDATE's row filter on the new rows (`WITH CHECK`).
+    check: Option<WriteCheck>,
     arrow: SchemaRef,
     qualified: String,
 }
 
-impl Deleter<'_> {
-    /// Evaluates the DELETE file by file: untouched files stay, emptied ones are removed,
-    /// others rewritten without the deleted rows. Returns the change and the rows deleted.
+/// The rows of one file a statement touches: their positions, and for UPDATE their new
+/// values of the assigned columns.
+struct Touched {
+    positions: Vec<u64>,
+    values: Vec<ArrayRef>,
+}
+
+impl Rewriter<'_> {
+    /// Evaluates the statement file by file: untouched files stay; a DELETE removes emptied
+    /// files and rewrites others without the deleted rows; an UPDATE rewrites its files with
+    /// the new values (through the writer, so a changed partition column moves the row).
+    /// Returns the change and the rows deleted or updated.
     async fn run(
         &self,
         lake: &Lakehouse,
@@ -375,7 +456,7 @@ impl Deleter<'_> {
     ) -> Result<(TableChange, u64)> {
         let mut writer = TableWriter::new(table)?;
         let mut removed = HashSet::new();
-        let mut deleted = 0u64;
+        let mut touched_rows = 0u64;
         for (path, _) in live_data_files(table).await? {
             let batches = read_data_file(lake.storage(), &path, &self.arrow).await?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -385,27 +466,51 @@ impl Deleter<'_> {
             let all = datafusion::arrow::compute::concat_batches(&self.arrow, &batches)
                 .map_err(|e| Error::internal(e.to_string()))?;
             drop(batches);
-            let gone = self.positions(&all).await?;
-            if gone.is_empty() {
+            let touched = self.touched(&all).await?;
+            if touched.positions.is_empty() {
                 continue;
             }
-            deleted += gone.len() as u64;
+            touched_rows += touched.positions.len() as u64;
             removed.insert(path);
-            if gone.len() == rows {
-                continue;
+            let hit: HashSet<u64> = touched.positions.iter().copied().collect();
+            if hit.len() < rows {
+                let keep: BooleanArray = (0..rows).map(|i| Some(!hit.contains(&(i as u64)))).collect();
+                writer.write(filter_record_batch(&all, &keep).map_err(|e| Error::internal(e.to_string()))?).await?;
             }
-            let keep: BooleanArray = (0..rows).map(|i| Some(!gone.contains(&(i as u64)))).collect();
-            let kept = filter_record_batch(&all, &keep).map_err(|e| Error::internal(e.to_string()))?;
-            writer.write(kept).await?;
+            if !self.set.is_empty() {
+                let indices = UInt64Array::from(touched.positions.clone());
+                let mut columns = Vec::with_capacity(all.num_columns());
+                for (i, field) in self.arrow.fields().iter().enumerate() {
+                    columns.push(match self.set.iter().position(|(c, _)| c == field.name()) {
+                        Some(k) => touched.values[k].clone(),
+                        None => datafusion::arrow::compute::take(all.column(i), &indices, None)
+                            .map_err(|e| Error::internal(e.to_string()))?,
+                    });
+                }
+                let loose = Arc::new(Schema::new(
+                    columns
+                        .iter()
+                        .zip(self.arrow.fields())
+                        .map(|(c, f)| f.as_ref().clone().with_data_type(c.data_type().clone()).with_nullable(true))
+                        .collect::<Vec<_>>(),
+                ));
+                let updated = RecordBatch::try_new(loose, columns).map_err(|e| Error::internal(e.to_string()))?;
+                let updated = to_table_batch(&updated, &self.arrow)?;
+                if let Some(check) = &self.check {
+                    check.check(&updated)?;
+                }
+                writer.write(updated).await?;
+            }
         }
-        properties.insert("rxgate.operation".into(), "delete".into());
+        let operation = if self.set.is_empty() { "delete" } else { "update" };
+        properties.insert("rxgate.operation".into(), operation.into());
         let add = writer.close().await?;
-        Ok((TableChange { add, remove: Removal::Files(removed), properties }, deleted))
+        Ok((TableChange { add, remove: Removal::Files(removed), properties }, touched_rows))
     }
 
-    /// The positions of `batch`'s rows the DELETE removes: the session's secured view of the
-    /// rows (masks, row filters), filtered by the predicate.
-    async fn positions(&self, batch: &RecordBatch) -> Result<HashSet<u64>> {
+    /// The rows of `batch` the statement touches: the session's secured view of the rows
+    /// (masks, row filters) filtered by the predicate, with UPDATE's new values computed on it.
+    async fn touched(&self, batch: &RecordBatch) -> Result<Touched> {
         let mut fields: Vec<Arc<Field>> = self.arrow.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(POSITION, DataType::UInt64, false)));
         let schema = Arc::new(Schema::new(fields));
@@ -424,24 +529,51 @@ impl Deleter<'_> {
             &|sql, schema| guard.sql_expr(sql, schema),
         )?;
         let mut builder = LogicalPlanBuilder::from(secured);
+        let statement = if self.set.is_empty() { "DELETE" } else { "UPDATE" };
         if let Some(predicate) = &self.predicate {
             let df_schema: &DFSchema = builder.schema();
-            let expr = self.guard.sql_expr(predicate, df_schema).map_err(|e| {
-                Error::new(StatusCode::PlanError, format!("DELETE … WHERE {predicate}: {e}"))
-            })?;
+            let expr = self
+                .guard
+                .sql_expr(predicate, df_schema)
+                .map_err(|e| Error::new(StatusCode::PlanError, format!("{statement} … WHERE {predicate}: {e}")))?;
             builder = builder.filter(expr)?;
         }
-        let plan = builder.project(vec![Expr::Column(Column::from_name(POSITION))])?.build()?;
+        let mut exprs = vec![Expr::Column(Column::from_name(POSITION))];
+        for (column, sql) in &self.set {
+            let expr = self
+                .guard
+                .sql_expr(sql, builder.schema())
+                .map_err(|e| Error::new(StatusCode::PlanError, format!("UPDATE … SET {column} = {sql}: {e}")))?;
+            let target = self.arrow.field_with_name(column).map_err(|e| Error::internal(e.to_string()))?;
+            exprs.push(cast(expr, target.data_type().clone()).alias(format!("__rxgate_set_{column}")));
+        }
+        let plan = builder.project(exprs)?.build()?;
         let found = self.ctx.execute_logical_plan(plan).await?.collect().await?;
-        let mut out = HashSet::new();
-        for b in found {
+        let mut positions = vec![];
+        let mut parts: Vec<Vec<ArrayRef>> = vec![vec![]; self.set.len()];
+        for b in &found {
             let col = b
                 .column(0)
                 .as_any()
                 .downcast_ref::<UInt64Array>()
                 .ok_or_else(|| Error::internal("row positions are not u64"))?;
-            out.extend(col.iter().flatten());
+            positions.extend(col.iter().flatten());
+            for (k, part) in parts.iter_mut().enumerate() {
+                part.push(b.column(k + 1).clone());
+            }
         }
-        Ok(out)
+        let values = parts
+            .into_iter()
+            .enumerate()
+            .map(|(k, arrays)| {
+                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                if refs.is_empty() {
+                    let t = self.arrow.field_with_name(&self.set[k].0).map_err(|e| Error::internal(e.to_string()))?;
+                    return Ok(datafusion::arrow::array::new_empty_array(t.data_type()));
+                }
+                datafusion::arrow::compute::concat(&refs).map_err(|e| Error::internal(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Touched { positions, values })
     }
 }

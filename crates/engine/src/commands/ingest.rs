@@ -125,9 +125,14 @@ pub(crate) async fn ingest(
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         // Loose first (the incoming types), then exactly the table's types and field ids.
         let loose = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            columns.iter().zip(arrow.fields()).map(|(c, f)| f.as_ref().clone().with_data_type(c.data_type().clone()).with_nullable(true)).collect::<Vec<_>>(),
+            columns
+                .iter()
+                .zip(arrow.fields())
+                .map(|(c, f)| f.as_ref().clone().with_data_type(c.data_type().clone()).with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
-        let batch = RecordBatch::try_new_with_options(loose, columns, &options).map_err(|e| Error::internal(e.to_string()))?;
+        let batch =
+            RecordBatch::try_new_with_options(loose, columns, &options).map_err(|e| Error::internal(e.to_string()))?;
         let batch = to_table_batch(&batch, &arrow)?;
         if let Some(check) = &check {
             check.check(&batch)?;
@@ -135,7 +140,8 @@ pub(crate) async fn ingest(
         writer.write(batch).await?;
     }
     let rows = writer.rows();
-    let mut change = TableChange { add: writer.close().await?, remove: Removal::Nothing, properties: Default::default() };
+    let mut change =
+        TableChange { add: writer.close().await?, remove: Removal::Nothing, properties: Default::default() };
     change.properties.insert("rxgate.operation".into(), "ingest".into());
     change.properties.insert("rxgate.user".into(), user.to_string());
     let snapshot_id = match (&existing, create) {
@@ -149,7 +155,7 @@ pub(crate) async fn ingest(
         (Some(_), true) => {
             let pending = vec![
                 (ident.clone(), Pending::Drop { purge: false }),
-                (ident.clone(), Pending::Create { table, changes: vec![change] }),
+                (ident.clone(), Pending::Create { table: Box::new(table), changes: vec![change] }),
             ];
             rxgate_catalog::txn::commit_all(&writes.lake, &pending).await?.last().copied().flatten()
         }

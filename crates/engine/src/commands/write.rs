@@ -37,9 +37,8 @@ pub(crate) fn to_table_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<
         let column = if column.data_type() == field.data_type() {
             column.clone()
         } else {
-            cast_with_options(column, field.data_type(), &options).map_err(|e| {
-                Error::new(StatusCode::DataException, format!("column \"{}\": {e}", field.name()))
-            })?
+            cast_with_options(column, field.data_type(), &options)
+                .map_err(|e| Error::new(StatusCode::DataException, format!("column \"{}\": {e}", field.name())))?
         };
         if !field.is_nullable() && column.null_count() > 0 {
             return Err(Error::new(
@@ -61,7 +60,13 @@ pub(crate) struct WriteCheck {
 
 impl WriteCheck {
     /// Compiles `filter` (SQL over the table's columns) against the table's Arrow schema.
-    pub(crate) fn new(ctx: &SessionContext, guard: &Guard, table: &str, filter: &str, schema: &SchemaRef) -> Result<Self> {
+    pub(crate) fn new(
+        ctx: &SessionContext,
+        guard: &Guard,
+        table: &str,
+        filter: &str,
+        schema: &SchemaRef,
+    ) -> Result<Self> {
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let expr = guard.sql_expr(filter, &df_schema)?;
         let predicate = ctx.state().create_physical_expr(expr, &df_schema)?;
@@ -205,7 +210,11 @@ impl Writes {
             return Err(Error::new(StatusCode::AlreadyExists, format!("relation \"{ident}\" already exists")));
         }
         let changes = first.into_iter().collect();
-        staged.entries.push((ident.clone(), Pending::Create { table: prepared, changes }, Some(view.clone())));
+        staged.entries.push((
+            ident.clone(),
+            Pending::Create { table: Box::new(prepared), changes },
+            Some(view.clone()),
+        ));
         self.show(&ident, Some(view));
         Ok(Committed { snapshot_id: None, deleted_records: 0 })
     }

@@ -288,20 +288,34 @@ pub enum DdlCommand {
 /// DML on Iceberg tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DmlCommand {
-    /// `INSERT INTO t [(cols)] VALUES … | query`.
+    /// `INSERT INTO t [(cols)] VALUES … | query`, and `INSERT OVERWRITE [TABLE] t
+    /// [PARTITION (k='v' | k, …)] query`.
     Insert {
         /// Name parts.
         table: Vec<String>,
-        /// Target columns; empty: all, in table order.
+        /// Target columns; empty: all, in table order (without the static partition keys).
         columns: Vec<String>,
         /// The rows.
         source: SourceQuery,
+        /// `OVERWRITE`: the partitions the rows fall in are replaced (dynamic overwrite).
+        overwrite: bool,
+        /// Static partition values of `PARTITION (k='v')`: constants of those columns.
+        constants: Vec<(String, String)>,
     },
     /// `DELETE FROM t [WHERE predicate]`.
     Delete {
         /// Name parts.
         table: Vec<String>,
         /// The predicate (rows where it is true are deleted); `None`: all rows.
+        predicate: Option<Box<datafusion::sql::sqlparser::ast::Expr>>,
+    },
+    /// `UPDATE t SET col = expr, … [WHERE predicate]`.
+    Update {
+        /// Name parts.
+        table: Vec<String>,
+        /// `(column, expression)` of each assignment.
+        assignments: Vec<(String, Box<datafusion::sql::sqlparser::ast::Expr>)>,
+        /// Rows where it is true are updated; `None`: all.
         predicate: Option<Box<datafusion::sql::sqlparser::ast::Expr>>,
     },
     /// `TRUNCATE [TABLE] t`.
@@ -326,6 +340,7 @@ impl DmlCommand {
         match self {
             DmlCommand::Insert { table, .. }
             | DmlCommand::Delete { table, .. }
+            | DmlCommand::Update { table, .. }
             | DmlCommand::Truncate { table }
             | DmlCommand::CopyFrom { table, .. } => table,
         }

@@ -385,12 +385,20 @@ mod grammar_tests {
             command("CREATE TABLE t AS SELECT 1 AS a"),
             Command::Ddl(DdlCommand::CreateTable { query: Some(_), .. })
         ));
-        assert!(matches!(p("CREATE TABLE t (a int) PARTITIONED BY (nope(a))"), Err(e) if e.code == StatusCode::SyntaxError));
+        assert!(
+            matches!(p("CREATE TABLE t (a int) PARTITIONED BY (nope(a))"), Err(e) if e.code == StatusCode::SyntaxError)
+        );
         assert!(matches!(p("CREATE TABLE t (a int) USING delta"), Err(e) if e.code == StatusCode::Unsupported));
         assert!(matches!(command("INSERT INTO t (a) VALUES (1)"), Command::Dml(DmlCommand::Insert { .. })));
-        assert!(matches!(command("DELETE FROM t WHERE a > 1"), Command::Dml(DmlCommand::Delete { predicate: Some(_), .. })));
+        assert!(matches!(
+            command("DELETE FROM t WHERE a > 1"),
+            Command::Dml(DmlCommand::Delete { predicate: Some(_), .. })
+        ));
         assert!(matches!(command("TRUNCATE TABLE t"), Command::Dml(DmlCommand::Truncate { .. })));
-        assert!(matches!(command("COPY t (a) FROM STDIN WITH (FORMAT csv)"), Command::Dml(DmlCommand::CopyFrom { .. })));
+        assert!(matches!(
+            command("COPY t (a) FROM STDIN WITH (FORMAT csv)"),
+            Command::Dml(DmlCommand::CopyFrom { .. })
+        ));
         assert!(matches!(p("COPY t FROM '/etc/passwd'"), Err(e) if e.code == StatusCode::PermissionDenied));
         assert!(matches!(command("DROP SCHEMA s CASCADE"), Command::Ddl(DdlCommand::DropSchema { cascade: true, .. })));
         assert!(matches!(

@@ -295,23 +295,29 @@ pub(super) fn named(stmt: &SqlStatement) -> Option<Result<Command>> {
             single(db_name).map(|name| Command::Ddl(DdlCommand::CreateSchema { name, if_not_exists: *if_not_exists }))
         }
         SqlStatement::CreateDatabase { .. } => unsupported("CREATE DATABASE … LOCATION is not supported"),
-        SqlStatement::Drop { object_type: ObjectType::Schema | ObjectType::Database, names, if_exists, cascade, .. } => {
-            match names.as_slice() {
-                [name] => single(name).map(|name| {
-                    Command::Ddl(DdlCommand::DropSchema { name, if_exists: *if_exists, cascade: *cascade })
-                }),
-                _ => unsupported("DROP SCHEMA of several schemas"),
-            }
-        }
+        SqlStatement::Drop {
+            object_type: ObjectType::Schema | ObjectType::Database,
+            names,
+            if_exists,
+            cascade,
+            ..
+        } => match names.as_slice() {
+            [name] => single(name)
+                .map(|name| Command::Ddl(DdlCommand::DropSchema { name, if_exists: *if_exists, cascade: *cascade })),
+            _ => unsupported("DROP SCHEMA of several schemas"),
+        },
         SqlStatement::AlterTable(alter) => match alter.operations.as_slice() {
-            [AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to) }] => {
-                Ok(Command::Ddl(DdlCommand::RenameTable { table: name_parts(&alter.name), to: name_parts(to) }))
-            }
+            [AlterTableOperation::RenameTable {
+                table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
+            }] => Ok(Command::Ddl(DdlCommand::RenameTable { table: name_parts(&alter.name), to: name_parts(to) })),
             _ => return None,
         },
         SqlStatement::Insert(insert) => insert_command(insert),
         SqlStatement::Delete(delete) => {
-            if delete.using.is_some() || delete.returning.is_some() || delete.limit.is_some() || !delete.tables.is_empty()
+            if delete.using.is_some()
+                || delete.returning.is_some()
+                || delete.limit.is_some()
+                || !delete.tables.is_empty()
             {
                 return Some(unsupported("DELETE supports FROM table [WHERE predicate]"));
             }
@@ -328,10 +334,12 @@ pub(super) fn named(stmt: &SqlStatement) -> Option<Result<Command>> {
             }
         }
         SqlStatement::Truncate(t) => match t.table_names.as_slice() {
-            [target] if t.partitions.is_none() => Ok(Command::Dml(DmlCommand::Truncate { table: name_parts(&target.name) })),
+            [target] if t.partitions.is_none() => {
+                Ok(Command::Dml(DmlCommand::Truncate { table: name_parts(&target.name) }))
+            }
             _ => unsupported("TRUNCATE supports one table"),
         },
-        SqlStatement::Update { .. } => unsupported("UPDATE is not supported yet"),
+        SqlStatement::Update(update) => update_command(update),
         _ => return None,
     })
 }
@@ -347,8 +355,25 @@ fn insert_command(insert: &datafusion::sql::sqlparser::ast::Insert) -> Result<Co
     let TableObject::TableName(name) = &insert.table else {
         return unsupported("INSERT INTO TABLE FUNCTION is not supported");
     };
-    if insert.overwrite || insert.partitioned.is_some() {
-        return unsupported("INSERT OVERWRITE and INSERT … PARTITION are not supported yet");
+    let mut constants = vec![];
+    for e in insert.partitioned.iter().flatten() {
+        match e {
+            // Dynamic: the column comes from the query, like any other.
+            Expr::Identifier(_) => {}
+            Expr::BinaryOp { left, op: datafusion::sql::sqlparser::ast::BinaryOperator::Eq, right } => {
+                let (Expr::Identifier(key), Expr::Value(v)) = (left.as_ref(), right.as_ref()) else {
+                    return Err(syntax("PARTITION (…) takes key = 'value' or key"));
+                };
+                let value = match &v.value {
+                    Value::SingleQuotedString(s) => s.clone(),
+                    Value::Number(n, _) => n.clone(),
+                    other => return Err(syntax(format!("partition value {other} must be a literal"))),
+                };
+                let key = if key.quote_style.is_none() { key.value.to_lowercase() } else { key.value.clone() };
+                constants.push((key, value));
+            }
+            other => return Err(syntax(format!("PARTITION (…) takes key = 'value' or key, not {other}"))),
+        }
     }
     if insert.on.is_some() || insert.returning.is_some() || insert.or.is_some() || insert.ignore {
         return unsupported("INSERT … ON CONFLICT / RETURNING is not supported");
@@ -364,5 +389,30 @@ fn insert_command(insert: &datafusion::sql::sqlparser::ast::Insert) -> Result<Co
             .map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
             .collect(),
         source: source.clone(),
+        overwrite: insert.overwrite,
+        constants,
+    }))
+}
+
+fn update_command(u: &datafusion::sql::sqlparser::ast::Update) -> Result<Command> {
+    use datafusion::sql::sqlparser::ast::AssignmentTarget;
+    if u.from.is_some() || u.returning.is_some() || u.limit.is_some() || u.or.is_some() || !u.table.joins.is_empty() {
+        return unsupported("UPDATE supports one table, SET and WHERE");
+    }
+    let TableFactor::Table { name, alias: None, .. } = &u.table.relation else {
+        return unsupported("UPDATE supports one table, without an alias");
+    };
+    let mut assignments = vec![];
+    for a in &u.assignments {
+        let AssignmentTarget::ColumnName(column) = &a.target else {
+            return unsupported("UPDATE … SET (a, b) = … is not supported");
+        };
+        let Some(column) = name_parts(column).pop() else { return Err(syntax("UPDATE … SET needs a column")) };
+        assignments.push((column, Box::new(a.value.clone())));
+    }
+    Ok(Command::Dml(DmlCommand::Update {
+        table: name_parts(name),
+        assignments,
+        predicate: u.selection.clone().map(Box::new),
     }))
 }
