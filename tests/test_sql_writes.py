@@ -454,12 +454,29 @@ def test_crash_before_commit_leaves_the_table_and_the_rerun_lands_once(rxgate_bi
         assert s.proc.returncode == -signal.SIGABRT
     finally:
         stop_server(s)
+    # The same during a COPY FROM STDIN: the server dies at its commit.
+    rows = "".join(f"{v}\tcopied {v}\n" for v in range(1_000_001, 1_200_001))
+    (tmp_path / "crash-copy").mkdir()
+    s = start_server_with_roles(rxgate_bin, data, tmp_path / "crash-copy", config, users, PASSWORD,
+                                env={"RXGATE_FAILPOINT": "write.before_commit"})
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            with pg(s) as conn, conn.cursor() as cur:
+                with cur.copy("COPY lab.big FROM STDIN") as copy:
+                    copy.write(rows)
+        s.proc.wait(timeout=30)
+        assert s.proc.returncode == -signal.SIGABRT
+    finally:
+        stop_server(s)
     (tmp_path / "after").mkdir()
     s = start_server_with_roles(rxgate_bin, data, tmp_path / "after", config, users, PASSWORD)
     try:
         assert q(s, "SELECT count(*) FROM lab.big") == [(1,)]
         assert q(s, insert) == "INSERT 0 500000"
-        assert q(s, "SELECT count(*), count(DISTINCT i) FROM lab.big") == [(500001, 500001)]
+        with pg(s) as conn, conn.cursor() as cur:
+            with cur.copy("COPY lab.big FROM STDIN") as copy:
+                copy.write(rows)
+        assert q(s, "SELECT count(*), count(DISTINCT i) FROM lab.big") == [(700001, 700001)]
     finally:
         stop_server(s)
 
@@ -493,6 +510,11 @@ def test_transaction_over_two_tables_lands_at_commit(wserver):
         conn.commit()
     assert q(wserver, "SELECT a FROM lab.tx_a") == [(1,)]
     assert q(wserver, "SELECT b FROM lab.tx_b") == [(10,)]
+    # The audit trail says what the COMMIT landed: each table with the snapshot it committed.
+    records = [json.loads(line) for line in (wserver.audit_dir / "audit.jsonl").read_text().splitlines()]
+    commits = {r["written_table"]: r["snapshot_id"] for r in records if r["statement"] == "COMMIT"}
+    assert commits.get("lab.tx_a") in {sid for sid, _ in snapshots(wserver, "lab.tx_a")}
+    assert commits.get("lab.tx_b") in {sid for sid, _ in snapshots(wserver, "lab.tx_b")}
     # A failed statement aborts the block: 25P02 until it ends, and COMMIT rolls back.
     with pg(wserver, autocommit=False) as conn:
         conn.execute("INSERT INTO lab.tx_a VALUES (3)")
@@ -668,3 +690,20 @@ def test_update_copy_on_write_and_policy(wserver, rx_w):
     assert sqlstate(wserver, "UPDATE health.rx_w SET trx_cnt = 0", user="auditor_ca") == "42501"
     assert sqlstate(wserver, "UPDATE health.rx_w SET trx_cnt = 0", user="pat") == "42501"
     assert table_state(wserver) == before
+
+
+def test_psycopg_binary_copy(wserver):
+    import datetime
+    q(wserver, "CREATE TABLE lab.bin (id bigint, name string, n int, amount decimal(10,2), day date, "
+               "ts timestamp, ok boolean, score double)")
+    rows = [(1, "a", 7, Decimal("12345.67"), datetime.date(2024, 2, 29), datetime.datetime(2024, 3, 1, 12, 30, 5, 250000),
+             True, 0.5),
+            (2, None, None, Decimal("-0.05"), None, None, False, None),
+            (3, "ünïcode", -3, Decimal("20000"), datetime.date(1999, 12, 31), datetime.datetime(1970, 1, 1), None, -1e10)]
+    with pg(wserver) as conn, conn.cursor() as cur:
+        with cur.copy("COPY lab.bin FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "int4", "numeric", "date", "timestamp", "bool", "float8"])
+            for r in rows:
+                copy.write_row(r)
+        assert cur.rowcount == 3
+    assert q(wserver, "SELECT * FROM lab.bin ORDER BY id") == rows

@@ -23,7 +23,6 @@ use iceberg::MetadataLocation;
 use rxgate_common::{Error, Result, StatusCode};
 use uuid::Uuid;
 
-use crate::lakehouse::parse_ident;
 use crate::Lakehouse;
 
 /// Which live data files a commit removes.
@@ -350,26 +349,10 @@ pub(crate) async fn swap_metadata(
     let new_location = MetadataLocation::from_str(&current_location)?.with_next_version().with_new_metadata(&new_md);
     new_md.write_to(table.file_io(), &new_location).await?;
 
-    let ident = parse_ident(&format!("{}.{}", table.identifier().namespace().join("."), table.identifier().name()))?;
-    let sql = if lake.config().is_postgres() {
-        "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2 \
-         WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 AND metadata_location = $6"
-    } else {
-        "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
-         WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
-    };
     let new_location = new_location.to_string();
-    let done = sqlx::query(sql)
-        .bind(&new_location)
-        .bind(&current_location)
-        .bind(&lake.config().name)
-        .bind(ident.namespace().join("."))
-        .bind(ident.name())
-        .bind(&current_location)
-        .execute(lake.pool())
-        .await
-        .map_err(|e| crate::lakehouse::catalog_db_error(&lake.config().uri, &e).context("commit"))?;
-    Ok((done.rows_affected() > 0).then_some(new_location))
+    let step =
+        crate::txn::Step::Swap { ident: table.identifier().clone(), old: current_location, new: new_location.clone() };
+    Ok(crate::txn::run_steps(lake, &[step]).await?.then_some(new_location))
 }
 
 fn chrono_now_ms() -> i64 {

@@ -161,29 +161,10 @@ pub async fn create_table(
     }
     let location = MetadataLocation::new_with_metadata(table.metadata().location(), &metadata);
     metadata.write_to(table.file_io(), &location).await?;
-    let ident = table.identifier();
-    let sql = if lake.config().is_postgres() {
-        "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, iceberg_type) \
-         VALUES ($1, $2, $3, $4, 'TABLE')"
-    } else {
-        "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, iceberg_type) \
-         VALUES (?, ?, ?, ?, 'TABLE')"
-    };
-    let inserted = sqlx::query(sql)
-        .bind(&lake.config().name)
-        .bind(ident.namespace().join("."))
-        .bind(ident.name())
-        .bind(location.to_string())
-        .execute(lake.pool())
-        .await;
-    match inserted {
-        Ok(_) => {
-            lake.bump_ddl_version();
-            Ok(outcome)
-        }
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(already_exists(ident)),
-        Err(e) => Err(crate::lakehouse::catalog_db_error(&lake.config().uri, &e).context("create table")),
-    }
+    let step = crate::txn::Step::Insert { ident: table.identifier().clone(), location: location.to_string() };
+    crate::txn::run_steps(lake, &[step]).await?;
+    lake.bump_ddl_version();
+    Ok(outcome)
 }
 
 /// Drops a table from the catalog; with `purge`, also every file its metadata references.

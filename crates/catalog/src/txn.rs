@@ -72,10 +72,14 @@ async fn apply_all(table: &Table, changes: &[TableChange]) -> Result<TableMetada
 
 const MAX_ATTEMPTS: u32 = 8;
 
-/// One statement of the commit, prepared for the database transaction.
-enum Step {
+/// One change of a catalog row, the way the SQL catalog keeps them (`iceberg_tables`): every
+/// commit, creation and drop of rxgate goes through [`run_steps`].
+pub(crate) enum Step {
+    /// Compare-and-swap the metadata location (`UPDATE … WHERE metadata_location = old`).
     Swap { ident: TableIdent, old: String, new: String },
+    /// A new table's row (a unique violation is 42P07).
     Insert { ident: TableIdent, location: String },
+    /// A dropped table's row, if it still points at `old`; `purge`: its files go afterwards.
     Delete { ident: TableIdent, old: String, purge: Option<Table> },
 }
 
@@ -133,7 +137,7 @@ pub async fn commit_all(lake: &Lakehouse, pending: &[(TableIdent, Pending)]) -> 
 }
 
 /// Runs the steps in one database transaction; `Ok(false)`: a row had moved (rolled back).
-async fn run_steps(lake: &Lakehouse, steps: &[Step]) -> Result<bool> {
+pub(crate) async fn run_steps(lake: &Lakehouse, steps: &[Step]) -> Result<bool> {
     let db = |e: sqlx::Error| crate::lakehouse::catalog_db_error(&lake.config().uri, &e).context("commit");
     let pg = lake.config().is_postgres();
     let bind = |sql: &str| {

@@ -125,14 +125,15 @@ pub(crate) struct Incoming {
 }
 
 /// Starts receiving a COPY FROM STDIN: the sink waits in the connection, the client is told
-/// how many columns to send, in text format (CSV is text too).
+/// how many columns to send, and whether in binary (text and CSV are text).
 pub(crate) async fn start_copy_in(
     conn: &crate::handler::Connection,
     sink: Box<rxgate_engine::CopyIn>,
 ) -> PgWireResult<Response> {
     let columns = sink.columns();
+    let format = i8::from(sink.binary());
     *conn.copy.lock().await = Some(Incoming { sink, error: None });
-    Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(0, columns, futures::stream::empty())))
+    Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(format, columns, futures::stream::empty())))
 }
 
 /// Feeds the client's CopyData to the connection's COPY FROM STDIN, and finishes it.

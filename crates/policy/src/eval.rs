@@ -83,15 +83,7 @@ impl Policy {
         table: &str,
         columns: &[String],
     ) -> Result<Option<TableAccess>> {
-        let granting: Vec<&String> = p
-            .roles
-            .iter()
-            .filter(|r| {
-                self.grants
-                    .iter()
-                    .any(|g| g.roles.contains(r) && g.gives(Privilege::Select) && g.on.covers(catalog, schema, table))
-            })
-            .collect();
+        let granting = self.granting(p, Privilege::Select, catalog, schema, table);
         if granting.is_empty() {
             return Ok(None);
         }
@@ -144,16 +136,27 @@ impl Policy {
         if self.is_admin(&p.roles) {
             return Ok(None);
         }
-        let granting: Vec<&String> = p
-            .roles
+        let granting = self.granting(p, privilege, catalog, schema, table);
+        self.combined_filter(p, &granting, catalog, schema, table)
+    }
+
+    /// The principal's roles that a grant gives `privilege` on the table.
+    fn granting<'a>(
+        &self,
+        p: &'a Principal,
+        privilege: Privilege,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Vec<&'a String> {
+        p.roles
             .iter()
             .filter(|r| {
                 self.grants
                     .iter()
                     .any(|g| g.roles.contains(r) && g.gives(privilege) && g.on.covers(catalog, schema, table))
             })
-            .collect();
-        self.combined_filter(p, &granting, catalog, schema, table)
+            .collect()
     }
 
     /// The row filter of `granting` roles on a table: none when one of them has no filter,

@@ -1,4 +1,4 @@
-//! `COPY t [(cols)] FROM STDIN` in PostgreSQL's text and CSV formats: the frontend feeds the
+//! `COPY t [(cols)] FROM STDIN` in PostgreSQL's text, CSV and binary (PGCOPY) formats: the frontend feeds the
 //! client's data ([`CopyIn::write`]) as it arrives; complete records are parsed in chunks into
 //! typed batches and streamed into the table's writer; [`CopyIn::finish`] commits them in one
 //! snapshot (or stages them in the session's transaction). A malformed record (a value that
@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use iceberg::table::Table;
 use rxgate_catalog::{Removal, TableChange, TableWriter};
@@ -46,6 +46,8 @@ pub struct CopyIn {
     /// Lines consumed so far.
     lines: u64,
     header_pending: bool,
+    /// The PGCOPY header was read.
+    binary_header: bool,
     ended: bool,
     rows: u64,
     pub(crate) audit: Option<(AuditRecord, Arc<AuditLog>, Instant)>,
@@ -63,9 +65,6 @@ impl CopyIn {
         check: Option<WriteCheck>,
         user: &str,
     ) -> Result<Self> {
-        if options.format == CopyFormat::Binary {
-            return Err(Error::new(StatusCode::Unsupported, "COPY FROM STDIN in binary format is not supported yet"));
-        }
         if options.delimiter.len() != 1 || options.quote.len() != 1 || options.escape.len() != 1 {
             return Err(Error::new(
                 StatusCode::InvalidArgument,
@@ -90,6 +89,7 @@ impl CopyIn {
             pending: vec![],
             first_line: 1,
             lines: 0,
+            binary_header: false,
             ended: false,
             rows: 0,
             audit: None,
@@ -101,12 +101,20 @@ impl CopyIn {
         self.fields
     }
 
+    /// Whether the client sends PGCOPY binary.
+    pub fn binary(&self) -> bool {
+        self.options.format == CopyFormat::Binary
+    }
+
     /// Takes the next piece of the client's data.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.ended {
             return Ok(());
         }
         self.buffer.extend_from_slice(data);
+        if self.binary() {
+            return self.binary_records().await;
+        }
         let csv = self.options.format == CopyFormat::Csv;
         let quote = self.options.quote.as_bytes()[0];
         let mut start = 0;
@@ -171,6 +179,84 @@ impl CopyIn {
         }
         self.pending.push(fields);
         Ok(true)
+    }
+
+    /// Parses the complete PGCOPY tuples in the buffer (the header first): each field is
+    /// decoded by its column's type into text, then typed like the text formats.
+    async fn binary_records(&mut self) -> Result<()> {
+        const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+        let mut at = 0usize;
+        if !self.binary_header {
+            if self.buffer.len() < SIGNATURE.len() + 8 {
+                return Ok(());
+            }
+            if &self.buffer[..SIGNATURE.len()] != SIGNATURE {
+                return Err(self.malformed(1, "COPY file signature not recognized".into()));
+            }
+            let ext = u32::from_be_bytes(self.buffer[15..19].try_into().expect("4 bytes")) as usize;
+            if self.buffer.len() < 19 + ext {
+                return Ok(());
+            }
+            at = 19 + ext;
+            self.binary_header = true;
+        }
+        let types: Vec<DataType> = (0..self.fields)
+            .map(|i| {
+                let column = self.sources.iter().position(|s| *s == Some(i)).expect("every field has a column");
+                self.arrow.field(column).data_type().clone()
+            })
+            .collect();
+        while let Some(count) = self.buffer.get(at..at + 2) {
+            let count = i16::from_be_bytes(count.try_into().expect("2 bytes"));
+            if count == -1 {
+                self.ended = true;
+                at += 2;
+                break;
+            }
+            if count as usize != self.fields {
+                return Err(
+                    self.malformed(self.lines + 1, format!("row field count is {count}, expected {}", self.fields))
+                );
+            }
+            let mut pos = at + 2;
+            let mut fields = Vec::with_capacity(self.fields);
+            let mut complete = true;
+            for t in &types {
+                let Some(len) = self.buffer.get(pos..pos + 4) else {
+                    complete = false;
+                    break;
+                };
+                let len = i32::from_be_bytes(len.try_into().expect("4 bytes"));
+                pos += 4;
+                if len < 0 {
+                    fields.push(None);
+                    continue;
+                }
+                let Some(bytes) = self.buffer.get(pos..pos + len as usize) else {
+                    complete = false;
+                    break;
+                };
+                let text = binary_text(t, bytes).map_err(|m| self.malformed(self.lines + 1, m))?;
+                fields.push(Some(text));
+                pos += len as usize;
+            }
+            if !complete {
+                break;
+            }
+            self.lines += 1;
+            if self.pending.is_empty() {
+                self.first_line = self.lines;
+            }
+            self.pending.push(fields);
+            at = pos;
+            if self.pending.len() >= CHUNK_ROWS {
+                self.buffer.drain(..at);
+                at = 0;
+                self.flush().await?;
+            }
+        }
+        self.buffer.drain(..at);
+        Ok(())
     }
 
     fn malformed(&self, line: u64, message: String) -> Error {
@@ -249,6 +335,9 @@ impl CopyIn {
     }
 
     async fn finish_inner(&mut self) -> Result<QueryOutput> {
+        if self.binary() && !self.buffer.is_empty() {
+            return Err(self.malformed(self.lines + 1, "unexpected EOF in COPY data".into()));
+        }
         if !self.buffer.is_empty() && !self.ended {
             let rest = String::from_utf8(std::mem::take(&mut self.buffer))
                 .map_err(|_| self.malformed(self.lines + 1, "invalid byte sequence for encoding \"UTF8\"".into()))?;
@@ -277,6 +366,81 @@ impl CopyIn {
             log.append(&record);
         }
     }
+}
+
+/// A PGCOPY binary field, by its column's type, as the text the typing step reads.
+fn binary_text(t: &DataType, b: &[u8]) -> std::result::Result<String, String> {
+    let int = |n: usize| -> std::result::Result<i64, String> {
+        if b.len() != n {
+            return Err(format!("incorrect binary data format: {} bytes for {t}", b.len()));
+        }
+        Ok(match n {
+            2 => i64::from(i16::from_be_bytes(b.try_into().expect("2"))),
+            4 => i64::from(i32::from_be_bytes(b.try_into().expect("4"))),
+            _ => i64::from_be_bytes(b.try_into().expect("8")),
+        })
+    };
+    const PG_EPOCH_DAYS: i64 = 10_957;
+    Ok(match t {
+        DataType::Boolean => (b.first().copied().unwrap_or(0) != 0).to_string(),
+        DataType::Int16 => int(2)?.to_string(),
+        DataType::Int32 => int(4)?.to_string(),
+        DataType::Int64 => int(8)?.to_string(),
+        DataType::Float32 => f32::from_bits(int(4)? as u32).to_string(),
+        DataType::Float64 => f64::from_bits(int(8)? as u64).to_string(),
+        DataType::Date32 => {
+            let days = int(4)? + PG_EPOCH_DAYS;
+            chrono::NaiveDate::from_num_days_from_ce_opt((days + 719_163) as i32)
+                .ok_or("date out of range")?
+                .to_string()
+        }
+        DataType::Timestamp(..) => {
+            let micros = int(8)? + PG_EPOCH_DAYS * 86_400_000_000;
+            chrono::DateTime::from_timestamp_micros(micros)
+                .ok_or("timestamp out of range")?
+                .naive_utc()
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string()
+        }
+        DataType::Decimal128(..) => numeric_text(b)?,
+        _ => String::from_utf8(b.to_vec()).map_err(|_| "invalid byte sequence for encoding \"UTF8\"".to_string())?,
+    })
+}
+
+/// PostgreSQL's binary NUMERIC (base-10000 digits, weight, sign, display scale) as text.
+fn numeric_text(b: &[u8]) -> std::result::Result<String, String> {
+    let word = |i: usize| -> std::result::Result<i16, String> {
+        b.get(i * 2..i * 2 + 2).map(|w| i16::from_be_bytes(w.try_into().expect("2"))).ok_or("bad numeric".to_string())
+    };
+    let (ndigits, weight, sign, dscale) = (word(0)? as usize, word(1)? as i64, word(2)? as u16, word(3)? as usize);
+    if sign == 0xC000 {
+        return Err("NaN is not a decimal".into());
+    }
+    let mut int_part = String::new();
+    let mut frac_part = String::new();
+    for i in 0..ndigits {
+        let d = word(4 + i)?;
+        let position = weight - i as i64;
+        if position >= 0 {
+            int_part.push_str(&if int_part.is_empty() { d.to_string() } else { format!("{d:04}") });
+        } else {
+            frac_part.push_str(&format!("{d:04}"));
+        }
+    }
+    for _ in ndigits as i64..=weight {
+        int_part.push_str(if int_part.is_empty() { "0" } else { "0000" });
+    }
+    if int_part.is_empty() {
+        int_part.push('0');
+    }
+    let leading_zeros = (-weight - 1).max(0) as usize * 4;
+    let mut frac = "0".repeat(leading_zeros) + &frac_part;
+    frac.truncate(dscale);
+    while frac.len() < dscale {
+        frac.push('0');
+    }
+    let sign = if sign == 0x4000 { "-" } else { "" };
+    Ok(if dscale > 0 { format!("{sign}{int_part}.{frac}") } else { format!("{sign}{int_part}") })
 }
 
 /// PostgreSQL's text format: fields split at the delimiter, `null` (default `\N`) for NULL,
@@ -386,6 +550,20 @@ mod tests {
             vec![Some("1".into()), Some("a\tb".into()), None, Some("x\\y".into()), Some("A".into())]
         );
         assert_eq!(text_fields("", '\t', "\\N").unwrap(), vec![Some(String::new())]);
+    }
+
+    #[test]
+    fn binary_numeric_and_dates() {
+        let words = |w: &[i16]| w.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        // 12345.678: digits 1, 2345, 6780; weight 1; scale 3.
+        assert_eq!(numeric_text(&words(&[3, 1, 0, 3, 1, 2345, 6780])).unwrap(), "12345.678");
+        // -0.05: digit 500 at weight -1, scale 2.
+        assert_eq!(numeric_text(&words(&[1, -1, 0x4000, 2, 500])).unwrap(), "-0.05");
+        // 20000: digit 2 at weight 1, scale 0.
+        assert_eq!(numeric_text(&words(&[1, 1, 0, 0, 2])).unwrap(), "20000");
+        assert_eq!(binary_text(&DataType::Date32, &0i32.to_be_bytes()).unwrap(), "2000-01-01");
+        assert_eq!(binary_text(&DataType::Int64, &(-7i64).to_be_bytes()).unwrap(), "-7");
+        assert!(binary_text(&DataType::Int32, &[0, 1]).is_err());
     }
 
     #[test]

@@ -559,8 +559,23 @@ impl EngineSession {
             return Ok(());
         }
         let lake = commands::lakehouse(&self.ctx)?;
+        let started = Instant::now();
         let result = rxgate_catalog::txn::commit_all(&lake, &pending).await;
         self.refresh_catalog_if(true).await;
+        // The staged statements were audited as they ran; the commit records what landed:
+        // one line per table, with the snapshot it committed.
+        for (i, (ident, _)) in pending.iter().enumerate() {
+            let mut record = AuditRecord::statement(&self.identity, &self.roles, "COMMIT");
+            record.written_table = Some(format!("{}.{}", ident.namespace().join("."), ident.name()));
+            match &result {
+                Ok(snapshots) => {
+                    record.snapshot_id = snapshots.get(i).copied().flatten();
+                    record.finish(0, started, None);
+                }
+                Err(e) => record.finish(0, started, Some(e)),
+            }
+            self.audit.append(&record);
+        }
         result.map(|_| ())
     }
 
