@@ -11,12 +11,11 @@ use std::time::Instant;
 use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 use iceberg::table::Table;
 use rxgate_catalog::{Removal, TableChange, TableWriter};
 use rxgate_common::{Error, Result, StatusCode};
 
-use super::write::{to_table_batch, WriteCheck, Writes};
+use super::write::{table_batch, WriteCheck, Writes};
 use crate::audit::{AuditLog, AuditRecord};
 use crate::cursor::{CopyFormat, CopyOptions};
 use crate::planned::QueryOutput;
@@ -302,13 +301,7 @@ impl CopyIn {
             }
             columns.push(typed);
         }
-        let batch = RecordBatch::try_new_with_options(
-            self.arrow.clone(),
-            columns,
-            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n)),
-        )
-        .map_err(|e| Error::new(StatusCode::NotNullViolation, e.to_string()))?;
-        let batch = to_table_batch(&batch, &self.arrow)?;
+        let batch = table_batch(columns, n, &self.arrow)?;
         if let Some(check) = &self.check {
             check.check(&batch)?;
         }

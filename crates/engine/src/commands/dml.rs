@@ -31,7 +31,7 @@ use rxgate_catalog::{live_data_files, read_data_file, Lakehouse, Removal, TableC
 use rxgate_common::{Error, Result, StatusCode};
 use rxgate_policy::{ColumnAccess, Privilege, TableAccess};
 
-use super::write::{to_table_batch, WriteCheck, Writes};
+use super::write::{table_batch, to_table_batch, WriteCheck, Writes};
 use super::{qualify, require};
 use crate::planned::{Planned, QueryOutput};
 use crate::secure::Guard;
@@ -487,15 +487,7 @@ impl Rewriter<'_> {
                             .map_err(|e| Error::internal(e.to_string()))?,
                     });
                 }
-                let loose = Arc::new(Schema::new(
-                    columns
-                        .iter()
-                        .zip(self.arrow.fields())
-                        .map(|(c, f)| f.as_ref().clone().with_data_type(c.data_type().clone()).with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ));
-                let updated = RecordBatch::try_new(loose, columns).map_err(|e| Error::internal(e.to_string()))?;
-                let updated = to_table_batch(&updated, &self.arrow)?;
+                let updated = table_batch(columns, touched.positions.len(), &self.arrow)?;
                 if let Some(check) = &self.check {
                     check.check(&updated)?;
                 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, ArrayRef};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -22,7 +21,7 @@ use rxgate_catalog::{Removal, TableChange, TableWriter};
 use rxgate_common::{Error, Result, StatusCode};
 use rxgate_policy::Privilege;
 
-use super::write::{to_table_batch, WriteCheck, Writes};
+use super::write::{table_batch, WriteCheck, Writes};
 use super::{is_engine_schema, qualify, require};
 use crate::planned::QueryOutput;
 use crate::secure::Guard;
@@ -122,18 +121,7 @@ pub(crate) async fn ingest(
                 None => new_null_array(f.data_type(), batch.num_rows()),
             })
             .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        // Loose first (the incoming types), then exactly the table's types and field ids.
-        let loose = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            columns
-                .iter()
-                .zip(arrow.fields())
-                .map(|(c, f)| f.as_ref().clone().with_data_type(c.data_type().clone()).with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
-        let batch =
-            RecordBatch::try_new_with_options(loose, columns, &options).map_err(|e| Error::internal(e.to_string()))?;
-        let batch = to_table_batch(&batch, &arrow)?;
+        let batch = table_batch(columns, batch.num_rows(), &arrow)?;
         if let Some(check) = &check {
             check.check(&batch)?;
         }

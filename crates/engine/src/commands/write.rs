@@ -20,24 +20,30 @@ use rxgate_catalog::{Lakehouse, TableChange};
 
 use crate::secure::Guard;
 
-/// `batch` (columns in the table's order) as a batch of `target`, the table's Arrow schema:
-/// each column cast to its type (a value that does not fit is 22000 / 22P02), and a NULL in a
-/// NOT NULL column 23502.
+/// `batch` (columns in the table's order) as a batch of `target`, the table's Arrow schema
+/// (see [`table_batch`]).
 pub(crate) fn to_table_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
-    if batch.num_columns() != target.fields().len() {
+    table_batch(batch.columns().to_vec(), batch.num_rows(), target)
+}
+
+/// `columns` (in the table's order, of any types) as a batch of `target`, the table's Arrow
+/// schema: each column cast to its type (a value that does not fit is 22000), a NULL in a
+/// NOT NULL column 23502.
+pub(crate) fn table_batch(columns: Vec<ArrayRef>, rows: usize, target: &SchemaRef) -> Result<RecordBatch> {
+    if columns.len() != target.fields().len() {
         return Err(Error::internal(format!(
             "write of {} columns into a table of {}",
-            batch.num_columns(),
+            columns.len(),
             target.fields().len()
         )));
     }
     let options = CastOptions { safe: false, ..Default::default() };
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    for (column, field) in batch.columns().iter().zip(target.fields()) {
+    let mut typed: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for (column, field) in columns.into_iter().zip(target.fields()) {
         let column = if column.data_type() == field.data_type() {
-            column.clone()
+            column
         } else {
-            cast_with_options(column, field.data_type(), &options)
+            cast_with_options(&column, field.data_type(), &options)
                 .map_err(|e| Error::new(StatusCode::DataException, format!("column \"{}\": {e}", field.name())))?
         };
         if !field.is_nullable() && column.null_count() > 0 {
@@ -46,9 +52,10 @@ pub(crate) fn to_table_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<
                 format!("null value in column \"{}\" violates not-null constraint", field.name()),
             ));
         }
-        columns.push(column);
+        typed.push(column);
     }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| Error::internal(e.to_string()))
+    let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(target.clone(), typed, &options).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// A row filter bounding writes to one table, ready to evaluate on batches of its schema.
@@ -158,10 +165,11 @@ impl Writes {
                 return Ok(staged.entries[i].2.clone());
             }
         }
-        if !self.lake.catalog().table_exists(ident).await? {
-            return Ok(None);
+        match self.lake.current_table(ident).await {
+            Ok(table) => Ok(Some(table)),
+            Err(e) if e.code == StatusCode::TableNotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some(self.lake.catalog().load_table(ident).await?))
     }
 
     fn show(&self, ident: &TableIdent, table: Option<Table>) {

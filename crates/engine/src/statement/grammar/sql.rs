@@ -97,10 +97,7 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 }
                 return Ok(Statement::Command(Command::Dml(crate::statement::DmlCommand::CopyFrom {
                     table: super::write::name_parts(&table_name),
-                    columns: columns
-                        .iter()
-                        .map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
-                        .collect(),
+                    columns: columns.iter().map(pg_ident).collect(),
                     options: CopyOptions::parse(&options, &legacy_options)?,
                 })));
             }
@@ -156,7 +153,7 @@ fn name_text(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
 }
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
-fn pg_ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
+pub(super) fn pg_ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
     if i.quote_style.is_none() {
         i.value.to_lowercase()
     } else {

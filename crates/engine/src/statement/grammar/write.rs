@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use rxgate_common::{Error, Result, StatusCode};
 
+use super::sql::pg_ident;
 use super::{is_kw, Cur, Parsed};
 use crate::statement::ast::{DdlCommand, DmlCommand, NewColumn, PartitionField, PartitionTransform};
 use crate::statement::dialect::{syntax, RxDialect};
@@ -24,11 +25,7 @@ fn unsupported<T>(m: impl Into<String>) -> Result<T> {
 
 /// A name's parts as the planner sees them: unquoted lower-cased, quoted exact.
 pub(super) fn name_parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .filter_map(|p| p.as_ident())
-        .map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
-        .collect()
+    name.0.iter().filter_map(|p| p.as_ident()).map(pg_ident).collect()
 }
 
 /// `CREATE [OR REPLACE] TABLE …` (not EXTERNAL): the Spark clauses cut out, the rest read by
@@ -223,12 +220,8 @@ fn create_table_command(
     }
     let mut columns = vec![];
     for c in &ct.columns {
-        let mut column = NewColumn {
-            name: if c.name.quote_style.is_none() { c.name.value.to_lowercase() } else { c.name.value.clone() },
-            data_type: c.data_type.clone(),
-            not_null: false,
-            comment: None,
-        };
+        let mut column =
+            NewColumn { name: pg_ident(&c.name), data_type: c.data_type.clone(), not_null: false, comment: None };
         for o in &c.options {
             match &o.option {
                 ColumnOption::NotNull => column.not_null = true,
@@ -369,7 +362,7 @@ fn insert_command(insert: &datafusion::sql::sqlparser::ast::Insert) -> Result<Co
                     Value::Number(n, _) => n.clone(),
                     other => return Err(syntax(format!("partition value {other} must be a literal"))),
                 };
-                let key = if key.quote_style.is_none() { key.value.to_lowercase() } else { key.value.clone() };
+                let key = pg_ident(key);
                 constants.push((key, value));
             }
             other => return Err(syntax(format!("PARTITION (…) takes key = 'value' or key, not {other}"))),
@@ -383,11 +376,7 @@ fn insert_command(insert: &datafusion::sql::sqlparser::ast::Insert) -> Result<Co
     };
     Ok(Command::Dml(DmlCommand::Insert {
         table: name_parts(name),
-        columns: insert
-            .columns
-            .iter()
-            .map(|i| if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() })
-            .collect(),
+        columns: insert.columns.iter().map(pg_ident).collect(),
         source: source.clone(),
         overwrite: insert.overwrite,
         constants,
