@@ -67,14 +67,19 @@ pub async fn drop_namespace(lake: &Lakehouse, name: &str, if_exists: bool, casca
     }
     let tables = catalog.list_tables(&ns).await?;
     let external = lake.external().names(name);
-    if !cascade && (!tables.is_empty() || !external.is_empty()) {
+    let views = lake.views().list(name).await?;
+    if !cascade && (!tables.is_empty() || !external.is_empty() || !views.is_empty()) {
         return Err(Error::new(
             StatusCode::DependentObjectsExist,
             format!(
-                "cannot drop schema {name} because other objects depend on it ({} tables); use DROP SCHEMA {name} CASCADE",
-                tables.len() + external.len()
+                "cannot drop schema {name} because other objects depend on it ({} tables, {} views); use DROP SCHEMA {name} CASCADE",
+                tables.len() + external.len(),
+                views.len()
             ),
         ));
+    }
+    for v in &views {
+        lake.views().drop_view(name, v).await?;
     }
     for t in &tables {
         catalog.drop_table(t).await?;

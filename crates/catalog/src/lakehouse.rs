@@ -27,6 +27,8 @@ pub struct Lakehouse {
     tables: Arc<TableCache>,
     /// Hive-style external tables, kept in the same database (external/).
     external: Arc<crate::external::ExternalCatalog>,
+    /// Views, kept in the same database (views.rs).
+    views: Arc<crate::views::ViewCatalog>,
     storage: Arc<StoreRegistry>,
     /// Schema/table DDL run by this process (see [`Lakehouse::ddl_version`]).
     ddl_version: Arc<std::sync::atomic::AtomicU64>,
@@ -112,12 +114,14 @@ impl Lakehouse {
         }
         let external =
             Arc::new(crate::external::ExternalCatalog::new(pool.clone(), config.is_postgres(), &config.name));
+        let views = Arc::new(crate::views::ViewCatalog::new(pool.clone(), config.is_postgres(), &config.name));
         Ok(Self {
             catalog: Arc::new(catalog),
             pool,
             config,
             tables: Arc::default(),
             external,
+            views,
             storage,
             ddl_version: Arc::default(),
         })
@@ -138,6 +142,11 @@ impl Lakehouse {
         &self.external
     }
 
+    /// The registry of views.
+    pub fn views(&self) -> &Arc<crate::views::ViewCatalog> {
+        &self.views
+    }
+
     /// The object stores (warehouse, inputs) with their request counters.
     pub fn storage(&self) -> &Arc<StoreRegistry> {
         &self.storage
@@ -154,7 +163,8 @@ impl Lakehouse {
         self.ddl_version.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(crate) fn bump_ddl_version(&self) {
+    /// Records that schema, table or view DDL ran here: sessions list the catalog again.
+    pub fn bump_ddl_version(&self) {
         self.ddl_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 

@@ -10,10 +10,12 @@ pub mod external;
 pub mod iceberg_admin;
 mod lakehouse;
 mod provider;
+mod registry;
 mod scan;
 pub mod storage;
 mod table_cache;
 pub mod txn;
+pub mod views;
 mod write;
 
 pub use commit::{commit_change, replace_partition, CommitOutcome, PartitionReplace, Removal, TableChange};

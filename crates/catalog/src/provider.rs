@@ -64,6 +64,9 @@ impl LakehouseCatalogProvider {
         if let Err(e) = lake.external().refresh().await {
             tracing::warn!(error = %e.message, "external tables not refreshed");
         }
+        if let Err(e) = lake.views().refresh().await {
+            tracing::warn!(error = %e.message, "views not refreshed");
+        }
         let mut lakehouse = HashMap::new();
         for ns in lake.namespaces().await? {
             let tables = lake.tables(&ns).await?;
@@ -156,8 +159,10 @@ impl SchemaProvider for NamespaceSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
+        let namespace = self.namespace.join(".");
         let mut names = self.tables.clone();
-        names.extend(self.lake.external().names(&self.namespace.join(".")));
+        names.extend(self.lake.external().names(&namespace));
+        names.extend(self.lake.views().names(&namespace));
         names
     }
 
@@ -174,9 +179,19 @@ impl SchemaProvider for NamespaceSchema {
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         if !self.tables.iter().any(|t| t == name) {
-            // Not an Iceberg table when the session listed them: an external table, one
-            // created since (by another session or gateway), or nothing.
-            let external = crate::external::table_provider(&self.lake, &self.namespace.join("."), name).await?;
+            // Not an Iceberg table when the session listed them: an external table, a view,
+            // one created since (by another session or gateway), or nothing.
+            let namespace = self.namespace.join(".");
+            let mut external = crate::external::table_provider(&self.lake, &namespace, name).await?;
+            if external.is_none() {
+                let view = self
+                    .lake
+                    .views()
+                    .get(&namespace, name)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                external = view.map(|def| Arc::new(crate::views::StoredView::new(def)) as Arc<dyn TableProvider>);
+            }
             let created = external.is_none()
                 && self
                     .lake
@@ -199,7 +214,10 @@ impl SchemaProvider for NamespaceSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.iter().any(|t| t == name) || self.lake.external().cached(&self.namespace.join("."), name).is_some()
+        let namespace = self.namespace.join(".");
+        self.tables.iter().any(|t| t == name)
+            || self.lake.external().cached(&namespace, name).is_some()
+            || self.lake.views().cached(&namespace, name).is_some()
     }
 }
 

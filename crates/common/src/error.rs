@@ -45,6 +45,9 @@ pub enum StatusCode {
     /// An object cannot be dropped because others depend on it (a non-empty schema without
     /// CASCADE).
     DependentObjectsExist = 2006,
+    /// The object exists but is of the wrong kind for the statement (DROP TABLE of a view,
+    /// INSERT into a view).
+    WrongObjectType = 2007,
     /// SQL could not be parsed.
     SyntaxError = 3000,
     /// A column does not exist.
@@ -71,6 +74,9 @@ pub enum StatusCode {
     /// A statement of the transaction block failed: only COMMIT/ROLLBACK (which roll back) are
     /// accepted until the block ends.
     InFailedTransaction = 3016,
+    /// An object's stored definition cannot be used (a view that refers to itself, or whose
+    /// query no longer matches its columns).
+    InvalidObjectDefinition = 3017,
     /// A value or the statement text is larger than a configured limit (a string over
     /// `[limits] max_value_bytes`, a query over `max_query_bytes`).
     ProgramLimitExceeded = 3010,
@@ -147,6 +153,8 @@ impl StatusCode {
             S::AlreadyExists => "42P07",
             S::SchemaNotFound => "3F000",
             S::DependentObjectsExist => "2BP01",
+            S::WrongObjectType => "42809",
+            S::InvalidObjectDefinition => "42P17",
             S::NotNullViolation => "23502",
             S::ActiveTransaction => "25001",
             S::InFailedTransaction => "25P02",
@@ -168,7 +176,8 @@ impl StatusCode {
             S::CannotConnectNow => grpc::UNAVAILABLE,
             S::StorageUnavailable | S::CatalogUnavailable | S::InputUnavailable => grpc::UNAVAILABLE,
             S::TableNotFound | S::CursorNotFound | S::SchemaNotFound => grpc::NOT_FOUND,
-            S::DependentObjectsExist => grpc::FAILED_PRECONDITION,
+            S::DependentObjectsExist | S::WrongObjectType => grpc::FAILED_PRECONDITION,
+            S::InvalidObjectDefinition => grpc::INVALID_ARGUMENT,
             S::NotNullViolation | S::DataException => grpc::INVALID_ARGUMENT,
             S::CommitConflict => grpc::ABORTED,
             S::SyntaxError | S::ColumnNotFound | S::PlanError => grpc::INVALID_ARGUMENT,

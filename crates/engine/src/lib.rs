@@ -20,6 +20,7 @@ mod session;
 pub mod statement;
 mod system;
 mod topk;
+mod views;
 /// The session's PostgreSQL parameters (`rxgate_pgcompat::settings`), under their old path.
 pub use rxgate_pgcompat::settings;
 

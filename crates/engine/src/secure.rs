@@ -146,13 +146,15 @@ pub struct Applied {
     pub masks: Vec<String>,
     /// The row filter, if any.
     pub row_filter: Option<String>,
+    /// A `SECURITY DEFINER` view: the tables beneath are read with its owner's rights.
+    pub definer_view: bool,
 }
 
 impl Applied {
-    /// Whether the table is read through a mask or a row filter: its plans, statistics and
-    /// metrics would tell about values or rows the policy hides.
+    /// Whether the table is read through a mask, a row filter or a definer's rights: its
+    /// plans, statistics and metrics would tell about values or rows the policy hides.
     pub fn hides(&self) -> bool {
-        !self.masks.is_empty() || self.row_filter.is_some()
+        !self.masks.is_empty() || self.row_filter.is_some() || self.definer_view
     }
 }
 
@@ -166,6 +168,8 @@ pub(crate) struct Guard {
     /// masks; weak, because the state's catalog holds this guard.
     state: Mutex<Weak<SessionState>>,
     applied: Mutex<Vec<Applied>>,
+    /// The views the current statement's planning expanded (`schema.view`).
+    views: Mutex<Vec<String>>,
 }
 
 impl Guard {
@@ -176,6 +180,7 @@ impl Guard {
             login_roles: login_roles.to_vec(),
             state: Mutex::new(Weak::new()),
             applied: Mutex::default(),
+            views: Mutex::default(),
         })
     }
 
@@ -204,16 +209,35 @@ impl Guard {
         *self.state.lock().expect("guard state lock") = Arc::downgrade(state);
     }
 
+    /// The session's state (its catalog and functions) as set by [`Guard::set_state`].
+    pub(crate) fn state(&self) -> Result<Arc<SessionState>> {
+        let state = self.state.lock().expect("guard state lock").upgrade();
+        state.ok_or_else(|| Error::internal("session state is gone"))
+    }
+
     /// Parses a SQL expression against `schema` with the session's functions.
     pub(crate) fn sql_expr(&self, sql: &str, schema: &DFSchema) -> DfResult<Expr> {
-        let state = self.state.lock().expect("guard state lock").upgrade();
-        let state = state.ok_or_else(|| DataFusionError::Internal("session state is gone".into()))?;
+        let state = self.state().map_err(|e| DataFusionError::External(Box::new(e)))?;
         state.create_logical_expr(sql, schema)
     }
 
-    /// Starts recording a statement's applied policies.
+    /// Starts recording a statement's applied policies and expanded views.
     pub(crate) fn begin_statement(&self) {
         self.applied.lock().expect("applied lock").clear();
+        self.views.lock().expect("views lock").clear();
+    }
+
+    /// Records that the statement's planning expanded the view `name` (`schema.view`).
+    pub(crate) fn record_view(&self, name: &str) {
+        let mut views = self.views.lock().expect("views lock");
+        if !views.iter().any(|v| v == name) {
+            views.push(name.to_string());
+        }
+    }
+
+    /// The views expanded since [`Guard::begin_statement`].
+    pub(crate) fn expanded_views(&self) -> Vec<String> {
+        self.views.lock().expect("views lock").clone()
     }
 
     /// What the statement planned since [`Guard::begin_statement`] applied.
@@ -221,7 +245,8 @@ impl Guard {
         self.applied.lock().expect("applied lock").clone()
     }
 
-    fn record(&self, applied: Applied) {
+    /// Records what the statement's planning applied to one table.
+    pub(crate) fn record(&self, applied: Applied) {
         let mut all = self.applied.lock().expect("applied lock");
         if !all.contains(&applied) {
             all.push(applied);
@@ -253,6 +278,11 @@ impl SecuredCatalog {
     pub(crate) fn new(inner: Arc<dyn CatalogProvider>, catalog: &str, guard: Arc<Guard>) -> Self {
         let lakehouse = inner.schema_names();
         Self { inner, catalog: catalog.to_string(), lakehouse, guard }
+    }
+
+    /// The same catalog under another principal's guard (a definer view's owner).
+    pub(crate) fn with_guard(&self, guard: Arc<Guard>) -> Self {
+        Self { inner: self.inner.clone(), catalog: self.catalog.clone(), lakehouse: self.lakehouse.clone(), guard }
     }
 
     /// The lakehouse catalog under the policy, if that is what this catalog wraps.
@@ -357,35 +387,55 @@ impl SchemaProvider for SecuredSchema {
             }
             return self.inner.table(name).await;
         }
-        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        let Some(mut table) = self.inner.table(name).await? else { return Ok(None) };
+        let mut invoker_view = false;
+        if let Some(view) = table.as_any().downcast_ref::<rxgate_catalog::views::StoredView>() {
+            let def = view.def().clone();
+            invoker_view = def.security == rxgate_catalog::views::ViewSecurity::Invoker;
+            table = crate::views::expand(&self.guard, &def).await?;
+        }
         let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
         let access = policy
             .table_access(&principal, &self.catalog, &self.schema, base, &columns)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let Some(access) = access else { return Ok(None) };
+        let Some(mut access) = access else { return Ok(None) };
+        if invoker_view {
+            // The session's masks and row filters already apply to the tables beneath: applied
+            // again on the view's columns (a `table = "*"` mask matches the view's name too) a
+            // pseudonym would be pseudonymised twice. The view's grant still picks its columns.
+            access.row_filter = None;
+            access.columns.iter_mut().for_each(|c| c.mask = None);
+        }
         if access.is_unrestricted() {
             return Ok(Some(table));
         }
         let reference = TableReference::full(self.catalog.as_str(), self.schema.as_str(), name);
         let guard = self.guard.clone();
-        let plan =
-            rxgate_policy::secured_plan(reference, provider_as_source(table), &access, &masks, &|sql, schema| {
-                guard.sql_expr(sql, schema)
-            })
-            .map_err(|e| {
-                // A policy that cannot be applied denies the table; the reason goes to the log.
-                tracing::error!(table = %format!("{}.{}", self.schema, name), error = %e, "policy cannot be applied");
-                DataFusionError::External(Box::new(Error::new(
-                    StatusCode::PermissionDenied,
-                    format!("permission denied for table {name}: its access policy cannot be applied"),
-                )))
-            })?;
+        let plan = rxgate_policy::secured_plan(
+            reference,
+            provider_as_source(table.clone()),
+            &access,
+            &masks,
+            &|sql, schema| guard.sql_expr(sql, schema),
+        )
+        .map_err(|e| {
+            // A policy that cannot be applied denies the table; the reason goes to the log.
+            tracing::error!(table = %format!("{}.{}", self.schema, name), error = %e, "policy cannot be applied");
+            DataFusionError::External(Box::new(Error::new(
+                StatusCode::PermissionDenied,
+                format!("permission denied for table {name}: its access policy cannot be applied"),
+            )))
+        })?;
         self.guard.record(Applied {
             table: format!("{}.{}", self.schema, base),
             masks: access.masks(),
             row_filter: access.row_filter.clone(),
+            definer_view: false,
         });
-        Ok(Some(Arc::new(SecuredTable::new(plan))))
+        Ok(Some(Arc::new(match (table.table_type(), table.get_table_definition()) {
+            (TableType::View, Some(definition)) => SecuredTable::view(plan, definition.to_string()),
+            _ => SecuredTable::new(plan),
+        })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -400,12 +450,19 @@ impl SchemaProvider for SecuredSchema {
 pub(crate) struct SecuredTable {
     plan: LogicalPlan,
     schema: SchemaRef,
+    /// A view's `CREATE VIEW` text (`None`: a table).
+    definition: Option<String>,
 }
 
 impl SecuredTable {
     fn new(plan: LogicalPlan) -> Self {
         let schema = Arc::new(plan.schema().as_arrow().clone());
-        Self { plan, schema }
+        Self { plan, schema, definition: None }
+    }
+
+    /// An expanded view: its plan and its definition.
+    pub(crate) fn view(plan: LogicalPlan, definition: String) -> Self {
+        Self { definition: Some(definition), ..Self::new(plan) }
     }
 }
 
@@ -420,7 +477,15 @@ impl TableProvider for SecuredTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        if self.definition.is_some() {
+            TableType::View
+        } else {
+            TableType::Base
+        }
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition.as_deref()
     }
 
     fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {

@@ -31,6 +31,8 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
+use crate::registry::{db_error, PG_INIT_LOCK};
+
 pub use locations::{LocationPolicy, NormalizedLocation};
 pub use table::{discover_partitions, location_has_files, object_store, ExternalTableProvider};
 
@@ -395,10 +397,6 @@ const CREATE_PARTITIONS: &str = "CREATE TABLE IF NOT EXISTS rxgate_external_part
     location TEXT NOT NULL,
     PRIMARY KEY (catalog_name, table_namespace, table_name, partition_name))";
 
-/// Serialises the creation of our tables across processes on PostgreSQL
-/// ("rxgate-external-init").
-const PG_INIT_LOCK: &str = "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(7278676174745031501)) AS l";
-
 /// The external-table registry: definitions and partitions in the catalog database, and a
 /// cache of the definitions for synchronous listing. Shared by every session of a process.
 pub struct ExternalCatalog {
@@ -414,10 +412,6 @@ impl std::fmt::Debug for ExternalCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExternalCatalog").field("catalog", &self.catalog).finish()
     }
-}
-
-fn db_error(e: impl std::fmt::Display) -> Error {
-    Error::new(StatusCode::CatalogUnavailable, format!("catalog database error: {e}"))
 }
 
 impl ExternalCatalog {
@@ -447,20 +441,7 @@ impl ExternalCatalog {
 
     /// `?` placeholders as the database wants them.
     fn sql(&self, text: &str) -> String {
-        if !self.postgres {
-            return text.to_string();
-        }
-        let mut out = String::with_capacity(text.len() + 8);
-        let mut n = 0;
-        for ch in text.chars() {
-            if ch == '?' {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            } else {
-                out.push(ch);
-            }
-        }
-        out
+        crate::registry::placeholders(self.postgres, text)
     }
 
     async fn ready(&self) -> Result<()> {

@@ -106,7 +106,10 @@ pub(crate) async fn execute(
         DdlCommand::CreateTable { table, if_not_exists, columns, partition, properties, query: _ } => {
             let (schema, name) = qualify(ctx, table)?;
             let ident = ident(&schema, &name)?;
-            if writes.table(&ident).await?.is_some() || lake.external().cached(&schema, &name).is_some() {
+            if writes.table(&ident).await?.is_some()
+                || lake.external().cached(&schema, &name).is_some()
+                || lake.views().get(&schema, &name).await?.is_some()
+            {
                 if *if_not_exists {
                     return tag("CREATE TABLE");
                 }
@@ -160,6 +163,7 @@ pub(crate) async fn execute(
         }
         DdlCommand::DropTable { table, if_exists, purge } => {
             let (schema, name) = qualify(ctx, table)?;
+            super::view::refuse_view(writes, &schema, &name, "drop").await?;
             if !writes.drop(&ident(&schema, &name)?, *purge).await? && !*if_exists {
                 return Err(Error::new(StatusCode::TableNotFound, format!("table \"{schema}.{name}\" does not exist")));
             }

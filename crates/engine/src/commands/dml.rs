@@ -50,7 +50,10 @@ async fn target(writes: &Writes, schema: &str, table: &str) -> Result<Table> {
         None if writes.lake.external().cached(schema, table).is_some() => {
             Err(Error::new(StatusCode::Unsupported, format!("{schema}.{table} is an external table: it is read-only")))
         }
-        None => Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist"))),
+        None => {
+            super::view::refuse_view(writes, schema, table, "write to").await?;
+            Err(Error::new(StatusCode::TableNotFound, format!("relation \"{schema}.{table}\" does not exist")))
+        }
     }
 }
 

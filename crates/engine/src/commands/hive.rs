@@ -273,6 +273,9 @@ fn quote_str(s: &str) -> String {
 
 async fn show_create_table(ctx: &SessionContext, parts: &[String]) -> Result<String> {
     let r = resolve(ctx, parts).await?;
+    if let (TableType::View, Some(definition)) = (r.provider.table_type(), r.provider.get_table_definition()) {
+        return Ok(definition.to_string());
+    }
     let schema = r.provider.schema();
     let iceberg = iceberg_table(ctx, &r).await?;
     let columns: Vec<String> = schema

@@ -56,6 +56,9 @@ pub(crate) async fn ingest(
     }
     let ident = TableIdent::new(NamespaceIdent::from_strs(schema.split('.'))?, name.clone());
     let existing = writes.table(&ident).await?;
+    if existing.is_none() {
+        super::view::refuse_view(writes, &schema, &name, "ingest into").await?;
+    }
     let create = match (mode, &existing) {
         (IngestMode::Create, Some(_)) => {
             return Err(Error::new(StatusCode::AlreadyExists, format!("relation \"{qualified}\" already exists")))

@@ -30,7 +30,9 @@ use crate::deadline::CancelToken;
 use crate::planned::{show_schema, Planned, QueryOutput, StatementInfo};
 use crate::secure::{Applied, Guard};
 use crate::settings::SessionSettings;
-use crate::statement::{Command, DdlCommand, DmlCommand, ParseOptions, SessionCommand, SourceQuery, Statement};
+use crate::statement::{
+    Command, DdlCommand, DmlCommand, ParseOptions, SessionCommand, SourceQuery, Statement, ViewCommand,
+};
 
 /// A client session. Cheap to keep; not shared between clients.
 pub struct EngineSession {
@@ -279,6 +281,13 @@ impl EngineSession {
                 };
                 commands::ddl::plan(&self.ctx, &self.guard, cmd, source).await
             }
+            Statement::Command(Command::View(cmd)) => {
+                let source = match &cmd {
+                    ViewCommand::Create { query, .. } => Some(self.plan_source(query).await?),
+                    ViewCommand::Drop { .. } => None,
+                };
+                commands::view::plan(&self.ctx, &self.guard, cmd, source, self.is_admin())
+            }
             Statement::Command(Command::Dml(cmd)) => {
                 let source = match &cmd {
                     DmlCommand::Insert { source, .. } => Some(self.plan_source(source).await?),
@@ -438,7 +447,7 @@ impl EngineSession {
             Command::Hive(cmd) => commands::hive::execute(&self.ctx, cmd).await,
             Command::External(cmd) => commands::external::execute(&self.ctx, cmd).await,
             Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
-            Command::Ddl(_) | Command::Dml(_) => self.run_write(cmd, None).await,
+            Command::Ddl(_) | Command::Dml(_) | Command::View(_) => self.run_write(cmd, None).await,
         }
     }
 
@@ -454,9 +463,10 @@ impl EngineSession {
         let output = match cmd {
             Command::Ddl(cmd) => commands::ddl::execute(&self.ctx, &writes, cmd, rows, user).await,
             Command::Dml(cmd) => commands::dml::execute(&self.ctx, &self.guard, &writes, cmd, rows, user).await,
+            Command::View(cmd) => commands::view::execute(&self.ctx, &writes, cmd, user, &self.identity.roles).await,
             _ => Err(Error::internal("not a write")),
         };
-        if matches!(cmd, Command::Ddl(_)) && writes.txn.is_none() {
+        if matches!(cmd, Command::Ddl(_) | Command::View(_)) && writes.txn.is_none() {
             self.refresh_catalog_if(true).await;
         }
         output

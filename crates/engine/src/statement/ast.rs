@@ -346,3 +346,35 @@ impl DmlCommand {
         }
     }
 }
+
+/// Views: `CREATE [OR REPLACE] VIEW`, `DROP VIEW`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewCommand {
+    /// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS] v [(cols)] [COMMENT '…']
+    /// [SECURITY DEFINER|INVOKER] [WITH (security_invoker = …)] AS query`.
+    Create {
+        /// Name parts.
+        view: Vec<String>,
+        /// `OR REPLACE`.
+        or_replace: bool,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// The column list (names for the query's columns, in order); empty: the query's names.
+        columns: Vec<String>,
+        /// The query.
+        query: SourceQuery,
+        /// Whose rights the query runs with (invoker unless `SECURITY DEFINER`).
+        security: rxgate_catalog::views::ViewSecurity,
+        /// `COMMENT '…'`.
+        comment: Option<String>,
+        /// The output columns, found when the statement is planned (empty until then).
+        output: Vec<rxgate_catalog::views::ViewColumn>,
+    },
+    /// `DROP VIEW [IF EXISTS] v [, …]`.
+    Drop {
+        /// Each view's name parts.
+        views: Vec<Vec<String>>,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+}

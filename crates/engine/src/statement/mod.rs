@@ -18,7 +18,7 @@ mod normalize;
 
 pub use ast::{
     AdminCommand, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, NewColumn, PartitionField,
-    PartitionTransform, RollbackTarget, SourceQuery, Spec,
+    PartitionTransform, RollbackTarget, SourceQuery, Spec, ViewCommand,
 };
 pub(crate) use normalize::{bad_time_travel, parse_timestamp};
 
@@ -92,6 +92,8 @@ pub enum Command {
     Ddl(DdlCommand),
     /// INSERT, DELETE, TRUNCATE.
     Dml(DmlCommand),
+    /// CREATE VIEW, DROP VIEW.
+    View(ViewCommand),
 }
 
 /// One statement, named.

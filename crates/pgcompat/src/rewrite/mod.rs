@@ -79,9 +79,11 @@ fn catalog_rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
     })
 }
 
-/// `information_schema.columns` is DataFusion's, with Arrow type names in `data_type`; it is
-/// read through a view with PostgreSQL's names (`integer`, `double precision`, `ARRAY`…) and
-/// PostgreSQL's `udt_catalog`, `udt_schema`, `udt_name` columns.
+/// DataFusion's information_schema read through views with PostgreSQL's columns:
+/// `columns` has Arrow type names in `data_type`, read as PostgreSQL's names (`integer`,
+/// `double precision`, `ARRAY`…) with `udt_catalog`, `udt_schema`, `udt_name`; `views` has
+/// `definition`, read as `view_definition` with the SQL standard's (constant) `check_option`
+/// and `is_*` columns.
 struct InformationSchemaColumns;
 
 const PG_COLUMNS_VIEW: &str = "SELECT table_catalog, table_schema, table_name, column_name, ordinal_position, \
@@ -90,6 +92,10 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_catalog, table_schema, table_name, c
     interval_type, table_catalog AS udt_catalog, 'pg_catalog' AS udt_schema, \
     rxgate_pg_udt_name(data_type) AS udt_name FROM information_schema.columns";
 
+const PG_VIEWS_VIEW: &str = "SELECT table_catalog, table_schema, table_name, definition AS view_definition, \
+    'NONE' AS check_option, 'NO' AS is_updatable, 'NO' AS is_insertable_into, 'NO' AS is_trigger_updatable, \
+    'NO' AS is_trigger_deletable, 'NO' AS is_trigger_insertable_into FROM information_schema.views";
+
 impl VisitorMut for InformationSchemaColumns {
     type Break = ();
 
@@ -97,17 +103,18 @@ impl VisitorMut for InformationSchemaColumns {
         let TableFactor::Table { name, alias, args: None, .. } = factor else { return ControlFlow::Continue(()) };
         let parts: Vec<String> =
             name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.to_ascii_lowercase()).collect();
-        if !matches!(parts.as_slice(), [.., s, t] if s == "information_schema" && t == "columns") {
-            return ControlFlow::Continue(());
-        }
+        let (table, sql) = match parts.as_slice() {
+            [.., s, t] if s == "information_schema" && t == "columns" => ("columns", PG_COLUMNS_VIEW),
+            [.., s, t] if s == "information_schema" && t == "views" => ("views", PG_VIEWS_VIEW),
+            _ => return ControlFlow::Continue(()),
+        };
         let Ok(Statement::Query(view)) =
-            Parser::new(&PostgreSqlDialect {}).try_with_sql(PG_COLUMNS_VIEW).and_then(|mut p| p.parse_statement())
+            Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statement())
         else {
             return ControlFlow::Continue(());
         };
-        let alias = alias
-            .clone()
-            .or_else(|| Some(TableAlias { name: Ident::new("columns"), columns: vec![], explicit: false }));
+        let alias =
+            alias.clone().or_else(|| Some(TableAlias { name: Ident::new(table), columns: vec![], explicit: false }));
         *factor = TableFactor::Derived { lateral: false, subquery: view, alias, sample: None };
         ControlFlow::Continue(())
     }

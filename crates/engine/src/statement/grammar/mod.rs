@@ -10,6 +10,7 @@ mod external;
 mod hive;
 mod iceberg;
 mod sql;
+mod view;
 mod write;
 
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
@@ -189,6 +190,7 @@ enum Rule {
     External,
     Iceberg,
     CreateTable,
+    CreateView,
     Sql,
 }
 
@@ -205,6 +207,8 @@ fn rule(c: &Cur) -> Rule {
         ("CALL", _) => Rule::Iceberg,
         ("CREATE", "TABLE") => Rule::CreateTable,
         ("CREATE", "OR") if word(2) == "REPLACE" && word(3) == "TABLE" => Rule::CreateTable,
+        ("CREATE", "VIEW") => Rule::CreateView,
+        ("CREATE", "OR") if word(2) == "REPLACE" && word(3) == "VIEW" => Rule::CreateView,
         ("ALTER", "TABLE") => alter_table_rule(c),
         _ => Rule::Sql,
     }
@@ -258,6 +262,7 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Rule::External => external::statement(&mut c).map(Command::External),
         Rule::Iceberg => return iceberg::statement(&mut c).map(|cmd| Statement::Command(Command::Iceberg(cmd))),
         Rule::CreateTable => return write::create_table(tokens),
+        Rule::CreateView => return view::create_view(tokens),
         Rule::Sql => return sql::statement(tokens),
     };
     command.and_then(|cmd| c.end().map(|()| cmd)).map(Statement::Command).map_err(syntax)

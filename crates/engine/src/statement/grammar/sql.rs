@@ -59,6 +59,9 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if let Some(cmd) = super::write::named(&stmt) {
         return cmd.map(Statement::Command);
     }
+    if let Some(cmd) = super::view::named(&stmt) {
+        return cmd.map(Statement::Command);
+    }
     Ok(match stmt {
         SqlStatement::Declare { stmts } => {
             let [declare] = stmts.as_slice() else { return unsupported("DECLARE of several names") };
