@@ -47,6 +47,9 @@ pub enum Removal {
     /// still be live when the commit lands: if a concurrent commit removed one, the change was
     /// computed from rows that are gone, and the commit fails with 40001 instead of retrying.
     Files(HashSet<String>),
+    /// Exactly these files, rewritten into the added ones with the same rows (compaction): as
+    /// [`Removal::Files`], and the snapshot is a Replace.
+    Rewritten(HashSet<String>),
 }
 
 /// One atomic change of a table's data: files added, files removed, in one snapshot.
@@ -164,7 +167,7 @@ fn removes(removal: &Removal, spec: &PartitionSpec, schema: &SchemaRef, file: &D
             let key = PartitionKey::new(spec.clone(), schema.clone(), file.partition().clone());
             paths.contains(&key.to_path())
         }
-        Removal::Files(paths) => paths.contains(file.file_path()),
+        Removal::Files(paths) | Removal::Rewritten(paths) => paths.contains(file.file_path()),
     })
 }
 
@@ -242,7 +245,7 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
             manifests.push(writer.write_manifest_file().await?);
         }
     }
-    if let Removal::Files(wanted) = &change.remove {
+    if let Removal::Files(wanted) | Removal::Rewritten(wanted) = &change.remove {
         if let Some(gone) = wanted.iter().find(|p| !removed_paths.contains(*p)) {
             return Err(Error::new(
                 StatusCode::CommitConflict,
@@ -282,6 +285,7 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
     list_writer.close().await?;
 
     let operation = match (deleted_files > 0, !change.add.is_empty()) {
+        _ if matches!(change.remove, Removal::Rewritten(_)) => Operation::Replace,
         (true, true) => Operation::Overwrite,
         (true, false) => Operation::Delete,
         _ => Operation::Append,

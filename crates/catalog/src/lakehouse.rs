@@ -32,6 +32,8 @@ pub struct Lakehouse {
     storage: Arc<StoreRegistry>,
     /// Schema/table DDL run by this process (see [`Lakehouse::ddl_version`]).
     ddl_version: Arc<std::sync::atomic::AtomicU64>,
+    /// The shortest orphan window accepted, in ms (see [`Lakehouse::set_min_orphan_age`]).
+    min_orphan_age_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Lakehouse {
@@ -124,6 +126,9 @@ impl Lakehouse {
             views,
             storage,
             ddl_version: Arc::default(),
+            min_orphan_age_ms: Arc::new(std::sync::atomic::AtomicI64::new(
+                crate::maintenance::orphans::DEFAULT_ORPHAN_AGE_MS,
+            )),
         })
     }
 
@@ -140,6 +145,18 @@ impl Lakehouse {
     /// The registry of Hive-style external tables.
     pub fn external(&self) -> &Arc<crate::external::ExternalCatalog> {
         &self.external
+    }
+
+    /// Sets the shortest window `remove_orphan_files` accepts (`[maintenance]
+    /// min_orphan_age_secs`; default 7 days).
+    pub fn set_min_orphan_age(&self, age: std::time::Duration) {
+        let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        self.min_orphan_age_ms.store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The shortest window `remove_orphan_files` accepts, in ms.
+    pub fn min_orphan_age_ms(&self) -> i64 {
+        self.min_orphan_age_ms.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The registry of views.

@@ -9,6 +9,7 @@ mod definition;
 pub mod external;
 pub mod iceberg_admin;
 mod lakehouse;
+pub mod maintenance;
 mod provider;
 mod registry;
 mod scan;

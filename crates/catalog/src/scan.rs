@@ -218,7 +218,7 @@ impl TableProvider for LakehouseTable {
 /// The filters with view-string literals (`presc_state = Utf8View('CA')`, as type coercion
 /// makes them against the view columns) turned into plain ones, which iceberg understands:
 /// it drops a predicate on a literal it cannot convert, and with it partition and file pruning.
-fn plain_string_literals(filters: &[Expr]) -> Vec<Expr> {
+pub(crate) fn plain_string_literals(filters: &[Expr]) -> Vec<Expr> {
     filters
         .iter()
         .map(|f| {

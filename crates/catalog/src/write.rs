@@ -71,7 +71,17 @@ impl TableWriter {
     /// Prepares a writer for the table's default partition spec (any transform iceberg
     /// computes: identity, year/month/day/hour, bucket, truncate; void fields are skipped).
     pub fn new(table: &Table) -> Result<Self> {
+        Self::sized(table, None)
+    }
+
+    /// A writer whose files roll over at `target_size` bytes (default: the table's
+    /// `write.target-file-size-bytes`, else 128 MiB).
+    pub fn sized(table: &Table, target_size: Option<u64>) -> Result<Self> {
         let md = table.metadata();
+        let target = target_size
+            .or_else(|| md.properties().get("write.target-file-size-bytes").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(crate::maintenance::compact::DEFAULT_TARGET_FILE_SIZE)
+            .max(1);
         let schema = md.current_schema().clone();
         let spec = md.default_partition_spec();
         let mut partition_columns = vec![];
@@ -88,7 +98,7 @@ impl TableWriter {
         let run = uuid::Uuid::new_v4();
         let workers = (0..n)
             .map(|i| {
-                let fanout = Self::fanout(table, format!("rx-{run}-w{i}"))?;
+                let fanout = Self::fanout(table, format!("rx-{run}-w{i}"), target)?;
                 let (tx, rx) = tokio::sync::mpsc::channel::<Slice>(4);
                 let handle = match &sort {
                     None => tokio::spawn(Self::work(fanout, rx)),
@@ -100,7 +110,7 @@ impl TableWriter {
         Ok(Self { table: table.clone(), workers, partition_columns, converter: None, rows: 0 })
     }
 
-    fn fanout(table: &Table, prefix: String) -> Result<Fanout> {
+    fn fanout(table: &Table, prefix: String, target_size: u64) -> Result<Fanout> {
         let md = table.metadata();
         let mut props = WriterProperties::builder()
             .set_compression(compression(md.properties())?)
@@ -118,8 +128,9 @@ impl TableWriter {
         let props = props.build();
         let parquet = ParquetWriterBuilder::new(props, md.current_schema().clone());
         let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
-        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        let rolling = RollingFileWriterBuilder::new(
             parquet,
+            usize::try_from(target_size).unwrap_or(usize::MAX),
             table.file_io().clone(),
             DefaultLocationGenerator::new(md)?,
             names,

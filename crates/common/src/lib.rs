@@ -9,7 +9,7 @@ pub use error::{grpc, Error, Result, StatusCode};
 
 /// Fails the process on purpose at a named point when `RXGATE_FAILPOINT` names it; crash
 /// tests use it to prove a write stopped at that point leaves its table as it was
-/// (`ingest.before_commit`, `write.before_commit`).
+/// (`ingest.before_commit`, `write.before_commit`, `compact.before_commit`, `expire.after_commit`).
 pub fn failpoint(name: &str) {
     if std::env::var("RXGATE_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("rxgate: failpoint {name} reached, aborting");

@@ -46,6 +46,8 @@ pub struct EngineConfig {
     /// `[external] allowed_locations`: URL/path prefixes external tables may point under
     /// (empty: none). Never the warehouse or an Iceberg table's location.
     pub external_allowed_locations: Vec<String>,
+    /// `[maintenance] min_orphan_age_secs`: the shortest window orphan removal accepts.
+    pub min_orphan_age: Duration,
     /// Per-statement limits: text size, expression depth, value size (`[limits]`).
     pub limits: crate::limits::StatementLimits,
     /// Resident memory of the process beyond which the guard cancels the statement holding
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
             audit_max_bytes: 64 << 20,
             audit_keep: 8,
             external_allowed_locations: Vec::new(),
+            min_orphan_age: Duration::from_millis(rxgate_catalog::maintenance::orphans::DEFAULT_ORPHAN_AGE_MS as u64),
             limits: Default::default(),
             process_memory_limit_bytes: 0,
         }
@@ -110,6 +113,7 @@ impl Engine {
         });
         let audit = Arc::new(AuditLog::new(config.audit_dir.clone(), config.audit_max_bytes, config.audit_keep)?);
         lake.external().set_allowed_locations(&config.external_allowed_locations)?;
+        lake.set_min_orphan_age(config.min_orphan_age);
         crate::memwatch::watch(config.process_memory_limit_bytes);
         Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
     }
@@ -164,7 +168,7 @@ impl Engine {
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
         lakehouse.register_schema(
             "system",
-            Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.storage().clone())),
+            Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.clone())),
         )?;
         // Every table the session can name goes through the policy (see secure.rs).
         let guard = Guard::new(self.inner.policy.clone(), &identity.user, &identity.roles);

@@ -1,7 +1,9 @@
 //! The `system` schema: `system.audit_log`, the audit trail read back from its JSON-lines
 //! files; `system.storage_requests`, the object-store request counters; `system.data_cache`,
 //! the data file cache's counters; `system.login_throttle`, the failed-login counters of
-//! the frontends (users and client addresses being delayed or locked out). Like every lakehouse schema it is governed by the policy:
+//! the frontends (users and client addresses being delayed or locked out);
+//! `system.maintenance_history`, every maintenance action on the catalog's tables (expiry,
+//! orphan removal, compaction), from the catalog database. Like every lakehouse schema it is governed by the policy:
 //! only roles granted it (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
@@ -28,11 +30,12 @@ use crate::audit::{audit_schema, AuditLog, AUDIT_FILE};
 pub(crate) struct SystemSchema {
     audit: Arc<AuditLog>,
     storage: Arc<StoreRegistry>,
+    lake: rxgate_catalog::Lakehouse,
 }
 
 impl SystemSchema {
-    pub(crate) fn new(audit: Arc<AuditLog>, storage: Arc<StoreRegistry>) -> Self {
-        Self { audit, storage }
+    pub(crate) fn new(audit: Arc<AuditLog>, lake: rxgate_catalog::Lakehouse) -> Self {
+        Self { audit, storage: lake.storage().clone(), lake }
     }
 
     /// Every audit record on disk, oldest file first.
@@ -90,6 +93,13 @@ impl SchemaProvider for SystemSchema {
             "login_throttle" => {
                 Arc::new(Counters { schema: login_throttle_schema(), batch: Box::new(login_throttle_batch) })
             }
+            "maintenance_history" => {
+                let rows = rxgate_catalog::maintenance::history::list(&self.lake)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let batch = maintenance_history_batch(&rows)?;
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
+            }
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -101,7 +111,45 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 4] = ["audit_log", "storage_requests", "data_cache", "login_throttle"];
+const TABLES: [&str; 5] = ["audit_log", "storage_requests", "data_cache", "login_throttle", "maintenance_history"];
+
+/// `system.maintenance_history` of the recorded actions.
+fn maintenance_history_batch(rows: &[rxgate_catalog::maintenance::history::HistoryEntry]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    let text = |f: &dyn Fn(&rxgate_catalog::maintenance::history::HistoryEntry) -> String| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
+    };
+    let int = |f: &dyn Fn(&rxgate_catalog::maintenance::history::HistoryEntry) -> Option<i64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<Int64Array>())
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("started_at", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None), false),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("snapshot_id", DataType::Int64, true),
+        Field::new("files_removed", DataType::Int64, false),
+        Field::new("bytes_removed", DataType::Int64, false),
+        Field::new("files_written", DataType::Int64, false),
+        Field::new("bytes_written", DataType::Int64, false),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| r.table.clone()),
+        text(&|r| r.action.clone()),
+        Arc::new(rows.iter().map(|r| Some(r.started_ms)).collect::<TimestampMillisecondArray>()),
+        int(&|r| Some(r.duration_ms)),
+        int(&|r| r.snapshot_id),
+        int(&|r| Some(r.files_removed)),
+        int(&|r| Some(r.bytes_removed)),
+        int(&|r| Some(r.files_written)),
+        int(&|r| Some(r.bytes_written)),
+        text(&|r| r.outcome.clone()),
+        text(&|r| r.detail.clone()),
+    ];
+    RecordBatch::try_new(schema, columns).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+}
 
 /// One row of `system.login_throttle`: a user name or client address with failed logins.
 #[derive(Debug, Clone, PartialEq, Eq)]

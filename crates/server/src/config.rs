@@ -51,6 +51,18 @@ pub struct FileConfig {
     /// `[files]`: permissions of the files and directories the server creates.
     #[serde(default)]
     pub files: FilesSection,
+    /// `[maintenance]`: table maintenance safety settings.
+    #[serde(default)]
+    pub maintenance: MaintenanceSection,
+}
+
+/// `[maintenance]` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSection {
+    /// The shortest window `remove_orphan_files` accepts (default 7 days): files younger than
+    /// it are never deleted, whatever `older_than` a statement gives.
+    pub min_orphan_age_secs: Option<u64>,
 }
 
 /// `[external]` keys.
@@ -497,6 +509,9 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     resolve_limits(&mut engine, file.limits)?;
     resolve_policy(&mut engine, file.policy, file.audit, &data_dir)?;
     engine.external_allowed_locations = file.external.allowed_locations;
+    if let Some(secs) = file.maintenance.min_orphan_age_secs {
+        engine.min_orphan_age = Duration::from_secs(secs);
+    }
     let umask = file.files.umask.as_deref().map(parse_umask).transpose()?.unwrap_or(DEFAULT_UMASK);
     let pg_listen = pg_listen_flag.or(file.pgwire.listen).unwrap_or_else(|| DEFAULT_PG_LISTEN.to_string());
     let pg_max_connections = file.pgwire.max_connections.unwrap_or(DEFAULT_PG_MAX_CONNECTIONS);

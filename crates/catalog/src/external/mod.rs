@@ -501,6 +501,11 @@ impl ExternalCatalog {
         v
     }
 
+    /// Every cached definition.
+    pub fn all(&self) -> Vec<Arc<ExternalTableDef>> {
+        self.cache.read().expect("external cache lock").values().cloned().collect()
+    }
+
     /// The cached definition of a table.
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ExternalTableDef>> {
         self.cache.read().expect("external cache lock").get(&(namespace.to_string(), name.to_string())).cloned()

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use iceberg::spec::{
-    FormatVersion, NestedField, PrimitiveType, Schema, SnapshotReference, SnapshotRetention, TableMetadata, Transform,
-    Type, UnboundPartitionField, UnboundPartitionSpec, MAIN_BRANCH,
+    FormatVersion, NestedField, NullOrder, PrimitiveType, Schema, SnapshotReference, SnapshotRetention, SortDirection,
+    SortField, SortOrder, TableMetadata, Transform, Type, UnboundPartitionField, UnboundPartitionSpec, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 use rxgate_common::{Error, Result, StatusCode};
@@ -38,6 +38,43 @@ pub enum SchemaChange {
     },
     /// `DROP COLUMN name`.
     DropColumn(String),
+}
+
+/// One key of a table's sort order (Spark's `WRITE ORDERED BY c [ASC|DESC] [NULLS FIRST|LAST]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    /// Column.
+    pub column: String,
+    /// `DESC`.
+    pub descending: bool,
+    /// `NULLS FIRST` (default for ASC, as Spark), else last.
+    pub nulls_first: bool,
+}
+
+/// Sets the table's default sort order (empty: unsorted), which every writer and compaction
+/// follow. Returns the order's id.
+pub async fn set_sort_order(lake: &Lakehouse, table_name: &str, keys: &[SortKey]) -> Result<i64> {
+    commit_change(lake, table_name, |table| {
+        let md = table.metadata();
+        let schema = md.current_schema();
+        let mut order = SortOrder::builder();
+        for key in keys {
+            let source = find_field(schema, &key.column)?;
+            order.with_sort_field(
+                SortField::builder()
+                    .source_id(source.id)
+                    .transform(Transform::Identity)
+                    .direction(if key.descending { SortDirection::Descending } else { SortDirection::Ascending })
+                    .null_order(if key.nulls_first { NullOrder::First } else { NullOrder::Last })
+                    .build(),
+            );
+        }
+        let order = order.build(schema)?;
+        let new_md = builder(table).add_sort_order(order)?.set_default_sort_order(-1)?.build()?.metadata;
+        let id = new_md.default_sort_order_id();
+        Ok((new_md, id))
+    })
+    .await
 }
 
 /// A partition spec change (Spark's `ADD|DROP PARTITION FIELD`).

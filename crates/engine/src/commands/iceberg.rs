@@ -38,7 +38,9 @@ pub(crate) async fn plan(ctx: &SessionContext, cmd: IcebergCommand, is_admin: bo
     let name = visible_table(ctx, cmd.table()).await?;
     if !is_admin {
         let what = match &cmd {
-            IcebergCommand::Schema { .. } | IcebergCommand::Partition { .. } => "ALTER TABLE",
+            IcebergCommand::Schema { .. } | IcebergCommand::Partition { .. } | IcebergCommand::SortOrder { .. } => {
+                "ALTER TABLE"
+            }
             IcebergCommand::Rollback { .. } => "rolling back a table",
         };
         return Err(denied(&format!("{what} on table {name}")));
@@ -84,6 +86,11 @@ pub(crate) async fn execute(ctx: &SessionContext, cmd: &IcebergCommand) -> Resul
         IcebergCommand::Partition { change, .. } => {
             let id = evolve::evolve_partition(&lake, &name, change).await?;
             tracing::info!(table = %name, spec_id = id, "partition spec evolved");
+            tag("ALTER TABLE")
+        }
+        IcebergCommand::SortOrder { keys, .. } => {
+            let id = evolve::set_sort_order(&lake, &name, keys).await?;
+            tracing::info!(table = %name, sort_order_id = id, "sort order set");
             tag("ALTER TABLE")
         }
         IcebergCommand::Rollback { target, returns_row, .. } => {

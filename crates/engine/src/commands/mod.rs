@@ -12,6 +12,7 @@ pub(crate) mod external;
 pub(crate) mod hive;
 pub(crate) mod iceberg;
 pub mod ingest;
+pub(crate) mod maintenance;
 pub(crate) mod view;
 pub(crate) mod write;
 

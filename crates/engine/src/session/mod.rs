@@ -274,6 +274,9 @@ impl EngineSession {
                 commands::external::plan(&self.ctx, cmd, self.is_admin()).await
             }
             Statement::Command(Command::Iceberg(cmd)) => commands::iceberg::plan(&self.ctx, cmd, self.is_admin()).await,
+            Statement::Command(Command::Maintenance(cmd)) => {
+                commands::maintenance::plan(&self.ctx, cmd, self.is_admin()).await
+            }
             Statement::Command(Command::Ddl(cmd)) => {
                 let source = match &cmd {
                     DdlCommand::CreateTable { query: Some(q), .. } => Some(self.plan_source(q).await?),
@@ -447,6 +450,7 @@ impl EngineSession {
             Command::Hive(cmd) => commands::hive::execute(&self.ctx, cmd).await,
             Command::External(cmd) => commands::external::execute(&self.ctx, cmd).await,
             Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
+            Command::Maintenance(cmd) => commands::maintenance::execute(&self.ctx, cmd).await,
             Command::Ddl(_) | Command::Dml(_) | Command::View(_) => self.run_write(cmd, None).await,
         }
     }

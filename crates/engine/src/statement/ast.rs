@@ -167,6 +167,14 @@ pub enum IcebergCommand {
         /// The change.
         change: PartitionChange,
     },
+    /// `ALTER TABLE t WRITE [LOCALLY] ORDERED BY c [ASC|DESC] [NULLS FIRST|LAST], …` and
+    /// `WRITE UNORDERED`: the table's sort order.
+    SortOrder {
+        /// Table name parts as written.
+        table: Vec<String>,
+        /// The keys (empty: unsorted).
+        keys: Vec<rxgate_catalog::iceberg_admin::evolve::SortKey>,
+    },
     /// `CALL system.rollback_to_snapshot(…)` and friends, `ALTER TABLE t EXECUTE …`.
     Rollback {
         /// Table name parts.
@@ -182,7 +190,10 @@ impl IcebergCommand {
     /// The table's name parts.
     pub fn table(&self) -> &[String] {
         match self {
-            Self::Schema { table, .. } | Self::Partition { table, .. } | Self::Rollback { table, .. } => table,
+            Self::Schema { table, .. }
+            | Self::Partition { table, .. }
+            | Self::SortOrder { table, .. }
+            | Self::Rollback { table, .. } => table,
         }
     }
 }
@@ -377,4 +388,55 @@ pub enum ViewCommand {
         /// `IF EXISTS`.
         if_exists: bool,
     },
+}
+
+/// A time before which something may go: a point in time, or an age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutoff {
+    /// Epoch milliseconds (`older_than => TIMESTAMP '…'`).
+    At(i64),
+    /// Milliseconds before the statement runs (`retention_threshold => '7d'`).
+    Ago(i64),
+}
+
+/// A table maintenance procedure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceAction {
+    /// `expire_snapshots`: `None`s take the table's properties.
+    ExpireSnapshots {
+        /// Snapshots before this may expire.
+        older_than: Option<Cutoff>,
+        /// Main's most recent snapshots always kept.
+        retain_last: Option<usize>,
+    },
+    /// `remove_orphan_files`.
+    RemoveOrphanFiles {
+        /// Files modified before this may be orphans (default: 7 days ago).
+        older_than: Option<Cutoff>,
+        /// List only.
+        dry_run: bool,
+    },
+    /// `rewrite_data_files` / Trino's `optimize`.
+    RewriteDataFiles {
+        /// Only files that may hold rows matching this predicate (SQL).
+        filter: Option<String>,
+        /// Output file size.
+        target_size: Option<u64>,
+        /// Files smaller than this are rewritten.
+        threshold: Option<u64>,
+        /// Partitions with fewer small files are left alone.
+        min_input_files: Option<usize>,
+    },
+}
+
+/// A maintenance procedure on one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceCommand {
+    /// Name parts.
+    pub table: Vec<String>,
+    /// What to do.
+    pub action: MaintenanceAction,
+    /// `CALL` returns a result row (Spark's counts, or the orphan files); Trino's `EXECUTE`
+    /// only a tag.
+    pub returns_rows: bool,
 }

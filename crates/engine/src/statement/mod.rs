@@ -17,8 +17,8 @@ mod grammar;
 mod normalize;
 
 pub use ast::{
-    AdminCommand, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, NewColumn, PartitionField,
-    PartitionTransform, RollbackTarget, SourceQuery, Spec, ViewCommand,
+    AdminCommand, Cutoff, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, MaintenanceAction,
+    MaintenanceCommand, NewColumn, PartitionField, PartitionTransform, RollbackTarget, SourceQuery, Spec, ViewCommand,
 };
 pub(crate) use normalize::{bad_time_travel, parse_timestamp};
 
@@ -94,6 +94,8 @@ pub enum Command {
     Dml(DmlCommand),
     /// CREATE VIEW, DROP VIEW.
     View(ViewCommand),
+    /// Snapshot expiry, orphan removal, compaction.
+    Maintenance(MaintenanceCommand),
 }
 
 /// One statement, named.

@@ -8,6 +8,7 @@ use iceberg::spec::Transform;
 use rxgate_catalog::iceberg_admin::evolve::{self, PartitionChange, SchemaChange};
 use rxgate_common::{Error, Result, StatusCode};
 
+use super::maintenance::{call_args, Arg};
 use super::Cur;
 use crate::statement::{bad_time_travel, parse_timestamp, IcebergCommand, RollbackTarget};
 
@@ -53,6 +54,8 @@ pub(super) fn statement(c: &mut Cur) -> Result<IcebergCommand> {
             || c.pos > 0 && c.toks.get(c.pos - 1) == Some(&Token::RParen))
         .then_some(transform);
         IcebergCommand::Partition { table, change: PartitionChange::Drop { name, transform } }
+    } else if c.kw("write") {
+        parse_write_order(c, table)?
     } else if c.kws(&["drop", "column"]) {
         let name = c.ident().ok_or_else(|| syntax("DROP COLUMN needs a column name"))?;
         IcebergCommand::Schema { table, changes: vec![SchemaChange::DropColumn(name)] }
@@ -71,6 +74,45 @@ pub(super) fn statement(c: &mut Cur) -> Result<IcebergCommand> {
     } else {
         Err(syntax("unexpected text at the end of the statement"))
     }
+}
+
+/// Spark's `WRITE [DISTRIBUTED BY PARTITION] [LOCALLY] ORDERED BY c [ASC|DESC] [NULLS FIRST|LAST],
+/// …` (parenthesised or not) and `WRITE UNORDERED`, after `WRITE`.
+fn parse_write_order(c: &mut Cur, table: Vec<String>) -> Result<IcebergCommand> {
+    if c.kw("unordered") {
+        return Ok(IcebergCommand::SortOrder { table, keys: vec![] });
+    }
+    c.kws(&["distributed", "by", "partition"]);
+    c.kw("locally");
+    if !c.kws(&["ordered", "by"]) {
+        return Err(syntax("expected WRITE ORDERED BY columns or WRITE UNORDERED"));
+    }
+    let parenthesised = c.tok(&Token::LParen);
+    let mut keys = vec![];
+    loop {
+        let column = c.ident().ok_or_else(|| syntax("ORDERED BY needs a column"))?;
+        let descending = if c.kw("desc") {
+            true
+        } else {
+            c.kw("asc");
+            false
+        };
+        let nulls_first = if c.kws(&["nulls", "first"]) {
+            true
+        } else if c.kws(&["nulls", "last"]) {
+            false
+        } else {
+            !descending
+        };
+        keys.push(evolve::SortKey { column, descending, nulls_first });
+        if !c.tok(&Token::Comma) {
+            break;
+        }
+    }
+    if parenthesised && !c.tok(&Token::RParen) {
+        return Err(syntax("ORDERED BY ( … ) is not closed"));
+    }
+    Ok(IcebergCommand::SortOrder { table, keys })
 }
 
 /// `name type [COMMENT 'text']`.
@@ -166,13 +208,6 @@ fn parse_execute(c: &mut Cur, table: Vec<String>) -> Result<IcebergCommand> {
     }
 }
 
-/// One CALL argument value.
-enum Arg {
-    Str(String),
-    Int(i64),
-    Time(i64),
-}
-
 fn parse_call(c: &mut Cur) -> Result<IcebergCommand> {
     let name = c.name().map_err(syntax)?;
     let proc = match name.as_slice() {
@@ -187,43 +222,7 @@ fn parse_call(c: &mut Cur) -> Result<IcebergCommand> {
 }
 
 fn parse_call_args(c: &mut Cur, proc: &str) -> Result<IcebergCommand> {
-    if !c.tok(&Token::LParen) {
-        return Err(syntax(format!("system.{proc}(…) expected")));
-    }
-    let mut positional: Vec<Arg> = vec![];
-    let mut named: Vec<(String, Arg)> = vec![];
-    if !c.tok(&Token::RParen) {
-        loop {
-            let key = if matches!(c.peek_at(1), Some(Token::RArrow)) {
-                let k = c.ident().ok_or_else(|| syntax("argument name expected"))?;
-                c.pos += 1;
-                Some(k)
-            } else {
-                None
-            };
-            let value = if c.kw("timestamp") {
-                let s = c.string().ok_or_else(|| syntax("TIMESTAMP needs a string"))?;
-                Arg::Time(parse_timestamp(&s).ok_or_else(|| bad_time_travel(format!("invalid timestamp '{s}'")))?)
-            } else if let Some(s) = c.string() {
-                Arg::Str(s)
-            } else if let Some(n) = c.integer() {
-                Arg::Int(n)
-            } else {
-                return Err(syntax(format!("unexpected argument of system.{proc}")));
-            };
-            match key {
-                Some(k) => named.push((k, value)),
-                None => positional.push(value),
-            }
-            if c.tok(&Token::Comma) {
-                continue;
-            }
-            if c.tok(&Token::RParen) {
-                break;
-            }
-            return Err(syntax(format!("expected , or ) in system.{proc}(…)")));
-        }
-    }
+    let (positional, named) = call_args(c, &format!("system.{proc}"))?;
     if !c.at_end() {
         return Err(syntax("unexpected text after CALL"));
     }

@@ -9,6 +9,7 @@
 mod external;
 mod hive;
 mod iceberg;
+mod maintenance;
 mod sql;
 mod view;
 mod write;
@@ -191,6 +192,7 @@ enum Rule {
     Iceberg,
     CreateTable,
     CreateView,
+    Maintenance,
     Sql,
 }
 
@@ -204,6 +206,7 @@ fn rule(c: &Cur) -> Rule {
         ("SHOW", "DATABASES" | "SCHEMAS" | "TABLES") | ("USE" | "DESCRIBE" | "DESC", _) => Rule::Hive,
         ("SHOW", "CREATE") if word(2) == "TABLE" => Rule::Hive,
         ("SHOW", "PARTITIONS") | ("CREATE", "EXTERNAL") | ("MSCK", _) => Rule::External,
+        ("CALL", _) if called(c).is_some_and(|p| maintenance::PROCEDURES.contains(&p.as_str())) => Rule::Maintenance,
         ("CALL", _) => Rule::Iceberg,
         ("CREATE", "TABLE") => Rule::CreateTable,
         ("CREATE", "OR") if word(2) == "REPLACE" && word(3) == "TABLE" => Rule::CreateTable,
@@ -212,6 +215,40 @@ fn rule(c: &Cur) -> Rule {
         ("ALTER", "TABLE") => alter_table_rule(c),
         _ => Rule::Sql,
     }
+}
+
+/// The procedure a `CALL a.b.proc(…)` names: the last word before the parenthesis.
+fn called(c: &Cur) -> Option<String> {
+    let mut i = 1;
+    let mut last = None;
+    loop {
+        match c.peek_at(i)? {
+            Token::Word(w) => last = Some(w.value.to_ascii_lowercase()),
+            Token::Period => {}
+            Token::LParen => return last,
+            _ => return None,
+        }
+        i += 1;
+    }
+}
+
+/// `CALL …system.<proc>(…)` or `ALTER TABLE t EXECUTE <proc>…` of a maintenance procedure.
+fn maintenance_statement(c: &mut Cur) -> Result<crate::statement::MaintenanceCommand> {
+    if c.kw("call") {
+        let name = c.name().map_err(syntax)?;
+        return match name.as_slice() {
+            [.., s, proc] if s == "system" => maintenance::call(c, &proc.clone()),
+            _ => Err(rxgate_common::Error::new(
+                rxgate_common::StatusCode::Unsupported,
+                format!("unknown procedure {}", name.join(".")),
+            )),
+        };
+    }
+    c.kw("alter");
+    c.kw("table");
+    let table = c.name().map_err(syntax)?;
+    c.kw("execute");
+    maintenance::execute(c, table)
 }
 
 /// `ALTER TABLE name …`: Hive's partition forms, Iceberg's evolution forms, else PostgreSQL's.
@@ -237,10 +274,14 @@ fn alter_table_rule(c: &Cur) -> Rule {
     if at(0, "DROP") && (partition_spec(1) || (at(1, "IF") && at(2, "EXISTS") && partition_spec(3))) {
         return Rule::External;
     }
+    if at(0, "EXECUTE") && maintenance::PROCEDURES.iter().any(|p| at(1, p)) {
+        return Rule::Maintenance;
+    }
     let iceberg = (at(0, "ADD") && (at(1, "COLUMN") || at(1, "COLUMNS") || (at(1, "PARTITION") && at(2, "FIELD"))))
         || (at(0, "DROP") && (at(1, "COLUMN") || (at(1, "PARTITION") && at(2, "FIELD"))))
         || (at(0, "RENAME") && at(1, "COLUMN"))
-        || at(0, "EXECUTE");
+        || at(0, "EXECUTE")
+        || at(0, "WRITE");
     if iceberg {
         Rule::Iceberg
     } else {
@@ -263,6 +304,9 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Rule::Iceberg => return iceberg::statement(&mut c).map(|cmd| Statement::Command(Command::Iceberg(cmd))),
         Rule::CreateTable => return write::create_table(tokens),
         Rule::CreateView => return view::create_view(tokens),
+        Rule::Maintenance => {
+            return maintenance_statement(&mut c).map(|cmd| Statement::Command(Command::Maintenance(cmd)))
+        }
         Rule::Sql => return sql::statement(tokens),
     };
     command.and_then(|cmd| c.end().map(|()| cmd)).map(Statement::Command).map_err(syntax)

@@ -1,0 +1,121 @@
+//! `rxgate_maintenance_history`: one row per maintenance action (expiry, orphan removal,
+//! compaction, lifecycle moves), in the catalog database so every gateway sharing it sees
+//! them (`system.maintenance_history`).
+
+use sqlx::Row;
+
+use crate::registry::{db_error, placeholders, PG_INIT_LOCK};
+use crate::Lakehouse;
+use rxgate_common::Result;
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS rxgate_maintenance_history (
+    catalog_name VARCHAR(255) NOT NULL,
+    table_name VARCHAR(512) NOT NULL,
+    action VARCHAR(64) NOT NULL,
+    started_ms BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    snapshot_id BIGINT,
+    files_removed BIGINT NOT NULL,
+    bytes_removed BIGINT NOT NULL,
+    files_written BIGINT NOT NULL,
+    bytes_written BIGINT NOT NULL,
+    outcome VARCHAR(16) NOT NULL,
+    detail TEXT NOT NULL)";
+
+/// One maintenance action, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// `schema.table`.
+    pub table: String,
+    /// `expire_snapshots`, `remove_orphan_files`, `rewrite_data_files`, …
+    pub action: String,
+    /// When it started (epoch ms).
+    pub started_ms: i64,
+    /// How long it ran.
+    pub duration_ms: i64,
+    /// The snapshot it committed, if any.
+    pub snapshot_id: Option<i64>,
+    /// Files deleted (or replaced).
+    pub files_removed: i64,
+    /// Bytes of the files deleted (where known: data files).
+    pub bytes_removed: i64,
+    /// Files written.
+    pub files_written: i64,
+    /// Bytes written.
+    pub bytes_written: i64,
+    /// `ok`, `dry run` or `failed`.
+    pub outcome: String,
+    /// What it did or why it failed, one line.
+    pub detail: String,
+}
+
+async fn ready(lake: &Lakehouse) -> Result<()> {
+    let mut tx = lake.pool().begin().await.map_err(db_error)?;
+    if lake.config().is_postgres() {
+        sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
+    }
+    sqlx::query(CREATE).execute(&mut *tx).await.map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// Appends an entry. A failure to record is logged, never the action's failure.
+pub async fn record(lake: &Lakehouse, e: &HistoryEntry) {
+    let done = async {
+        ready(lake).await?;
+        let sql = placeholders(
+            lake.config().is_postgres(),
+            "INSERT INTO rxgate_maintenance_history (catalog_name, table_name, action, started_ms, duration_ms, \
+             snapshot_id, files_removed, bytes_removed, files_written, bytes_written, outcome, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(lake.config().name.clone())
+            .bind(e.table.clone())
+            .bind(e.action.clone())
+            .bind(e.started_ms)
+            .bind(e.duration_ms)
+            .bind(e.snapshot_id)
+            .bind(e.files_removed)
+            .bind(e.bytes_removed)
+            .bind(e.files_written)
+            .bind(e.bytes_written)
+            .bind(e.outcome.clone())
+            .bind(e.detail.clone())
+            .execute(lake.pool())
+            .await
+            .map_err(db_error)?;
+        Ok::<(), rxgate_common::Error>(())
+    };
+    if let Err(err) = done.await {
+        tracing::warn!(table = %e.table, action = %e.action, error = %err.message, "maintenance history not recorded");
+    }
+}
+
+/// Every entry of this catalog, oldest first.
+pub async fn list(lake: &Lakehouse) -> Result<Vec<HistoryEntry>> {
+    ready(lake).await?;
+    let sql = placeholders(
+        lake.config().is_postgres(),
+        "SELECT table_name, action, started_ms, duration_ms, snapshot_id, files_removed, bytes_removed, \
+         files_written, bytes_written, outcome, detail FROM rxgate_maintenance_history WHERE catalog_name = ? \
+         ORDER BY started_ms, table_name",
+    );
+    let rows = sqlx::query(&sql).bind(lake.config().name.clone()).fetch_all(lake.pool()).await.map_err(db_error)?;
+    rows.iter()
+        .map(|r| {
+            Ok(HistoryEntry {
+                table: r.try_get(0).map_err(db_error)?,
+                action: r.try_get(1).map_err(db_error)?,
+                started_ms: r.try_get(2).map_err(db_error)?,
+                duration_ms: r.try_get(3).map_err(db_error)?,
+                snapshot_id: r.try_get(4).map_err(db_error)?,
+                files_removed: r.try_get(5).map_err(db_error)?,
+                bytes_removed: r.try_get(6).map_err(db_error)?,
+                files_written: r.try_get(7).map_err(db_error)?,
+                bytes_written: r.try_get(8).map_err(db_error)?,
+                outcome: r.try_get(9).map_err(db_error)?,
+                detail: r.try_get(10).map_err(db_error)?,
+            })
+        })
+        .collect()
+}
