@@ -58,6 +58,9 @@ pub struct TableDef {
     /// `write.parquet.bloom-filter-enabled.column.npi = "true"`).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// `[table.lifecycle]`: archive, purge, expiry and compaction of its deliveries.
+    #[serde(default)]
+    pub lifecycle: Option<crate::maintenance::lifecycle::LifecyclePolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +300,7 @@ columns = [
             sort_by: vec![],
             columns: vec![],
             properties: Default::default(),
+            lifecycle: None,
         };
         assert!(bad.partition_spec().is_err());
         assert!(primitive("blob").is_err());

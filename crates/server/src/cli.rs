@@ -110,6 +110,13 @@ pub enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Data lifecycle of the tables whose definitions have a `[table.lifecycle]`: archive,
+    /// purge (with proof), snapshot expiry and compaction.
+    Lifecycle {
+        /// Lifecycle action.
+        #[command(subcommand)]
+        action: LifecycleCommand,
+    },
     /// TLS certificates.
     Cert {
         /// Certificate action.
@@ -196,6 +203,38 @@ pub enum CertCommand {
         /// Replace existing files in --out.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// What a lifecycle command looks at.
+#[derive(Debug, clap::Args)]
+pub struct LifecycleArgs {
+    /// Only this table (`db.table`).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The day the ages are counted from (YYYY-MM-DD; default today, UTC).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Table definitions (a directory or file of *.toml); default `[lifecycle] definitions`,
+    /// else the built-in ones.
+    #[arg(long)]
+    pub definitions: Option<PathBuf>,
+}
+
+/// Lifecycle subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// Print, per table, what a run would archive, purge, expire and compact (files, rows,
+    /// bytes).
+    Plan(LifecycleArgs),
+    /// Carry it out (under the catalog's lifecycle lock), with a summary per table.
+    Run {
+        /// Which tables, as of when.
+        #[command(flatten)]
+        args: LifecycleArgs,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -74,16 +74,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo { scale, no_serve, .. } => demo(&settings, scale, no_serve).await,
         Command::User { action } => crate::users::run(&settings, action),
         Command::Cert { action: CertCommand::Dev { out, hosts, days, force } } => cert_dev(&out, &hosts, days, force),
+        Command::Lifecycle { action } => {
+            let lake = open(&settings).await?;
+            crate::lifecycle::command(&lake, &settings, action).await
+        }
     }
 }
 
-async fn open(settings: &Settings) -> Result<Lakehouse> {
+pub(crate) async fn open(settings: &Settings) -> Result<Lakehouse> {
     Lakehouse::open(&settings.lakehouse).await
 }
 
 /// Table definitions a command applies, and where they came from.
-struct Definitions {
-    tables: Vec<TableDef>,
+pub(crate) struct Definitions {
+    pub(crate) tables: Vec<TableDef>,
     /// The absolute path given, or the built-in definitions.
     source: String,
 }
@@ -99,7 +103,7 @@ impl Definitions {
 /// `pipeline run [--definitions PATH]`, `demo`), whatever the working directory: the path
 /// given (a directory of *.toml or one file; relative to the working directory), else the
 /// built-in definitions. Never a directory found by chance.
-fn definitions_for(path: Option<&Path>) -> Result<Definitions> {
+pub(crate) fn definitions_for(path: Option<&Path>) -> Result<Definitions> {
     let Some(p) = path else {
         let tables = parse_definitions(BUILTIN_DEFINITIONS, "built-in catalog/health.toml")?;
         return Ok(Definitions { tables, source: "built-in (catalog/health.toml of this build)".into() });
@@ -411,7 +415,9 @@ fn pg_url(user: &str, password: Option<&str>, addr: std::net::SocketAddr, tls: b
 async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result<()> {
     let users = Arc::new(UserDirectory::open(&settings.auth.users_file)?.with_throttle(settings.auth.throttle.clone()));
     let user_count = users.users()?.len();
-    let engine = Engine::new(open(settings).await?, settings.engine.clone())?;
+    let lake = open(settings).await?;
+    crate::lifecycle::schedule(&lake, settings)?;
+    let engine = Engine::new(lake, settings.engine.clone())?;
     tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");
     let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;
     let flight = crate::flight::bind(settings, engine, users).await?;

@@ -54,6 +54,19 @@ pub struct FileConfig {
     /// `[maintenance]`: table maintenance safety settings.
     #[serde(default)]
     pub maintenance: MaintenanceSection,
+    /// `[lifecycle]`: the data lifecycle `serve` runs on a schedule.
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]` keys.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSection {
+    /// Seconds between the lifecycle runs `serve` starts (none: `serve` runs none).
+    pub interval_secs: Option<u64>,
+    /// The table definitions whose `[table.lifecycle]` apply (default: the built-in ones).
+    pub definitions: Option<PathBuf>,
 }
 
 /// `[maintenance]` keys.
@@ -291,6 +304,8 @@ pub struct Settings {
     pub flight: Option<FlightSqlConfig>,
     /// Process umask (`[files] umask`, default 0o077: what the server creates is private).
     pub umask: u32,
+    /// `[lifecycle]`.
+    pub lifecycle: LifecycleSection,
 }
 
 /// The umask when `[files] umask` is not set: files 0600, directories 0700.
@@ -546,6 +561,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         auth,
         flight,
         umask,
+        lifecycle: file.lifecycle,
     })
 }
 

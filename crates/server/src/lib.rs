@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 mod devcert;
 mod flight;
+mod lifecycle;
 pub mod logging;
 mod output;
 mod users;

@@ -119,3 +119,115 @@ pub async fn list(lake: &Lakehouse) -> Result<Vec<HistoryEntry>> {
         })
         .collect()
 }
+
+const CREATE_LOCKS: &str = "CREATE TABLE IF NOT EXISTS rxgate_locks (
+    catalog_name VARCHAR(255) NOT NULL,
+    lock_name VARCHAR(255) NOT NULL,
+    owner VARCHAR(255) NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (catalog_name, lock_name))";
+
+/// A lease on a named lock in the catalog database (`rxgate_locks`): one holder at a time
+/// among every process sharing the catalog; a holder that died loses it when it expires.
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    owner: String,
+}
+
+impl Lease {
+    /// Takes `name` for `ttl`, or `None` while another holder's lease is live.
+    pub async fn acquire(lake: &Lakehouse, name: &str, ttl: std::time::Duration) -> Result<Option<Lease>> {
+        let postgres = lake.config().is_postgres();
+        let mut tx = lake.pool().begin().await.map_err(db_error)?;
+        if postgres {
+            sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        sqlx::query(CREATE_LOCKS).execute(&mut *tx).await.map_err(db_error)?;
+        let now = super::now_ms();
+        sqlx::query(&placeholders(
+            postgres,
+            "DELETE FROM rxgate_locks WHERE catalog_name = ? AND lock_name = ? AND expires_ms < ?",
+        ))
+        .bind(lake.config().name.clone())
+        .bind(name.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let owner = format!("{}:{}:{}", hostname(), std::process::id(), uuid::Uuid::new_v4());
+        // A holder on this host whose process is gone (killed) lost its lease.
+        let held: Option<String> = sqlx::query_scalar(&placeholders(
+            postgres,
+            "SELECT owner FROM rxgate_locks WHERE catalog_name = ? AND lock_name = ?",
+        ))
+        .bind(lake.config().name.clone())
+        .bind(name.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(held) = held.filter(|h| holder_is_gone(h)) {
+            tracing::warn!(lock = name, holder = %held, "taking over the lease of a process that is gone");
+            sqlx::query(&placeholders(
+                postgres,
+                "DELETE FROM rxgate_locks WHERE catalog_name = ? AND lock_name = ? AND owner = ?",
+            ))
+            .bind(lake.config().name.clone())
+            .bind(name.to_string())
+            .bind(held)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let inserted = sqlx::query(&placeholders(
+            postgres,
+            "INSERT INTO rxgate_locks (catalog_name, lock_name, owner, expires_ms) VALUES (?, ?, ?, ?)",
+        ))
+        .bind(lake.config().name.clone())
+        .bind(name.to_string())
+        .bind(owner.clone())
+        .bind(now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await.map_err(db_error)?;
+                Ok(Some(Lease { name: name.to_string(), owner }))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Gives the lock back.
+    pub async fn release(self, lake: &Lakehouse) -> Result<()> {
+        let sql = placeholders(
+            lake.config().is_postgres(),
+            "DELETE FROM rxgate_locks WHERE catalog_name = ? AND lock_name = ? AND owner = ?",
+        );
+        sqlx::query(&sql)
+            .bind(lake.config().name.clone())
+            .bind(self.name)
+            .bind(self.owner)
+            .execute(lake.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+/// This host's name (Linux), for lease owners.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Whether a lease owner (`host:pid:uuid`) is a process of this host that no longer runs.
+fn holder_is_gone(owner: &str) -> bool {
+    let mut parts = owner.splitn(3, ':');
+    match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) if !host.is_empty() && host == hostname() => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}

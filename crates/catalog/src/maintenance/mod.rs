@@ -15,6 +15,7 @@
 pub mod compact;
 pub mod expire;
 pub mod history;
+pub mod lifecycle;
 pub mod orphans;
 
 use std::collections::{HashMap, HashSet};
