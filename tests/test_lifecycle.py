@@ -87,7 +87,16 @@ def test_archive_purge_and_proof_over_five_years(rxgate_bin, tmp_path):
     assert [line.split()[2] for line in plan if " purge " in line] == [str(d) for d in purged], plan
     assert all(f"{ROWS_PER_DELIVERY} rows" in line for line in plan if " archive " in line or " purge " in line)
 
-    # A move killed right before its commit: the delivery stays where it was.
+    # A purge killed right before its commit: nothing is gone; then a move killed right before
+    # its commit (the purge, first, lands): the delivery stays where it was.
+    crash = rx.run("lifecycle", "run", "--definitions", str(defs), "--as-of", AS_OF,
+                   env={"RXGATE_FAILPOINT": "lifecycle.before_purge"}, check=False)
+    assert crash.returncode != 0
+    s = start_server(rxgate_bin, data, tmp_path / "serve-purge.log")
+    try:
+        assert q(s, "SELECT count(*), count(DISTINCT delivery_date) FROM health.rx_life") == [(1500, 60)]
+    finally:
+        stop_server(s)
     crash = rx.run("lifecycle", "run", "--definitions", str(defs), "--as-of", AS_OF,
                    env={"RXGATE_FAILPOINT": "lifecycle.before_move"}, check=False)
     assert crash.returncode != 0

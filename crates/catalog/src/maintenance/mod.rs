@@ -1,5 +1,5 @@
-//! Table maintenance: snapshot expiry (`expire`), orphan-file removal (`orphans`) and
-//! compaction (`compact`), each one atomic commit (compare-and-swap on the catalog row,
+//! Table maintenance: snapshot expiry (`expire`), orphan-file removal (`orphans`),
+//! compaction (`compact`), manifest merging (`manifests`) and the data lifecycle (`lifecycle`), each one atomic commit (compare-and-swap on the catalog row,
 //! retried on conflict) followed by file deletions that no retained snapshot, metadata file
 //! or in-flight commit can need; every run is recorded in `rxgate_maintenance_history`
 //! (`history`).
@@ -16,6 +16,7 @@ pub mod compact;
 pub mod expire;
 pub mod history;
 pub mod lifecycle;
+pub mod manifests;
 pub mod orphans;
 
 use std::collections::{HashMap, HashSet};

@@ -44,6 +44,7 @@ fn procedure(action: &MaintenanceAction) -> &'static str {
         MaintenanceAction::ExpireSnapshots { .. } => "expire_snapshots",
         MaintenanceAction::RemoveOrphanFiles { .. } => "remove_orphan_files",
         MaintenanceAction::RewriteDataFiles { .. } => "rewrite_data_files",
+        MaintenanceAction::RewriteManifests => "rewrite_manifests",
     }
 }
 
@@ -68,6 +69,7 @@ fn schema(action: &MaintenanceAction) -> SchemaRef {
             "rewritten_bytes_count",
             "failed_data_files_count",
         ]),
+        MaintenanceAction::RewriteManifests => counts(&["rewritten_manifests_count", "added_manifests_count"]),
     }
 }
 
@@ -192,6 +194,14 @@ async fn run(
             entry.bytes_written = o.added_bytes as i64;
             entry.detail = format!("{} files rewritten into {} ({} rows)", o.rewritten_files, o.added_files, o.rows);
             vec![count(o.rewritten_files), count(o.added_files), count(o.rewritten_bytes), count(0)]
+        }
+        MaintenanceAction::RewriteManifests => {
+            let o = rxgate_catalog::maintenance::manifests::rewrite_manifests(lake, name).await?;
+            entry.snapshot_id = o.snapshot_id;
+            entry.files_removed = o.rewritten_manifests as i64;
+            entry.files_written = o.added_manifests as i64;
+            entry.detail = format!("{} manifests merged into {}", o.rewritten_manifests, o.added_manifests);
+            vec![count(o.rewritten_manifests), count(o.added_manifests)]
         }
     })
 }

@@ -427,6 +427,8 @@ pub enum MaintenanceAction {
         /// Partitions with fewer small files are left alone.
         min_input_files: Option<usize>,
     },
+    /// `rewrite_manifests` / Trino's `optimize_manifests`.
+    RewriteManifests,
 }
 
 /// A maintenance procedure on one table.

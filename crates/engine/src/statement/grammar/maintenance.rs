@@ -16,7 +16,14 @@ fn syntax(m: impl Into<String>) -> Error {
 }
 
 /// The procedures this module reads.
-pub(super) const PROCEDURES: [&str; 4] = ["expire_snapshots", "remove_orphan_files", "rewrite_data_files", "optimize"];
+pub(super) const PROCEDURES: [&str; 6] = [
+    "expire_snapshots",
+    "remove_orphan_files",
+    "rewrite_data_files",
+    "optimize",
+    "rewrite_manifests",
+    "optimize_manifests",
+];
 
 /// One CALL / EXECUTE argument value.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +221,7 @@ pub(super) fn call(c: &mut Cur, proc: &str) -> Result<MaintenanceCommand> {
             threshold: None,
             min_input_files: None,
         },
+        "rewrite_manifests" => MaintenanceAction::RewriteManifests,
         other => return Err(Error::new(StatusCode::Unsupported, format!("procedure system.{other} is not supported"))),
     };
     for (k, v) in args {
@@ -230,6 +238,10 @@ pub(super) fn call(c: &mut Cur, proc: &str) -> Result<MaintenanceCommand> {
                 Arg::Str(s) => *filter = Some(s),
                 _ => return Err(syntax("where takes a predicate as a string")),
             },
+            // Spark's caching hint; nothing to cache here.
+            (MaintenanceAction::RewriteManifests, "use_caching") => {
+                bool_arg(v, &k)?;
+            }
             (MaintenanceAction::RewriteDataFiles { .. }, "strategy") => match v {
                 // Both write with the table's sort order.
                 Arg::Str(s) if s.eq_ignore_ascii_case("binpack") || s.eq_ignore_ascii_case("sort") => {}
@@ -276,6 +288,7 @@ pub(super) fn execute(c: &mut Cur, table: Vec<String>) -> Result<MaintenanceComm
             threshold: None,
             min_input_files: Some(2),
         },
+        "optimize_manifests" => MaintenanceAction::RewriteManifests,
         other => {
             return Err(Error::new(StatusCode::Unsupported, format!("ALTER TABLE EXECUTE {other} is not supported")))
         }
