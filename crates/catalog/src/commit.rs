@@ -178,13 +178,7 @@ fn removes(removal: &Removal, spec: &PartitionSpec, schema: &SchemaRef, file: &D
 pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid, attempt: u32) -> Result<Staged> {
     let md = table.metadata();
     let file_io = table.file_io();
-    let snapshot_id = loop {
-        let (a, b) = Uuid::new_v4().as_u64_pair();
-        let id = ((a ^ b) >> 1) as i64;
-        if md.snapshots().all(|s| s.snapshot_id() != id) {
-            break id;
-        }
-    };
+    let snapshot_id = new_snapshot_id(md);
     let seq = md.next_sequence_number();
     let meta_dir = format!("{}/metadata", md.location());
     let mut counter = 0u32;
@@ -319,13 +313,7 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
         .with_timestamp_ms(chrono_now_ms())
         .build();
 
-    let metadata = md
-        .clone()
-        .into_builder(table.metadata_location().map(str::to_string))
-        .add_snapshot(snapshot)?
-        .set_ref(MAIN_BRANCH, SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)))?
-        .build()?
-        .metadata;
+    let metadata = with_main(table, snapshot)?;
     Ok(Staged {
         metadata,
         outcome: CommitOutcome {
@@ -337,6 +325,30 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
             attempts: attempt,
         },
     })
+}
+
+/// A snapshot id the table does not use yet (positive, random).
+pub(crate) fn new_snapshot_id(md: &TableMetadata) -> i64 {
+    loop {
+        let (a, b) = Uuid::new_v4().as_u64_pair();
+        let id = ((a ^ b) >> 1) as i64;
+        if md.snapshots().all(|s| s.snapshot_id() != id) {
+            return id;
+        }
+    }
+}
+
+/// The table's metadata with `snapshot` added and made `main`'s head.
+pub(crate) fn with_main(table: &Table, snapshot: Snapshot) -> Result<TableMetadata> {
+    let id = snapshot.snapshot_id();
+    Ok(table
+        .metadata()
+        .clone()
+        .into_builder(table.metadata_location().map(str::to_string))
+        .add_snapshot(snapshot)?
+        .set_ref(MAIN_BRANCH, SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)))?
+        .build()?
+        .metadata)
 }
 
 /// Writes `new_md` as the table's next metadata file and makes it current with a

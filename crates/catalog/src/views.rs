@@ -33,7 +33,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
-use crate::registry::{db_error, placeholders, PG_INIT_LOCK};
+use crate::registry::{db_error, placeholders};
 
 /// Whose rights a view's query runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,15 +171,7 @@ impl ViewCatalog {
 
     async fn ready(&self) -> Result<()> {
         self.ready
-            .get_or_try_init(|| async {
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                if self.postgres {
-                    sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
-                }
-                sqlx::query(CREATE_VIEWS).execute(&mut *tx).await.map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
-                Ok::<(), Error>(())
-            })
+            .get_or_try_init(|| crate::registry::create_tables(&self.pool, self.postgres, &[CREATE_VIEWS]))
             .await?;
         Ok(())
     }
@@ -314,12 +306,15 @@ impl ViewCatalog {
 }
 
 /// A view as the lakehouse's DataFusion catalog hands it out: its stored definition and
-/// recorded schema. The engine expands it before a query reads it.
+/// recorded schema. The engine expands it before a query reads it; one that cannot be
+/// expanded is handed out [`StoredView::failing`]: listed, an error when read.
 #[derive(Debug)]
 pub struct StoredView {
     def: Arc<ViewDef>,
     schema: SchemaRef,
     definition: String,
+    /// Why it cannot be read (`None`: not expanded yet).
+    error: Option<(StatusCode, String)>,
 }
 
 impl StoredView {
@@ -327,7 +322,12 @@ impl StoredView {
     pub fn new(def: Arc<ViewDef>) -> Self {
         let schema = def.schema();
         let definition = def.definition();
-        Self { def, schema, definition }
+        Self { def, schema, definition, error: None }
+    }
+
+    /// `def`, which fails with `error` when read.
+    pub fn failing(def: Arc<ViewDef>, error: &Error) -> Self {
+        Self { error: Some((error.code, error.message.clone())), ..Self::new(def) }
     }
 
     /// The definition.
@@ -365,10 +365,10 @@ impl TableProvider for StoredView {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::External(Box::new(Error::internal(format!(
-            "view {} was not expanded by the engine",
-            self.def.qualified()
-        )))))
+        Err(DataFusionError::External(Box::new(match &self.error {
+            Some((code, message)) => Error::new(*code, message.clone()),
+            None => Error::internal(format!("view {} was not expanded by the engine", self.def.qualified())),
+        })))
     }
 }
 

@@ -7,24 +7,19 @@
 //!
 //! A view naming itself, directly or through other views, is 42P17 when expanded; a view whose
 //! query no longer plans (a table dropped, a grant revoked) is listed with its recorded
-//! columns and fails with the planning error when read.
+//! columns and fails with the planning error when read (`StoredView::failing`).
 
-use std::any::Any;
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList, Session, TableProvider};
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList, TableProvider};
 use datafusion::common::Column;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::parser::Statement as DfStatement;
-use rxgate_catalog::views::{ViewDef, ViewSecurity};
+use rxgate_catalog::views::{StoredView, ViewDef, ViewSecurity};
 use rxgate_common::{Error, StatusCode};
 
 use crate::secure::{Applied, Guard, SecuredCatalog, SecuredTable};
@@ -38,10 +33,6 @@ tokio::task_local! {
     static EXPANDING: Vec<String>;
 }
 
-fn df(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 /// The table a query reads for the view `def`: its plan under the invoker's or the definer's
 /// rights, or, when it does not plan (recursion included), a table that fails with the
 /// reason when read.
@@ -50,8 +41,8 @@ pub(crate) async fn expand(guard: &Arc<Guard>, def: &Arc<ViewDef>) -> DfResult<A
     let mut stack = EXPANDING.try_with(Clone::clone).unwrap_or_default();
     if stack.contains(&name) || stack.len() >= MAX_DEPTH {
         let message = format!("infinite recursion detected in view {name} (through {})", stack.join(" → "));
-        let code = StatusCode::InvalidObjectDefinition;
-        return Ok(Arc::new(UnusableView { schema: def.schema(), definition: def.definition(), code, message }));
+        let e = Error::new(StatusCode::InvalidObjectDefinition, message);
+        return Ok(Arc::new(StoredView::failing(def.clone(), &e)));
     }
     guard.record_view(&name);
     if def.security == ViewSecurity::Definer {
@@ -60,11 +51,10 @@ pub(crate) async fn expand(guard: &Arc<Guard>, def: &Arc<ViewDef>) -> DfResult<A
     }
     stack.push(name);
     let planned = EXPANDING.scope(stack, plan(guard, def)).await;
-    let definition = def.definition();
     Ok(match planned {
-        Ok(plan) => Arc::new(SecuredTable::view(plan, definition)),
+        Ok(plan) => Arc::new(SecuredTable::view(plan, def.definition())),
         // Listings (information_schema, pg_class) still show it; reading it fails.
-        Err(e) => Arc::new(UnusableView { schema: def.schema(), definition, code: e.code, message: e.message }),
+        Err(e) => Arc::new(StoredView::failing(def.clone(), &e)),
     })
 }
 
@@ -152,46 +142,4 @@ fn definer_state(
     );
     definer.set_state(&state);
     Ok((state, definer))
-}
-
-/// A view whose query no longer plans: listed with its recorded columns, an error when read.
-#[derive(Debug)]
-struct UnusableView {
-    schema: SchemaRef,
-    definition: String,
-    code: StatusCode,
-    message: String,
-}
-
-#[async_trait]
-impl TableProvider for UnusableView {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    fn get_table_definition(&self) -> Option<&str> {
-        Some(&self.definition)
-    }
-
-    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
-        None
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        _projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Err(df(Error::new(self.code, self.message.clone())))
-    }
 }

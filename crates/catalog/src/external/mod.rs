@@ -31,7 +31,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
-use crate::registry::{db_error, PG_INIT_LOCK};
+use crate::registry::db_error;
 
 pub use locations::{LocationPolicy, NormalizedLocation};
 pub use table::{discover_partitions, location_has_files, object_store, ExternalTableProvider};
@@ -446,15 +446,8 @@ impl ExternalCatalog {
 
     async fn ready(&self) -> Result<()> {
         self.ready
-            .get_or_try_init(|| async {
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                if self.postgres {
-                    sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
-                }
-                sqlx::query(CREATE_TABLES).execute(&mut *tx).await.map_err(db_error)?;
-                sqlx::query(CREATE_PARTITIONS).execute(&mut *tx).await.map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
-                Ok::<(), Error>(())
+            .get_or_try_init(|| {
+                crate::registry::create_tables(&self.pool, self.postgres, &[CREATE_TABLES, CREATE_PARTITIONS])
             })
             .await?;
         Ok(())

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use crate::registry::{db_error, placeholders, PG_INIT_LOCK};
+use crate::registry::{db_error, placeholders};
 use crate::Lakehouse;
 use rxgate_common::Result;
 
@@ -50,12 +50,7 @@ pub struct HistoryEntry {
 }
 
 async fn ready(lake: &Lakehouse) -> Result<()> {
-    let mut tx = lake.pool().begin().await.map_err(db_error)?;
-    if lake.config().is_postgres() {
-        sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
-    }
-    sqlx::query(CREATE).execute(&mut *tx).await.map_err(db_error)?;
-    tx.commit().await.map_err(db_error)
+    crate::registry::create_tables(lake.pool(), lake.config().is_postgres(), &[CREATE]).await
 }
 
 /// Appends an entry. A failure to record is logged, never the action's failure.
@@ -139,11 +134,8 @@ impl Lease {
     /// Takes `name` for `ttl`, or `None` while another holder's lease is live.
     pub async fn acquire(lake: &Lakehouse, name: &str, ttl: std::time::Duration) -> Result<Option<Lease>> {
         let postgres = lake.config().is_postgres();
+        crate::registry::create_tables(lake.pool(), postgres, &[CREATE_LOCKS]).await?;
         let mut tx = lake.pool().begin().await.map_err(db_error)?;
-        if postgres {
-            sqlx::query(PG_INIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
-        }
-        sqlx::query(CREATE_LOCKS).execute(&mut *tx).await.map_err(db_error)?;
         let now = super::now_ms();
         sqlx::query(&placeholders(
             postgres,

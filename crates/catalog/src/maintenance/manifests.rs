@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use iceberg::spec::{
     ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
+    Summary,
 };
 use rxgate_common::{Error, Result, StatusCode};
 
@@ -45,13 +45,7 @@ pub async fn rewrite_manifests(lake: &Lakehouse, table_name: &str) -> Result<Man
         if by_spec.values().all(|v| v.len() < 2) {
             return Ok(ManifestOutcome::default());
         }
-        let snapshot_id = loop {
-            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-            let id = ((a ^ b) >> 1) as i64;
-            if md.snapshots().all(|s| s.snapshot_id() != id) {
-                break id;
-            }
-        };
+        let snapshot_id = crate::commit::new_snapshot_id(md);
         let seq = md.next_sequence_number();
         let commit = uuid::Uuid::new_v4();
         let meta_dir = format!("{}/metadata", md.location());
@@ -112,13 +106,7 @@ pub async fn rewrite_manifests(lake: &Lakehouse, table_name: &str) -> Result<Man
             .with_schema_id(md.current_schema_id())
             .with_timestamp_ms(now_ms())
             .build();
-        let new_md = md
-            .clone()
-            .into_builder(table.metadata_location().map(str::to_string))
-            .add_snapshot(snapshot)?
-            .set_ref(MAIN_BRANCH, SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)))?
-            .build()?
-            .metadata;
+        let new_md = crate::commit::with_main(&table, snapshot)?;
         if crate::commit::swap_metadata(lake, &table, new_md).await?.is_some() {
             return Ok(outcome);
         }
