@@ -27,9 +27,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sqlclient import Client
 from conftest import TEST_PASSWORD, TEST_USER, start_server_with_roles, stop_server
 
 PASSWORD = "maint-test-pw"
+
+_client = Client(PASSWORD)
+pg, q, sqlstate = _client.pg, _client.q, _client.sqlstate
 USERS = {"ann": "analyst", "auditor_ca": "state_auditor"}
 FUTURE = "TIMESTAMP '2100-01-01 00:00:00'"
 
@@ -61,23 +65,7 @@ def mserver(rxgate_bin, tmp_path_factory):
     stop_server(s)
 
 
-def pg(server, user=TEST_USER):
-    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
-    return psycopg.connect(server.dsn(user=user, password=password), autocommit=True)
 
-
-def q(server, sql, params=None, user=TEST_USER):
-    with pg(server, user) as conn:
-        cur = conn.execute(sql, params)
-        return cur.fetchall() if cur.description else cur.statusmessage
-
-
-def sqlstate(server, sql, user=TEST_USER) -> str:
-    with pg(server, user) as conn:
-        with pytest.raises(psycopg.Error) as err:
-            conn.execute(sql)
-        assert conn.execute("SELECT 1").fetchone() == (1,)
-        return err.value.sqlstate
 
 
 def table_dir(server, table: str) -> Path:

@@ -17,15 +17,18 @@ clients, on a lakehouse of its own:
 """
 from __future__ import annotations
 
-import subprocess
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import psycopg
 import pytest
 
+from sqlclient import Client
 from conftest import TEST_PASSWORD, TEST_USER, start_server, start_server_with_roles, stop_server
 
 PASSWORD = "views-test-pw"
+
+_client = Client(PASSWORD)
+pg, q, sqlstate, psql = _client.pg, _client.q, _client.sqlstate, _client.psql
 KEY = "views-pseudonym-key-0123456789"
 USERS = {"ann": "analyst", "auditor_ca": "state_auditor", "vic": "public", "eng": "engineer"}
 
@@ -121,29 +124,8 @@ def vserver(rxgate_bin, tmp_path_factory):
     stop_server(s)
 
 
-def pg(server, user=TEST_USER):
-    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
-    return psycopg.connect(server.dsn(user=user, password=password), autocommit=True)
 
 
-def q(server, sql, params=None, user=TEST_USER):
-    with pg(server, user) as conn:
-        cur = conn.execute(sql, params)
-        return cur.fetchall() if cur.description else cur.statusmessage
-
-
-def sqlstate(server, sql, user=TEST_USER) -> str:
-    with pg(server, user) as conn:
-        with pytest.raises(psycopg.Error) as err:
-            conn.execute(sql)
-        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
-        return err.value.sqlstate
-
-
-def psql(server, sql: str, user=TEST_USER) -> subprocess.CompletedProcess:
-    password = TEST_PASSWORD if user == TEST_USER else PASSWORD
-    return subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", server.dsn(user=user, password=password)],
-                          input=sql, capture_output=True, text=True, env=server.pg_env(password), timeout=120)
 
 
 # ------------------------------------------------------------------------- statements over psql
