@@ -167,3 +167,30 @@ def test_the_lifecycle_lease_keeps_a_second_runner_out(rxgate_bin, tmp_path):
     assert rx.run("lifecycle", "run", "--definitions", str(defs), "--as-of", AS_OF).returncode == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM rxgate_locks").fetchone() == (0,)
+
+
+def test_catalog_apply_sets_a_changed_sort_order(rxgate_bin, tmp_path):
+    data, defs = tmp_path / "data", tmp_path / "defs"
+    defs.mkdir()
+    table = """
+[[table]]
+name = "health.sorted_by_toml"
+partition_by = ["delivery_date"]
+{sort}
+columns = [
+  {{ name = "npi", type = "string" }},
+  {{ name = "delivery_date", type = "date", required = true }},
+]
+"""
+    rx = Rxgate(rxgate_bin, data)
+    (defs / "t.toml").write_text(table.format(sort=""))
+    assert "created   health.sorted_by_toml" in rx.run("catalog", "apply", str(defs)).stdout
+    (defs / "t.toml").write_text(table.format(sort='sort_by = ["npi"]'))
+    assert "sorted    health.sorted_by_toml (by npi)" in rx.run("catalog", "apply", str(defs)).stdout
+    assert "unchanged health.sorted_by_toml" in rx.run("catalog", "apply", str(defs)).stdout
+    # Every writer follows it: an INSERT's file is sorted by npi.
+    rx.run("sql", "INSERT INTO health.sorted_by_toml SELECT CAST((x * 7919) % 10007 AS VARCHAR), DATE '2024-01-01' "
+                  "FROM generate_series(1, 5000) AS g(x)")
+    (f,) = list((data / "warehouse" / "health" / "sorted_by_toml" / "data").rglob("*.parquet"))
+    npis = pq.read_table(f, columns=["npi"]).column("npi").to_pylist()
+    assert len(npis) == 5000 and npis == sorted(npis)

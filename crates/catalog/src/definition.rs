@@ -77,6 +77,8 @@ pub enum ApplyAction {
     Created(String),
     /// The table existed and gained these columns.
     AddedColumns(String, Vec<String>),
+    /// The table existed and its sort order was set to the definition's `sort_by`.
+    Resorted(String, Vec<String>),
     /// The table already matched its definition.
     Unchanged(String),
 }
@@ -86,6 +88,7 @@ impl std::fmt::Display for ApplyAction {
         match self {
             ApplyAction::Created(t) => write!(f, "created   {t}"),
             ApplyAction::AddedColumns(t, c) => write!(f, "altered   {t} (added {})", c.join(", ")),
+            ApplyAction::Resorted(t, c) => write!(f, "sorted    {t} (by {})", c.join(", ")),
             ApplyAction::Unchanged(t) => write!(f, "unchanged {t}"),
         }
     }
@@ -244,10 +247,35 @@ pub async fn apply_definitions(lake: &Lakehouse, defs: &[TableDef]) -> Result<Ve
         }
         let table = catalog.load_table(&ident).await?;
         let current = table.metadata().current_schema();
+        // `sort_by` is the sort order every writer and compaction follow: a changed one is
+        // set (ascending, nulls first); existing files are re-sorted when compacted.
+        let sorted_by: Vec<String> = table
+            .metadata()
+            .default_sort_order()
+            .fields
+            .iter()
+            .filter_map(|f| current.name_by_field_id(f.source_id).map(str::to_string))
+            .collect();
+        if sorted_by != def.sort_by && def.sort_by.iter().all(|c| current.field_by_name(c).is_some()) {
+            let keys: Vec<crate::iceberg_admin::evolve::SortKey> = def
+                .sort_by
+                .iter()
+                .map(|c| crate::iceberg_admin::evolve::SortKey {
+                    column: c.clone(),
+                    descending: false,
+                    nulls_first: true,
+                })
+                .collect();
+            crate::iceberg_admin::evolve::set_sort_order(lake, &def.name, &keys).await?;
+            out.push(ApplyAction::Resorted(def.name.clone(), def.sort_by.clone()));
+        }
+        let table = catalog.load_table(&ident).await?;
         let missing: Vec<&ColumnDef> =
-            def.columns.iter().filter(|c| current.field_by_name(&c.name).is_none()).collect();
+            def.columns.iter().filter(|c| table.metadata().current_schema().field_by_name(&c.name).is_none()).collect();
         if missing.is_empty() {
-            out.push(ApplyAction::Unchanged(def.name.clone()));
+            if !matches!(out.last(), Some(ApplyAction::Resorted(t, _)) if *t == def.name) {
+                out.push(ApplyAction::Unchanged(def.name.clone()));
+            }
             continue;
         }
         let tx = Transaction::new(&table);
