@@ -20,8 +20,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -31,9 +30,9 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
-use crate::registry::{db_error, placeholders};
+use crate::registry::{DefinitionTable, Definitions};
 
 /// Whose rights a view's query runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,167 +140,70 @@ const CREATE_VIEWS: &str = "CREATE TABLE IF NOT EXISTS rxgate_views (
     definition TEXT NOT NULL,
     PRIMARY KEY (catalog_name, view_namespace, view_name))";
 
+impl crate::registry::Definition for ViewDef {
+    fn key(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
+    }
+}
+
 /// The view registry in the catalog database, and a cache of the definitions for the
 /// synchronous listings. Shared by every session of a process.
 pub struct ViewCatalog {
-    pool: AnyPool,
-    postgres: bool,
-    catalog: String,
-    ready: tokio::sync::OnceCell<()>,
-    cache: RwLock<BTreeMap<(String, String), Arc<ViewDef>>>,
+    defs: Definitions<ViewDef>,
 }
 
 impl std::fmt::Debug for ViewCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewCatalog").field("catalog", &self.catalog).finish()
+        f.debug_struct("ViewCatalog").field("catalog", &self.defs.catalog).finish()
     }
 }
 
 impl ViewCatalog {
     /// A registry on `pool` for the catalog `catalog` (the Iceberg SQL catalog's name).
     pub(crate) fn new(pool: AnyPool, postgres: bool, catalog: &str) -> Self {
-        Self {
-            pool,
-            postgres,
-            catalog: catalog.to_string(),
-            ready: tokio::sync::OnceCell::new(),
-            cache: RwLock::default(),
-        }
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.ready
-            .get_or_try_init(|| crate::registry::create_tables(&self.pool, self.postgres, &[CREATE_VIEWS]))
-            .await?;
-        Ok(())
-    }
-
-    fn sql(&self, text: &str) -> String {
-        placeholders(self.postgres, text)
-    }
-
-    fn cache(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(String, String), Arc<ViewDef>>> {
-        self.cache.write().expect("view cache lock")
+        let kind = DefinitionTable {
+            table: "rxgate_views",
+            columns: ("view_namespace", "view_name"),
+            what: "view",
+            create: &[CREATE_VIEWS],
+        };
+        Self { defs: Definitions::new(pool, postgres, catalog, kind) }
     }
 
     /// Re-reads every definition from the database into the cache.
     pub async fn refresh(&self) -> Result<()> {
-        self.ready().await?;
-        let rows = sqlx::query(&self.sql("SELECT definition FROM rxgate_views WHERE catalog_name = ?"))
-            .bind(self.catalog.clone())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut all = BTreeMap::new();
-        for row in rows {
-            let text: String = row.try_get(0).map_err(db_error)?;
-            match serde_json::from_str::<ViewDef>(&text) {
-                Ok(def) => {
-                    all.insert((def.namespace.clone(), def.name.clone()), Arc::new(def));
-                }
-                Err(e) => tracing::error!(error = %e, "unreadable view definition skipped"),
-            }
-        }
-        *self.cache() = all;
-        Ok(())
+        self.defs.refresh().await
     }
 
     /// The cached view names of a namespace.
     pub fn names(&self, namespace: &str) -> Vec<String> {
-        let cache = self.cache.read().expect("view cache lock");
-        cache.keys().filter(|(ns, _)| ns == namespace).map(|(_, v)| v.clone()).collect()
+        self.defs.names(namespace)
     }
 
     /// The cached definition of a view.
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ViewDef>> {
-        self.cache.read().expect("view cache lock").get(&(namespace.to_string(), name.to_string())).cloned()
+        self.defs.cached(namespace, name)
     }
 
     /// The definition of a view, read from the database (the cache follows).
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<ViewDef>>> {
-        self.ready().await?;
-        let row = sqlx::query(&self.sql(
-            "SELECT definition FROM rxgate_views WHERE catalog_name = ? AND view_namespace = ? AND view_name = ?",
-        ))
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .bind(name.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let key = (namespace.to_string(), name.to_string());
-        let Some(row) = row else {
-            self.cache().remove(&key);
-            return Ok(None);
-        };
-        let text: String = row.try_get(0).map_err(db_error)?;
-        let def: ViewDef = serde_json::from_str(&text).map_err(|e| {
-            Error::new(StatusCode::Internal, format!("unreadable definition of view {namespace}.{name}"))
-                .with_source(&e)
-        })?;
-        let def = Arc::new(def);
-        self.cache().insert(key, def.clone());
-        Ok(Some(def))
+        self.defs.get(namespace, name).await
     }
 
     /// Stores a definition; `replace` overwrites one of the same name (`CREATE OR REPLACE`).
     /// `false` when the view exists and `replace` is not set.
     pub async fn create(&self, def: &ViewDef, replace: bool) -> Result<bool> {
-        self.ready().await?;
-        let text = serde_json::to_string(def).map_err(|e| Error::new(StatusCode::Internal, e.to_string()))?;
-        let upsert = if replace {
-            " ON CONFLICT (catalog_name, view_namespace, view_name) DO UPDATE SET definition = excluded.definition"
-        } else {
-            ""
-        };
-        let done = sqlx::query(&self.sql(&format!(
-            "INSERT INTO rxgate_views (catalog_name, view_namespace, view_name, definition) VALUES (?, ?, ?, ?){upsert}"
-        )))
-        .bind(self.catalog.clone())
-        .bind(def.namespace.clone())
-        .bind(def.name.clone())
-        .bind(text)
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(_) => {
-                self.cache().insert((def.namespace.clone(), def.name.clone()), Arc::new(def.clone()));
-                Ok(true)
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(db_error(e)),
-        }
+        self.defs.insert(def, replace).await
     }
 
     /// Removes a definition. `false` when it did not exist.
     pub async fn drop_view(&self, namespace: &str, name: &str) -> Result<bool> {
-        self.ready().await?;
-        let done = sqlx::query(
-            &self.sql("DELETE FROM rxgate_views WHERE catalog_name = ? AND view_namespace = ? AND view_name = ?"),
-        )
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .bind(name.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        self.cache().remove(&(namespace.to_string(), name.to_string()));
-        Ok(done > 0)
+        self.defs.delete(namespace, name, &[]).await
     }
 
     /// The names of the views of a namespace, read from the database.
     pub async fn list(&self, namespace: &str) -> Result<Vec<String>> {
-        self.ready().await?;
-        let rows = sqlx::query(&self.sql(
-            "SELECT view_name FROM rxgate_views WHERE catalog_name = ? AND view_namespace = ? ORDER BY view_name",
-        ))
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(db_error)).collect()
+        self.defs.list(namespace).await
     }
 }
 

@@ -31,7 +31,7 @@ use rxgate_common::{Error, Result, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
-use crate::registry::db_error;
+use crate::registry::{db_error, DefinitionTable, Definitions};
 
 pub use locations::{LocationPolicy, NormalizedLocation};
 pub use table::{discover_partitions, location_has_files, object_store, ExternalTableProvider};
@@ -397,34 +397,35 @@ const CREATE_PARTITIONS: &str = "CREATE TABLE IF NOT EXISTS rxgate_external_part
     location TEXT NOT NULL,
     PRIMARY KEY (catalog_name, table_namespace, table_name, partition_name))";
 
+impl crate::registry::Definition for ExternalTableDef {
+    fn key(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
+    }
+}
+
 /// The external-table registry: definitions and partitions in the catalog database, and a
 /// cache of the definitions for synchronous listing. Shared by every session of a process.
 pub struct ExternalCatalog {
-    pool: AnyPool,
-    postgres: bool,
-    catalog: String,
-    ready: tokio::sync::OnceCell<()>,
-    cache: RwLock<BTreeMap<(String, String), Arc<ExternalTableDef>>>,
+    defs: Definitions<ExternalTableDef>,
     locations: RwLock<Arc<LocationPolicy>>,
 }
 
 impl std::fmt::Debug for ExternalCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExternalCatalog").field("catalog", &self.catalog).finish()
+        f.debug_struct("ExternalCatalog").field("catalog", &self.defs.catalog).finish()
     }
 }
 
 impl ExternalCatalog {
     /// A registry on `pool` for the catalog `catalog` (the Iceberg SQL catalog's name).
     pub(crate) fn new(pool: AnyPool, postgres: bool, catalog: &str) -> Self {
-        Self {
-            pool,
-            postgres,
-            catalog: catalog.to_string(),
-            ready: tokio::sync::OnceCell::new(),
-            cache: RwLock::default(),
-            locations: RwLock::default(),
-        }
+        let kind = DefinitionTable {
+            table: "rxgate_external_tables",
+            columns: ("table_namespace", "table_name"),
+            what: "external table",
+            create: &[CREATE_TABLES, CREATE_PARTITIONS],
+        };
+        Self { defs: Definitions::new(pool, postgres, catalog, kind), locations: RwLock::default() }
     }
 
     /// Sets `[external] allowed_locations` (until called, no location is allowed).
@@ -439,167 +440,61 @@ impl ExternalCatalog {
         self.locations.read().expect("locations lock").clone()
     }
 
-    /// `?` placeholders as the database wants them.
-    fn sql(&self, text: &str) -> String {
-        crate::registry::placeholders(self.postgres, text)
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.ready
-            .get_or_try_init(|| {
-                crate::registry::create_tables(&self.pool, self.postgres, &[CREATE_TABLES, CREATE_PARTITIONS])
-            })
-            .await?;
-        Ok(())
-    }
-
     /// Re-reads every definition from the database into the cache.
     pub async fn refresh(&self) -> Result<()> {
-        self.ready().await?;
-        let rows = sqlx::query(&self.sql("SELECT definition FROM rxgate_external_tables WHERE catalog_name = ?"))
-            .bind(self.catalog.clone())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut all = BTreeMap::new();
-        for row in rows {
-            let text: String = row.try_get(0).map_err(db_error)?;
-            match serde_json::from_str::<ExternalTableDef>(&text) {
-                Ok(def) => {
-                    all.insert((def.namespace.clone(), def.name.clone()), Arc::new(def));
-                }
-                Err(e) => tracing::error!(error = %e, "unreadable external table definition skipped"),
-            }
-        }
-        *self.cache.write().expect("external cache lock") = all;
-        Ok(())
+        self.defs.refresh().await
     }
 
     /// The cached external table names of a namespace.
     pub fn names(&self, namespace: &str) -> Vec<String> {
-        self.cache
-            .read()
-            .expect("external cache lock")
-            .keys()
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, t)| t.clone())
-            .collect()
+        self.defs.names(namespace)
     }
 
     /// The namespaces holding cached external tables.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.cache.read().expect("external cache lock").keys().map(|(ns, _)| ns.clone()).collect();
-        v.dedup();
-        v
+        self.defs.namespaces()
     }
 
     /// Every cached definition.
     pub fn all(&self) -> Vec<Arc<ExternalTableDef>> {
-        self.cache.read().expect("external cache lock").values().cloned().collect()
+        self.defs.all()
     }
 
     /// The cached definition of a table.
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ExternalTableDef>> {
-        self.cache.read().expect("external cache lock").get(&(namespace.to_string(), name.to_string())).cloned()
+        self.defs.cached(namespace, name)
     }
 
     /// The definition of a table, read from the database (the cache follows).
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<ExternalTableDef>>> {
-        self.ready().await?;
-        let row = sqlx::query(&self.sql(
-            "SELECT definition FROM rxgate_external_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        ))
-        .bind(self.catalog.clone())
-        .bind(namespace.to_string())
-        .bind(name.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let key = (namespace.to_string(), name.to_string());
-        let mut cache = self.cache.write().expect("external cache lock");
-        match row {
-            None => {
-                cache.remove(&key);
-                Ok(None)
-            }
-            Some(row) => {
-                let text: String = row.try_get(0).map_err(db_error)?;
-                let def: ExternalTableDef = serde_json::from_str(&text).map_err(|e| {
-                    Error::new(StatusCode::Internal, format!("unreadable definition of {namespace}.{name}"))
-                        .with_source(&e)
-                })?;
-                let def = Arc::new(def);
-                cache.insert(key, def.clone());
-                Ok(Some(def))
-            }
-        }
+        self.defs.get(namespace, name).await
     }
 
     /// Stores a new definition. `false` when the table already exists.
     pub async fn create(&self, def: &ExternalTableDef) -> Result<bool> {
-        self.ready().await?;
         def.validate()?;
-        let text = serde_json::to_string(def).map_err(|e| Error::new(StatusCode::Internal, e.to_string()))?;
-        let done = sqlx::query(&self.sql(
-            "INSERT INTO rxgate_external_tables (catalog_name, table_namespace, table_name, definition) VALUES (?, ?, ?, ?)",
-        ))
-        .bind(self.catalog.clone())
-        .bind(def.namespace.clone())
-        .bind(def.name.clone())
-        .bind(text)
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(_) => {
-                self.cache
-                    .write()
-                    .expect("external cache lock")
-                    .insert((def.namespace.clone(), def.name.clone()), Arc::new(def.clone()));
-                Ok(true)
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(db_error(e)),
-        }
+        self.defs.insert(def, false).await
     }
 
     /// Removes a definition and its partitions (never any file). `false` when it did not exist.
     pub async fn drop_table(&self, namespace: &str, name: &str) -> Result<bool> {
-        self.ready().await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // Partitions first, then the definition; `done` ends as the definition's count.
-        let mut done = 0;
-        for table in ["rxgate_external_partitions", "rxgate_external_tables"] {
-            done = sqlx::query(&self.sql(&format!(
-                "DELETE FROM {table} WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-            )))
-            .bind(self.catalog.clone())
-            .bind(namespace.to_string())
-            .bind(name.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        }
-        tx.commit().await.map_err(db_error)?;
-        self.cache.write().expect("external cache lock").remove(&(namespace.to_string(), name.to_string()));
-        Ok(done > 0)
+        self.defs.delete(namespace, name, &["rxgate_external_partitions"]).await
     }
 
     /// The registered partitions of a table, sorted by name.
     pub async fn partitions(&self, def: &ExternalTableDef) -> Result<Vec<HivePartition>> {
-        self.ready().await?;
+        self.defs.ready().await?;
         if def.partition_columns.is_empty() {
             return Ok(vec![HivePartition { values: vec![], location: def.location.clone() }]);
         }
-        let rows = sqlx::query(&self.sql(
+        let rows = sqlx::query(&self.defs.sql(
             "SELECT partition_name, location FROM rxgate_external_partitions \
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? ORDER BY partition_name",
         ))
-        .bind(self.catalog.clone())
+        .bind(self.defs.catalog.clone())
         .bind(def.namespace.clone())
         .bind(def.name.clone())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.defs.pool)
         .await
         .map_err(db_error)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -622,19 +517,19 @@ impl ExternalCatalog {
         parts: &[HivePartition],
         if_not_exists: bool,
     ) -> Result<usize> {
-        self.ready().await?;
+        self.defs.ready().await?;
         if def.partition_columns.is_empty() {
             return Err(Error::invalid(format!("table {} is not partitioned", def.qualified())));
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.defs.pool.begin().await.map_err(db_error)?;
         let mut added = 0;
         for p in parts {
             let name = def.partition_name(&p.values);
-            let exists = sqlx::query(&self.sql(
+            let exists = sqlx::query(&self.defs.sql(
                 "SELECT 1 FROM rxgate_external_partitions \
                  WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND partition_name = ?",
             ))
-            .bind(self.catalog.clone())
+            .bind(self.defs.catalog.clone())
             .bind(def.namespace.clone())
             .bind(def.name.clone())
             .bind(name.clone())
@@ -651,11 +546,11 @@ impl ExternalCatalog {
                     format!("partition {name} of {} already exists", def.qualified()),
                 ));
             }
-            sqlx::query(&self.sql(
+            sqlx::query(&self.defs.sql(
                 "INSERT INTO rxgate_external_partitions (catalog_name, table_namespace, table_name, partition_name, location) \
                  VALUES (?, ?, ?, ?, ?)",
             ))
-            .bind(self.catalog.clone())
+            .bind(self.defs.catalog.clone())
             .bind(def.namespace.clone())
             .bind(def.name.clone())
             .bind(name.clone())
@@ -678,15 +573,15 @@ impl ExternalCatalog {
 
     /// Unregisters partitions by name (files stay). Returns how many were removed.
     pub async fn drop_partitions(&self, def: &ExternalTableDef, names: &[String]) -> Result<usize> {
-        self.ready().await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        self.defs.ready().await?;
+        let mut tx = self.defs.pool.begin().await.map_err(db_error)?;
         let mut dropped = 0;
         for name in names {
-            let done = sqlx::query(&self.sql(
+            let done = sqlx::query(&self.defs.sql(
                 "DELETE FROM rxgate_external_partitions \
                  WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND partition_name = ?",
             ))
-            .bind(self.catalog.clone())
+            .bind(self.defs.catalog.clone())
             .bind(def.namespace.clone())
             .bind(def.name.clone())
             .bind(name.clone())
