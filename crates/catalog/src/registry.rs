@@ -171,7 +171,7 @@ impl<T: Definition> Definitions<T> {
         let def: T = serde_json::from_str(&text).map_err(|e| {
             rxgate_common::Error::new(
                 rxgate_common::StatusCode::Internal,
-                format!("unreadable definition of {} {namespace}.{name}", self.kind.what),
+                format!("unreadable definition of {namespace}.{name} ({})", self.kind.what),
             )
             .with_source(&e)
         })?;
