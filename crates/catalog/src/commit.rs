@@ -310,7 +310,7 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
         .with_sequence_number(seq)
         .with_summary(Summary { operation, additional_properties: props })
         .with_schema_id(md.current_schema_id())
-        .with_timestamp_ms(chrono_now_ms())
+        .with_timestamp_ms(crate::maintenance::now_ms())
         .build();
 
     let metadata = with_main(table, snapshot)?;
@@ -369,8 +369,4 @@ pub(crate) async fn swap_metadata(
     let step =
         crate::txn::Step::Swap { ident: table.identifier().clone(), old: current_location, new: new_location.clone() };
     Ok(crate::txn::run_steps(lake, &[step]).await?.then_some(new_location))
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

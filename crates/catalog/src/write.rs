@@ -355,6 +355,12 @@ fn literal_at(col: &ArrayRef, i: usize) -> Result<Option<Literal>> {
 
 /// The live data files of a table's current snapshot: `(path, record count)`.
 pub async fn live_data_files(table: &Table) -> Result<Vec<(String, u64)>> {
+    Ok(live_entries(table).await?.into_iter().map(|(_, f)| (f.file_path().to_string(), f.record_count())).collect())
+}
+
+/// The live data files of a table's current snapshot with the partition spec id each was
+/// written under; a table with delete files is refused (0A000: rewrites would lose them).
+pub(crate) async fn live_entries(table: &Table) -> Result<Vec<(i32, iceberg::spec::DataFile)>> {
     let md = table.metadata();
     let Some(current) = md.current_snapshot() else { return Ok(vec![]) };
     let list = table.manifest_list_reader(current).load().await?;
@@ -369,7 +375,7 @@ pub async fn live_data_files(table: &Table) -> Result<Vec<(String, u64)>> {
         let manifest = mf.load_manifest(table.file_io()).await?;
         for e in manifest.entries() {
             if e.status() != iceberg::spec::ManifestStatus::Deleted {
-                out.push((e.data_file().file_path().to_string(), e.data_file().record_count()));
+                out.push((mf.partition_spec_id, e.data_file().clone()));
             }
         }
     }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use datafusion::logical_expr::Expr;
-use iceberg::spec::{DataFile, ManifestContentType, ManifestStatus};
+use iceberg::spec::DataFile;
 use rxgate_common::{Error, Result, StatusCode};
 
 use super::{delete_all, property};
@@ -51,7 +51,9 @@ pub struct CompactOutcome {
 /// The files to rewrite, by partition: the small live files, in partitions with enough of them.
 async fn candidates(table: &iceberg::table::Table, options: &CompactOptions, threshold: u64) -> Result<Vec<DataFile>> {
     let md = table.metadata();
-    let Some(current) = md.current_snapshot() else { return Ok(vec![]) };
+    if md.current_snapshot().is_none() {
+        return Ok(vec![]);
+    }
     let allowed: Option<HashSet<String>> = if options.filters.is_empty() {
         None
     } else {
@@ -66,24 +68,12 @@ async fn candidates(table: &iceberg::table::Table, options: &CompactOptions, thr
         let files = futures::TryStreamExt::try_collect::<Vec<_>>(scan.plan_files().await?).await?;
         Some(files.into_iter().map(|t| t.data_file_path).collect())
     };
-    let list = table.manifest_list_reader(current).load().await?;
     let mut groups: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
-    for mf in list.entries() {
-        if mf.content != ManifestContentType::Data {
-            return Err(Error::new(StatusCode::Unsupported, "tables with delete files cannot be compacted yet"));
+    for (spec_id, f) in crate::write::live_entries(table).await? {
+        if f.file_size_in_bytes() >= threshold || allowed.as_ref().is_some_and(|a| !a.contains(f.file_path())) {
+            continue;
         }
-        let manifest = mf.load_manifest(table.file_io()).await?;
-        for e in manifest.entries() {
-            let f = e.data_file();
-            if e.status() == ManifestStatus::Deleted
-                || f.file_size_in_bytes() >= threshold
-                || allowed.as_ref().is_some_and(|a| !a.contains(f.file_path()))
-            {
-                continue;
-            }
-            let key = format!("{}:{:?}", mf.partition_spec_id, f.partition());
-            groups.entry(key).or_default().push(f.clone());
-        }
+        groups.entry(format!("{spec_id}:{:?}", f.partition())).or_default().push(f);
     }
     let min = options.min_input_files.unwrap_or(2).max(1);
     Ok(groups.into_values().filter(|g| g.len() >= min).flatten().collect())

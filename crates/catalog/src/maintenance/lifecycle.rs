@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{Datelike, Months, NaiveDate};
-use iceberg::spec::{DataFile, Literal, ManifestStatus, PrimitiveLiteral};
+use iceberg::spec::{DataFile, Literal, PrimitiveLiteral};
 use iceberg::table::Table;
 use iceberg::TableCreation;
 use rxgate_common::{Error, Result, StatusCode};
@@ -145,36 +145,24 @@ fn file_date(table: &Table, spec_id: i32, file: &DataFile, field: &str) -> Optio
 /// The live deliveries of a table: date (days) → files, rows, bytes.
 async fn deliveries(table: &Table, field: &str) -> Result<BTreeMap<i32, Delivery>> {
     let mut out: BTreeMap<i32, Delivery> = BTreeMap::new();
-    let Some(current) = table.metadata().current_snapshot() else { return Ok(out) };
-    let list = table.manifest_list_reader(current).load().await?;
-    for mf in list.entries() {
-        let manifest = mf.load_manifest(table.file_io()).await?;
-        for e in manifest.entries().iter().filter(|e| e.status() != ManifestStatus::Deleted) {
-            let f = e.data_file();
-            let Some(days) = file_date(table, mf.partition_spec_id, f, field) else { continue };
-            let d = out.entry(days).or_insert_with(|| Delivery { date: days_to_date(days), ..Default::default() });
-            d.files += 1;
-            d.rows += f.record_count();
-            d.bytes += f.file_size_in_bytes();
-        }
+    for (spec_id, f) in crate::write::live_entries(table).await? {
+        let Some(days) = file_date(table, spec_id, &f, field) else { continue };
+        let d = out.entry(days).or_insert_with(|| Delivery { date: days_to_date(days), ..Default::default() });
+        d.files += 1;
+        d.rows += f.record_count();
+        d.bytes += f.file_size_in_bytes();
     }
     Ok(out)
 }
 
 /// The live files of one delivery.
 async fn delivery_files(table: &Table, field: &str, days: i32) -> Result<Vec<String>> {
-    let mut out = vec![];
-    let Some(current) = table.metadata().current_snapshot() else { return Ok(out) };
-    let list = table.manifest_list_reader(current).load().await?;
-    for mf in list.entries() {
-        let manifest = mf.load_manifest(table.file_io()).await?;
-        for e in manifest.entries().iter().filter(|e| e.status() != ManifestStatus::Deleted) {
-            if file_date(table, mf.partition_spec_id, e.data_file(), field) == Some(days) {
-                out.push(e.data_file().file_path().to_string());
-            }
-        }
-    }
-    Ok(out)
+    let live = crate::write::live_entries(table).await?;
+    Ok(live
+        .into_iter()
+        .filter(|(spec_id, f)| file_date(table, *spec_id, f, field) == Some(days))
+        .map(|(_, f)| f.file_path().to_string())
+        .collect())
 }
 
 async fn load_if_exists(lake: &Lakehouse, name: &str) -> Result<Option<Table>> {
@@ -462,8 +450,6 @@ pub async fn prove_purged<'a>(
     field: &str,
     purged: &HashSet<i32>,
 ) -> Result<u64> {
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
     let mut checked = 0;
     for name in tables {
         let table = lake.load_table(name).await?;
@@ -471,13 +457,8 @@ pub async fn prove_purged<'a>(
         let Ok(index) = schema.index_of(field) else { continue };
         let only = std::sync::Arc::new(schema.project(&[index]).map_err(|e| Error::internal(e.to_string()))?);
         let location = format!("{}/data/", table.metadata().location().trim_end_matches('/'));
-        let (store, prefix) = lake.storage().resolve(&location)?;
-        let root = crate::storage::parse_location(&location, lake.storage().options())?.root.to_string();
-        let base = if root.ends_with(":///") { root } else { format!("{}/", root.trim_end_matches('/')) };
-        let listed: Vec<_> =
-            store.list(Some(&prefix)).try_collect().await.map_err(|e| crate::storage::storage_error(&location, e))?;
-        for meta in listed.into_iter().filter(|m| m.location.as_ref().ends_with(".parquet")) {
-            let path = format!("{base}{}", meta.location);
+        let listed = lake.storage().list_objects(&location).await?;
+        for (path, _) in listed.into_iter().filter(|(p, _)| p.ends_with(".parquet")) {
             for batch in read_data_file(lake.storage(), &path, &only).await? {
                 let dates = batch.column(0);
                 let dates = dates

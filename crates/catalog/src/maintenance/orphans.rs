@@ -12,8 +12,6 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
-use object_store::ObjectStore;
 use rxgate_common::{Error, Result, StatusCode};
 
 use super::{delete_all, now_ms};
@@ -112,13 +110,8 @@ pub async fn remove_orphan_files(
         add(location)?;
     }
     // Everything under the location.
-    let (store, prefix) = lake.storage().resolve(md.location())?;
-    let listed: Vec<_> =
-        store.list(Some(&prefix)).try_collect().await.map_err(|e| crate::storage::storage_error(md.location(), e))?;
-    // `file:///` + `w/t/x` → `file:///w/t/x`; `gs://b` + `w/t/x` → `gs://b/w/t/x`.
-    let base = if root.0.ends_with(":///") { root.0.clone() } else { format!("{}/", root.0.trim_end_matches('/')) };
     let mut outcome = OrphanOutcome::default();
-    for meta in listed {
+    for (location, meta) in lake.storage().list_objects(md.location()).await? {
         let path = meta.location.to_string();
         let name = path.rsplit('/').next().unwrap_or_default();
         let pending = name.starts_with("rxgate-expire-") && name.ends_with(".pending.json");
@@ -128,7 +121,7 @@ pub async fn remove_orphan_files(
             continue;
         }
         outcome.bytes += meta.size;
-        outcome.orphans.push(format!("{base}{path}"));
+        outcome.orphans.push(location);
     }
     outcome.orphans.sort();
     if !dry_run {

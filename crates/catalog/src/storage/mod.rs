@@ -333,6 +333,19 @@ impl StoreRegistry {
         Ok(out)
     }
 
+    /// Every object under `location` (recursively), each as its full location
+    /// (`file:///w/t/x`, `gs://b/w/t/x`) with its metadata.
+    pub async fn list_objects(&self, location: &str) -> Result<Vec<(String, object_store::ObjectMeta)>> {
+        let loc = parse_location(location, &self.options)?;
+        let store = self.store(&loc.root)?;
+        let metas: Vec<object_store::ObjectMeta> =
+            store.list(Some(&loc.path)).try_collect().await.map_err(|e| storage_error(location, e))?;
+        let root = loc.root.to_string();
+        // `file:///` + `w/t/x` → `file:///w/t/x`; `gs://b` + `w/t/x` → `gs://b/w/t/x`.
+        let base = if root.ends_with(":///") { root } else { format!("{}/", root.trim_end_matches('/')) };
+        Ok(metas.into_iter().map(|m| (format!("{base}{}", m.location), m)).collect())
+    }
+
     /// Request counts of every store built so far, by store, operation and object kind.
     pub fn request_counts(&self) -> Vec<RequestCount> {
         let stores = self.stores.read().expect("store lock");

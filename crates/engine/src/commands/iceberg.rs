@@ -25,11 +25,32 @@ use crate::statement::{Command, IcebergCommand, RollbackTarget};
 
 /// `schema.table` of a name as the session resolves it, if the session can see that table
 /// (a metadata table or a time-travelled one is not a table to change).
-async fn visible_table(ctx: &SessionContext, parts: &[String]) -> Result<String> {
+pub(crate) async fn visible_table(ctx: &SessionContext, parts: &[String]) -> Result<String> {
     if parts.last().is_some_and(|t| rxgate_catalog::iceberg_admin::split_table_name(t).1.is_some()) {
         return Err(no_relation(parts));
     }
     Ok(resolve(ctx, parts).await?.qualified())
+}
+
+/// `schema.table` of a visible Iceberg table, and the lakehouse: an external (Hive) or system
+/// table has no Iceberg metadata for `what` (0A000).
+pub(crate) async fn iceberg_table(
+    ctx: &SessionContext,
+    parts: &[String],
+    what: &str,
+) -> Result<(String, rxgate_catalog::Lakehouse)> {
+    let name = visible_table(ctx, parts).await?;
+    let lake = lakehouse(ctx)?;
+    if let Err(e) = lake.load_table(&name).await {
+        return Err(match e.code {
+            StatusCode::TableNotFound => Error::new(
+                StatusCode::Unsupported,
+                format!("{name} is not an Iceberg table: {what} apply to Iceberg tables only"),
+            ),
+            _ => e,
+        });
+    }
+    Ok((name, lake))
 }
 
 /// Plans an Iceberg DBA statement: the table must be visible to the session (else 42P01), and
@@ -62,21 +83,7 @@ fn schema(cmd: &IcebergCommand) -> Option<SchemaRef> {
 
 /// Runs an Iceberg DBA statement (planned by [`plan`], so permitted).
 pub(crate) async fn execute(ctx: &SessionContext, cmd: &IcebergCommand) -> Result<QueryOutput> {
-    let name = visible_table(ctx, cmd.table()).await?;
-    let lake = lakehouse(ctx)?;
-    // External (Hive) tables and system tables have no Iceberg metadata to change.
-    if let Err(e) = lake.load_table(&name).await {
-        return Err(match e.code {
-            StatusCode::TableNotFound => Error::new(
-                StatusCode::Unsupported,
-                format!(
-                    "{name} is not an Iceberg table: column, partition field and snapshot \
-                     changes apply to Iceberg tables only"
-                ),
-            ),
-            _ => e,
-        });
-    }
+    let (name, lake) = iceberg_table(ctx, cmd.table(), "column, partition field and snapshot changes").await?;
     match cmd {
         IcebergCommand::Schema { changes, .. } => {
             let id = evolve::evolve_schema(&lake, &name, changes).await?;

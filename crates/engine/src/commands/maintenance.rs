@@ -15,28 +15,21 @@ use datafusion::common::DFSchema;
 use datafusion::prelude::SessionContext;
 use rxgate_catalog::maintenance::history::{self, HistoryEntry};
 use rxgate_catalog::maintenance::{compact, expire, orphans};
-use rxgate_common::{Error, Result, StatusCode};
+use rxgate_common::{Error, Result};
 
-use super::{batch_output, denied, lakehouse, no_relation, resolve, tag};
+use super::{batch_output, denied, tag};
 use crate::planned::{Planned, QueryOutput};
 use crate::statement::{Command, Cutoff, MaintenanceAction, MaintenanceCommand};
 
 /// Plans a procedure: the table must be visible (else 42P01) and an Iceberg table, the
 /// session an administrator's (else 42501).
 pub(crate) async fn plan(ctx: &SessionContext, cmd: MaintenanceCommand, is_admin: bool) -> Result<Planned> {
-    let name = table_name(ctx, &cmd.table).await?;
+    let name = super::iceberg::visible_table(ctx, &cmd.table).await?;
     if !is_admin {
         return Err(denied(&format!("{} on table {name}", procedure(&cmd.action))));
     }
     let schema = cmd.returns_rows.then(|| schema(&cmd.action));
     Ok(Planned::Command(Command::Maintenance(cmd), schema))
-}
-
-async fn table_name(ctx: &SessionContext, parts: &[String]) -> Result<String> {
-    if parts.last().is_some_and(|t| rxgate_catalog::iceberg_admin::split_table_name(t).1.is_some()) {
-        return Err(no_relation(parts));
-    }
-    Ok(resolve(ctx, parts).await?.qualified())
 }
 
 fn procedure(action: &MaintenanceAction) -> &'static str {
@@ -82,17 +75,7 @@ fn millis(cutoff: Cutoff) -> i64 {
 
 /// Runs a planned procedure and records it in the maintenance history.
 pub(crate) async fn execute(ctx: &SessionContext, cmd: &MaintenanceCommand) -> Result<QueryOutput> {
-    let name = table_name(ctx, &cmd.table).await?;
-    let lake = lakehouse(ctx)?;
-    if let Err(e) = lake.load_table(&name).await {
-        return Err(match e.code {
-            StatusCode::TableNotFound => Error::new(
-                StatusCode::Unsupported,
-                format!("{name} is not an Iceberg table: maintenance applies to Iceberg tables only"),
-            ),
-            _ => e,
-        });
-    }
+    let (name, lake) = super::iceberg::iceberg_table(ctx, &cmd.table, "maintenance procedures").await?;
     let started = Instant::now();
     let mut entry = HistoryEntry {
         table: name.clone(),

@@ -89,11 +89,13 @@ fn arg(c: &mut Cur, proc: &str) -> Result<Arg> {
         let mut items = vec![];
         if !c.tok(&Token::RParen) {
             loop {
-                items.push(match arg(c, proc)? {
-                    Arg::Str(s) => s,
-                    Arg::Int(n) => n.to_string(),
-                    Arg::Bool(b) => b.to_string(),
-                    _ => return Err(syntax("map(…) takes strings and numbers")),
+                // Scalars only: a map never nests, so reading one never recurses.
+                items.push(if let Some(s) = c.string() {
+                    s
+                } else if let Some(n) = c.integer() {
+                    n.to_string()
+                } else {
+                    return Err(syntax("map(…) takes strings and numbers"));
                 });
                 if c.tok(&Token::Comma) {
                     continue;
