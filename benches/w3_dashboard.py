@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import PG_BIN, BenchError, interleaved, log
+from peers import BENCH_USER
 
 SCRIPTS = 32
 STATEMENT_NAMES = ["filter by state", "filter by specialty", "filter by drug", "top-N",
@@ -67,19 +68,41 @@ def _q(s: str) -> str:
     return s.replace("'", "''")
 
 
-def write_scripts(sample: dict, out: Path) -> list[Path]:
+def statements(sample: dict, i: int, table: str = "health.prescriber_drug") -> list[str]:
+    """The five statements of script `i` (with `:yrs` left for pgbench), on `table`."""
+    text = TEMPLATE.format(
+        state=_q(sample["states"][i]), specialty=_q(sample["specialties"][i]),
+        drug=_q(sample["drugs"][i]), state2=_q(sample["states"][-1 - i]),
+        specialty2=_q(sample["specialties"][-1 - i]),
+        npi=_q(sample["npis"][i % len(sample["npis"])]))
+    return [ln.replace("health.prescriber_drug", table) for ln in text.splitlines() if ln.startswith("SELECT")]
+
+
+def scripts(sample: dict, table: str = "health.prescriber_drug") -> list[list[str]]:
+    """Every script's statements."""
+    return [statements(sample, i, table) for i in range(SCRIPTS)]
+
+
+def _write(out: Path, name: str, bodies: list[str]) -> list[Path]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     files = []
-    for i in range(SCRIPTS):
-        p = out / f"dashboard_{i:02d}.sql"
-        p.write_text(TEMPLATE.format(
-            state=_q(sample["states"][i]), specialty=_q(sample["specialties"][i]),
-            drug=_q(sample["drugs"][i]), state2=_q(sample["states"][-1 - i]),
-            specialty2=_q(sample["specialties"][-1 - i]),
-            npi=_q(sample["npis"][i % len(sample["npis"])])))
+    for i, body in enumerate(bodies):
+        p = out / f"{name}_{i:02d}.sql"
+        p.write_text(body)
         files.append(p)
     return files
+
+
+def write_scripts(sample: dict, out: Path, table: str = "health.prescriber_drug") -> list[Path]:
+    """SCRIPTS pgbench script files of the dashboard mix on `table`."""
+    return _write(out, "dashboard", ["\\set yrs random(5, 40)\n" + "\n".join(stmts) + "\n"
+                                     for stmts in scripts(sample, table)])
+
+
+def write_lookup_scripts(sample: dict, out: Path, table: str) -> list[Path]:
+    """SCRIPTS pgbench script files of the mix's lookup by npi alone, on `table`."""
+    return _write(out, "lookup", [stmts[4] + "\n" for stmts in scripts(sample, table)])
 
 
 @dataclass
@@ -161,21 +184,24 @@ def _pgbench(files: list[Path], host_port: tuple[str, int], user: str, db: str, 
     return run
 
 
+def pgbench(server, files: list[Path], clients: int, secs: int, logdir: Path) -> Run:
+    """`_pgbench` against an rxgate (`RxgateServer`, as the bench user) or PostgreSQL server."""
+    if hasattr(server, "pg_port"):
+        return _pgbench(files, ("127.0.0.1", server.pg_port), BENCH_USER, "rxgate", server.pg_env(),
+                        clients, secs, logdir)
+    return _pgbench(files, ("127.0.0.1", server.port), server.user, server.dbname, server.pg_env(),
+                    clients, secs, logdir)
+
+
 def run(ctx, reps: int, secs: int, clients: list[int]) -> W3Result:
     res = W3Result(secs=secs, clients=clients)
     files = write_scripts(ctx.sample, ctx.work / "w3-scripts")
     res.example = files[0].read_text()
     targets = []
     if ctx.rxgate is not None:
-        rx = ctx.rxgate
-        targets.append(("rxgate", lambda c: _pgbench(
-            files, ("127.0.0.1", rx.pg_port), "bench", "rxgate", rx.pg_env(), c, secs,
-            ctx.work / "w3-log-rx")))
+        targets.append(("rxgate", lambda c: pgbench(ctx.rxgate, files, c, secs, ctx.work / "w3-log-rx")))
     if ctx.pg is not None:
-        pg = ctx.pg
-        targets.append(("PostgreSQL 15", lambda c: _pgbench(
-            files, ("127.0.0.1", pg.port), pg.user, pg.dbname, pg.pg_env(), c, secs,
-            ctx.work / "w3-log-pg")))
+        targets.append(("PostgreSQL 15", lambda c: pgbench(ctx.pg, files, c, secs, ctx.work / "w3-log-pg")))
     if not targets:
         raise BenchError("W3 needs rxgate or PostgreSQL")
     if ctx.rxgate is not None:

@@ -361,8 +361,56 @@ def test_a_sort_order_is_followed_by_compaction(mserver):
     npis = pq.read_table(path.removeprefix("file://")).column("npi").to_pylist()
     assert len(npis) == 16000 and npis == sorted(npis), "rows sorted by npi"
     assert q(mserver, f"SELECT v FROM {t} WHERE npi = 7919") == [(1,)]
+    # A new order: the one file is large enough to be left alone, unless rewrite-all says so.
+    assert q(mserver, f"ALTER TABLE {t} WRITE ORDERED BY v DESC") == "ALTER TABLE"
+    (row,) = q(mserver, f"CALL system.rewrite_data_files(table => '{t}')")
+    assert row[:2] == (0, 0), row
+    (row,) = q(mserver, f"CALL system.rewrite_data_files(table => '{t}', options => map('rewrite-all', 'true'))")
+    assert row[:2] == (1, 1), row
+    (path,) = q(mserver, 'SELECT file_path FROM lab."sorted$files"')[0]
+    vs = pq.read_table(path.removeprefix("file://")).column("v").to_pylist()
+    assert vs == sorted(vs, reverse=True), "rows sorted by the new order"
+    assert q(mserver, f"SELECT count(*), sum(npi), sum(v) FROM {t}") == before
     assert q(mserver, f"ALTER TABLE {t} WRITE UNORDERED") == "ALTER TABLE"
     assert sqlstate(mserver, f"ALTER TABLE {t} WRITE ORDERED BY nope") in ("22023", "42703")
+
+
+def test_a_point_lookup_skips_the_files_its_bloom_filters_rule_out(mserver):
+    """Files whose npi bloom filters cannot hold the value are dropped before the scan opens
+    them (`rxgate_catalog::bloom`); the answers are those of a full scan."""
+    t = "lab.blooms"
+    q(mserver, f"CREATE TABLE {t} (npi string, st string, v bigint) PARTITIONED BY (st) "
+               "TBLPROPERTIES ('write.parquet.bloom-filter-enabled.column.npi' = 'true')")
+    # 8 partitions, each npi in exactly one of them.
+    q(mserver, f"INSERT INTO {t} SELECT CAST(1000000 + x AS VARCHAR), 'S' || CAST(x % 8 AS VARCHAR), x "
+               "FROM generate_series(0, 7999) AS g(x)")
+    q(mserver, f"INSERT INTO {t} (npi, st, v) VALUES (NULL, 'S0', -1)")
+
+    def pruned() -> int:
+        return q(mserver, "SELECT bloom_pruned_files FROM system.data_cache")[0][0]
+
+    def lookup(where: str) -> tuple[list, int]:
+        before = pruned()
+        rows = q(mserver, f"SELECT npi, st, v FROM {t} WHERE {where} ORDER BY v")
+        return rows, pruned() - before
+
+    files = q(mserver, f'SELECT count(*) FROM lab."blooms$files"')[0][0]
+    assert files == 9, files
+    rows, skipped = lookup("npi = '1000013'")
+    # Iceberg's own column bounds already drop the file of the NULL row; the bloom filters
+    # drop the 7 other partitions' files.
+    assert rows == [("1000013", "S5", 13)] and skipped == 7, (rows, skipped)
+    rows, skipped = lookup("npi = '10000135'")  # inside every file's bounds
+    assert rows == [] and skipped >= 7, (rows, skipped)  # a false positive may keep one
+    # Values above every file's lower bound, so that iceberg's bounds keep all 8 files.
+    rows, skipped = lookup("npi IN ('1000011', '1000012') AND v >= 0")
+    assert [r[2] for r in rows] == [11, 12] and skipped == 6, (rows, skipped)
+    rows, skipped = lookup("v = 13")  # no bloom filter on v: nothing is skipped
+    assert rows == [("1000013", "S5", 13)] and skipped == 0, (rows, skipped)
+    rows, skipped = lookup("npi IS NULL")
+    assert rows == [(None, "S0", -1)] and skipped == 0
+    assert q(mserver, f"SELECT count(*) FROM {t} WHERE npi = '1000013' OR v = 2") == [(2,)]
+    assert q(mserver, "SELECT bloom_filter_bytes > 0 FROM system.data_cache") == [(True,)]
 
 
 def test_manifests_are_merged_with_the_same_files(mserver):

@@ -168,6 +168,7 @@ impl TableProvider for LakehouseTable {
             return self.fallback_scan(state, projection, filters, limit).await;
         }
         let tasks = self.plan_tasks(filters).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let tasks = self.data_cache.blooms().prune(state, &self.schema, filters, tasks).await;
         let Some(files) = ParquetFiles::from_tasks(&tasks)? else {
             return self.fallback_scan(state, projection, filters, limit).await;
         };

@@ -214,14 +214,20 @@ fn login_throttle_batch() -> DfResult<RecordBatch> {
 
 fn data_cache_schema() -> SchemaRef {
     let field = |name: &str| Field::new(name, DataType::UInt64, false);
-    Arc::new(Schema::new(["budget_bytes", "bytes", "hits", "misses", "evictions"].map(field).to_vec()))
+    Arc::new(Schema::new(
+        ["budget_bytes", "bytes", "hits", "misses", "evictions", "bloom_filter_bytes", "bloom_pruned_files"]
+            .map(field)
+            .to_vec(),
+    ))
 }
 
-/// `system.data_cache`: one row, the data file cache's budget and counters.
+/// `system.data_cache`: one row, the data file cache's budget and counters, and the bloom
+/// filters kept for file pruning (`rxgate_catalog::bloom`).
 fn data_cache_batch(storage: &StoreRegistry) -> DfResult<RecordBatch> {
     let cache = storage.data_cache();
     let s = cache.stats();
-    let columns = [cache.budget(), s.bytes, s.hits, s.misses, s.evictions]
+    let blooms = cache.blooms();
+    let columns = [cache.budget(), s.bytes, s.hits, s.misses, s.evictions, blooms.bytes(), blooms.files_pruned()]
         .map(|v| Arc::new(UInt64Array::from(vec![v])) as ArrayRef)
         .to_vec();
     Ok(RecordBatch::try_new(data_cache_schema(), columns)?)

@@ -60,7 +60,13 @@ pub struct FileCache {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    /// Parquet bloom filters of the data files, for pruning files before a scan opens them.
+    blooms: crate::bloom::BloomFilters,
 }
+
+/// The bytes of bloom filters kept ([`crate::bloom`]): 16 KiB per row group of a 64 Ki-row
+/// group, so thousands of files' worth.
+const BLOOM_BUDGET: u64 = 64 * 1024 * 1024;
 
 impl FileCache {
     /// A cache holding at most `budget` bytes (0: nothing is cached).
@@ -73,7 +79,13 @@ impl FileCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            blooms: crate::bloom::BloomFilters::new(BLOOM_BUDGET),
         }
+    }
+
+    /// The bloom filters read so far (kept whatever the budget: they are small).
+    pub fn blooms(&self) -> &crate::bloom::BloomFilters {
+        &self.blooms
     }
 
     /// The budget in bytes.

@@ -256,12 +256,20 @@ pub(super) fn call(c: &mut Cur, proc: &str) -> Result<MaintenanceCommand> {
                         "target-file-size-bytes" => *target_size = Some(size_bytes(&value)?),
                         "min-file-size-bytes" => *threshold = Some(size_bytes(&value)?),
                         "min-input-files" => *min_input_files = Some(count_arg(Arg::Str(value), &key)?),
+                        // Spark's: every live file is rewritten, however large, e.g. after a
+                        // new sort order.
+                        "rewrite-all" => {
+                            if bool_arg(Arg::Str(value), &key)? {
+                                *threshold = Some(u64::MAX);
+                                *min_input_files = Some(1);
+                            }
+                        }
                         other => {
                             return Err(Error::new(
                                 StatusCode::Unsupported,
                                 format!(
                                     "option {other} is not supported (target-file-size-bytes, min-file-size-bytes, \
-                                     min-input-files)"
+                                     min-input-files, rewrite-all)"
                                 ),
                             ))
                         }
