@@ -1,0 +1,206 @@
+"""Backup and recovery (issue 24): `rxgate backup create|list|verify|restore|prune`, the
+`[backup]` schedule of `rxgate serve`, `system.backups` / `system.backup_status`, and the
+restore drill (scripts/restore_drill.py) with the SQLite and the real PostgreSQL catalog,
+backing up to the real fake-gcs-server.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, free_port, stop_server
+
+_spec = importlib.util.spec_from_file_location("restore_drill", REPO_ROOT / "scripts" / "restore_drill.py")
+restore_drill = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(restore_drill)
+Drill = restore_drill.Drill
+
+D1, D2 = restore_drill.DELIVERIES[:2]
+FACT = "health.prescriber_drug"
+
+
+@pytest.fixture(scope="module")
+def gcs_endpoint(tmp_path_factory):
+    """The real fake-gcs-server (in-memory backend) on a free port."""
+    from test_object_storage import Gcs, fake_gcs_binary, stop, wait_port
+    d = tmp_path_factory.mktemp("gcs")
+    port = free_port()
+    log = d / "fake-gcs.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend",
+             "memory", "-public-host", f"127.0.0.1:{port}", "-external-url", f"http://127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, log)
+        endpoint = f"http://127.0.0.1:{port}"
+        gcs = Gcs(endpoint)
+        for bucket in ("rx-drill-sqlite", "rx-drill-pg"):
+            gcs.create_bucket(bucket)
+        yield endpoint
+    finally:
+        stop(proc)
+
+
+def test_restore_drill_sqlite_catalog_to_fake_gcs(rxgate_bin, dataset, gcs_endpoint, tmp_path):
+    lines = []
+    drill = Drill(rxgate_bin, tmp_path / "drill", "gs://rx-drill-sqlite/backups", gcs_endpoint=gcs_endpoint,
+                  raw=dataset.root, log=lines.append)
+    figures = drill.run()
+    print("\n".join(lines))
+    assert figures["unchanged"]["seconds"] < 2, figures["unchanged"]
+    assert set(figures["during_ingest"].values()) <= {"before", "after"}
+
+
+def test_restore_drill_postgresql_catalog_to_fake_gcs(rxgate_bin, dataset, gcs_endpoint, postgres, tmp_path):
+    db = postgres.create_database("rxdrill")
+    lines = []
+    drill = Drill(rxgate_bin, tmp_path / "drill", "gs://rx-drill-pg/backups", catalog_uri=postgres.uri(db),
+                  gcs_endpoint=gcs_endpoint, raw=dataset.root, log=lines.append)
+    figures = drill.run()
+    print("\n".join(lines))
+    assert figures["unchanged"]["seconds"] < 2, figures["unchanged"]
+    # On PostgreSQL too, every action is recorded in the catalog database.
+    kinds = drill.sql("SELECT kind, outcome, count(*) FROM system.backups GROUP BY kind, outcome ORDER BY 1, 2")
+    assert "create,ok," + str(3 + len(figures["during_ingest"])) in kinds, kinds
+    assert any(k.startswith("verify,failed,") for k in kinds), kinds
+    assert any(k.startswith("restore,failed,") for k in kinds), kinds
+
+
+def _lakehouse(rxgate_bin, dataset, tmp_path) -> Drill:
+    d = Drill(rxgate_bin, tmp_path / "lake", str(tmp_path / "backups"), raw=dataset.root, log=lambda _: None)
+    d.pipeline(D1)
+    d.pipeline(D2)
+    return d
+
+
+def test_backup_commands_on_a_local_directory(rxgate_bin, dataset, tmp_path):
+    d = _lakehouse(rxgate_bin, dataset, tmp_path)
+    target = d.target
+
+    def state_of(home):
+        return {t: d.table_state(t, home) for t in d.tables(home)}
+
+    state = state_of(d.main)
+
+    # Bad input: a clear error and a non-zero exit.
+    bad = d.rx("backup", "create", "--to", target, "--label", "a/b", check_rc=False)
+    assert bad.returncode != 0 and "bad backup label" in bad.stderr and "[InvalidArgument]" in bad.stderr, bad.stderr
+    bad = d.rx("backup", "create", "--to", "ftp://example.invalid/x", check_rc=False)
+    assert bad.returncode != 0 and "not supported" in bad.stderr, bad.stderr
+    bad = d.rx("backup", "restore", "--from", target, check_rc=False)
+    assert bad.returncode != 0 and "no complete backup" in bad.stderr, bad.stderr
+
+    # A backup that dies before its manifest is not a backup.
+    died = d.rx("backup", "create", "--to", target, "--label", "died", env={"RXGATE_FAILPOINT": "backup.before_manifest"},
+                check_rc=False)
+    assert died.returncode != 0 and "failpoint backup.before_manifest" in died.stderr
+    assert (Path(target) / "files").is_dir(), "files were copied before the failure"
+    assert not (Path(target) / "backups" / "died" / "manifest.json").exists()
+    assert d.rx("backup", "list", target).stdout == ""
+    assert d.rx("backup", "restore", "--from", target, "--label", "died", check_rc=False).returncode != 0
+
+    # A full backup (the files the dead one copied are checksummed again: no manifest knew them).
+    full = d.json("backup", "create", "--to", target, "--label", "full", "--json")
+    assert full["tables"] == len(state) and full["files_copied"] == full["files"], full
+    listed = [json.loads(x) for x in d.rx("backup", "list", target, "--json").stdout.splitlines()]
+    assert [b["label"] for b in listed] == ["full"]
+    assert listed[0]["row_counts"][FACT] == state[FACT][0]
+    again = d.rx("backup", "create", "--to", target, "--label", "full", check_rc=False)
+    assert again.returncode != 0 and "already exists" in again.stderr
+
+    # Only the current snapshots; restored alone into an empty catalog and warehouse.
+    cur = d.json("backup", "create", "--to", target, "--label", "cur", "--current-only", "--json")
+    assert cur["files"] < full["files"] and cur["files_copied"] == cur["config_files"], cur
+    verified = d.rx("backup", "verify", target)
+    assert verified.stdout.count("\tok\t") == 2, verified.stdout
+    other = d.lakehouse("other", None)
+    r = d.json("backup", "restore", "--from", target, "--label", "cur", "--tables", FACT, "--json", home=other)
+    assert r["tables"] == [FACT] and r["rewritten"] and r["external_tables"] == [], r
+    assert d.tables(other) == [FACT]
+    assert d.table_state(FACT, other) == state[FACT]
+    assert d.sql(f'SELECT count(*) FROM health."prescriber_drug$snapshots"', other)[1] == "1"
+
+    # One table of the full backup into a third place, keeping its history.
+    third = d.lakehouse("third", None)
+    d.json("backup", "restore", "--from", target, "--label", "full", "--tables", "health.city_report,health.top_prescribers",
+           "--json", home=third)
+    assert d.tables(third) == ["health.city_report", "health.top_prescribers"]
+    assert state_of(third) == {t: state[t] for t in ("health.city_report", "health.top_prescribers")}
+    snaps = d.sql('SELECT count(*) FROM health."city_report$snapshots"', third)[1]
+    assert snaps == d.sql('SELECT count(*) FROM health."city_report$snapshots"')[1] and int(snaps) >= 2
+
+    # Refusals: existing tables without --replace, unknown names.
+    refused = d.rx("backup", "restore", "--from", target, "--label", "full", check_rc=False)
+    assert refused.returncode != 0 and "[AlreadyExists]" in refused.stderr and FACT in refused.stderr, refused.stderr
+    unknown = d.rx("backup", "restore", "--from", target, "--tables", "health.nope", check_rc=False)
+    assert unknown.returncode != 0 and "holds no table named health.nope" in unknown.stderr, unknown.stderr
+    # Into the same catalog and warehouse with --replace: the same answers.
+    d.json("backup", "restore", "--from", target, "--label", "full", "--replace", "--json")
+    assert state_of(d.main) == state
+
+    # --as-of picks the newest backup not after the time.
+    early = d.rx("backup", "restore", "--from", target, "--as-of", "2000-01-01", check_rc=False)
+    assert early.returncode != 0 and "at or before" in early.stderr
+
+    # system.backups and system.backup_status.
+    rows = d.sql("SELECT label, kind, outcome FROM system.backups ORDER BY started_at")
+    assert "full,create,ok" in rows and "cur,create,ok" in rows and any(r.endswith(",verify,ok") for r in rows), rows
+    assert "full,restore,failed" in rows and "full,restore,ok" in rows, rows
+    status = d.sql("SELECT target, last_label, age_seconds FROM system.backup_status")
+    assert len(status) == 2 and status[1].split(",")[1] == "cur" and 0 <= int(status[1].split(",")[2]) < 600, status
+
+    # Pruning keeps the newest backup whole.
+    before = sum(1 for p in (Path(target) / "files").rglob("*") if p.is_file())
+    pruned = d.json("backup", "prune", target, "--keep-last", "1", "--json")
+    assert pruned["removed"] == ["full"] and pruned["files_deleted"] > 0, pruned
+    after = sum(1 for p in (Path(target) / "files").rglob("*") if p.is_file())
+    assert after == before - pruned["files_deleted"] == cur["files"] - cur["config_files"]
+    d.rx("backup", "verify", target)
+    assert [json.loads(x)["label"] for x in d.rx("backup", "list", target, "--json").stdout.splitlines()] == ["cur"]
+
+
+def test_verify_names_missing_and_corrupted_files(rxgate_bin, dataset, tmp_path):
+    d = _lakehouse(rxgate_bin, dataset, tmp_path)
+    d.json("backup", "create", "--to", d.target, "--label", "b", "--json")
+    manifest = json.loads((Path(d.target) / "backups" / "b" / "manifest.json").read_text())
+    files = [f for t in manifest["tables"] for f in t["files"]]
+    data = next(f for f in files if f["kind"] == "data")
+    mf = next(f for f in files if f["kind"] == "manifest")
+    (Path(d.target) / data["key"]).write_bytes(b"x" * data["size"])
+    (Path(d.target) / mf["key"]).unlink()
+    v = d.rx("backup", "verify", d.target, "--label", "b", check_rc=False)
+    assert v.returncode != 0 and "DAMAGED" in v.stdout, v.stdout
+    assert f"corrupted: {data['key']}" in v.stderr and "CRC32C" in v.stderr, v.stderr
+    assert f"missing: {mf['key']}" in v.stderr, v.stderr
+    fresh = d.lakehouse("fresh", None)
+    r = d.rx("backup", "restore", "--from", d.target, "--label", "b", home=fresh, check_rc=False)
+    assert r.returncode != 0 and "nothing restored" in r.stderr, r.stderr
+    assert d.tables(fresh) == []
+    assert not any(p.is_file() for p in (fresh / "warehouse").rglob("*")), "a refused restore leaves no files"
+
+
+def test_serve_takes_scheduled_backups_and_keeps_the_last(rxgate_bin, dataset, serve, tmp_path):
+    d = _lakehouse(rxgate_bin, dataset, tmp_path)
+    config = d.main / "rxgate.toml"
+    config.write_text(config.read_text() + f'[backup]\ntarget = "{d.target}"\ninterval_secs = 1\nkeep_last = 2\n')
+    server = serve(d.main / "data", config=config)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = d.sql("SELECT count(*) FROM system.backups WHERE kind = 'create' AND outcome = 'ok'")
+        if int(rows[1]) >= 4:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"no 4 scheduled backups within 60 s: {d.sql('SELECT * FROM system.backups')}")
+    assert int(d.sql("SELECT age_seconds FROM system.backup_status")[1]) < 60
+    stop_server(server)
+    listed = d.rx("backup", "list", d.target).stdout.splitlines()
+    assert 2 <= len(listed) <= 3, listed  # keep_last 2 (+1 when stopped between a backup and its pruning)
+    assert int(d.sql("SELECT count(*) FROM system.backups WHERE kind = 'prune' AND outcome = 'ok'")[1]) >= 3
+    d.rx("backup", "verify", d.target)
