@@ -18,9 +18,10 @@ Steps (each prints one line; any failure stops the drill with a non-zero exit):
   7. ingest a fourth delivery on the restored lakehouse;
   8. corrupt one data file in the backup: `verify` names it and exits non-zero, `restore`
      refuses and changes nothing (the file is then repaired);
-  9. take backups while an ingest commits, restore each into a fresh SQLite catalog and a
-     fresh warehouse (paths rewritten): the fact table is exactly before or exactly after
-     that commit, never between.
+  9. take backups one after another while an ingest runs and commits (and one after it),
+     restore up to six of them, each into a fresh SQLite catalog and warehouse (paths
+     rewritten): the fact table is exactly before or exactly after that commit, never
+     between, and time travel to the first snapshot still works.
 
 The lakehouse lives in DIR (SQLite catalog unless --catalog-uri names a PostgreSQL database;
 step 4 then drops every table of its public schema with psql). URL is a directory, gs://
@@ -269,15 +270,19 @@ class Drill:
         ingest = self.rx("ingest", "prescribers", self.raw / "prescribers", "--delivery-date", d5, "--json", "-q",
                          background=True)
         labels = []
-        while True:
+        while ingest.poll() is None and len(labels) < 40:
             labels.append(f"drill-9-{len(labels)}")
             self.backup(labels[-1])
-            if ingest.poll() is not None or len(labels) >= 4:
-                break
         out, err = ingest.communicate(timeout=600)
         check(ingest.returncode == 0, f"step 9: the ingest failed: {err[-2000:]}")
+        labels.append(f"drill-9-{len(labels)}")  # one after the commit: must be "after"
+        self.backup(labels[-1])
         after = self.table_state(fact)
         check(after[0] > before[0], "step 9: the ingest added no rows")
+        # Restore the first, the last and a few between (each into its own fresh lakehouse).
+        if len(labels) > 6:
+            step = (len(labels) - 1) / 5
+            labels = sorted({labels[round(i * step)] for i in range(6)}, key=lambda l: int(l.rsplit("-", 1)[1]))
         seen = []
         for i, label in enumerate(labels):
             fresh = self.lakehouse(f"fresh-{i}", None)
@@ -288,6 +293,7 @@ class Drill:
             tt = int(self.sql(f"SELECT count(*) FROM {fact} FOR VERSION AS OF {first_snapshot}", fresh)[1])
             check(tt == d1_rows, f"step 9: time travel after a rewritten restore gives {tt}, expected {d1_rows}")
             seen.append("before" if got == before else "after")
+        check(seen[-1] == "after", f"step 9: the backup taken after the ingest restored {seen[-1]}")
         self.figures["during_ingest"] = dict(zip(labels, seen))
         self.log(f"9. {len(labels)} backups during an ingest, each restored into a fresh warehouse: "
                  f"{', '.join(f'{l}={s}' for l, s in zip(labels, seen))}")
