@@ -172,7 +172,19 @@ pub async fn create(lake: &Lakehouse, url: &str, opts: &CreateOptions, progress:
         Some(l) => l.clone(),
         None => chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string(),
     };
-    let result = create_inner(lake, url, &label, opts, progress).await;
+    // A file the cut's metadata names can be deleted by maintenance running meanwhile
+    // (snapshot expiry, orphan removal): a new cut no longer names it (the files copied so far
+    // are kept and not copied again).
+    let mut attempt = 1;
+    let result = loop {
+        match create_inner(lake, url, &label, opts, progress).await {
+            Err(e) if e.code == StatusCode::InputUnavailable && attempt < 3 => {
+                progress(format!("backup {label}: {} (removed since the cut?); taking a new cut", e.message));
+                attempt += 1;
+            }
+            r => break r,
+        }
+    };
     let rec = match &result {
         Ok(s) => BackupRecord {
             files: s.files as i64,
@@ -285,6 +297,14 @@ async fn create_inner(
         for (d, size) in data {
             wanted.push(Wanted { location: d.clone(), kind: FileKind::Data, size: Some(*size) });
         }
+        for stats in metadata.statistics_iter() {
+            let size = u64::try_from(stats.file_size_in_bytes).ok();
+            wanted.push(Wanted { location: stats.statistics_path.clone(), kind: FileKind::Statistics, size });
+        }
+        for stats in metadata.partition_statistics_iter() {
+            let size = u64::try_from(stats.file_size_in_bytes).ok();
+            wanted.push(Wanted { location: stats.statistics_path.clone(), kind: FileKind::Statistics, size });
+        }
         let mut files = vec![];
         let table_copied = summary.files_copied;
         // The metadata file: already read.
@@ -327,6 +347,7 @@ async fn create_inner(
                             return Ok((entry, false));
                         }
                     }
+                    let _held = super::MEMORY.acquire(w.size.unwrap_or(0)).await;
                     let bytes = lake.storage().read(&w.location).await?;
                     if let Some(expected) = w.size.filter(|s| *s != bytes.len() as u64) {
                         return Err(Error::new(

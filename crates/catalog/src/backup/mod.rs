@@ -64,6 +64,8 @@ pub enum FileKind {
     Manifest,
     /// A data or delete file (Parquet).
     Data,
+    /// A statistics file (Puffin) the metadata names.
+    Statistics,
     /// A copy of the policy file.
     Policy,
     /// A copy of the users file (SCRAM verifiers).
@@ -186,6 +188,24 @@ impl BackupManifest {
     /// Number of files and their bytes.
     pub fn totals(&self) -> (u64, u64) {
         self.files().fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+    }
+}
+
+/// Bytes of file content a backup or restore holds in memory at once (files are copied
+/// whole, eight at a time; a larger file waits for room, and one over the budget runs alone).
+const MEMORY_BUDGET_MIB: u32 = 512;
+
+/// The process's budget of file bytes in flight (shared by every backup and restore).
+pub(crate) static MEMORY: MemoryBudget = MemoryBudget(tokio::sync::Semaphore::const_new(MEMORY_BUDGET_MIB as usize));
+
+/// See [`MEMORY`].
+pub(crate) struct MemoryBudget(tokio::sync::Semaphore);
+
+impl MemoryBudget {
+    /// Room for a file of `bytes` (at least 1 MiB, at most the whole budget).
+    pub(crate) async fn acquire(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let mib = (bytes >> 20).clamp(1, MEMORY_BUDGET_MIB as u64) as u32;
+        self.0.acquire_many(mib).await.ok()
     }
 }
 

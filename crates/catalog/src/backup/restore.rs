@@ -436,6 +436,7 @@ impl Copier<'_> {
         let rewrite = &rewrite;
         let results: Vec<Result<(String, u64)>> = futures::stream::iter(jobs)
             .map(|(f, to)| async move {
+                let _held = super::MEMORY.acquire(f.size).await;
                 let bytes = self.read(&f).await?;
                 let bytes = rewrite(&f, bytes)?;
                 let n = bytes.len() as u64;
@@ -484,7 +485,7 @@ async fn copy_tables(
         for f in &p.table.files {
             let to = p.map(&f.location)?;
             match f.kind {
-                FileKind::Data => plain.push((f.clone(), to)),
+                FileKind::Data | FileKind::Statistics => plain.push((f.clone(), to)),
                 FileKind::Manifest if p.moved() => manifests.push((f.clone(), to, p)),
                 FileKind::ManifestList if p.moved() => lists.push((f.clone(), to, p)),
                 FileKind::Manifest | FileKind::ManifestList => plain.push((f.clone(), to)),
