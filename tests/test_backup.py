@@ -96,6 +96,8 @@ def test_backup_commands_on_a_local_directory(rxgate_bin, dataset, tmp_path):
     assert bad.returncode != 0 and "bad backup label" in bad.stderr and "[InvalidArgument]" in bad.stderr, bad.stderr
     bad = d.rx("backup", "create", "--to", "ftp://example.invalid/x", check_rc=False)
     assert bad.returncode != 0 and "not supported" in bad.stderr, bad.stderr
+    bad = d.rx("backup", "create", "--to", d.main / "warehouse" / "backups", check_rc=False)
+    assert bad.returncode != 0 and "overlaps the warehouse" in bad.stderr, bad.stderr
     bad = d.rx("backup", "restore", "--from", target, check_rc=False)
     assert bad.returncode != 0 and "no complete backup" in bad.stderr, bad.stderr
 

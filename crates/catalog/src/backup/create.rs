@@ -233,6 +233,16 @@ async fn create_inner(
     check_label(label)?;
     let clock = Instant::now();
     let target = Target::open(lake, url)?;
+    // A target inside the warehouse would be found by orphan removal; one above it would
+    // hold the warehouse.
+    let (t, w) = (target.url().trim_end_matches('/'), lake.config().warehouse.trim_end_matches('/'));
+    if t == w || t.starts_with(&format!("{w}/")) || w.starts_with(&format!("{t}/")) {
+        return Err(Error::invalid(format!(
+            "backup target {} overlaps the warehouse {}: choose a location outside it",
+            redact_uri(t),
+            redact_uri(w)
+        )));
+    }
     let manifest_key = format!("backups/{label}/manifest.json");
     if target.get(&manifest_key).await?.is_some() {
         return Err(Error::new(
