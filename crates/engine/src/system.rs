@@ -135,8 +135,10 @@ fn backups_batch(rows: &[rxgate_catalog::backup::history::BackupRecord]) -> DfRe
     use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::TimeUnit;
     type Rec = rxgate_catalog::backup::history::BackupRecord;
-    let text = |f: &dyn Fn(&Rec) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
-    let int = |f: &dyn Fn(&Rec) -> i64| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Int64Array>()) };
+    let text =
+        |f: &dyn Fn(&Rec) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
+    let int =
+        |f: &dyn Fn(&Rec) -> i64| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Int64Array>()) };
     let schema = Arc::new(Schema::new(vec![
         Field::new("label", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),

@@ -278,7 +278,11 @@ pub(crate) fn schedule(lake: &Lakehouse, settings: &Settings) -> Result<()> {
                     }
                     if let Some(keep) = keep_last {
                         match backup::prune(&lake, &target, keep as usize).await {
-                            Ok(s) => tracing::info!(removed = s.removed.len(), files_deleted = s.files_deleted, "backups pruned"),
+                            Ok(s) => tracing::info!(
+                                removed = s.removed.len(),
+                                files_deleted = s.files_deleted,
+                                "backups pruned"
+                            ),
                             Err(e) => tracing::error!(error = %e.message, "backup pruning failed"),
                         }
                     }

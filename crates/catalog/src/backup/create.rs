@@ -166,7 +166,12 @@ pub(crate) async fn read_cut(lake: &Lakehouse) -> Result<Cut> {
 }
 
 /// Takes a backup of the lakehouse into `url` (see the module documentation).
-pub async fn create(lake: &Lakehouse, url: &str, opts: &CreateOptions, progress: ProgressFn<'_>) -> Result<CreateSummary> {
+pub async fn create(
+    lake: &Lakehouse,
+    url: &str,
+    opts: &CreateOptions,
+    progress: ProgressFn<'_>,
+) -> Result<CreateSummary> {
     let started = crate::maintenance::now_ms();
     let label = match &opts.label {
         Some(l) => l.clone(),
@@ -285,11 +290,8 @@ async fn create_inner(
             .runtime(iceberg::Runtime::try_current()?)
             .build()?;
         let current = metadata.current_snapshot().cloned();
-        let snapshots: Vec<_> = if opts.current_only {
-            current.iter().cloned().collect()
-        } else {
-            metadata.snapshots().cloned().collect()
-        };
+        let snapshots: Vec<_> =
+            if opts.current_only { current.iter().cloned().collect() } else { metadata.snapshots().cloned().collect() };
         let reach = crate::maintenance::reach(&table, snapshots.iter()).await?;
         let mut wanted = vec![];
         let mut lists: Vec<&String> = reach.lists.iter().collect();
@@ -347,13 +349,8 @@ async fn create_inner(
                     // table records) a complete backup checksummed. Iceberg files never change.
                     if let (Some((size, crc)), Some(there)) = (known.get(&key), present.get(&key)) {
                         if size == there && w.size.is_none_or(|s| s == *size) {
-                            let entry = FileEntry {
-                                location: w.location,
-                                key,
-                                size: *size,
-                                crc32c: crc.clone(),
-                                kind: w.kind,
-                            };
+                            let entry =
+                                FileEntry { location: w.location, key, size: *size, crc32c: crc.clone(), kind: w.kind };
                             return Ok((entry, false));
                         }
                     }

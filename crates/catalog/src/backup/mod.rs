@@ -239,8 +239,7 @@ impl Target {
         let url = if url.contains("://") {
             url.trim_end_matches('/').to_string()
         } else {
-            let abs = std::path::absolute(url)
-                .map_err(|e| Error::invalid(format!("backup target {url}: {e}")))?;
+            let abs = std::path::absolute(url).map_err(|e| Error::invalid(format!("backup target {url}: {e}")))?;
             format!("file://{}", abs.display()).trim_end_matches('/').to_string()
         };
         let (store, base) = lake.storage().resolve(&url)?;
@@ -338,7 +337,10 @@ impl Target {
             if manifest.format > FORMAT {
                 return Err(Error::new(
                     StatusCode::Unsupported,
-                    format!("backup {label} has manifest format {} (this rxgate reads up to {FORMAT})", manifest.format),
+                    format!(
+                        "backup {label} has manifest format {} (this rxgate reads up to {FORMAT})",
+                        manifest.format
+                    ),
                 ));
             }
             out.push(manifest);
@@ -603,7 +605,8 @@ async fn prune_inner(lake: &Lakehouse, url: &str, keep_last: usize) -> Result<Pr
     for m in &all {
         target.delete(vec![format!("backups/{}/manifest.json", m.label)]).await?;
         let prefix = format!("backups/{}/", m.label);
-        let rest: Vec<String> = listed.iter().filter(|(k, _, _)| k.starts_with(&prefix)).map(|(k, _, _)| k.clone()).collect();
+        let rest: Vec<String> =
+            listed.iter().filter(|(k, _, _)| k.starts_with(&prefix)).map(|(k, _, _)| k.clone()).collect();
         target.delete(rest).await?;
         summary.removed.push(m.label.clone());
     }

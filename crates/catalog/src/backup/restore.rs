@@ -146,9 +146,11 @@ async fn restore_inner(
     let target = Target::open(lake, url)?;
     let manifest = match (&opts.label, opts.as_of_ms) {
         (Some(l), _) => target.manifest(Some(l)).await?,
-        (None, Some(at)) => target.manifests().await?.into_iter().filter(|m| m.created_ms <= at).last().ok_or_else(
-            || Error::new(StatusCode::InputUnavailable, "no complete backup was taken at or before that time"),
-        )?,
+        (None, Some(at)) => {
+            target.manifests().await?.into_iter().rfind(|m| m.created_ms <= at).ok_or_else(|| {
+                Error::new(StatusCode::InputUnavailable, "no complete backup was taken at or before that time")
+            })?
+        }
         (None, None) => target.manifest(None).await?,
     };
     let wanted: BTreeSet<String> = opts.tables.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
@@ -188,7 +190,11 @@ async fn restore_inner(
             .chain(externals.iter().map(|d| {
                 ("rxgate_external_tables", "table_namespace", "table_name", d.namespace.clone(), d.name.clone())
             }))
-            .chain(views.iter().map(|d| ("rxgate_views", "view_namespace", "view_name", d.namespace.clone(), d.name.clone())));
+            .chain(
+                views
+                    .iter()
+                    .map(|d| ("rxgate_views", "view_namespace", "view_name", d.namespace.clone(), d.name.clone())),
+            );
         for (table, ns_col, name_col, ns, name) in checks {
             let sql = placeholders(
                 postgres,
@@ -239,7 +245,11 @@ async fn restore_inner(
         placements.len(),
         externals.len(),
         views.len(),
-        if rewritten { format!(" (paths rewritten from {} to {})", redact_uri(&from_wh), redact_uri(&to_wh)) } else { String::new() }
+        if rewritten {
+            format!(" (paths rewritten from {} to {})", redact_uri(&from_wh), redact_uri(&to_wh))
+        } else {
+            String::new()
+        }
     ));
 
     let copier = Copier { lake, target: &target, created: Mutex::new(vec![]), stats: Mutex::new((0, 0, 0, 0)) };
@@ -266,7 +276,9 @@ async fn restore_inner(
             let props: HashMap<String, String> = manifest
                 .namespaces
                 .get(ns)
-                .map(|p| p.iter().filter(|(k, _)| k.as_str() != "exists").map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|p| {
+                    p.iter().filter(|(k, _)| k.as_str() != "exists").map(|(k, v)| (k.clone(), v.clone())).collect()
+                })
                 .unwrap_or_default();
             if let Err(e) = lake.catalog().create_namespace(&ident, props).await {
                 if !lake.catalog().namespace_exists(&ident).await? {
@@ -509,9 +521,13 @@ async fn copy_tables(
         let written = copier
             .copy_all(jobs, |f, bytes| {
                 let p = maps.get(&f.key).ok_or_else(|| Error::internal("placement of a manifest"))?;
-                rewrite_avro(&bytes, &|s| if is_under(s, &p.table.location) { p.map(s).ok() } else { None }, &lengths_now)
-                    .map(Bytes::from)
-                    .map_err(|e| Error::new(StatusCode::DataException, format!("{}: {e}", redact_uri(&f.location))))
+                rewrite_avro(
+                    &bytes,
+                    &|s| if is_under(s, &p.table.location) { p.map(s).ok() } else { None },
+                    &lengths_now,
+                )
+                .map(Bytes::from)
+                .map_err(|e| Error::new(StatusCode::DataException, format!("{}: {e}", redact_uri(&f.location))))
             })
             .await?;
         lengths.extend(written);
