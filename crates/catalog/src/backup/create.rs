@@ -337,7 +337,8 @@ async fn create_inner(
             summary.bytes_copied += entry.size;
         }
         files.push(entry);
-        let results: Vec<Result<(FileEntry, bool)>> = futures::stream::iter(wanted)
+        let total = wanted.len() + 1;
+        let mut results = futures::stream::iter(wanted)
             .map(|w| {
                 let target = target.clone();
                 let key = file_key(lake, &w.location);
@@ -377,11 +378,18 @@ async fn create_inner(
                     Ok((entry, true))
                 }
             })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        for r in results {
+            .buffer_unordered(8);
+        let mut reported = Instant::now();
+        while let Some(r) = results.next().await {
             let (entry, copied) = r?;
+            if reported.elapsed().as_secs() >= 5 {
+                reported = Instant::now();
+                progress(format!(
+                    "backup {label}: {qualified}: {} of {total} files, {} copied so far",
+                    files.len() + 1,
+                    summary.files_copied - table_copied + u64::from(copied)
+                ));
+            }
             if copied {
                 summary.files_copied += 1;
                 summary.bytes_copied += entry.size;
