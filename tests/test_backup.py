@@ -290,3 +290,12 @@ def test_backup_to_s3_and_restore(rxgate_bin, dataset, tmp_path):
         assert {t: d.table_state(t, other) for t in d.tables(other)} == state
     finally:
         stop(proc)
+
+
+def test_help_says_external_files_are_not_copied(run):
+    assert "backup" in run("--help").stdout
+    for args in (("backup", "--help"), ("backup", "create", "--help")):
+        out = " ".join(run(*args).stdout.split())
+        assert "External tables' own files belong to other tools and are NOT copied" in out or \
+            "External tables' data files are not copied" in out, out
+    assert "--replace" in run("backup", "restore", "--help").stdout
