@@ -500,6 +500,7 @@ async fn verify_inner(lake: &Lakehouse, url: &str, label: Option<&str>) -> Resul
             .map(|f| {
                 let target = target.clone();
                 async move {
+                    let _held = MEMORY.acquire(f.size).await;
                     let r = target.read_verified(&f).await?;
                     Ok((f.key.clone(), r.err()))
                 }
