@@ -299,3 +299,18 @@ def test_help_says_external_files_are_not_copied(run):
         assert "External tables' own files belong to other tools and are NOT copied" in out or \
             "External tables' data files are not copied" in out, out
     assert "--replace" in run("backup", "restore", "--help").stdout
+
+
+def test_a_sqlite_lakehouse_restored_into_an_empty_postgresql_catalog(rxgate_bin, dataset, postgres, tmp_path):
+    """Restore moves a lakehouse between catalog databases: SQLite → a fresh PostgreSQL one."""
+    d = _lakehouse(rxgate_bin, dataset, tmp_path)
+    d.rx("sql", "CREATE VIEW health.ca_rows AS SELECT npi, drug_name FROM health.prescriber_drug "
+                "WHERE presc_state = 'CA'")
+    state = {t: d.table_state(t) for t in d.tables()}
+    view = d.table_state("health.ca_rows")
+    d.json("backup", "create", "--to", d.target, "--json")
+    pg = d.lakehouse("pg", postgres.uri(postgres.create_database("rxrestore")))
+    r = d.json("backup", "restore", "--from", d.target, "--json", home=pg)
+    assert r["views"] == ["health.ca_rows"] and r["rewritten"], r
+    assert {t: d.table_state(t, pg) for t in d.tables(pg)} == state
+    assert d.table_state("health.ca_rows", pg) == view
