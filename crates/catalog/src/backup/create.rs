@@ -220,6 +220,18 @@ pub async fn create(
     result
 }
 
+/// The order of kinds in a table's file list.
+fn kind_order(kind: FileKind) -> u8 {
+    match kind {
+        FileKind::Metadata => 0,
+        FileKind::ManifestList => 1,
+        FileKind::Manifest => 2,
+        FileKind::Data => 3,
+        FileKind::Statistics => 4,
+        FileKind::Policy | FileKind::Users => 5,
+    }
+}
+
 /// A file to put into the backup.
 struct Wanted {
     location: String,
@@ -275,7 +287,11 @@ async fn create_inner(
     let present: HashMap<String, u64> = target.list("files/").await?.into_iter().map(|(k, s, _)| (k, s)).collect();
 
     let mut summary = CreateSummary { label: label.to_string(), ..Default::default() };
-    let mut tables = vec![];
+    // Each table's closure, listed from its metadata file (copied at once: it is read anyway);
+    // then every other file of every table in one stream, eight at a time.
+    let mut tables: Vec<TableEntry> = vec![];
+    let mut copied_per_table: Vec<u64> = vec![];
+    let mut wanted: Vec<(usize, Wanted)> = vec![];
     for (ns, name, metadata_location) in &cut.tables {
         let qualified = format!("{ns}.{name}");
         let metadata_bytes = lake.storage().read(metadata_location).await?;
@@ -293,33 +309,30 @@ async fn create_inner(
         let snapshots: Vec<_> =
             if opts.current_only { current.iter().cloned().collect() } else { metadata.snapshots().cloned().collect() };
         let reach = crate::maintenance::reach(&table, snapshots.iter()).await?;
-        let mut wanted = vec![];
+        let idx = tables.len();
         let mut lists: Vec<&String> = reach.lists.iter().collect();
         lists.sort();
         for l in lists {
-            wanted.push(Wanted { location: l.clone(), kind: FileKind::ManifestList, size: None });
+            wanted.push((idx, Wanted { location: l.clone(), kind: FileKind::ManifestList, size: None }));
         }
         let mut manifests: Vec<&String> = reach.manifests.iter().collect();
         manifests.sort();
         for m in manifests {
-            wanted.push(Wanted { location: m.clone(), kind: FileKind::Manifest, size: None });
+            wanted.push((idx, Wanted { location: m.clone(), kind: FileKind::Manifest, size: None }));
         }
         let mut data: Vec<(&String, &u64)> = reach.live.iter().collect();
         data.sort();
         for (d, size) in data {
-            wanted.push(Wanted { location: d.clone(), kind: FileKind::Data, size: Some(*size) });
+            wanted.push((idx, Wanted { location: d.clone(), kind: FileKind::Data, size: Some(*size) }));
         }
-        for stats in metadata.statistics_iter() {
-            let size = u64::try_from(stats.file_size_in_bytes).ok();
-            wanted.push(Wanted { location: stats.statistics_path.clone(), kind: FileKind::Statistics, size });
+        let stats = metadata
+            .statistics_iter()
+            .map(|s| (&s.statistics_path, s.file_size_in_bytes))
+            .chain(metadata.partition_statistics_iter().map(|s| (&s.statistics_path, s.file_size_in_bytes)));
+        for (path, size) in stats {
+            let size = u64::try_from(size).ok();
+            wanted.push((idx, Wanted { location: path.clone(), kind: FileKind::Statistics, size }));
         }
-        for stats in metadata.partition_statistics_iter() {
-            let size = u64::try_from(stats.file_size_in_bytes).ok();
-            wanted.push(Wanted { location: stats.statistics_path.clone(), kind: FileKind::Statistics, size });
-        }
-        let mut files = vec![];
-        let table_copied = summary.files_copied;
-        // The metadata file: already read.
         let key = file_key(lake, metadata_location)?;
         let entry = FileEntry {
             location: metadata_location.clone(),
@@ -328,6 +341,7 @@ async fn create_inner(
             crc32c: checksum(&metadata_bytes),
             kind: FileKind::Metadata,
         };
+        let mut copied = 0;
         if present.get(&key) == Some(&entry.size) && known.get(&key).is_some_and(|(_, c)| *c == entry.crc32c) {
             summary.files_skipped += 1;
             summary.bytes_skipped += entry.size;
@@ -335,79 +349,12 @@ async fn create_inner(
             target.put(&key, metadata_bytes.clone()).await?;
             summary.files_copied += 1;
             summary.bytes_copied += entry.size;
+            copied = 1;
         }
-        files.push(entry);
-        let total = wanted.len() + 1;
-        let mut results = futures::stream::iter(wanted)
-            .map(|w| {
-                let target = target.clone();
-                let key = file_key(lake, &w.location);
-                let known = &known;
-                let present = &present;
-                async move {
-                    let key = key?;
-                    // Unchanged: the same key with the size (and, for data files, the size the
-                    // table records) a complete backup checksummed. Iceberg files never change.
-                    if let (Some((size, crc)), Some(there)) = (known.get(&key), present.get(&key)) {
-                        if size == there && w.size.is_none_or(|s| s == *size) {
-                            let entry =
-                                FileEntry { location: w.location, key, size: *size, crc32c: crc.clone(), kind: w.kind };
-                            return Ok((entry, false));
-                        }
-                    }
-                    let _held = super::MEMORY.acquire(w.size.unwrap_or(0)).await;
-                    let bytes = lake.storage().read(&w.location).await?;
-                    if let Some(expected) = w.size.filter(|s| *s != bytes.len() as u64) {
-                        return Err(Error::new(
-                            StatusCode::DataException,
-                            format!(
-                                "{}: {} bytes, the table metadata says {expected}",
-                                redact_uri(&w.location),
-                                bytes.len()
-                            ),
-                        ));
-                    }
-                    let entry = FileEntry {
-                        location: w.location,
-                        key: key.clone(),
-                        size: bytes.len() as u64,
-                        crc32c: checksum(&bytes),
-                        kind: w.kind,
-                    };
-                    target.put(&key, bytes).await?;
-                    Ok((entry, true))
-                }
-            })
-            .buffer_unordered(8);
-        let mut reported = Instant::now();
-        while let Some(r) = results.next().await {
-            let (entry, copied) = r?;
-            if reported.elapsed().as_secs() >= 5 {
-                reported = Instant::now();
-                progress(format!(
-                    "backup {label}: {qualified}: {} of {total} files, {} copied so far",
-                    files.len() + 1,
-                    summary.files_copied - table_copied + u64::from(copied)
-                ));
-            }
-            if copied {
-                summary.files_copied += 1;
-                summary.bytes_copied += entry.size;
-            } else {
-                summary.files_skipped += 1;
-                summary.bytes_skipped += entry.size;
-            }
-            files.push(entry);
-        }
+        copied_per_table.push(copied);
         let row_count = current
             .as_ref()
             .and_then(|s| s.summary().additional_properties.get("total-records").and_then(|v| v.parse().ok()));
-        progress(format!(
-            "backup {label}: {qualified}: {} files ({} copied), {} rows",
-            files.len(),
-            summary.files_copied - table_copied,
-            row_count.map(|r: u64| r.to_string()).unwrap_or_else(|| "no".into())
-        ));
         tables.push(TableEntry {
             namespace: ns.clone(),
             name: name.clone(),
@@ -418,8 +365,81 @@ async fn create_inner(
             snapshots: snapshots.iter().map(|s| s.snapshot_id()).collect(),
             schema: serde_json::to_value(metadata.current_schema().as_ref())
                 .map_err(|e| Error::internal(format!("schema of {qualified}: {e}")))?,
-            files,
+            files: vec![entry],
         });
+    }
+    let total = wanted.len() + tables.len();
+    progress(format!("backup {label}: {total} files in the closure of {} tables", tables.len()));
+    let mut results = futures::stream::iter(wanted)
+        .map(|(idx, w)| {
+            let target = target.clone();
+            let key = file_key(lake, &w.location);
+            let known = &known;
+            let present = &present;
+            async move {
+                let key = key?;
+                // Unchanged: the same key with the size (and, for data files, the size the
+                // table records) a complete backup checksummed. Iceberg files never change.
+                if let (Some((size, crc)), Some(there)) = (known.get(&key), present.get(&key)) {
+                    if size == there && w.size.is_none_or(|s| s == *size) {
+                        let entry =
+                            FileEntry { location: w.location, key, size: *size, crc32c: crc.clone(), kind: w.kind };
+                        return Ok((idx, entry, false));
+                    }
+                }
+                let _held = super::MEMORY.acquire(w.size.unwrap_or(0)).await;
+                let bytes = lake.storage().read(&w.location).await?;
+                if let Some(expected) = w.size.filter(|s| *s != bytes.len() as u64) {
+                    return Err(Error::new(
+                        StatusCode::DataException,
+                        format!(
+                            "{}: {} bytes, the table metadata says {expected}",
+                            redact_uri(&w.location),
+                            bytes.len()
+                        ),
+                    ));
+                }
+                let entry = FileEntry {
+                    location: w.location,
+                    key: key.clone(),
+                    size: bytes.len() as u64,
+                    crc32c: checksum(&bytes),
+                    kind: w.kind,
+                };
+                target.put(&key, bytes).await?;
+                Ok::<_, Error>((idx, entry, true))
+            }
+        })
+        .buffer_unordered(8);
+    let mut reported = Instant::now();
+    let mut done = tables.len();
+    while let Some(r) = results.next().await {
+        let (idx, entry, copied) = r?;
+        done += 1;
+        if copied {
+            summary.files_copied += 1;
+            summary.bytes_copied += entry.size;
+            copied_per_table[idx] += 1;
+        } else {
+            summary.files_skipped += 1;
+            summary.bytes_skipped += entry.size;
+        }
+        tables[idx].files.push(entry);
+        if reported.elapsed().as_secs() >= 5 {
+            reported = Instant::now();
+            progress(format!("backup {label}: {done} of {total} files, {} copied so far", summary.files_copied));
+        }
+    }
+    drop(results);
+    for (t, copied) in tables.iter_mut().zip(&copied_per_table) {
+        // Deterministic order in the manifest: the metadata file, then by kind and location.
+        t.files[1..].sort_by(|a, b| (kind_order(a.kind), &a.location).cmp(&(kind_order(b.kind), &b.location)));
+        progress(format!(
+            "backup {label}: {}: {} files ({copied} copied), {} rows",
+            t.qualified(),
+            t.files.len(),
+            t.row_count.map(|r| r.to_string()).unwrap_or_else(|| "no".into())
+        ));
     }
     let mut config_files = vec![];
     for (kind, name, content) in &opts.config_files {
