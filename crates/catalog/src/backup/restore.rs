@@ -146,11 +146,9 @@ async fn restore_inner(
     let target = Target::open(lake, url)?;
     let manifest = match (&opts.label, opts.as_of_ms) {
         (Some(l), _) => target.manifest(Some(l)).await?,
-        (None, Some(at)) => {
-            target.manifests().await?.into_iter().rfind(|m| m.created_ms <= at).ok_or_else(|| {
-                Error::new(StatusCode::InputUnavailable, "no complete backup was taken at or before that time")
-            })?
-        }
+        (None, Some(at)) => target.manifests().await?.into_iter().rfind(|m| m.created_ms <= at).ok_or_else(|| {
+            Error::new(StatusCode::InputUnavailable, "no complete backup was taken at or before that time")
+        })?,
         (None, None) => target.manifest(None).await?,
     };
     let wanted: BTreeSet<String> = opts.tables.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
