@@ -189,6 +189,25 @@ def test_verify_names_missing_and_corrupted_files(rxgate_bin, dataset, tmp_path)
     assert d.tables(fresh) == []
     assert not any(p.is_file() for p in (fresh / "warehouse").rglob("*")), "a refused restore leaves no files"
 
+    # A data file lost from the warehouse: a new backup into a fresh target fails naming it and
+    # leaves no manifest; into the target that already holds it, the backup completes (the
+    # file is not read again) and a restore brings it back.
+    (Path(d.target) / data["key"]).unlink()
+    d.rx("backup", "create", "--to", d.target, "--label", "repair")  # copies the damaged files again
+    state = {t: d.table_state(t) for t in d.tables()}
+    victim = next((d.main / "warehouse" / "health" / "city_report" / "data").rglob("*.parquet"))
+    victim.unlink()
+    fresh_target = tmp_path / "fresh-target"
+    broken = d.rx("backup", "create", "--to", fresh_target, "--label", "broken", check_rc=False)
+    assert broken.returncode != 0 and "a file of the lakehouse is missing (in 3 cuts" in broken.stderr, broken.stderr
+    assert victim.name in broken.stderr
+    assert not (fresh_target / "backups" / "broken").exists() or not any((fresh_target / "backups" / "broken").iterdir())
+    assert d.rx("backup", "list", fresh_target).stdout == ""
+    d.json("backup", "create", "--to", d.target, "--label", "after-loss", "--json")
+    again = d.lakehouse("again", None)
+    d.json("backup", "restore", "--from", d.target, "--label", "after-loss", "--json", home=again)
+    assert {t: d.table_state(t, again) for t in d.tables(again)} == state
+
 
 def test_serve_takes_scheduled_backups_and_keeps_the_last(rxgate_bin, dataset, serve, tmp_path):
     d = _lakehouse(rxgate_bin, dataset, tmp_path)

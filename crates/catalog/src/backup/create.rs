@@ -187,9 +187,24 @@ pub async fn create(
                 progress(format!("backup {label}: {} (removed since the cut?); taking a new cut", e.message));
                 attempt += 1;
             }
+            Err(e) if e.code == StatusCode::InputUnavailable => {
+                break Err(Error::new(
+                    e.code,
+                    format!(
+                        "a file of the lakehouse is missing (in {attempt} cuts; is a table damaged?): {}",
+                        e.message
+                    ),
+                ))
+            }
             r => break r,
         }
     };
+    if result.is_err() {
+        // Failed here, not killed: the marker protects nothing any more.
+        if let Ok(target) = Target::open(lake, url) {
+            let _ = target.delete(vec![format!("backups/{label}/in-progress")]).await;
+        }
+    }
     let rec = match &result {
         Ok(s) => BackupRecord {
             files: s.files as i64,
