@@ -253,11 +253,10 @@ pub(crate) fn schedule(lake: &Lakehouse, settings: &Settings) -> Result<()> {
     if section.keep_last == Some(0) {
         return Err(Error::invalid("[backup] keep_last must be at least 1"));
     }
-    let opts = CreateOptions {
-        label: None,
-        current_only: section.current_only.unwrap_or(false),
-        config_files: config_files(settings, section.include_users.unwrap_or(false))?,
-    };
+    let include_users = section.include_users.unwrap_or(false);
+    config_files(settings, include_users)?;
+    let current_only = section.current_only.unwrap_or(false);
+    let settings = settings.clone();
     let keep_last = section.keep_last;
     let lake = lake.clone();
     let shown = rxgate_common::redact_uri(&target);
@@ -269,7 +268,15 @@ pub(crate) fn schedule(lake: &Lakehouse, settings: &Settings) -> Result<()> {
             match Lease::acquire(&lake, LOCK, LEASE).await {
                 Ok(Some(lease)) => {
                     let log = |line: String| tracing::debug!("{line}");
-                    match backup::create(&lake, &target, &opts, &log).await {
+                    // The policy (and users) file as it is now.
+                    let created = match config_files(&settings, include_users) {
+                        Ok(files) => {
+                            let opts = CreateOptions { label: None, current_only, config_files: files };
+                            backup::create(&lake, &target, &opts, &log).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match created {
                         Ok(s) => tracing::info!(
                             label = %s.label, files = s.files, copied = s.files_copied,
                             bytes_copied = s.bytes_copied, seconds = s.seconds, "backup taken"
