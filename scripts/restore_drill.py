@@ -196,7 +196,7 @@ class Drill:
         s1 = self.state()
         check(s1[fact][0] > 0 and s1["health.city_report"][0] > 0 and s1["health.top_prescribers"][0] > 0,
               f"step 1: empty tables {s1}")
-        self.log(f"1. two deliveries: {s1[fact][0]} fact rows, {len(s1) - 1} tables and the external table")
+        self.log(f"1. two deliveries: {s1[fact][0]} fact rows, {len(s1) - 2} Iceberg tables and an external table")
 
         # 2. back up.
         b1 = self.backup("drill-1")
