@@ -333,3 +333,23 @@ def test_a_sqlite_lakehouse_restored_into_an_empty_postgresql_catalog(rxgate_bin
     assert r["views"] == ["health.ca_rows"] and r["rewritten"], r
     assert {t: d.table_state(t, pg) for t in d.tables(pg)} == state
     assert d.table_state("health.ca_rows", pg) == view
+
+
+def test_include_users_keeps_the_users_file_and_restore_writes_it_back(rxgate_bin, dataset, tmp_path):
+    d = Drill(rxgate_bin, tmp_path / "lake", str(tmp_path / "backups"), raw=dataset.root, log=lambda _: None)
+    d.pipeline(D1)
+    without = d.json("backup", "create", "--to", d.target, "--label", "plain", "--json")
+    argv = [str(rxgate_bin), "--config", str(d.main / "rxgate.toml"), "--data-dir", str(d.main / "data"),
+            "user", "add", "alice", "--role", "admin", "--password-stdin"]
+    subprocess.run(argv, input="s3cret-Passw0rd\n", text=True, check=True, capture_output=True)
+    users = (d.main / "data" / "users.toml").read_bytes()
+    assert b"SCRAM-SHA-256$" in users and b"s3cret" not in users
+    with_users = d.json("backup", "create", "--to", d.target, "--label", "users", "--include-users", "--json")
+    assert with_users["config_files"] == without["config_files"] + 1
+    assert not (Path(d.target) / "backups" / "plain" / "users.toml").exists()
+    assert (Path(d.target) / "backups" / "users" / "users.toml").read_bytes() == users
+    out = tmp_path / "restored-conf"
+    d.json("backup", "restore", "--from", d.target, "--label", "users", "--config-dir", out, "--json",
+           home=d.lakehouse("other", None))
+    assert (out / "users.toml").read_bytes() == users
+    assert (out / "policy.toml").read_bytes() == (REPO_ROOT / "catalog" / "policies.toml").read_bytes()
