@@ -2,6 +2,7 @@
 //! declarative table definitions of `catalog/`, atomic partition-replacing commits, and the
 //! DataFusion catalog provider that exposes it all to the engine.
 
+pub mod backup;
 pub mod bloom;
 mod commit;
 mod config;

@@ -3,7 +3,9 @@
 //! the data file cache's counters; `system.login_throttle`, the failed-login counters of
 //! the frontends (users and client addresses being delayed or locked out);
 //! `system.maintenance_history`, every maintenance action on the catalog's tables (expiry,
-//! orphan removal, compaction), from the catalog database. Like every lakehouse schema it is governed by the policy:
+//! orphan removal, compaction), from the catalog database; `system.backups`, every backup
+//! create, verify, restore and prune, and `system.backup_status`, the last successful
+//! backup per target and its age. Like every lakehouse schema it is governed by the policy:
 //! only roles granted it (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
@@ -100,6 +102,13 @@ impl SchemaProvider for SystemSchema {
                 let batch = maintenance_history_batch(&rows)?;
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
+            "backups" | "backup_status" => {
+                let rows = rxgate_catalog::backup::history::list(&self.lake)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let batch = if name == "backups" { backups_batch(&rows)? } else { backup_status_batch(&rows)? };
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
+            }
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -111,7 +120,75 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 5] = ["audit_log", "storage_requests", "data_cache", "login_throttle", "maintenance_history"];
+const TABLES: [&str; 7] = [
+    "audit_log",
+    "storage_requests",
+    "data_cache",
+    "login_throttle",
+    "maintenance_history",
+    "backups",
+    "backup_status",
+];
+
+/// `system.backups`: every recorded backup create, verify, restore and prune.
+fn backups_batch(rows: &[rxgate_catalog::backup::history::BackupRecord]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    type Rec = rxgate_catalog::backup::history::BackupRecord;
+    let text =
+        |f: &dyn Fn(&Rec) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
+    let int =
+        |f: &dyn Fn(&Rec) -> i64| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Int64Array>()) };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("files_copied", DataType::Int64, false),
+        Field::new("bytes_copied", DataType::Int64, false),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| &r.label),
+        text(&|r| &r.kind),
+        text(&|r| &r.target),
+        Arc::new(rows.iter().map(|r| Some(r.started_ms)).collect::<TimestampMillisecondArray>()),
+        int(&|r| r.duration_ms),
+        int(&|r| r.files),
+        int(&|r| r.bytes),
+        int(&|r| r.files_copied),
+        int(&|r| r.bytes_copied),
+        text(&|r| &r.outcome),
+        text(&|r| &r.detail),
+    ];
+    RecordBatch::try_new(schema, columns).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+}
+
+/// `system.backup_status`: per target, the last successful backup, when it finished and its
+/// age in seconds now.
+fn backup_status_batch(rows: &[rxgate_catalog::backup::history::BackupRecord]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    let last = rxgate_catalog::backup::history::last_successes(rows);
+    let now = chrono::Utc::now().timestamp_millis();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("target", DataType::Utf8, false),
+        Field::new("last_label", DataType::Utf8, false),
+        Field::new("last_backup_at", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("age_seconds", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(last.iter().map(|(t, _, _)| Some(t.as_str())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|(_, l, _)| Some(l.as_str())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|(_, _, at)| Some(*at)).collect::<TimestampMillisecondArray>()),
+        Arc::new(last.iter().map(|(_, _, at)| Some((now - at) / 1000)).collect::<Int64Array>()),
+    ];
+    RecordBatch::try_new(schema, columns).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+}
 
 /// `system.maintenance_history` of the recorded actions.
 fn maintenance_history_batch(rows: &[rxgate_catalog::maintenance::history::HistoryEntry]) -> DfResult<RecordBatch> {

@@ -117,6 +117,17 @@ pub enum Command {
         #[command(subcommand)]
         action: LifecycleCommand,
     },
+    /// Backups of the lakehouse: consistent, incremental, verifiable; and their restore.
+    ///
+    /// A backup holds every Iceberg table (metadata, manifest lists, manifests and data files
+    /// of its retained snapshots), the namespaces, the views, the Hive external table
+    /// DEFINITIONS and a copy of the policy file. External tables' own files belong to other
+    /// tools and are NOT copied.
+    Backup {
+        /// Backup action.
+        #[command(subcommand)]
+        action: BackupCommand,
+    },
     /// TLS certificates.
     Cert {
         /// Certificate action.
@@ -203,6 +214,101 @@ pub enum CertCommand {
         /// Replace existing files in --out.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `rxgate backup …` actions. URL: a directory (path or file://), gs://bucket/prefix or
+/// s3://bucket/prefix, reached with the `[storage]` settings.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup: one consistent cut of the catalog (a single read transaction: writers
+    /// are not blocked), then the files of every Iceberg table not already in the target
+    /// (same name, size and checksum), then the manifest, written last. External tables'
+    /// data files are not copied, only their definitions and partitions.
+    Create {
+        /// Target URL.
+        #[arg(long)]
+        to: String,
+        /// Label (letters, digits, . _ -; default: the time, YYYYMMDDTHHMMSSmmmZ).
+        #[arg(long)]
+        label: Option<String>,
+        /// Only each table's current snapshot (no time travel to older snapshots after a
+        /// restore).
+        #[arg(long)]
+        current_only: bool,
+        /// Also keep the users file (it holds SCRAM verifiers: protect the target).
+        #[arg(long)]
+        include_users: bool,
+        /// Print the summary as one JSON line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the complete backups (those with a manifest) in URL, oldest first.
+    List {
+        /// Target URL.
+        url: String,
+        /// One JSON object per backup.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read every file of a backup (default: of every backup) and check sizes and
+    /// checksums against its manifest; each missing or corrupted file is named, and the
+    /// exit status is non-zero.
+    Verify {
+        /// Target URL.
+        url: String,
+        /// Only this backup.
+        #[arg(long)]
+        label: Option<String>,
+        /// One JSON object per backup.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into this catalog and warehouse (empty, or the same ones). Every file
+    /// is verified before anything is registered; a damaged backup restores nothing. When
+    /// the warehouse differs from the backup's, paths inside the metadata, manifest lists and
+    /// manifests are rewritten.
+    Restore {
+        /// Target URL holding the backup.
+        #[arg(long)]
+        from: String,
+        /// The backup (default: the newest complete one).
+        #[arg(long, conflicts_with = "as_of")]
+        label: Option<String>,
+        /// The newest backup whose cut is not after this time (RFC 3339, "YYYY-MM-DD
+        /// HH:MM:SS" UTC, or YYYY-MM-DD for the end of that day, UTC).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Only these tables, external tables or views (db.t, comma-separated or repeated).
+        #[arg(long)]
+        tables: Vec<String>,
+        /// Overwrite tables, external tables and views that exist.
+        #[arg(long)]
+        replace: bool,
+        /// Write the backed-up policy (and users) file into this directory.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+        /// Print the summary as one JSON line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Keep the newest N complete backups; remove the others and every file no kept backup
+    /// references.
+    Prune {
+        /// Target URL.
+        url: String,
+        /// How many backups to keep.
+        #[arg(long)]
+        keep_last: usize,
+        /// Print the summary as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
 }
 

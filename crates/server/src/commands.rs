@@ -78,6 +78,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let lake = open(&settings).await?;
             crate::lifecycle::command(&lake, &settings, action).await
         }
+        Command::Backup { action } => {
+            let lake = open(&settings).await?;
+            crate::backup::command(&lake, &settings, action).await
+        }
     }
 }
 
@@ -417,6 +421,7 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     let user_count = users.users()?.len();
     let lake = open(settings).await?;
     crate::lifecycle::schedule(&lake, settings)?;
+    crate::backup::schedule(&lake, settings)?;
     let engine = Engine::new(lake, settings.engine.clone())?;
     tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");
     let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;

@@ -57,6 +57,25 @@ pub struct FileConfig {
     /// `[lifecycle]`: the data lifecycle `serve` runs on a schedule.
     #[serde(default)]
     pub lifecycle: LifecycleSection,
+    /// `[backup]`: the backups `serve` takes on a schedule.
+    #[serde(default)]
+    pub backup: BackupSection,
+}
+
+/// `[backup]` keys.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Where scheduled backups go (a directory, gs:// or s3:// URL).
+    pub target: Option<String>,
+    /// Seconds between the backups `serve` takes (none: `serve` takes none).
+    pub interval_secs: Option<u64>,
+    /// After each scheduled backup, keep this many (none: keep all).
+    pub keep_last: Option<u64>,
+    /// Only each table's current snapshot.
+    pub current_only: Option<bool>,
+    /// Also keep the users file (SCRAM verifiers).
+    pub include_users: Option<bool>,
 }
 
 /// `[lifecycle]` keys.
@@ -306,6 +325,8 @@ pub struct Settings {
     pub umask: u32,
     /// `[lifecycle]`.
     pub lifecycle: LifecycleSection,
+    /// `[backup]`.
+    pub backup: BackupSection,
 }
 
 /// The umask when `[files] umask` is not set: files 0600, directories 0700.
@@ -562,6 +583,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         flight,
         umask,
         lifecycle: file.lifecycle,
+        backup: file.backup,
     })
 }
 

@@ -3,6 +3,7 @@
 //! **Invariant:** only this crate reads configuration files and environment variables.
 
 pub mod allocator;
+mod backup;
 pub mod cli;
 mod commands;
 pub mod config;
