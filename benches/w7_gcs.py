@@ -133,23 +133,29 @@ class FakeGcs:
     def create_bucket(self, name: str) -> None:
         self.call("POST", "/storage/v1/b", json.dumps({"name": name}).encode())
 
-    def usage(self, bucket: str) -> tuple[int, int, tuple[int, int]]:
-        """(objects, bytes, (Parquet objects, their bytes)) in a bucket."""
+    def objects(self, bucket: str, prefix: str = ""):
+        """The JSON API's object resources of a bucket (name, size, …), page after page."""
         import urllib.parse
-        n = size = pq = pq_size = 0
         token = None
         while True:
-            q = {"maxResults": "1000"} | ({"pageToken": token} if token else {})
+            q = ({"maxResults": "1000"} | ({"prefix": prefix} if prefix else {})
+                 | ({"pageToken": token} if token else {}))
             page = json.loads(self.call("GET", f"/storage/v1/b/{bucket}/o?" + urllib.parse.urlencode(q)))
-            for o in page.get("items", []):
-                n += 1
-                size += int(o["size"])
-                if o["name"].endswith(".parquet"):
-                    pq += 1
-                    pq_size += int(o["size"])
+            yield from page.get("items", [])
             token = page.get("nextPageToken")
             if not token:
-                return n, size, (pq, pq_size)
+                return
+
+    def usage(self, bucket: str) -> tuple[int, int, tuple[int, int]]:
+        """(objects, bytes, (Parquet objects, their bytes)) in a bucket."""
+        n = size = pq = pq_size = 0
+        for o in self.objects(bucket):
+            n += 1
+            size += int(o["size"])
+            if o["name"].endswith(".parquet"):
+                pq += 1
+                pq_size += int(o["size"])
+        return n, size, (pq, pq_size)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -161,10 +167,14 @@ class FakeGcs:
                 self.proc.wait()
 
 
+def gcs_storage_text(endpoint: str) -> str:
+    """The `[storage.gcs]` keys of conf/rxgate.toml that reach the emulator."""
+    return f'\n[storage.gcs]\nendpoint = "{endpoint}"\nallow_http = true\njson_upload = true\n'
+
+
 def gs_config_text(endpoint: str) -> str:
     """The `[catalog]`/`[storage.gcs]` keys of conf/rxgate.toml for the emulator."""
-    return (f'\n[catalog]\nwarehouse = "{STORE}/warehouse"\n\n'
-            f'[storage.gcs]\nendpoint = "{endpoint}"\nallow_http = true\njson_upload = true\n')
+    return f'\n[catalog]\nwarehouse = "{STORE}/warehouse"\n' + gcs_storage_text(endpoint)
 
 
 # ---------------------------------------------------------------------------
