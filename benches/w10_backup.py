@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -79,10 +78,20 @@ def _fresh(d: Path) -> Path:
 
 
 def run(ctx, reps: int) -> W10Result:
-    from w7_gcs import FakeGcs, gcs_storage_text
-    res = W10Result()
+    from w7_gcs import FakeGcs
     w10 = _fresh(ctx.work / "w10")
     w10.mkdir(parents=True)
+    gcs = FakeGcs(w10)
+    try:
+        return _run(ctx, reps, w10, gcs)
+    finally:
+        gcs.stop()
+        shutil.rmtree(w10, ignore_errors=True)
+
+
+def _run(ctx, reps: int, w10: Path, gcs) -> W10Result:
+    from w7_gcs import gcs_storage_text
+    res = W10Result()
     lake = ctx.work / "lake"
     binary = ctx.rxgate.binary
     files = _lake_files(lake)
@@ -96,7 +105,6 @@ def run(ctx, reps: int) -> W10Result:
             raise RuntimeError(f"{what}: warehouse/ {_tree(d / 'warehouse')}, expected {expect}; "
                                f"catalog.db {'there' if (d / 'catalog.db').is_file() else 'MISSING'}")
     res.rows = ctx.rx_conn().execute(COUNT).fetchone()[0]
-    gcs = FakeGcs(w10)
     res.emulator = f"fake-gcs-server {gcs.version} (PyPI wrapper), memory backend, loopback"
     conf = w10 / "w10.toml"
     conf.write_text(gcs_storage_text(gcs.endpoint))
@@ -242,7 +250,6 @@ def run(ctx, reps: int) -> W10Result:
     interleaved(reps, [(f"restore {LOCAL}", lambda: restore(LOCAL)), (CP_BACK, lambda: timed((CP_BACK, LOCAL), cp_back)),
                        (f"restore {GS}", lambda: restore(GS)), (DOWN, lambda: timed((DOWN, GS), download)),
                        (PG_RESTORE, pg_restore if dump.exists() else lambda: None)])
-    gcs.stop()
     for target, got in res.restored_rows.items():
         if got != {res.rows}:
             res.notes.append(f"restored from {target}: count(*) {sorted(got)}, the original {res.rows:,}: WRONG")
@@ -250,7 +257,6 @@ def run(ctx, reps: int) -> W10Result:
         "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'health' AND c.relkind = 'r'").fetchone()[0] or 0)
     res.notes += [f"{k[0]} {k[1]}: {s.error}" for k, s in res.series.items() if s.error]
-    shutil.rmtree(w10, ignore_errors=True)
     return res
 
 
