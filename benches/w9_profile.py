@@ -34,7 +34,7 @@ def main() -> int:
     work = a.lake.parent / "w9-profile"
     work.mkdir(parents=True, exist_ok=True)
     sample = w3_dashboard.sample_values(duckdb_connect(LakeFiles.find(a.lake)))
-    server = RxgateServer(a.bin, a.lake, work, flight=False)
+    server = RxgateServer(a.bin, a.lake, work)
     try:
         rx = connect_pg(server.dsn())
         rx.execute("CREATE SCHEMA IF NOT EXISTS bench")
