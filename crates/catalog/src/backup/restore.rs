@@ -286,94 +286,60 @@ async fn restore_inner(
         }
     }
     let mut tx = lake.pool().begin().await.map_err(db_error)?;
+    let key = "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?";
     for (p, location) in placements.iter().zip(&metadata_locations) {
         let t = p.table;
-        sqlx::query(&placeholders(
-            postgres,
-            "DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        ))
-        .bind(catalog_name.clone())
-        .bind(t.namespace.clone())
-        .bind(t.name.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(&placeholders(
+        let id = [catalog_name.as_str(), &t.namespace, &t.name];
+        exec(&mut tx, postgres, &format!("DELETE FROM iceberg_tables {key}"), &id).await?;
+        exec(
+            &mut tx,
             postgres,
             "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, \
              previous_metadata_location, iceberg_type) VALUES (?, ?, ?, ?, NULL, 'TABLE')",
-        ))
-        .bind(catalog_name.clone())
-        .bind(t.namespace.clone())
-        .bind(t.name.clone())
-        .bind(location.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+            &[id[0], id[1], id[2], location],
+        )
+        .await?;
     }
     for d in &externals {
+        let id = [catalog_name.as_str(), &d.namespace, &d.name];
         for table in ["rxgate_external_partitions", "rxgate_external_tables"] {
-            sqlx::query(&placeholders(
-                postgres,
-                &format!("DELETE FROM {table} WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"),
-            ))
-            .bind(catalog_name.clone())
-            .bind(d.namespace.clone())
-            .bind(d.name.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            exec(&mut tx, postgres, &format!("DELETE FROM {table} {key}"), &id).await?;
         }
-        sqlx::query(&placeholders(
+        exec(
+            &mut tx,
             postgres,
             "INSERT INTO rxgate_external_tables (catalog_name, table_namespace, table_name, definition) \
              VALUES (?, ?, ?, ?)",
-        ))
-        .bind(catalog_name.clone())
-        .bind(d.namespace.clone())
-        .bind(d.name.clone())
-        .bind(d.definition.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+            &[id[0], id[1], id[2], &d.definition],
+        )
+        .await?;
         for part in manifest.external_partitions.iter().filter(|p| p.namespace == d.namespace && p.name == d.name) {
-            sqlx::query(&placeholders(
+            exec(
+                &mut tx,
                 postgres,
                 "INSERT INTO rxgate_external_partitions (catalog_name, table_namespace, table_name, \
                  partition_name, location) VALUES (?, ?, ?, ?, ?)",
-            ))
-            .bind(catalog_name.clone())
-            .bind(part.namespace.clone())
-            .bind(part.name.clone())
-            .bind(part.partition_name.clone())
-            .bind(part.location.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+                &[id[0], id[1], id[2], &part.partition_name, &part.location],
+            )
+            .await?;
         }
     }
     for d in &views {
-        sqlx::query(&placeholders(
+        let id = [catalog_name.as_str(), &d.namespace, &d.name];
+        exec(
+            &mut tx,
             postgres,
             "DELETE FROM rxgate_views WHERE catalog_name = ? AND view_namespace = ? AND view_name = ?",
-        ))
-        .bind(catalog_name.clone())
-        .bind(d.namespace.clone())
-        .bind(d.name.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query(&placeholders(
+            &id,
+        )
+        .await?;
+        exec(
+            &mut tx,
             postgres,
             "INSERT INTO rxgate_views (catalog_name, view_namespace, view_name, definition) VALUES (?, ?, ?, ?)",
-        ))
-        .bind(catalog_name.clone())
-        .bind(d.namespace.clone())
-        .bind(d.name.clone())
-        .bind(d.definition.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+            &[id[0], id[1], id[2], &d.definition],
+        )
+        .await?;
     }
     tx.commit().await.map_err(db_error)?;
     lake.bump_ddl_version();
@@ -643,4 +609,15 @@ fn rewrite_avro(
         writer.append(v).map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// One statement of the registration transaction, its `?` parameters all strings.
+async fn exec(tx: &mut sqlx::Transaction<'_, sqlx::Any>, postgres: bool, sql: &str, binds: &[&str]) -> Result<()> {
+    let sql = placeholders(postgres, sql);
+    let mut query = sqlx::query(&sql);
+    for b in binds {
+        query = query.bind(b.to_string());
+    }
+    query.execute(&mut **tx).await.map_err(db_error)?;
+    Ok(())
 }
