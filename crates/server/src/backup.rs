@@ -83,20 +83,18 @@ fn parse_time(text: &str) -> Result<i64> {
     )))
 }
 
+/// The error when another process holds the backup lease.
+fn busy() -> Error {
+    Error::new(StatusCode::CommitConflict, "another process is taking or pruning a backup of this catalog; try later")
+}
+
 /// Runs `rxgate backup …`.
 pub(crate) async fn command(lake: &Lakehouse, settings: &Settings, action: BackupCommand) -> Result<()> {
     match action {
         BackupCommand::Create { to, label, current_only, include_users, json, quiet } => {
             let opts = CreateOptions { label, current_only, config_files: config_files(settings, include_users)? };
-            let Some(lease) = Lease::acquire(lake, LOCK, LEASE).await? else {
-                return Err(Error::new(
-                    StatusCode::CommitConflict,
-                    "another process is taking or pruning a backup of this catalog; try later",
-                ));
-            };
-            let done = backup::create(lake, &to, &opts, &progress(quiet || json)).await;
-            lease.release(lake).await?;
-            let s = done?;
+            let s = Lease::hold(lake, LOCK, LEASE, busy(), backup::create(lake, &to, &opts, &progress(quiet || json)))
+                .await?;
             if json {
                 json_line(&s)?;
             } else {
@@ -215,15 +213,7 @@ pub(crate) async fn command(lake: &Lakehouse, settings: &Settings, action: Backu
             Ok(())
         }
         BackupCommand::Prune { url, keep_last, json } => {
-            let Some(lease) = Lease::acquire(lake, LOCK, LEASE).await? else {
-                return Err(Error::new(
-                    StatusCode::CommitConflict,
-                    "another process is taking or pruning a backup of this catalog; try later",
-                ));
-            };
-            let done = backup::prune(lake, &url, keep_last).await;
-            lease.release(lake).await?;
-            let s = done?;
+            let s = Lease::hold(lake, LOCK, LEASE, busy(), backup::prune(lake, &url, keep_last)).await?;
             if json {
                 json_line(&s)?;
             } else {

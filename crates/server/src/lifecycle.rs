@@ -58,12 +58,8 @@ pub(crate) async fn command(lake: &Lakehouse, settings: &Settings, action: Lifec
                 }
                 return Ok(());
             }
-            let Some(lease) = Lease::acquire(lake, LOCK, LEASE).await? else {
-                return Err(Error::invalid("another process is running the lifecycle of this catalog; try later"));
-            };
-            let done = run_all(lake, &defs, day, true).await;
-            lease.release(lake).await?;
-            done
+            let busy = Error::invalid("another process is running the lifecycle of this catalog; try later");
+            Lease::hold(lake, LOCK, LEASE, busy, run_all(lake, &defs, day, true)).await
         }
     }
 }

@@ -220,18 +220,7 @@ pub async fn create(
         },
         Err(e) => BackupRecord { outcome: "failed".into(), detail: e.message.clone(), ..Default::default() },
     };
-    history::record(
-        lake,
-        &BackupRecord {
-            label,
-            kind: "create".into(),
-            target: url.to_string(),
-            started_ms: started,
-            duration_ms: crate::maintenance::now_ms() - started,
-            ..rec
-        },
-    )
-    .await;
+    history::record_run(lake, "create", url, started, BackupRecord { label, ..rec }).await;
     result
 }
 

@@ -52,6 +52,19 @@ async fn ready(lake: &Lakehouse) -> Result<()> {
     crate::registry::create_tables(lake.pool(), lake.config().is_postgres(), &[CREATE]).await
 }
 
+/// Records `rec` as one run of `kind` against `target` that started at `started_ms` (its
+/// duration runs until now).
+pub async fn record_run(lake: &Lakehouse, kind: &str, target: &str, started_ms: i64, rec: BackupRecord) {
+    let rec = BackupRecord {
+        kind: kind.into(),
+        target: target.to_string(),
+        started_ms,
+        duration_ms: crate::maintenance::now_ms() - started_ms,
+        ..rec
+    };
+    record(lake, &rec).await;
+}
+
 /// Appends a record. A failure to record is logged, never the action's failure.
 pub async fn record(lake: &Lakehouse, r: &BackupRecord) {
     let done = async {

@@ -456,23 +456,15 @@ pub async fn verify(lake: &Lakehouse, url: &str, label: Option<&str>) -> Result<
         Ok(r) => r.iter().map(|r| r.label.clone()).collect::<Vec<_>>().join(","),
         Err(_) => label.unwrap_or_default().to_string(),
     };
-    history::record(
-        lake,
-        &history::BackupRecord {
-            label: labels,
-            kind: "verify".into(),
-            target: url.to_string(),
-            started_ms: started,
-            duration_ms: crate::maintenance::now_ms() - started,
-            files: files as i64,
-            bytes: bytes as i64,
-            files_copied: 0,
-            bytes_copied: 0,
-            outcome: outcome.into(),
-            detail,
-        },
-    )
-    .await;
+    let rec = history::BackupRecord {
+        label: labels,
+        files: files as i64,
+        bytes: bytes as i64,
+        outcome: outcome.into(),
+        detail,
+        ..Default::default()
+    };
+    history::record_run(lake, "verify", url, started, rec).await;
     result
 }
 
@@ -573,23 +565,14 @@ pub async fn prune(lake: &Lakehouse, url: &str, keep_last: usize) -> Result<Prun
         ),
         Err(e) => (0, 0, "failed", e.message.clone()),
     };
-    history::record(
-        lake,
-        &history::BackupRecord {
-            label: String::new(),
-            kind: "prune".into(),
-            target: url.to_string(),
-            started_ms: started,
-            duration_ms: crate::maintenance::now_ms() - started,
-            files: files as i64,
-            bytes: bytes as i64,
-            files_copied: 0,
-            bytes_copied: 0,
-            outcome: outcome.into(),
-            detail,
-        },
-    )
-    .await;
+    let rec = history::BackupRecord {
+        files: files as i64,
+        bytes: bytes as i64,
+        outcome: outcome.into(),
+        detail,
+        ..Default::default()
+    };
+    history::record_run(lake, "prune", url, started, rec).await;
     result
 }
 

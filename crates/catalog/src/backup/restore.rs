@@ -89,17 +89,7 @@ pub async fn restore(
             ..Default::default()
         },
     };
-    history::record(
-        lake,
-        &BackupRecord {
-            kind: "restore".into(),
-            target: url.to_string(),
-            started_ms: started,
-            duration_ms: crate::maintenance::now_ms() - started,
-            ..rec
-        },
-    )
-    .await;
+    history::record_run(lake, "restore", url, started, rec).await;
     result
 }
 

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::registry::{db_error, placeholders};
 use crate::Lakehouse;
-use rxgate_common::Result;
+use rxgate_common::{Error, Result};
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS rxgate_maintenance_history (
     catalog_name VARCHAR(255) NOT NULL,
@@ -189,6 +189,21 @@ impl Lease {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
             Err(e) => Err(db_error(e)),
         }
+    }
+
+    /// Runs `work` holding the lease `name`; `busy` is the error when another process holds it.
+    /// The lease is released whatever `work` returns.
+    pub async fn hold<T>(
+        lake: &Lakehouse,
+        name: &str,
+        ttl: std::time::Duration,
+        busy: Error,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(lease) = Self::acquire(lake, name, ttl).await? else { return Err(busy) };
+        let done = work.await;
+        lease.release(lake).await?;
+        done
     }
 
     /// Gives the lock back.
