@@ -89,7 +89,7 @@ class RxgateServer:
     def _config(self, flight_port: int | None) -> Path:
         conf = self.work / "rxgate-bench.toml"
         text = (f'data_dir = "{self.lake}"\n\n[pgwire]\nlisten = "127.0.0.1:{self.pg_port}"\n'
-                f"max_connections = 200\n")
+                f"max_connections = 200\n\n[http]\nlisten = \"0\"\n")
         if flight_port:
             text += f'\n[flightsql]\nlisten = "127.0.0.1:{flight_port}"\n'
         conf.write_text(text)

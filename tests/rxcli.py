@@ -39,6 +39,8 @@ def child_env(extra: dict | None = None) -> dict:
     # A server started without --flight-listen must not collide on the default Flight SQL
     # port (50051) with another test or a developer's server: let the OS pick one.
     env.setdefault("RXGATE_FLIGHT_LISTEN", "127.0.0.1:0")
+    # The same for the operations HTTP listener (default 8080).
+    env.setdefault("RXGATE_HTTP_LISTEN", "127.0.0.1:0")
     env["NO_COLOR"] = "1"
     if extra:
         env.update({k: str(v) for k, v in extra.items()})

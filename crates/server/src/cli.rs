@@ -88,6 +88,10 @@ pub enum Command {
         /// Listen address for Flight SQL clients (default 127.0.0.1:50051; port 0 picks one).
         #[arg(long, env = "RXGATE_FLIGHT_LISTEN")]
         flight_listen: Option<String>,
+        /// Listen address of the operations HTTP listener: probes, metrics, console
+        /// (default 127.0.0.1:8080; "0" turns it off; port 0 picks one).
+        #[arg(long, env = "RXGATE_HTTP_LISTEN")]
+        http_listen: Option<String>,
     },
     /// One command on a fresh machine: sample data (scale 0.1) if missing, the pipeline, then serve.
     Demo {
@@ -100,6 +104,10 @@ pub enum Command {
         /// Listen address for Flight SQL clients (default 127.0.0.1:50051; port 0 picks one).
         #[arg(long, env = "RXGATE_FLIGHT_LISTEN")]
         flight_listen: Option<String>,
+        /// Listen address of the operations HTTP listener: probes, metrics, console
+        /// (default 127.0.0.1:8080; "0" turns it off; port 0 picks one).
+        #[arg(long, env = "RXGATE_HTTP_LISTEN")]
+        http_listen: Option<String>,
         /// Stop after the pipeline instead of serving.
         #[arg(long)]
         no_serve: bool,

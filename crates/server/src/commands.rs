@@ -29,9 +29,12 @@ const DEMO_DELIVERY: &str = "2021-12-31";
 pub async fn run(cli: Cli) -> Result<()> {
     let file = load_file(cli.config.as_deref())?;
     let pg_flag = match &cli.command {
-        Command::Serve { pg_listen, flight_listen } | Command::Demo { pg_listen, flight_listen, .. } => {
-            ListenFlags { pg: pg_listen.clone(), flight: flight_listen.clone() }
-        }
+        Command::Serve { pg_listen, flight_listen, http_listen }
+        | Command::Demo { pg_listen, flight_listen, http_listen, .. } => ListenFlags {
+            pg: pg_listen.clone(),
+            flight: flight_listen.clone(),
+            http: http_listen.clone(),
+        },
         _ => ListenFlags::default(),
     };
     let settings = resolve(file, cli.data_dir.clone(), pg_flag)?;
@@ -425,7 +428,8 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     let engine = Engine::new(lake, settings.engine.clone())?;
     tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");
     let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;
-    let flight = crate::flight::bind(settings, engine, users).await?;
+    let flight = crate::listeners::bind(settings, engine.clone(), users.clone()).await?;
+    let http = crate::listeners::bind_http(settings, engine, users).await?;
     let addr = server.local_addr()?;
     let tls = server.tls_enabled();
     tracing::info!(%addr, tls, tls_required = settings.pg_tls_required, users = user_count, "pgwire listening");
@@ -465,7 +469,10 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
         None => println!("  psql \"{}\"", pg_url("USER", None, addr, tls)),
     }
     if let Some(flight) = &flight {
-        crate::flight::print_connect(flight, demo_logins, user_count)?;
+        crate::listeners::print_connect(flight, demo_logins, user_count)?;
+    }
+    if let Some(http) = &http {
+        println!("rxgate's operations listener: http://{}/livez", http.local_addr()?);
     }
     println!("  try: SELECT count(*) FROM health.prescriber_drug;  (viewer: health.city_report)");
     println!("Press Ctrl-C to stop.");
@@ -485,7 +492,7 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
         }
         tracing::info!("shutting down: no new connections; open ones end with the process");
     };
-    crate::flight::run_beside(server, flight, shutdown).await
+    crate::listeners::run_beside(server, flight, http, shutdown).await
 }
 
 async fn demo(settings: &Settings, scale: f64, no_serve: bool) -> Result<()> {

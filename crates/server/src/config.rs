@@ -9,6 +9,7 @@ use rxgate_catalog::LakehouseConfig;
 use rxgate_common::{Error, Result};
 use rxgate_engine::EngineConfig;
 use rxgate_flightsql::{FlightSqlConfig, FlightTlsConfig, SessionLimits};
+use rxgate_http::HttpConfig;
 use rxgate_pgwire::{AuthMethod, TlsConfig};
 use serde::Deserialize;
 
@@ -60,6 +61,17 @@ pub struct FileConfig {
     /// `[backup]`: the backups `serve` takes on a schedule.
     #[serde(default)]
     pub backup: BackupSection,
+    /// `[http]`: the operations listener (probes, metrics, console).
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]` keys.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address; "0" turns the listener off.
+    pub listen: Option<String>,
 }
 
 /// `[backup]` keys.
@@ -327,6 +339,8 @@ pub struct Settings {
     pub lifecycle: LifecycleSection,
     /// `[backup]`.
     pub backup: BackupSection,
+    /// The operations HTTP listener; `None` when `[http] listen = "0"`.
+    pub http: Option<HttpConfig>,
 }
 
 /// The umask when `[files] umask` is not set: files 0600, directories 0700.
@@ -351,6 +365,9 @@ pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:15432";
 
 /// Default Flight SQL listen address.
 pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Default operations HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 /// Default of `[pgwire] max_connections` (PostgreSQL's default too).
 pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 100;
@@ -498,6 +515,8 @@ pub struct ListenFlags {
     pub pg: Option<String>,
     /// `--flight-listen`.
     pub flight: Option<String>,
+    /// `--http-listen`.
+    pub http: Option<String>,
 }
 
 /// Resolves settings from the file, the environment and the flags.
@@ -570,6 +589,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
     let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
+    let http = resolve_http(file.http, listen.http);
     Ok(Settings {
         data_dir,
         lakehouse,
@@ -584,7 +604,14 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
         umask,
         lifecycle: file.lifecycle,
         backup: file.backup,
+        http,
     })
+}
+
+/// `[http]`: the flag, then the file, then the default; "0" is off.
+fn resolve_http(section: HttpSection, flag: Option<String>) -> Option<HttpConfig> {
+    let listen = flag.or(section.listen).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
+    (listen.trim() != "0").then_some(HttpConfig { listen })
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`
@@ -838,7 +865,7 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file: FileConfig = toml::from_str("data_dir = \"x\"\n[pgwire]\nlisten = \"127.0.0.1:1\"").unwrap();
-        let flags = ListenFlags { pg: Some("127.0.0.1:2".into()), flight: Some("127.0.0.1:3".into()) };
+        let flags = ListenFlags { pg: Some("127.0.0.1:2".into()), flight: Some("127.0.0.1:3".into()), http: None };
         let s = resolve(file, Some(PathBuf::from("y")), flags).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("y"));
         assert_eq!(s.pg_listen, "127.0.0.1:2");

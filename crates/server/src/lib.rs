@@ -8,7 +8,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod devcert;
-mod flight;
+mod listeners;
 mod lifecycle;
 pub mod logging;
 mod output;

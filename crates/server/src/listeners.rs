@@ -1,5 +1,6 @@
-//! The Flight SQL listener beside the PostgreSQL one: binding it from the settings, telling the
-//! user how to connect (ADBC), and running both until the same shutdown signal.
+//! The listeners beside the PostgreSQL one: Flight SQL (binding it from the settings, telling
+//! the user how to connect with ADBC) and the operations HTTP listener; and running them all
+//! until the same shutdown signal.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use rxgate_auth::UserDirectory;
 use rxgate_common::Result;
 use rxgate_engine::Engine;
 use rxgate_flightsql::FlightSqlServer;
+use rxgate_http::HttpServer;
 use rxgate_pgwire::PgServer;
 
 use crate::config::Settings;
@@ -24,6 +26,18 @@ pub(crate) async fn bind(
     let server = FlightSqlServer::bind(engine, config, users).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, tls = server.tls_enabled(), "flight sql listening");
+    Ok(Some(server))
+}
+
+/// Binds the operations HTTP listener unless `[http] listen = "0"`.
+pub(crate) async fn bind_http(
+    settings: &Settings,
+    engine: Engine,
+    users: Arc<UserDirectory>,
+) -> Result<Option<HttpServer>> {
+    let Some(config) = &settings.http else { return Ok(None) };
+    let server = HttpServer::bind(engine, config, users).await?;
+    tracing::info!(addr = %server.local_addr()?, "http listening");
     Ok(Some(server))
 }
 
@@ -70,11 +84,12 @@ pub(crate) fn print_connect(
     Ok(())
 }
 
-/// Runs the PostgreSQL listener and, when bound, the Flight SQL one until `shutdown`; an error
-/// of either ends both.
+/// Runs the PostgreSQL listener and, when bound, the Flight SQL and HTTP ones until
+/// `shutdown`; an error of any ends them all.
 pub(crate) async fn run_beside(
     pg: PgServer,
     flight: Option<FlightSqlServer>,
+    http: Option<HttpServer>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -84,7 +99,13 @@ pub(crate) async fn run_beside(
     let pg = pg.run(wait(stopped.clone()));
     let flight = async {
         match flight {
-            Some(f) => f.run(wait(stopped)).await,
+            Some(f) => f.run(wait(stopped.clone())).await,
+            None => Ok(()),
+        }
+    };
+    let http = async {
+        match http {
+            Some(h) => h.run(wait(stopped.clone())).await,
             None => Ok(()),
         }
     };
@@ -93,5 +114,5 @@ pub(crate) async fn run_beside(
         let _ = stop.send(true);
         Ok(())
     };
-    tokio::try_join!(pg, flight, signal).map(|_| ())
+    tokio::try_join!(pg, flight, http, signal).map(|_| ())
 }
