@@ -11,6 +11,8 @@ pub enum Channel {
     FlightSql,
     /// The `rxgate` command line (sql, pipeline).
     Cli,
+    /// The web console on the operations HTTP listener.
+    Http,
 }
 
 impl Channel {
@@ -20,6 +22,7 @@ impl Channel {
             Channel::PgWire => "pgwire",
             Channel::FlightSql => "flightsql",
             Channel::Cli => "cli",
+            Channel::Http => "http",
         }
     }
 }

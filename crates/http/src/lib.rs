@@ -12,11 +12,16 @@ use rxgate_auth::UserDirectory;
 use rxgate_common::{Error, Result};
 use rxgate_engine::Engine;
 
+pub mod console;
+pub use console::ConsoleConfig;
+
 /// What the HTTP listener needs to know.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Listen address (`host:port`; port 0 lets the OS pick one).
     pub listen: String,
+    /// The web console (`/console/`).
+    pub console: ConsoleConfig,
 }
 
 /// Shared state of every handler.
@@ -41,7 +46,7 @@ impl HttpServer {
             .await
             .map_err(|e| Error::invalid(format!("[http] listen {}: {e}", config.listen)))?;
         let state = AppState { engine, users };
-        Ok(Self { listener, app: router(state) })
+        Ok(Self { listener, app: router(state, &config.console) })
     }
 
     /// The bound address.
@@ -51,7 +56,7 @@ impl HttpServer {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        axum::serve(self.listener, self.app)
+        axum::serve(self.listener, self.app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| Error::invalid(format!("http listener: {e}")))
@@ -59,8 +64,11 @@ impl HttpServer {
 }
 
 /// Every route of the listener.
-fn router(state: AppState) -> Router {
-    Router::new().route("/livez", get(livez)).with_state(state)
+fn router(state: AppState, console: &ConsoleConfig) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .nest_service("/console", console::router(state.engine.clone(), state.users.clone(), console))
+        .with_state(state)
 }
 
 /// Liveness: the process is serving. Checks no dependency (Kubernetes' convention).

@@ -9,7 +9,7 @@ use rxgate_catalog::LakehouseConfig;
 use rxgate_common::{Error, Result};
 use rxgate_engine::EngineConfig;
 use rxgate_flightsql::{FlightSqlConfig, FlightTlsConfig, SessionLimits};
-use rxgate_http::HttpConfig;
+use rxgate_http::{ConsoleConfig, HttpConfig};
 use rxgate_pgwire::{AuthMethod, TlsConfig};
 use serde::Deserialize;
 
@@ -72,6 +72,14 @@ pub struct FileConfig {
 pub struct HttpSection {
     /// Listen address; "0" turns the listener off.
     pub listen: Option<String>,
+    /// Serve the web console under `/console/` (default true).
+    pub console: Option<bool>,
+    /// A console session unused this long ends (default 1800).
+    pub console_session_idle_secs: Option<u64>,
+    /// A console session ends this long after its login (default 43200).
+    pub console_session_lifetime_secs: Option<u64>,
+    /// Live console sessions of all users together (default 256).
+    pub console_max_sessions: Option<usize>,
 }
 
 /// `[backup]` keys.
@@ -611,7 +619,14 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
 /// `[http]`: the flag, then the file, then the default; "0" is off.
 fn resolve_http(section: HttpSection, flag: Option<String>) -> Option<HttpConfig> {
     let listen = flag.or(section.listen).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
-    (listen.trim() != "0").then_some(HttpConfig { listen })
+    let defaults = ConsoleConfig::default();
+    let console = ConsoleConfig {
+        enabled: section.console.unwrap_or(defaults.enabled),
+        idle_timeout: section.console_session_idle_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
+        lifetime: section.console_session_lifetime_secs.map(Duration::from_secs).unwrap_or(defaults.lifetime),
+        max_sessions: section.console_max_sessions.unwrap_or(defaults.max_sessions).max(1),
+    };
+    (listen.trim() != "0").then_some(HttpConfig { listen, console })
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`
