@@ -215,7 +215,15 @@ async fn serve_connection(
                 m = read => m,
             }
         } else {
-            if let Some(problem) = read_whole_message(&mut socket).await? {
+            let terminated = handlers.connection().terminated();
+            let problem = tokio::select! {
+                read = read_whole_message(&mut socket) => read?,
+                _ = terminated => {
+                    terminate(&mut socket, &peer).await;
+                    break;
+                }
+            };
+            if let Some(problem) = problem {
                 protocol_violation(&mut socket, &problem).await;
                 break;
             }
@@ -271,8 +279,16 @@ async fn serve_connection(
         let outcome = match watcher.as_ref() {
             Some(w) => {
                 w.arm();
+                let terminated = handlers.connection().terminated();
                 tokio::select! {
                     outcome = handled => outcome,
+                    _ = terminated => {
+                        // pg_terminate_backend: the statement was cancelled with the session;
+                        // drop it here and close the connection.
+                        handlers.connection().cancel_running();
+                        terminate(&mut socket, &peer).await;
+                        break;
+                    }
                     _ = w.gone() => {
                         // The client went away mid-statement: fire the session's cancel token
                         // and drop the statement (its plan, streams and memory) right here.
@@ -289,6 +305,22 @@ async fn serve_connection(
         }
     }
     Ok(())
+}
+
+/// Tells the client its session was ended by `pg_terminate_backend`: FATAL 57P01, as
+/// PostgreSQL's admin_shutdown (the caller then closes).
+async fn terminate<S>(socket: &mut S, peer: &SocketAddr)
+where
+    S: futures::Sink<PgWireBackendMessage> + Unpin,
+{
+    let e = rxgate_common::Error::new(
+        rxgate_common::StatusCode::Terminated,
+        "terminating connection due to administrator command",
+    );
+    let info = crate::errors::error_info("FATAL", &e);
+    tracing::info!(%peer, "connection terminated (pg_terminate_backend)");
+    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+    let _ = socket.flush().await;
 }
 
 /// Answers a message that cannot be decoded with FATAL 08P01 (the caller then closes).
