@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use datafusion::physical_plan::{displayable, ExecutionPlan};
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use rxgate_common::{Error, Identity, Result, StatusCode};
 use tokio_util::sync::CancellationToken;
 
@@ -426,7 +427,7 @@ impl Running {
         let elapsed = self.since.elapsed();
         if self.activity.slow_query.is_some_and(|limit| elapsed >= limit) {
             let metrics = match &plan {
-                Some(p) => displayable(p.as_ref()).indent(true).to_string(),
+                Some(p) => DisplayableExecutionPlan::with_metrics(p.as_ref()).indent(true).to_string(),
                 None => "(no physical plan)".to_string(),
             };
             tracing::warn!(
@@ -436,7 +437,9 @@ impl Running {
                 rows = self.rows.load(Ordering::Relaxed),
                 outcome = %record.outcome,
                 statement = %self.text,
-                "slow query\n{metrics}"
+                // Last, so the one-line fields come first and the plan on the lines below.
+                plan = %format!("\n{}", metrics.trim_end()),
+                "slow query"
             );
         }
     }

@@ -67,7 +67,7 @@ impl Connection {
     }
 
     /// The engine session, opened on first use with the user from the startup message.
-    async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
+    pub(crate) async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "anonymous".into());
         // No login, no session (see auth.rs); the roles come from the users file at login.
         let Some(login) = client.session_extensions().get::<Authenticated>() else {

@@ -199,6 +199,10 @@ async fn serve_connection(
             // Authenticated (or refused and closing): the authenticating slot is free again.
             slot = None;
             watcher = PeerWatch::new(socket.get_ref());
+            // The engine session opens at login (not at the first statement), so an idle
+            // connection is listed in pg_stat_activity and can be terminated. A refused
+            // login has no session (the error is that).
+            let _ = handlers.connection().session(&socket).await;
         }
         let next = if starting {
             // pgwire's decoder panics on some truncated messages: that is a malformed message too.
@@ -281,7 +285,8 @@ async fn serve_connection(
                 w.arm();
                 let terminated = handlers.connection().terminated();
                 tokio::select! {
-                    outcome = handled => outcome,
+                    // A terminated session's statement fails too: the FATAL goes first.
+                    biased;
                     _ = terminated => {
                         // pg_terminate_backend: the statement was cancelled with the session;
                         // drop it here and close the connection.
@@ -289,6 +294,7 @@ async fn serve_connection(
                         terminate(&mut socket, &peer).await;
                         break;
                     }
+                    outcome = handled => outcome,
                     _ = w.gone() => {
                         // The client went away mid-statement: fire the session's cancel token
                         // and drop the statement (its plan, streams and memory) right here.
