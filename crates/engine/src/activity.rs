@@ -219,15 +219,7 @@ impl Activity {
                 memory,
             },
         );
-        Running {
-            activity: self.clone(),
-            seq,
-            session,
-            text,
-            since: Instant::now(),
-            rows,
-            plan: Mutex::new(None),
-        }
+        Running { activity: self.clone(), seq, session, text, since: Instant::now(), rows, plan: Mutex::new(None) }
     }
 
     fn end(&self, seq: u64, session: u64) {

@@ -74,21 +74,28 @@ impl SystemSchema {
 
     /// The audit files, oldest first.
     fn audit_files(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
-        let Some(dir) = self.audit.dir() else { return Ok(vec![]) };
-        let mut rotated: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                let n = name.strip_prefix("audit.")?.strip_suffix(".jsonl")?.parse().ok()?;
-                Some((n, e.path()))
-            })
-            .collect();
-        rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
-        let mut files: Vec<std::path::PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
-        files.push(dir.join(AUDIT_FILE));
-        Ok(files)
+        audit_files(&self.audit)
     }
+}
 
+/// The audit files, oldest first.
+fn audit_files(audit: &AuditLog) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let Some(dir) = audit.dir() else { return Ok(vec![]) };
+    let mut rotated: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name.strip_prefix("audit.")?.strip_suffix(".jsonl")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
+    let mut files: Vec<std::path::PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    files.push(dir.join(AUDIT_FILE));
+    Ok(files)
+}
+
+impl SystemSchema {
     /// Every audit record on disk, oldest file first.
     fn audit_batches(&self) -> DfResult<Vec<RecordBatch>> {
         let mut batches = vec![];
@@ -161,8 +168,11 @@ impl SchemaProvider for SystemSchema {
                 })
             }
             "query_history" => {
-                let batch = self.query_history()?;
-                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
+                let (audit, m) = (self.audit.clone(), self.monitoring.clone());
+                Arc::new(Counters {
+                    schema: query_history_schema(),
+                    batch: Box::new(move || query_history_batch(&audit, &m)),
+                })
             }
             "memory" => {
                 let m = self.monitoring.clone();
@@ -441,9 +451,8 @@ fn queries_schema() -> SchemaRef {
 /// pgwire; a Flight SQL session's concurrent results share it).
 fn queries_batch(rows: &[QueryRow]) -> DfResult<RecordBatch> {
     use datafusion::arrow::array::{Int32Array, Int64Array, TimestampMillisecondArray};
-    let text = |f: &dyn Fn(&QueryRow) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-    };
+    let text =
+        |f: &dyn Fn(&QueryRow) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
     let int = |f: &dyn Fn(&QueryRow) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
     let columns: Vec<ArrayRef> = vec![
         text(&|r| &r.query_id),
@@ -538,61 +547,57 @@ fn query_history_schema() -> SchemaRef {
     ]))
 }
 
-impl SystemSchema {
-    /// `system.query_history`: the last `[monitoring] query_history_size` statements of the
-    /// audit trail the reader may see (its own; an admin's all), oldest first. `error_code`
-    /// is the SQLSTATE. For a non-admin, `bytes_scanned` of a statement read through a mask
-    /// or a row filter is NULL: how much was read depends on rows the policy hides.
-    fn query_history(&self) -> DfResult<RecordBatch> {
-        let viewer: Viewer = self.monitoring.guard.viewer();
-        let keep = self.monitoring.history_size;
-        let mut last: std::collections::VecDeque<serde_json::Value> = std::collections::VecDeque::new();
-        for path in self.audit_files()? {
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-                if v["kind"] != "statement" || !(viewer.admin || v["user"].as_str() == Some(viewer.user.as_str())) {
-                    continue;
-                }
-                last.push_back(v);
-                if last.len() > keep {
-                    last.pop_front();
-                }
+/// `system.query_history`: the last `[monitoring] query_history_size` statements of the
+/// audit trail the reader may see (its own; an admin's all), oldest first. `error_code`
+/// is the SQLSTATE. For a non-admin, `bytes_scanned` of a statement read through a mask
+/// or a row filter is NULL: how much was read depends on rows the policy hides.
+fn query_history_batch(audit: &AuditLog, m: &Monitoring) -> DfResult<RecordBatch> {
+    let viewer: Viewer = m.guard.viewer();
+    let keep = m.history_size;
+    let mut last: std::collections::VecDeque<serde_json::Value> = std::collections::VecDeque::new();
+    for path in audit_files(audit)? {
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if v["kind"] != "statement" || !(viewer.admin || v["user"].as_str() == Some(viewer.user.as_str())) {
+                continue;
+            }
+            last.push_back(v);
+            if last.len() > keep {
+                last.pop_front();
             }
         }
-        let str_of = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_string);
-        let hidden = |v: &serde_json::Value| {
-            let nonempty = |k: &str| v[k].as_array().is_some_and(|a| !a.is_empty());
-            !viewer.admin && (nonempty("masks") || nonempty("row_filters"))
-        };
-        use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(last.iter().map(|v| str_of(v, "query_id")).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| Some(str_of(v, "user").unwrap_or_default())).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| Some(str_of(v, "protocol").unwrap_or_default())).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| str_of(v, "client_addr")).collect::<StringArray>()),
-            Arc::new(
-                last.iter()
-                    .map(|v| {
-                        v["time"]
-                            .as_str()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.timestamp_millis())
-                    })
-                    .collect::<TimestampMillisecondArray>(),
-            ),
-            Arc::new(last.iter().map(|v| Some(v["duration_ms"].as_f64().unwrap_or(0.0))).collect::<Float64Array>()),
-            Arc::new(last.iter().map(|v| Some(v["rows"].as_i64().unwrap_or(0))).collect::<Int64Array>()),
-            Arc::new(
-                last.iter()
-                    .map(|v| if hidden(v) { None } else { v["bytes_scanned"].as_i64() })
-                    .collect::<Int64Array>(),
-            ),
-            Arc::new(last.iter().map(|v| Some(str_of(v, "outcome").unwrap_or_default())).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| str_of(v, "sqlstate")).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| str_of(v, "error")).collect::<StringArray>()),
-            Arc::new(last.iter().map(|v| Some(str_of(v, "statement").unwrap_or_default())).collect::<StringArray>()),
-        ];
-        Ok(RecordBatch::try_new(query_history_schema(), columns)?)
     }
+    let str_of = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_string);
+    let hidden = |v: &serde_json::Value| {
+        let nonempty = |k: &str| v[k].as_array().is_some_and(|a| !a.is_empty());
+        !viewer.admin && (nonempty("masks") || nonempty("row_filters"))
+    };
+    use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(last.iter().map(|v| str_of(v, "query_id")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "user").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "protocol").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "client_addr")).collect::<StringArray>()),
+        Arc::new(
+            last.iter()
+                .map(|v| {
+                    v["time"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.timestamp_millis())
+                })
+                .collect::<TimestampMillisecondArray>(),
+        ),
+        Arc::new(last.iter().map(|v| Some(v["duration_ms"].as_f64().unwrap_or(0.0))).collect::<Float64Array>()),
+        Arc::new(last.iter().map(|v| Some(v["rows"].as_i64().unwrap_or(0))).collect::<Int64Array>()),
+        Arc::new(
+            last.iter().map(|v| if hidden(v) { None } else { v["bytes_scanned"].as_i64() }).collect::<Int64Array>(),
+        ),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "outcome").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "sqlstate")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "error")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "statement").unwrap_or_default())).collect::<StringArray>()),
+    ];
+    Ok(RecordBatch::try_new(query_history_schema(), columns)?)
 }

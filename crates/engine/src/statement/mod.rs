@@ -18,7 +18,8 @@ mod normalize;
 
 pub use ast::{
     AdminCommand, Cutoff, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, MaintenanceAction,
-    MaintenanceCommand, NewColumn, QueryCommand, PartitionField, PartitionTransform, RollbackTarget, SourceQuery, Spec, ViewCommand,
+    MaintenanceCommand, NewColumn, PartitionField, PartitionTransform, QueryCommand, RollbackTarget, SourceQuery, Spec,
+    ViewCommand,
 };
 pub(crate) use normalize::{bad_time_travel, parse_timestamp};
 
