@@ -62,6 +62,9 @@ pub enum StatusCode {
     ExecutionError = 3005,
     /// The query ran longer than the configured timeout.
     Timeout = 3006,
+    /// The session was ended by `pg_terminate_backend` (PostgreSQL's admin_shutdown: the
+    /// connection closes).
+    Terminated = 3018,
     /// A cursor named in FETCH/CLOSE does not exist.
     CursorNotFound = 3007,
     /// DECLARE of a cursor name already in use.
@@ -139,6 +142,7 @@ impl StatusCode {
             S::TooManyConnections => "53300",
             S::CannotConnectNow => "57P03",
             S::Cancelled | S::Timeout => "57014",
+            S::Terminated => "57P01",
             S::CursorNotFound => "34000",
             S::DuplicateCursor => "42P03",
             S::InvalidTransactionState => "25P01",
@@ -182,7 +186,7 @@ impl StatusCode {
             S::CommitConflict => grpc::ABORTED,
             S::SyntaxError | S::ColumnNotFound | S::PlanError => grpc::INVALID_ARGUMENT,
             S::ExecutionError => grpc::INVALID_ARGUMENT,
-            S::Cancelled => grpc::CANCELLED,
+            S::Cancelled | S::Terminated => grpc::CANCELLED,
             S::ResourcesExhausted | S::ProgramLimitExceeded | S::TooManyConnections => grpc::RESOURCE_EXHAUSTED,
             S::StatementTooComplex => grpc::INVALID_ARGUMENT,
             S::Timeout => grpc::DEADLINE_EXCEEDED,

@@ -61,6 +61,12 @@ pub struct AuditRecord {
     pub written_table: Option<String>,
     /// The snapshot a write committed.
     pub snapshot_id: Option<i64>,
+    /// The statement's id in `system.queries` (the id `CALL system.kill_query` takes).
+    pub query_id: Option<String>,
+    /// Bytes its scans read (DataFusion's `bytes_scanned` metric of the executed plan).
+    pub bytes_scanned: Option<u64>,
+    /// The SQLSTATE a PostgreSQL client got, when not ok.
+    pub sqlstate: Option<String>,
 }
 
 /// Arrow schema of `system.audit_log` (the JSON lines, read back).
@@ -85,6 +91,9 @@ pub fn audit_schema() -> SchemaRef {
         Field::new("error", DataType::Utf8, true),
         Field::new("written_table", DataType::Utf8, true),
         Field::new("snapshot_id", DataType::Int64, true),
+        Field::new("query_id", DataType::Utf8, true),
+        Field::new("bytes_scanned", DataType::Int64, true),
+        Field::new("sqlstate", DataType::Utf8, true),
     ]))
 }
 
@@ -236,6 +245,9 @@ impl AuditRecord {
             error: None,
             written_table: None,
             snapshot_id: None,
+            query_id: None,
+            bytes_scanned: None,
+            sqlstate: None,
         }
     }
 
@@ -251,6 +263,7 @@ impl AuditRecord {
         if let Some(e) = error {
             self.outcome = "error";
             self.error_code = Some(format!("{:?}", e.code));
+            self.sqlstate = Some(e.code.sqlstate().to_string());
             self.error = Some(e.message.clone());
         }
     }
@@ -263,22 +276,31 @@ pub(crate) struct AuditHandle {
     record: Mutex<AuditRecord>,
     log: Arc<AuditLog>,
     started: Instant,
-    rows: AtomicU64,
+    rows: Arc<AtomicU64>,
     parts: usize,
     ended: AtomicUsize,
     error: Mutex<Option<Error>>,
+    /// The statement's entry in `system.queries`, left when the record is written.
+    running: Option<crate::activity::Running>,
 }
 
 impl AuditHandle {
-    pub(crate) fn new(record: AuditRecord, log: Arc<AuditLog>, started: Instant, parts: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        record: AuditRecord,
+        log: Arc<AuditLog>,
+        started: Instant,
+        parts: usize,
+        running: Option<crate::activity::Running>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             record: Mutex::new(record),
             log,
             started,
-            rows: AtomicU64::new(0),
+            rows: running.as_ref().map(|r| r.rows()).unwrap_or_default(),
             parts: parts.max(1),
             ended: AtomicUsize::new(0),
             error: Mutex::new(None),
+            running,
         })
     }
 
@@ -295,6 +317,9 @@ impl Drop for AuditHandle {
         record.finish(self.rows.load(Ordering::Relaxed), self.started, error.as_ref());
         if error.is_none() && self.ended.load(Ordering::Relaxed) < self.parts {
             record.outcome = "incomplete";
+        }
+        if let Some(running) = &self.running {
+            running.complete(&mut record);
         }
         self.log.append(&record);
     }

@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// Resident memory of the process beyond which the guard cancels the statement holding
     /// the most memory (53200); 0 turns the guard off.
     pub process_memory_limit_bytes: usize,
+    /// `[monitoring] slow_query_ms`: statements running at least this long are logged (WARN)
+    /// with their plan's metrics; `None` turns the log off.
+    pub slow_query: Option<Duration>,
+    /// `[monitoring] query_history_size`: the statements `system.query_history` shows.
+    pub query_history_size: usize,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +77,8 @@ impl Default for EngineConfig {
             min_orphan_age: Duration::from_millis(rxgate_catalog::maintenance::orphans::DEFAULT_ORPHAN_AGE_MS as u64),
             limits: Default::default(),
             process_memory_limit_bytes: 0,
+            slow_query: None,
+            query_history_size: 1000,
         }
     }
 }
@@ -88,6 +95,7 @@ struct Inner {
     config: EngineConfig,
     policy: Arc<PolicyStore>,
     audit: Arc<AuditLog>,
+    activity: Arc<crate::activity::Activity>,
 }
 
 /// The policy in force when no policy file is configured: the shipped
@@ -115,7 +123,8 @@ impl Engine {
         lake.external().set_allowed_locations(&config.external_allowed_locations)?;
         lake.set_min_orphan_age(config.min_orphan_age);
         crate::memwatch::watch(config.process_memory_limit_bytes);
-        Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
+        let activity = Arc::new(crate::activity::Activity::new(config.slow_query));
+        Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit, activity }) })
     }
 
     /// The lakehouse this engine serves.
@@ -166,18 +175,30 @@ impl Engine {
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         let lakehouse: Arc<dyn CatalogProvider> = Arc::new(LakehouseCatalogProvider::try_new(&self.inner.lake).await?);
-        lakehouse.register_schema(
-            "system",
-            Arc::new(SystemSchema::new(self.inner.audit.clone(), self.inner.lake.clone())),
-        )?;
         // Every table the session can name goes through the policy (see secure.rs).
         let guard = Guard::new(self.inner.policy.clone(), &identity.user, &identity.roles);
+        let settings = Arc::new(SessionSettings::new(&identity.user, "health", cfg.query_timeout));
+        let entry = self.inner.activity.open(&identity, settings.clone(), memory.clone());
+        lakehouse.register_schema(
+            "system",
+            Arc::new(SystemSchema::new(
+                self.inner.audit.clone(),
+                self.inner.lake.clone(),
+                crate::system::Monitoring {
+                    activity: self.inner.activity.clone(),
+                    guard: guard.clone(),
+                    history_size: cfg.query_history_size,
+                    pool: self.inner.runtime.memory_pool.clone(),
+                },
+            )),
+        )?;
         let provider: Arc<dyn CatalogProvider> = Arc::new(SecuredCatalog::new(lakehouse, "rxgate", guard.clone()));
         ctx.register_catalog("rxgate", provider.clone());
-        let settings = Arc::new(SessionSettings::new(&identity.user, "health", cfg.query_timeout));
         let (policy, _) = self.inner.policy.current();
         let roles = policy.roles_of(&identity.user, &identity.roles);
-        pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles)?;
+        let stat_activity = crate::activity::stat_activity_source(&self.inner.activity, &guard);
+        pgcompat::install(&ctx, "rxgate", provider, settings.clone(), &identity.user, &roles, Some(stat_activity))?;
+        crate::activity::register_functions(&ctx, &entry, &guard);
         crate::hive::install(&ctx);
         crate::commands::set_lakehouse(&ctx, &self.inner.lake);
         crate::bounded::install(&ctx, cfg.limits, ctx.runtime_env().memory_pool.clone());
@@ -199,6 +220,7 @@ impl Engine {
             roles,
             cfg.limits,
             memory,
+            entry,
         ))
     }
 }

@@ -4,6 +4,7 @@
 //! **Invariant:** frontends (pgwire, Flight SQL, CLI) never build plans or contexts themselves;
 //! [`EngineSession::plan`] is the one door, so whatever it enforces holds for every path.
 
+mod activity;
 mod audit;
 mod bounded;
 mod commands;

@@ -204,6 +204,17 @@ impl Guard {
         &self.store
     }
 
+    /// Whether the principal has an administrator role under the policy in force now.
+    pub(crate) fn is_admin(&self) -> bool {
+        let (policy, _) = self.store.current();
+        policy.is_admin(&self.principal(&policy).roles)
+    }
+
+    /// The session's user and whether it is an admin now (for the activity registry).
+    pub(crate) fn viewer(&self) -> crate::activity::Viewer {
+        crate::activity::Viewer { user: self.user.clone(), admin: self.is_admin() }
+    }
+
     /// Sets the state row filters and custom masks are parsed with.
     pub(crate) fn set_state(&self, state: &Arc<SessionState>) {
         *self.state.lock().expect("guard state lock") = Arc::downgrade(state);
@@ -315,7 +326,9 @@ impl CatalogProvider for SecuredCatalog {
             .filter(|s| {
                 !self.governed(s)
                     || self.inner.schema(s).is_some_and(|schema| {
-                        schema.table_names().iter().any(|t| policy.table_visible(&principal, &self.catalog, s, t))
+                        schema.table_names().iter().any(|t| {
+                            crate::system::self_filtered(s, t) || policy.table_visible(&principal, &self.catalog, s, t)
+                        })
                     })
             })
             .collect()
@@ -363,11 +376,19 @@ impl SchemaProvider for SecuredSchema {
         self.inner
             .table_names()
             .into_iter()
-            .filter(|t| policy.table_visible(&principal, &self.catalog, &self.schema, t))
+            .filter(|t| {
+                crate::system::self_filtered(&self.schema, t)
+                    || policy.table_visible(&principal, &self.catalog, &self.schema, t)
+            })
             .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        // system.queries, system.sessions, system.query_history: every user's own rows,
+        // filtered where they are built (system.rs), an admin's all.
+        if crate::system::self_filtered(&self.schema, name) {
+            return self.inner.table(name).await;
+        }
         let (policy, masks, principal) = self.guard.view();
         // `t$files`, `t@v=<id>` (iceberg_admin): the policy of the base table t decides.
         let (base, view) = rxgate_catalog::iceberg_admin::split_table_name(name);

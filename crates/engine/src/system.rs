@@ -5,8 +5,12 @@
 //! `system.maintenance_history`, every maintenance action on the catalog's tables (expiry,
 //! orphan removal, compaction), from the catalog database; `system.backups`, every backup
 //! create, verify, restore and prune, and `system.backup_status`, the last successful
-//! backup per target and its age. Like every lakehouse schema it is governed by the policy:
-//! only roles granted it (the demo policy: `admin`) can list or read it.
+//! backup per target and its age; `system.memory`, the query pool's limit and reservation.
+//! Like every lakehouse schema it is governed by the policy: only roles granted it (the demo
+//! policy: `admin`) can list or read it. The exceptions are the monitoring tables
+//! `system.queries` (running statements), `system.sessions` and `system.query_history` (the
+//! last statements, from the audit trail): every user reads them, and sees only the rows of
+//! its own statements and sessions unless it has an admin role ([`self_filtered`]).
 
 use std::any::Any;
 use std::io::BufReader;
@@ -25,7 +29,11 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 
 use rxgate_catalog::storage::{request_counts_schema, StoreRegistry};
 
+use datafusion::execution::memory_pool::MemoryPool;
+
+use crate::activity::{Activity, QueryRow, SessionRow, Viewer};
 use crate::audit::{audit_schema, AuditLog, AUDIT_FILE};
+use crate::secure::Guard;
 
 /// The `system` schema of a session.
 #[derive(Debug)]
@@ -33,29 +41,65 @@ pub(crate) struct SystemSchema {
     audit: Arc<AuditLog>,
     storage: Arc<StoreRegistry>,
     lake: rxgate_catalog::Lakehouse,
+    monitoring: Arc<Monitoring>,
+}
+
+/// What the monitoring tables read: the activity registry, who the session is (its guard
+/// says whether it is an admin now), how many statements the history shows, the query pool.
+pub(crate) struct Monitoring {
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) guard: Arc<Guard>,
+    pub(crate) history_size: usize,
+    pub(crate) pool: Arc<dyn MemoryPool>,
+}
+
+impl std::fmt::Debug for Monitoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitoring").field("history_size", &self.history_size).finish()
+    }
+}
+
+/// The `system` tables every user may read: they show only the reader's own rows (all to
+/// an admin role), filtered where they are built, so the policy's grants do not apply.
+pub(crate) fn self_filtered(schema: &str, table: &str) -> bool {
+    schema == "system" && SELF_FILTERED.contains(&table)
+}
+
+const SELF_FILTERED: [&str; 3] = ["queries", "sessions", "query_history"];
+
+impl SystemSchema {
+    pub(crate) fn new(audit: Arc<AuditLog>, lake: rxgate_catalog::Lakehouse, monitoring: Monitoring) -> Self {
+        Self { audit, storage: lake.storage().clone(), lake, monitoring: Arc::new(monitoring) }
+    }
+
+    /// The audit files, oldest first.
+    fn audit_files(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
+        audit_files(&self.audit)
+    }
+}
+
+/// The audit files, oldest first.
+fn audit_files(audit: &AuditLog) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let Some(dir) = audit.dir() else { return Ok(vec![]) };
+    let mut rotated: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name.strip_prefix("audit.")?.strip_suffix(".jsonl")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
+    let mut files: Vec<std::path::PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    files.push(dir.join(AUDIT_FILE));
+    Ok(files)
 }
 
 impl SystemSchema {
-    pub(crate) fn new(audit: Arc<AuditLog>, lake: rxgate_catalog::Lakehouse) -> Self {
-        Self { audit, storage: lake.storage().clone(), lake }
-    }
-
     /// Every audit record on disk, oldest file first.
     fn audit_batches(&self) -> DfResult<Vec<RecordBatch>> {
-        let Some(dir) = self.audit.dir() else { return Ok(vec![]) };
-        let mut rotated: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                let n = name.strip_prefix("audit.")?.strip_suffix(".jsonl")?.parse().ok()?;
-                Some((n, e.path()))
-            })
-            .collect();
-        rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
-        let mut files: Vec<std::path::PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
-        files.push(dir.join(AUDIT_FILE));
         let mut batches = vec![];
-        for path in files {
+        for path in self.audit_files()? {
             let Ok(file) = std::fs::File::open(&path) else { continue };
             let reader = ReaderBuilder::new(audit_schema())
                 .with_batch_size(8192)
@@ -109,6 +153,31 @@ impl SchemaProvider for SystemSchema {
                 let batch = if name == "backups" { backups_batch(&rows)? } else { backup_status_batch(&rows)? };
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
+            "queries" => {
+                let m = self.monitoring.clone();
+                Arc::new(Counters {
+                    schema: queries_schema(),
+                    batch: Box::new(move || queries_batch(&m.activity.queries(&m.guard.viewer()))),
+                })
+            }
+            "sessions" => {
+                let m = self.monitoring.clone();
+                Arc::new(Counters {
+                    schema: sessions_schema(),
+                    batch: Box::new(move || sessions_batch(&m.activity.sessions(&m.guard.viewer()))),
+                })
+            }
+            "query_history" => {
+                let (audit, m) = (self.audit.clone(), self.monitoring.clone());
+                Arc::new(Counters {
+                    schema: query_history_schema(),
+                    batch: Box::new(move || query_history_batch(&audit, &m)),
+                })
+            }
+            "memory" => {
+                let m = self.monitoring.clone();
+                Arc::new(Counters { schema: memory_schema(), batch: Box::new(move || memory_batch(m.pool.as_ref())) })
+            }
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -120,7 +189,11 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 11] = [
+    "queries",
+    "sessions",
+    "query_history",
+    "memory",
     "audit_log",
     "storage_requests",
     "data_cache",
@@ -347,4 +420,184 @@ impl TableProvider for Counters {
         let batch = (self.batch)()?;
         MemTable::try_new(self.schema.clone(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
     }
+}
+
+fn ts_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None), nullable)
+}
+
+fn epoch_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn queries_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("pid", DataType::Int32, false),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("protocol", DataType::Utf8, false),
+        Field::new("client_addr", DataType::Utf8, true),
+        ts_field("started", false),
+        Field::new("elapsed_ms", DataType::Int64, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("rows_sent", DataType::Int64, false),
+        Field::new("memory_bytes", DataType::Int64, false),
+        Field::new("query", DataType::Utf8, false),
+    ]))
+}
+
+/// `system.queries`: the running statements the reader may see. `memory_bytes` is what the
+/// statement's session holds in the query pool (a session runs one statement at a time over
+/// pgwire; a Flight SQL session's concurrent results share it).
+fn queries_batch(rows: &[QueryRow]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Int32Array, Int64Array, TimestampMillisecondArray};
+    let text =
+        |f: &dyn Fn(&QueryRow) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+    let int = |f: &dyn Fn(&QueryRow) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| &r.query_id),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pid))),
+        text(&|r| &r.user),
+        text(&|r| r.protocol),
+        Arc::new(rows.iter().map(|r| r.client_addr.map(|a| a.to_string())).collect::<StringArray>()),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| epoch_ms(r.started)))),
+        int(&|r| r.elapsed.as_millis() as i64),
+        text(&|r| r.state),
+        int(&|r| r.rows as i64),
+        int(&|r| r.memory as i64),
+        text(&|r| &r.text),
+    ];
+    Ok(RecordBatch::try_new(queries_schema(), columns)?)
+}
+
+fn sessions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("session_id", DataType::Int64, false),
+        Field::new("pid", DataType::Int32, false),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("protocol", DataType::Utf8, false),
+        Field::new("client_addr", DataType::Utf8, true),
+        Field::new("application_name", DataType::Utf8, false),
+        ts_field("started", false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("running_queries", DataType::Int64, false),
+        Field::new("memory_bytes", DataType::Int64, false),
+        Field::new("last_query", DataType::Utf8, true),
+    ]))
+}
+
+/// `system.sessions`: the open sessions the reader may see.
+fn sessions_batch(rows: &[SessionRow]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Int32Array, Int64Array, TimestampMillisecondArray};
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.session_id as i64))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pid))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.user.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.protocol))),
+        Arc::new(rows.iter().map(|r| r.client_addr.map(|a| a.to_string())).collect::<StringArray>()),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.application_name.as_str()))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| epoch_ms(r.started)))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| if r.running > 0 { "active" } else { "idle" }))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.running as i64))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.memory as i64))),
+        Arc::new(rows.iter().map(|r| r.last_query.clone()).collect::<StringArray>()),
+    ];
+    Ok(RecordBatch::try_new(sessions_schema(), columns)?)
+}
+
+fn memory_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pool_limit_bytes", DataType::Int64, true),
+        Field::new("pool_reserved_bytes", DataType::Int64, false),
+        Field::new("resident_bytes", DataType::Int64, true),
+    ]))
+}
+
+/// `system.memory`: one row, the query pool's limit and what all statements reserve from
+/// it now, and the process's resident memory.
+fn memory_batch(pool: &dyn MemoryPool) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::execution::memory_pool::MemoryLimit;
+    let limit = match pool.memory_limit() {
+        MemoryLimit::Finite(n) => Some(n as i64),
+        _ => None,
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![limit])),
+        Arc::new(Int64Array::from(vec![pool.reserved() as i64])),
+        Arc::new(Int64Array::from(vec![crate::memwatch::resident_bytes().map(|b| b as i64)])),
+    ];
+    Ok(RecordBatch::try_new(memory_schema(), columns)?)
+}
+
+fn query_history_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, true),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("protocol", DataType::Utf8, false),
+        Field::new("client_addr", DataType::Utf8, true),
+        ts_field("started", true),
+        Field::new("duration_ms", DataType::Float64, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes_scanned", DataType::Int64, true),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("error_code", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("query", DataType::Utf8, false),
+    ]))
+}
+
+/// `system.query_history`: the last `[monitoring] query_history_size` statements of the
+/// audit trail the reader may see (its own; an admin's all), oldest first. `error_code`
+/// is the SQLSTATE. For a non-admin, `bytes_scanned` of a statement read through a mask
+/// or a row filter is NULL: how much was read depends on rows the policy hides.
+fn query_history_batch(audit: &AuditLog, m: &Monitoring) -> DfResult<RecordBatch> {
+    let viewer: Viewer = m.guard.viewer();
+    let keep = m.history_size;
+    let mut last: std::collections::VecDeque<serde_json::Value> = std::collections::VecDeque::new();
+    for path in audit_files(audit)? {
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if v["kind"] != "statement" || !(viewer.admin || v["user"].as_str() == Some(viewer.user.as_str())) {
+                continue;
+            }
+            last.push_back(v);
+            if last.len() > keep {
+                last.pop_front();
+            }
+        }
+    }
+    let str_of = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_string);
+    let hidden = |v: &serde_json::Value| {
+        let nonempty = |k: &str| v[k].as_array().is_some_and(|a| !a.is_empty());
+        !viewer.admin && (nonempty("masks") || nonempty("row_filters"))
+    };
+    use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(last.iter().map(|v| str_of(v, "query_id")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "user").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "protocol").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "client_addr")).collect::<StringArray>()),
+        Arc::new(
+            last.iter()
+                .map(|v| {
+                    v["time"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.timestamp_millis())
+                })
+                .collect::<TimestampMillisecondArray>(),
+        ),
+        Arc::new(last.iter().map(|v| Some(v["duration_ms"].as_f64().unwrap_or(0.0))).collect::<Float64Array>()),
+        Arc::new(last.iter().map(|v| Some(v["rows"].as_i64().unwrap_or(0))).collect::<Int64Array>()),
+        Arc::new(
+            last.iter().map(|v| if hidden(v) { None } else { v["bytes_scanned"].as_i64() }).collect::<Int64Array>(),
+        ),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "outcome").unwrap_or_default())).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "sqlstate")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| str_of(v, "error")).collect::<StringArray>()),
+        Arc::new(last.iter().map(|v| Some(str_of(v, "statement").unwrap_or_default())).collect::<StringArray>()),
+    ];
+    Ok(RecordBatch::try_new(query_history_schema(), columns)?)
 }

@@ -233,7 +233,11 @@ impl Sessions {
 
     fn alive(&self, s: &FlightSession, now: Instant) -> bool {
         let last = *s.last_used.lock().expect("last_used lock");
-        now.duration_since(s.created) < self.limits.lifetime && now.duration_since(last) < self.limits.idle_timeout
+        // A session ended by pg_terminate_backend loses its token (its statements were
+        // cancelled with it).
+        now.duration_since(s.created) < self.limits.lifetime
+            && now.duration_since(last) < self.limits.idle_timeout
+            && !s.engine.is_terminated()
     }
 
     /// Drops expired tokens (and with them their engine sessions and prepared statements).

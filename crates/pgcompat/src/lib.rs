@@ -151,7 +151,48 @@ pub(crate) struct PgContext {
     /// Column documentation by (relation OID, attnum), filled whenever the relations are
     /// listed (pg_class, pg_attribute, pg_description scans); `col_description` reads it.
     pub(crate) column_docs: Mutex<HashMap<(i32, i32), String>>,
+    /// Where `pg_stat_activity` reads its rows (the engine's activity registry); none: empty.
+    pub(crate) activity: ActivityHook,
 }
+
+/// The installed [`ActivitySource`], if any.
+pub(crate) struct ActivityHook(pub(crate) Option<ActivitySource>);
+
+impl std::fmt::Debug for ActivityHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActivityHook({})", if self.0.is_some() { "installed" } else { "none" })
+    }
+}
+
+/// One backend (session) as `pg_stat_activity` shows it. Times are microseconds since the
+/// Unix epoch.
+#[derive(Debug, Clone)]
+pub struct BackendActivity {
+    /// The pid clients know the session by (pgwire's BackendKeyData pid).
+    pub pid: i32,
+    /// Its user.
+    pub user: String,
+    /// Its `application_name` parameter.
+    pub application_name: String,
+    /// The client's address, when there is a network peer.
+    pub client_addr: Option<std::net::SocketAddr>,
+    /// When the session opened.
+    pub backend_start_us: i64,
+    /// When its current (or last) statement started.
+    pub query_start_us: Option<i64>,
+    /// When a statement last started or ended.
+    pub state_change_us: Option<i64>,
+    /// A statement is running (`active`), else `idle`.
+    pub active: bool,
+    /// The number of its current (or last) statement.
+    pub query_id: Option<i64>,
+    /// The text of its current (or last) statement.
+    pub query: String,
+}
+
+/// The rows of `pg_stat_activity` the session may see, computed when a query scans it (the
+/// engine installs one per session: pgcompat knows nothing of sessions or policy).
+pub type ActivitySource = Arc<dyn Fn() -> Vec<BackendActivity> + Send + Sync>;
 
 impl PgContext {
     fn catalog(&self) -> Option<Arc<dyn CatalogProvider>> {
@@ -259,6 +300,7 @@ pub fn install(
     settings: Arc<SessionSettings>,
     user: &str,
     roles: &[String],
+    activity: Option<ActivitySource>,
 ) -> DfResult<()> {
     let pg = Arc::new(PgContext {
         catalog: Arc::downgrade(&catalog),
@@ -269,6 +311,7 @@ pub fn install(
         roles: roles.to_vec(),
         static_tables: static_tables()?,
         column_docs: Mutex::new(HashMap::new()),
+        activity: ActivityHook(activity),
     });
     let schema = tables::PgCatalogSchema::new(pg.clone())?;
     catalog.register_schema("pg_catalog", Arc::new(schema))?;

@@ -54,8 +54,20 @@ impl Connection {
         }
     }
 
+    /// Completes when `pg_terminate_backend` ends the connection's session (never, before
+    /// the session opens).
+    pub(crate) fn terminated(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let session = self.session.get().cloned();
+        async move {
+            match session {
+                Some(s) => s.terminated().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// The engine session, opened on first use with the user from the startup message.
-    async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
+    pub(crate) async fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<Arc<EngineSession>> {
         let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "anonymous".into());
         // No login, no session (see auth.rs); the roles come from the users file at login.
         let Some(login) = client.session_extensions().get::<Authenticated>() else {
@@ -66,6 +78,8 @@ impl Connection {
         self.session
             .get_or_try_init(|| async {
                 let session = self.engine.session(identity).await.map_err(to_pg)?;
+                // pg_stat_activity and pg_cancel_backend know the session by its BackendKeyData pid.
+                session.set_backend_pid(client.pid_and_secret_key().0);
                 session.apply_startup_parameters(client.metadata().iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 if let Some(slot) = client.session_extensions().get::<Arc<CancelSlot>>() {
                     slot.bind(session.canceller());

@@ -199,6 +199,10 @@ async fn serve_connection(
             // Authenticated (or refused and closing): the authenticating slot is free again.
             slot = None;
             watcher = PeerWatch::new(socket.get_ref());
+            // The engine session opens at login (not at the first statement), so an idle
+            // connection is listed in pg_stat_activity and can be terminated. A refused
+            // login has no session (the error is that).
+            let _ = handlers.connection().session(&socket).await;
         }
         let next = if starting {
             // pgwire's decoder panics on some truncated messages: that is a malformed message too.
@@ -215,7 +219,15 @@ async fn serve_connection(
                 m = read => m,
             }
         } else {
-            if let Some(problem) = read_whole_message(&mut socket).await? {
+            let terminated = handlers.connection().terminated();
+            let problem = tokio::select! {
+                read = read_whole_message(&mut socket) => read?,
+                _ = terminated => {
+                    terminate(&mut socket, &peer).await;
+                    break;
+                }
+            };
+            if let Some(problem) = problem {
                 protocol_violation(&mut socket, &problem).await;
                 break;
             }
@@ -271,7 +283,17 @@ async fn serve_connection(
         let outcome = match watcher.as_ref() {
             Some(w) => {
                 w.arm();
+                let terminated = handlers.connection().terminated();
                 tokio::select! {
+                    // A terminated session's statement fails too: the FATAL goes first.
+                    biased;
+                    _ = terminated => {
+                        // pg_terminate_backend: the statement was cancelled with the session;
+                        // drop it here and close the connection.
+                        handlers.connection().cancel_running();
+                        terminate(&mut socket, &peer).await;
+                        break;
+                    }
                     outcome = handled => outcome,
                     _ = w.gone() => {
                         // The client went away mid-statement: fire the session's cancel token
@@ -289,6 +311,22 @@ async fn serve_connection(
         }
     }
     Ok(())
+}
+
+/// Tells the client its session was ended by `pg_terminate_backend`: FATAL 57P01, as
+/// PostgreSQL's admin_shutdown (the caller then closes).
+async fn terminate<S>(socket: &mut S, peer: &SocketAddr)
+where
+    S: futures::Sink<PgWireBackendMessage> + Unpin,
+{
+    let e = rxgate_common::Error::new(
+        rxgate_common::StatusCode::Terminated,
+        "terminating connection due to administrator command",
+    );
+    let info = crate::errors::error_info("FATAL", &e);
+    tracing::info!(%peer, "connection terminated (pg_terminate_backend)");
+    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+    let _ = socket.flush().await;
 }
 
 /// Answers a message that cannot be decoded with FATAL 08P01 (the caller then closes).

@@ -64,6 +64,9 @@ pub struct FileConfig {
     /// `[http]`: the operations listener (probes, metrics, console).
     #[serde(default)]
     pub http: HttpSection,
+    /// `[monitoring]`: the slow-query log and `system.query_history`.
+    #[serde(default)]
+    pub monitoring: MonitoringSection,
 }
 
 /// `[http]` keys.
@@ -80,6 +83,25 @@ pub struct HttpSection {
     pub console_session_lifetime_secs: Option<u64>,
     /// Live console sessions of all users together (default 256).
     pub console_max_sessions: Option<usize>,
+}
+
+/// `[monitoring]` keys.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSection {
+    /// Statements running at least this many milliseconds are logged (WARN) with their
+    /// plan's metrics; 0 or absent: no slow-query log.
+    pub slow_query_ms: Option<u64>,
+    /// How many of the last statements `system.query_history` shows (default 1000).
+    pub query_history_size: Option<usize>,
+}
+
+/// Applies `[monitoring]` to the engine's configuration.
+fn resolve_monitoring(engine: &mut EngineConfig, monitoring: &MonitoringSection) {
+    engine.slow_query = monitoring.slow_query_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
+    if let Some(n) = monitoring.query_history_size {
+        engine.query_history_size = n;
+    }
 }
 
 /// `[backup]` keys.
@@ -570,6 +592,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     engine.spill_dir = file.engine.spill_dir;
     resolve_limits(&mut engine, file.limits)?;
+    resolve_monitoring(&mut engine, &file.monitoring);
     resolve_policy(&mut engine, file.policy, file.audit, &data_dir)?;
     engine.external_allowed_locations = file.external.allowed_locations;
     if let Some(secs) = file.maintenance.min_orphan_age_secs {

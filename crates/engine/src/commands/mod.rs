@@ -13,6 +13,7 @@ pub(crate) mod hive;
 pub(crate) mod iceberg;
 pub mod ingest;
 pub(crate) mod maintenance;
+pub(crate) mod queries;
 pub(crate) mod view;
 pub(crate) mod write;
 

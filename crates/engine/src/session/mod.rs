@@ -59,6 +59,8 @@ pub struct EngineSession {
     owner: Owner,
     /// `?` placeholders are parameters (Flight SQL sessions).
     question_marks: AtomicBool,
+    /// The session's entry in the activity registry (`system.sessions`, `pg_stat_activity`).
+    entry: crate::activity::SessionEntry,
 }
 
 /// Cancels the statement its session is running, from another task (a PostgreSQL
@@ -87,6 +89,7 @@ impl EngineSession {
         roles: Vec<String>,
         limits: crate::limits::StatementLimits,
         memory: Arc<std::sync::atomic::AtomicUsize>,
+        entry: crate::activity::SessionEntry,
     ) -> Self {
         let owner = Owner { memory, user: identity.user.clone() };
         Self {
@@ -106,7 +109,30 @@ impl EngineSession {
             limits,
             owner,
             question_marks: AtomicBool::new(false),
+            entry,
         }
+    }
+
+    /// The pid this session is listed under in `pg_stat_activity` (and that
+    /// `pg_cancel_backend` takes): a number of its own until the frontend sets one.
+    pub fn backend_pid(&self) -> i32 {
+        self.entry.pid()
+    }
+
+    /// Sets the pid the client knows this session by (pgwire's BackendKeyData pid).
+    pub fn set_backend_pid(&self, pid: i32) {
+        self.entry.set_pid(pid);
+    }
+
+    /// Whether `pg_terminate_backend` ended this session (Flight SQL then revokes its token).
+    pub fn is_terminated(&self) -> bool {
+        self.entry.terminate_token().is_cancelled()
+    }
+
+    /// Completes when `pg_terminate_backend` ends this session (pgwire then closes the
+    /// connection with FATAL 57P01).
+    pub fn terminated(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.entry.terminate_token().clone().cancelled_owned()
     }
 
     /// A handle that cancels whatever statement this session runs at the time it is fired.
@@ -277,6 +303,7 @@ impl EngineSession {
             Statement::Command(Command::Maintenance(cmd)) => {
                 commands::maintenance::plan(&self.ctx, cmd, self.is_admin()).await
             }
+            Statement::Command(Command::Queries(cmd)) => Ok(commands::queries::plan(cmd)),
             Statement::Command(Command::Ddl(cmd)) => {
                 let source = match &cmd {
                     DdlCommand::CreateTable { query: Some(q), .. } => Some(self.plan_source(q).await?),
@@ -320,14 +347,28 @@ impl EngineSession {
         params: Option<ParamValues>,
         token: &CancelToken,
     ) -> Result<QueryOutput> {
+        self.execute_inner(planned, params, token, None).await
+    }
+
+    /// Registers an audited statement in `system.queries` (as long as its result lives) and
+    /// runs it; `running` is the registration of the statement a nested one belongs to.
+    async fn execute_inner(
+        &self,
+        planned: &Planned,
+        params: Option<ParamValues>,
+        token: &CancelToken,
+        running: Option<&crate::activity::Running>,
+    ) -> Result<QueryOutput> {
         if let Planned::Audited(inner, info) = planned {
             let started = Instant::now();
             let mut record = info.record(&self.identity, &self.roles);
-            return match Box::pin(self.execute_with(inner, params, token)).await {
-                Ok(output) => Ok(self.audited_output(output, record, started)),
+            let running = self.entry.activity().start(self.entry.id, &self.identity.user, &info.sql, token);
+            return match Box::pin(self.execute_inner(inner, params, token, Some(&running))).await {
+                Ok(output) => Ok(self.audited_output(output, record, started, running)),
                 Err(e) => {
                     self.statement_failed();
                     record.finish(0, started, Some(&e));
+                    running.complete(&mut record);
                     self.audit.append(&record);
                     Err(e)
                 }
@@ -340,7 +381,7 @@ impl EngineSession {
         match planned {
             Planned::Empty => Ok(QueryOutput::Empty),
             // Handled above; a nested wrapper runs its statement.
-            Planned::Audited(inner, _) => Box::pin(self.execute_with(inner, params, token)).await,
+            Planned::Audited(inner, _) => Box::pin(self.execute_inner(inner, params, token, running)).await,
             Planned::Declare { name, query, hold } => {
                 if !hold && !self.in_transaction.load(Ordering::Acquire) {
                     return Err(Error::new(
@@ -353,7 +394,7 @@ impl EngineSession {
                 };
                 // The cursor's stream has no deadline of its own: each FETCH gets one.
                 let plan = self.bound_plan(query, params).await?;
-                match self.run_plan(plan, renamed.clone(), &CancelToken::new(), None).await? {
+                match self.run_plan(plan, renamed.clone(), &CancelToken::new(), None, None).await? {
                     QueryOutput::Rows { stream, .. } => self.cursors.declare(name, stream, *hold)?,
                     _ => return Err(Error::new(StatusCode::Unsupported, "a cursor needs a query")),
                 }
@@ -368,7 +409,7 @@ impl EngineSession {
                 let rows = match source {
                     Some(source) => {
                         let plan = self.bound_plan(source, params).await?;
-                        match self.run_plan(plan, None, token, timeout).await? {
+                        match self.run_plan(plan, None, token, timeout, running).await? {
                             QueryOutput::Rows { stream, .. } => Some(stream),
                             _ => return Err(Error::internal("a write's source returned no rows")),
                         }
@@ -377,7 +418,7 @@ impl EngineSession {
                 };
                 self.run_write(command, rows).await
             }
-            Planned::Copy(query, options) => match Box::pin(self.execute_with(query, params, token)).await? {
+            Planned::Copy(query, options) => match Box::pin(self.execute_inner(query, params, token, running)).await? {
                 QueryOutput::Rows { schema, stream } => {
                     Ok(QueryOutput::Copy { schema, stream, options: options.clone() })
                 }
@@ -385,22 +426,30 @@ impl EngineSession {
             },
             Planned::Plan(_, renamed, ..) => {
                 let plan = self.bound_plan(planned, params).await?;
-                self.run_plan(plan, renamed.clone(), token, timeout).await
+                self.run_plan(plan, renamed.clone(), token, timeout, running).await
             }
         }
     }
 
     /// The output with its audit record attached: written when its rows have been read (or
     /// abandoned), at once for outputs without rows.
-    fn audited_output(&self, output: QueryOutput, record: AuditRecord, started: Instant) -> QueryOutput {
-        let handle = |record| AuditHandle::new(record, self.audit.clone(), started, 1);
+    fn audited_output(
+        &self,
+        output: QueryOutput,
+        record: AuditRecord,
+        started: Instant,
+        running: crate::activity::Running,
+    ) -> QueryOutput {
+        let handle = |record, running| AuditHandle::new(record, self.audit.clone(), started, 1, Some(running));
         match output {
-            QueryOutput::Rows { schema, stream } => QueryOutput::Rows { schema, stream: handle(record).stream(stream) },
+            QueryOutput::Rows { schema, stream } => {
+                QueryOutput::Rows { schema, stream: handle(record, running).stream(stream) }
+            }
             QueryOutput::Fetched { schema, stream } => {
-                QueryOutput::Fetched { schema, stream: handle(record).stream(stream) }
+                QueryOutput::Fetched { schema, stream: handle(record, running).stream(stream) }
             }
             QueryOutput::Copy { schema, stream, options } => {
-                QueryOutput::Copy { schema, stream: handle(record).stream(stream), options }
+                QueryOutput::Copy { schema, stream: handle(record, running).stream(stream), options }
             }
             QueryOutput::CopyIn(mut sink) => {
                 sink.audit = Some((record, self.audit.clone(), started));
@@ -411,12 +460,14 @@ impl EngineSession {
                 record.written_table = Some(table.clone());
                 record.snapshot_id = snapshot_id;
                 record.finish(rows, started, None);
+                running.complete(&mut record);
                 self.audit.append(&record);
                 QueryOutput::Written { tag, table, rows, snapshot_id }
             }
             other => {
                 let mut record = record;
                 record.finish(0, started, None);
+                running.complete(&mut record);
                 self.audit.append(&record);
                 other
             }
@@ -451,6 +502,7 @@ impl EngineSession {
             Command::External(cmd) => commands::external::execute(&self.ctx, cmd).await,
             Command::Iceberg(cmd) => commands::iceberg::execute(&self.ctx, cmd).await,
             Command::Maintenance(cmd) => commands::maintenance::execute(&self.ctx, cmd).await,
+            Command::Queries(cmd) => commands::queries::execute(self.entry.activity(), cmd, &self.guard.viewer()),
             Command::Ddl(_) | Command::Dml(_) | Command::View(_) => self.run_write(cmd, None).await,
         }
     }
@@ -595,8 +647,7 @@ impl EngineSession {
 
     /// Whether the session's principal has an administrator role under the policy in force.
     fn is_admin(&self) -> bool {
-        let (policy, _) = self.guard.store().current();
-        policy.is_admin(&self.guard.principal(&policy).roles)
+        self.guard.is_admin()
     }
 
     /// The plan a statement runs as, after the policy rewrite (secured tables inlined), and

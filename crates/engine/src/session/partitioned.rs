@@ -102,6 +102,7 @@ impl EngineSession {
                 if returns_rows(p) {
                     let started = Instant::now();
                     let mut record = info.record(&self.identity, &self.roles);
+                    let running = self.entry.activity().start(self.entry.id, &self.identity.user, &info.sql, &token);
                     let physical = async {
                         let plan = self.bound_plan(inner, params).await?;
                         let df = self.ctx.execute_logical_plan(plan).await?;
@@ -113,17 +114,19 @@ impl EngineSession {
                         Ok(p) => p,
                         Err(e) => {
                             record.finish(0, started, Some(&e));
+                            running.complete(&mut record);
                             self.audit.append(&record);
                             return Err(e);
                         }
                     };
+                    running.set_plan(physical.clone());
                     // How many partitions a plan has depends on how many files survive pruning
                     // by statistics over all rows: under a mask or a row filter every result
                     // has one endpoint (see `explain_under_policy`).
                     let physical = if info.hides { one_partition(physical) } else { physical };
                     let schema = renamed.clone().unwrap_or_else(|| physical.schema());
                     let parts = physical.properties().output_partitioning().partition_count();
-                    let audit = Some(AuditHandle::new(record, self.audit.clone(), started, parts));
+                    let audit = Some(AuditHandle::new(record, self.audit.clone(), started, parts, Some(running)));
                     let source = PartitionSource::Plan { plan: physical, task, renamed: renamed.clone() };
                     return Ok(PartitionedQuery { schema, source, timeout, token, audit, owner: self.owner.clone() });
                 }

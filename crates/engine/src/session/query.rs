@@ -132,6 +132,7 @@ impl EngineSession {
         renamed: Option<SchemaRef>,
         token: &CancelToken,
         timeout: Option<std::time::Duration>,
+        running: Option<&crate::activity::Running>,
     ) -> Result<QueryOutput> {
         match &plan {
             LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => return Ok(QueryOutput::TransactionStart),
@@ -146,7 +147,14 @@ impl EngineSession {
             df.collect().await?;
             return Ok(QueryOutput::Command { tag: "SET".into() });
         }
-        let stream = df.execute_stream().await?;
+        // The physical plan is kept with the statement's registration: its metrics give the
+        // bytes scanned and the slow-query log.
+        let task = std::sync::Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        if let Some(running) = running {
+            running.set_plan(physical.clone());
+        }
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
         let stream = guard(stream, timeout, token, renamed, &self.owner);
         Ok(QueryOutput::Rows { schema: stream.schema(), stream })
     }

@@ -442,3 +442,13 @@ pub struct MaintenanceCommand {
     /// only a tag.
     pub returns_rows: bool,
 }
+
+/// A statement on running statements (`commands::queries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryCommand {
+    /// `CALL system.kill_query('<id>')`: cancel one running statement (57014).
+    Kill {
+        /// Its id in `system.queries`.
+        query_id: String,
+    },
+}

@@ -18,7 +18,8 @@ mod normalize;
 
 pub use ast::{
     AdminCommand, Cutoff, DdlCommand, DmlCommand, ExternalCommand, HiveCommand, IcebergCommand, MaintenanceAction,
-    MaintenanceCommand, NewColumn, PartitionField, PartitionTransform, RollbackTarget, SourceQuery, Spec, ViewCommand,
+    MaintenanceCommand, NewColumn, PartitionField, PartitionTransform, QueryCommand, RollbackTarget, SourceQuery, Spec,
+    ViewCommand,
 };
 pub(crate) use normalize::{bad_time_travel, parse_timestamp};
 
@@ -96,6 +97,8 @@ pub enum Command {
     View(ViewCommand),
     /// Snapshot expiry, orphan removal, compaction.
     Maintenance(MaintenanceCommand),
+    /// Running statements: `CALL system.kill_query`.
+    Queries(QueryCommand),
 }
 
 /// One statement, named.

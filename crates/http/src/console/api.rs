@@ -77,7 +77,8 @@ pub(crate) async fn overview(State(console): State<Console>, headers: HeaderMap)
 /// `GET /console/api/queries`: the running statements the user may see (`system.queries`).
 pub(crate) async fn queries(State(console): State<Console>, headers: HeaderMap) -> Response {
     let s = session!(console, headers);
-    let queries = run(&s, "SELECT * FROM system.queries ORDER BY 1", vec![]).await;
+    let queries = run(&s, "SELECT query_id, \"user\", protocol, client_addr, started, elapsed_ms, state, rows_sent, memory_bytes, query \
+         FROM system.queries ORDER BY started, query_id", vec![]).await;
     Json(object(vec![("queries", queries)])).into_response()
 }
 
@@ -86,7 +87,8 @@ pub(crate) struct KillBody {
     id: String,
 }
 
-/// A statement id as `system.queries` shows it: short, letters, digits, `-`, `_`, `:`, `.`.
+/// A statement id as `system.queries` shows it (`20261207_040812_00042`): short, letters,
+/// digits, `-`, `_`, `:`, `.`.
 fn plausible_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -163,14 +165,15 @@ fn history_sql(f: &HistoryFilter) -> (String, Vec<ScalarValue>) {
         param("outcome = $?", text(&o));
     }
     if let Some(t) = given(&f.text) {
-        param("strpos(lower(statement), lower($?)) > 0", text(&t));
+        param("strpos(lower(query), lower($?)) > 0", text(&t));
     }
     if let Some(m) = f.minutes.filter(|m| *m > 0) {
-        param("start_time >= $?", minutes_ago(m));
+        param("started >= $?", minutes_ago(m));
     }
     let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     let limit = f.limit.unwrap_or(100).clamp(1, 1000);
-    (format!("SELECT * FROM system.query_history{filter} ORDER BY start_time DESC LIMIT {limit}"), params)
+    let columns = "started, \"user\", protocol, duration_ms, rows, bytes_scanned, outcome, error_code, error, query, query_id";
+    (format!("SELECT {columns} FROM system.query_history{filter} ORDER BY started DESC LIMIT {limit}"), params)
 }
 
 /// `GET /console/api/catalog`: the schemas, tables and columns the user's catalog lists.

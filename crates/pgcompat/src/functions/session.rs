@@ -1,6 +1,5 @@
 //! Session and server information: `version()`, `current_schema(s)`, `current_database`,
-//! the session user, `pg_get_userbyid`, `current_setting` / `set_config`, `pg_backend_pid`,
-//! and the constants of a server that is never in recovery.
+//! the session user, `pg_get_userbyid`, `current_setting` / `set_config`, and the constants of a server that is never in recovery.
 
 use std::sync::Arc;
 
@@ -112,10 +111,8 @@ pub(super) fn register(ctx: &SessionContext, pg: &Arc<PgContext>) {
         text_result(args, out)
     }));
 
-    let pid = std::process::id() as i32;
-    ctx.register_udf(udf("pg_backend_pid", Args::None, DataType::Int32, Volatility::Stable, move |_, _| {
-        Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(pid))))
-    }));
+    // pg_backend_pid, pg_cancel_backend and pg_terminate_backend are the engine's: they act
+    // on its activity registry (rxgate_engine's activity.rs).
     ctx.register_udf(const_fn("pg_is_in_recovery", ScalarValue::Boolean(Some(false))));
     ctx.register_udf(const_fn("txid_current", ScalarValue::Int64(Some(1))));
     ctx.register_udf(const_fn("pg_current_xact_id", ScalarValue::Int64(Some(1))));

@@ -21,8 +21,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, Visit, VisitMut,
-    Visitor, VisitorMut,
+    Expr, Ident, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value,
+    Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -50,6 +50,7 @@ pub fn rewrite(mut stmt: Statement) -> Statement {
     let _ = VisitMut::visit(&mut stmt, &mut PgCasts);
     if catalog {
         let _ = VisitMut::visit(&mut stmt, &mut InformationSchemaColumns);
+        let _ = VisitMut::visit(&mut stmt, &mut QualifyOwnTables);
     }
     if catalog {
         for rule in catalog_rules() {
@@ -77,6 +78,28 @@ fn catalog_rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(AggregateSubqueries),
         ]
     })
+}
+
+/// Our own pg_catalog tables that datafusion-pg-catalog does not know (`pg_stat_activity`)
+/// are qualified with `pg_catalog` when named alone, as PostgreSQL's search path finds them.
+struct QualifyOwnTables;
+
+impl VisitorMut for QualifyOwnTables {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args: None, .. } = factor {
+            if let [part] = name.0.as_slice() {
+                if part.as_ident().is_some_and(|i| {
+                    let lower = i.value.to_ascii_lowercase();
+                    is_own_table(&lower) && !PG_CATALOG_TABLES.contains(&lower.as_str())
+                }) {
+                    name.0.insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// DataFusion's information_schema read through views with PostgreSQL's columns:

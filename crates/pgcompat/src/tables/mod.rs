@@ -59,6 +59,7 @@ pub(crate) const OWN_TABLES: &[OwnTable] = &[
     server::ROLES,
     server::USER,
     server::SETTINGS,
+    server::STAT_ACTIVITY,
     objects::INDEX,
     objects::CONSTRAINT,
     objects::DESCRIPTION,
@@ -89,6 +90,7 @@ const VIEWS: &[&str] = &[
     "pg_views",
     "pg_matviews",
     "pg_stat_gssapi",
+    "pg_stat_activity",
     "pg_stat_user_tables",
     "pg_replication_slots",
 ];

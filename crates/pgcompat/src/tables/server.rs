@@ -1,10 +1,11 @@
 //! The tables of the server and the session: `pg_database` (the one database), `pg_roles`,
-//! `pg_user` (the session user and its roles), `pg_settings` (the session's parameters).
+//! `pg_user` (the session user and its roles), `pg_settings` (the session's parameters),
+//! `pg_stat_activity` (the sessions the engine's activity registry lets this one see).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int32Array;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 
 use super::{boolf, i32f, listn, roles, textf, textn, Cols, OwnTable, Rows};
 use crate::settings::DATABASE_NAME;
@@ -177,4 +178,61 @@ fn settings_rows(pg: &PgContext, c: &mut Cols) {
         .null_s(n);
     c.0.push(Arc::new(Int32Array::from(vec![None::<i32>; n])));
     c.bc(false, n);
+}
+
+/// `pg_stat_activity`: one row per session the viewer may see (PostgreSQL 16's columns), from
+/// the engine's activity registry. Transaction ids, wait events and leader pids are NULL.
+pub(super) const STAT_ACTIVITY: OwnTable =
+    OwnTable { name: "pg_stat_activity", columns: stat_activity_columns, rows: Rows::Context(stat_activity_rows) };
+
+fn stat_activity_columns() -> Vec<Field> {
+    let ts = |n: &str| Field::new(n, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true);
+    let i32n = |n: &str| Field::new(n, DataType::Int32, true);
+    vec![
+        i32f("datid"),
+        textf("datname"),
+        i32f("pid"),
+        i32n("leader_pid"),
+        i32n("usesysid"),
+        textf("usename"),
+        textf("application_name"),
+        textn("client_addr"),
+        textn("client_hostname"),
+        i32n("client_port"),
+        ts("backend_start"),
+        ts("xact_start"),
+        ts("query_start"),
+        ts("state_change"),
+        textn("wait_event_type"),
+        textn("wait_event"),
+        textf("state"),
+        textn("backend_xid"),
+        textn("backend_xmin"),
+        Field::new("query_id", DataType::Int64, true),
+        textf("query"),
+        textf("backend_type"),
+    ]
+}
+
+fn stat_activity_rows(pg: &PgContext, c: &mut Cols) {
+    let rows = pg.activity.0.as_ref().map(|f| f()).unwrap_or_default();
+    let n = rows.len();
+    let ts = |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) };
+    let i32n = |v: Vec<Option<i32>>| -> ArrayRef { Arc::new(Int32Array::from(v)) };
+    c.i32c(DATABASE_OID, n).sc(DATABASE_NAME, n).i32(rows.iter().map(|r| r.pid).collect());
+    c.0.push(i32n(vec![None; n]));
+    c.0.push(i32n(rows.iter().map(|r| (r.user == pg.user).then_some(SESSION_ROLE_OID)).collect()));
+    c.s(rows.iter().map(|r| r.user.as_str()).collect())
+        .s(rows.iter().map(|r| r.application_name.as_str()).collect())
+        .sn(rows.iter().map(|r| r.client_addr.map(|a| a.ip().to_string())).collect())
+        .null_s(n);
+    c.0.push(i32n(rows.iter().map(|r| r.client_addr.map(|a| a.port() as i32)).collect()));
+    c.0.push(ts(rows.iter().map(|r| Some(r.backend_start_us)).collect()));
+    c.0.push(ts(vec![None; n]));
+    c.0.push(ts(rows.iter().map(|r| r.query_start_us).collect()));
+    c.0.push(ts(rows.iter().map(|r| r.state_change_us).collect()));
+    c.null_s(n).null_s(n).s(rows.iter().map(|r| if r.active { "active" } else { "idle" }).collect());
+    c.null_s(n).null_s(n);
+    c.0.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.query_id).collect::<Vec<_>>())));
+    c.s(rows.iter().map(|r| r.query.as_str()).collect()).sc("client backend", n);
 }

@@ -10,6 +10,7 @@ mod external;
 mod hive;
 mod iceberg;
 mod maintenance;
+mod queries;
 mod sql;
 mod view;
 mod write;
@@ -193,6 +194,7 @@ enum Rule {
     CreateTable,
     CreateView,
     Maintenance,
+    Queries,
     Sql,
 }
 
@@ -207,6 +209,7 @@ fn rule(c: &Cur) -> Rule {
         ("SHOW", "CREATE") if word(2) == "TABLE" => Rule::Hive,
         ("SHOW", "PARTITIONS") | ("CREATE", "EXTERNAL") | ("MSCK", _) => Rule::External,
         ("CALL", _) if called(c).is_some_and(|p| maintenance::PROCEDURES.contains(&p.as_str())) => Rule::Maintenance,
+        ("CALL", _) if called(c).is_some_and(|p| queries::PROCEDURES.contains(&p.as_str())) => Rule::Queries,
         ("CALL", _) => Rule::Iceberg,
         ("CREATE", "TABLE") => Rule::CreateTable,
         ("CREATE", "OR") if word(2) == "REPLACE" && word(3) == "TABLE" => Rule::CreateTable,
@@ -307,6 +310,7 @@ pub(super) fn statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Rule::Maintenance => {
             return maintenance_statement(&mut c).map(|cmd| Statement::Command(Command::Maintenance(cmd)))
         }
+        Rule::Queries => return queries::call(&mut c).map(|cmd| Statement::Command(Command::Queries(cmd))),
         Rule::Sql => return sql::statement(tokens),
     };
     command.and_then(|cmd| c.end().map(|()| cmd)).map(Statement::Command).map_err(syntax)
