@@ -61,6 +61,10 @@ pub struct AppState {
     pub metrics_token: Option<Arc<str>>,
     /// The bound on each readiness check.
     pub readiness_timeout: Duration,
+    /// The runtime the engine (queries, the catalog pool, object stores) runs on. The
+    /// listener itself runs on a thread of its own, so probes and scrapes answer while query
+    /// work keeps every worker busy; handlers spawn engine work here.
+    pub engine_runtime: tokio::runtime::Handle,
 }
 
 /// A bound, not yet running, HTTP listener.
@@ -83,6 +87,7 @@ impl HttpServer {
             users,
             metrics_token: config.metrics_token.as_deref().map(Arc::from),
             readiness_timeout: config.readiness_timeout,
+            engine_runtime: tokio::runtime::Handle::current(),
         };
         Ok(Self { listener, tls, app: router(state) })
     }
@@ -103,16 +108,41 @@ impl HttpServer {
         Ok(format!("{scheme}://{}", self.local_addr()?))
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, on a thread with a runtime of its own (see
+    /// [`AppState::engine_runtime`]): queries that keep the engine's workers busy do not delay
+    /// `/livez` or a scrape.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let failed = |e: std::io::Error| Error::invalid(format!("http listener: {e}"));
-        match self.tls {
-            Some(acceptor) => {
-                let listener = tls::TlsListener::new(self.listener, acceptor).map_err(failed)?;
-                axum::serve(listener, self.app).with_graceful_shutdown(shutdown).await.map_err(failed)
-            }
-            None => axum::serve(self.listener, self.app).with_graceful_shutdown(shutdown).await.map_err(failed),
+        let listener = self.listener.into_std().map_err(failed)?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("rxgate-http".into())
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| rt.block_on(serve(listener, self.tls, self.app, shutdown)));
+                let _ = done.send(served.map_err(failed));
+            })
+            .map_err(failed)?;
+        finished.await.unwrap_or_else(|_| Err(Error::invalid("http listener: its thread ended")))
+    }
+}
+
+/// The accept loop (plain or TLS) until `shutdown`.
+async fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
     }
 }
 
@@ -134,11 +164,19 @@ async fn livez() -> &'static str {
 /// listing of its root, each within the timeout (run together). 200 `{"status":"ready",…}`,
 /// else 503 with each check's result, the failed ones with their (redacted) reason.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let lake = state.engine.lakehouse();
     let limit = state.readiness_timeout;
+    // The checks use the engine's pools and stores: they run on the engine's runtime.
+    let on_engine = |check: fn(rxgate_engine::Engine) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>| {
+        let task = state.engine_runtime.spawn(check(state.engine.clone()));
+        async move {
+            let abort = task.abort_handle();
+            let _cancel = AbortOnDrop(abort);
+            task.await.unwrap_or_else(|e| Err(Error::internal(format!("readiness check: {e}"))))
+        }
+    };
     let (catalog, warehouse) = tokio::join!(
-        bounded("catalog", limit, lake.check_catalog()),
-        bounded("warehouse", limit, lake.check_warehouse()),
+        bounded("catalog", limit, on_engine(|e| Box::pin(async move { e.lakehouse().check_catalog().await }))),
+        bounded("warehouse", limit, on_engine(|e| Box::pin(async move { e.lakehouse().check_warehouse().await }))),
     );
     let checks = [catalog, warehouse];
     let ready = checks.iter().all(|(_, e)| e.is_none());
@@ -158,6 +196,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     body.push_str("}}\n");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Aborts a task when the future awaiting it is dropped (a check past its time limit).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One readiness check under the time limit: its name and, when it failed, why.
