@@ -8,7 +8,7 @@ two rxgate servers over the same lakehouse, in one run, interleaved:
 
 Both servers record the same statement counters and histograms (recording is not optional:
 it is an atomic add at the audit write); what differs is the listener and the scrapes, each
-of which renders the whole registry. Reported: tps and p99 per server and client count, and
+of which renders the whole registry. Both servers are warmed up with the mix first. Reported: tps and p99 per server and client count, and
 the ratio on/off. The goal is an overhead of at most 2% (tps ratio >= 0.98). The server that
 is not measured at a moment sits idle.
 """
@@ -105,6 +105,12 @@ def run(ctx, reps: int, secs: int, clients: list[int]) -> W11Result:
     try:
         files = write_scripts(ctx.sample, ctx.work / "w11-scripts")
         servers = {"off": off, "on": on}
+        # Both servers warm (data file cache, table metadata) before anything is measured: the
+        # second one has just started.
+        for name, s in servers.items():
+            r = _pgbench(files, ("127.0.0.1", s.pg_port), BENCH_USER, "rxgate", s.pg_env(), max(clients),
+                         min(secs, 5), ctx.work / f"w11-warm-{name}")
+            log(f"W11 warm-up {name}: tps {r.tps}" + (f", ERROR {r.error}" if r.error else ""))
         for c in clients:
             fns = []
             for name in TARGETS:
