@@ -5,7 +5,9 @@
 //! `system.maintenance_history`, every maintenance action on the catalog's tables (expiry,
 //! orphan removal, compaction), from the catalog database; `system.backups`, every backup
 //! create, verify, restore and prune, and `system.backup_status`, the last successful
-//! backup per target and its age; `system.memory`, the query pool's limit and reservation.
+//! backup per target and its age; `system.memory`, the query pool's limit and reservation;
+//! `system.metrics`, every series of the metrics registry (what `/metrics` shows), and
+//! `system.metrics_history`, its samples of the last hour.
 //! Like every lakehouse schema it is governed by the policy: only roles granted it (the demo
 //! policy: `admin`) can list or read it. The exceptions are the monitoring tables
 //! `system.queries` (running statements), `system.sessions` and `system.query_history` (the
@@ -178,6 +180,14 @@ impl SchemaProvider for SystemSchema {
                 let m = self.monitoring.clone();
                 Arc::new(Counters { schema: memory_schema(), batch: Box::new(move || memory_batch(m.pool.as_ref())) })
             }
+            "metrics" => Arc::new(Counters {
+                schema: crate::metrics::metrics_schema(),
+                batch: Box::new(crate::metrics::metrics_batch),
+            }),
+            "metrics_history" => Arc::new(Counters {
+                schema: crate::metrics::history_schema(),
+                batch: Box::new(crate::metrics::history_batch),
+            }),
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -189,7 +199,7 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 13] = [
     "queries",
     "sessions",
     "query_history",
@@ -201,6 +211,8 @@ const TABLES: [&str; 11] = [
     "maintenance_history",
     "backups",
     "backup_status",
+    "metrics",
+    "metrics_history",
 ];
 
 /// `system.backups`: every recorded backup create, verify, restore and prune.

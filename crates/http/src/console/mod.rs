@@ -33,8 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use rxgate_auth::UserDirectory;
-use rxgate_engine::Engine;
+use crate::{AppState, Peer};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,14 +44,17 @@ use sessions::{ConsoleSession, LoginError, Sessions};
 #[derive(Clone)]
 pub(crate) struct Console {
     sessions: Arc<Sessions>,
+    /// The engine's runtime: logins and statements run there, not on the listener's thread.
+    engine_runtime: tokio::runtime::Handle,
 }
 
 /// The console's routes, to be nested under `/console` (an empty router when disabled).
-pub fn router(engine: Engine, users: Arc<UserDirectory>, config: &ConsoleConfig) -> Router {
+pub fn router(state: &AppState, config: &ConsoleConfig) -> Router {
     if !config.enabled {
         return Router::new();
     }
-    let console = Console { sessions: Arc::new(Sessions::new(users, engine, config.clone())) };
+    let sessions = Sessions::new(state.users.clone(), state.engine.clone(), config.clone(), state.engine_runtime.clone());
+    let console = Console { sessions: Arc::new(sessions), engine_runtime: state.engine_runtime.clone() };
     Router::new()
         .route("/", get(shell))
         .route("/login", get(login_page).post(login))
@@ -91,7 +93,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 
 /// The client's address, when the listener recorded it.
 fn peer(request: &Request) -> Option<SocketAddr> {
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+    request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0 .0)
 }
 
 fn unauthorized() -> Response {
@@ -149,7 +151,13 @@ async fn login(State(console): State<Console>, request: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match console.sessions.login(&body.user, body.password, peer).await {
+    let sessions = console.sessions.clone();
+    let login = console.engine_runtime.spawn(async move { sessions.login(&body.user, body.password, peer).await });
+    let outcome = match login.await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(LoginError::Failed(rxgate_common::Error::internal(format!("console login: {e}")))),
+    };
+    match outcome {
         Ok((id, session)) => {
             let mut response = Json(json!({
                 "user": session.principal.user,

@@ -64,6 +64,8 @@ pub(crate) struct ConsoleSession {
     pub(crate) serial: tokio::sync::Mutex<()>,
     /// Sent back in `X-CSRF-Token` by every request that changes something.
     pub(crate) csrf: String,
+    /// The engine's runtime, where this session's statements run.
+    pub(crate) runtime: tokio::runtime::Handle,
     user_at_login: User,
     created: Instant,
     last_used: Mutex<Instant>,
@@ -85,6 +87,7 @@ pub(crate) struct Sessions {
     users: Arc<UserDirectory>,
     engine: Engine,
     config: ConsoleConfig,
+    runtime: tokio::runtime::Handle,
     live: Mutex<HashMap<String, Arc<ConsoleSession>>>,
 }
 
@@ -93,8 +96,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Sessions {
-    pub(crate) fn new(users: Arc<UserDirectory>, engine: Engine, config: ConsoleConfig) -> Self {
-        Self { users, engine, config, live: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        users: Arc<UserDirectory>,
+        engine: Engine,
+        config: ConsoleConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self { users, engine, config, runtime, live: Mutex::new(HashMap::new()) }
     }
 
     fn audit(&self, user: &str, roles: &[String], peer: Option<SocketAddr>, error: Option<&Error>) {
@@ -178,6 +186,7 @@ impl Sessions {
             engine,
             serial: tokio::sync::Mutex::new(()),
             csrf: hex(&random_bytes::<16>()),
+            runtime: self.runtime.clone(),
             user_at_login: entry,
             created: now,
             last_used: Mutex::new(now),

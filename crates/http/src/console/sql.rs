@@ -5,6 +5,8 @@
 //!
 //! Values a browser asks about come in as parameters (`$1`, `$2`, …), never as SQL text.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
@@ -25,11 +27,25 @@ pub(crate) const MAX_ROWS: usize = 2000;
 /// Integers beyond this lose precision in JavaScript: they are sent as strings.
 const JS_SAFE: i128 = (1 << 53) - 1;
 
-/// Runs `sql` with `params` in the console session; errors become the result's `error`.
-pub(crate) async fn run(session: &ConsoleSession, sql: &str, params: Vec<ScalarValue>) -> Value {
-    match run_inner(session, sql, params).await {
-        Ok(v) => v,
-        Err(e) => error_json(&e),
+/// Runs `sql` with `params` in the console session, on the engine's runtime; errors become
+/// the result's `error`. A request dropped meanwhile (the browser went away) aborts it.
+pub(crate) async fn run(session: &Arc<ConsoleSession>, sql: &str, params: Vec<ScalarValue>) -> Value {
+    let (s, sql) = (session.clone(), sql.to_string());
+    let task = session.runtime.spawn(async move { run_inner(&s, &sql, params).await });
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => error_json(&e),
+        Err(e) => error_json(&Error::internal(format!("console statement: {e}"))),
+    }
+}
+
+/// Aborts a task when the future awaiting it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -129,8 +145,6 @@ pub(crate) fn object(pairs: Vec<(&str, Value)>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
 
     use super::*;
