@@ -155,7 +155,9 @@ async fn serve(
                 .await
         }
         None => {
-            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(shutdown).await
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(shutdown)
+                .await
         }
     }
 }

@@ -235,7 +235,9 @@
       }
       const li = col(r, label), ci = col(r, "claims"), pi = col(r, "prescribers");
       const labels = r.rows.map((row) => (key === "cities" ? row[li] + ", " + row[col(r, "state_name")] : row[li]));
+      div.appendChild(node("p", "Claims", "caption"));
       window.RxChart.barChart(div, { title: "Claims", labels: labels, values: r.rows.map((row) => row[ci]), labelWidth: 230 });
+      div.appendChild(node("p", "Prescribers", "caption"));
       window.RxChart.barChart(div, { title: "Prescribers", labels: labels, values: r.rows.map((row) => row[pi]), labelWidth: 230, color: "#c27c0e" });
     }
     await topReport();

@@ -77,8 +77,13 @@ pub(crate) async fn overview(State(console): State<Console>, headers: HeaderMap)
 /// `GET /console/api/queries`: the running statements the user may see (`system.queries`).
 pub(crate) async fn queries(State(console): State<Console>, headers: HeaderMap) -> Response {
     let s = session!(console, headers);
-    let queries = run(&s, "SELECT query_id, \"user\", protocol, client_addr, started, elapsed_ms, state, rows_sent, memory_bytes, query \
-         FROM system.queries ORDER BY started, query_id", vec![]).await;
+    let queries = run(
+        &s,
+        "SELECT query_id, \"user\", protocol, client_addr, started, elapsed_ms, state, rows_sent, memory_bytes, query \
+         FROM system.queries ORDER BY started, query_id",
+        vec![],
+    )
+    .await;
     Json(object(vec![("queries", queries)])).into_response()
 }
 
@@ -103,7 +108,10 @@ pub(crate) async fn kill(State(console): State<Console>, headers: HeaderMap, bod
         return r;
     }
     let Ok(body) = serde_json::from_slice::<KillBody>(&body) else {
-        return (Http::BAD_REQUEST, Json(json!({ "error": { "sqlstate": "22023", "message": "expected {\"id\": …}" } })))
+        return (
+            Http::BAD_REQUEST,
+            Json(json!({ "error": { "sqlstate": "22023", "message": "expected {\"id\": …}" } })),
+        )
             .into_response();
     };
     // CALL takes literal arguments; the id is checked to be a plain token first, so quoting
@@ -172,7 +180,8 @@ fn history_sql(f: &HistoryFilter) -> (String, Vec<ScalarValue>) {
     }
     let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     let limit = f.limit.unwrap_or(100).clamp(1, 1000);
-    let columns = "started, \"user\", protocol, duration_ms, rows, bytes_scanned, outcome, error_code, error, query, query_id";
+    let columns =
+        "started, \"user\", protocol, duration_ms, rows, bytes_scanned, outcome, error_code, error, query, query_id";
     (format!("SELECT {columns} FROM system.query_history{filter} ORDER BY started DESC LIMIT {limit}"), params)
 }
 
@@ -302,9 +311,10 @@ pub(crate) async fn report_top(
         vec![],
     )
     .await;
-    let chosen = f.state.filter(|v| !v.trim().is_empty()).or_else(|| {
-        states.pointer("/rows/0/0").and_then(Value::as_str).map(str::to_string)
-    });
+    let chosen = f
+        .state
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| states.pointer("/rows/0/0").and_then(Value::as_str).map(str::to_string));
     let top = match &chosen {
         Some(state) => {
             run(

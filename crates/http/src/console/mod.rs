@@ -26,6 +26,7 @@ mod sql;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::{AppState, Peer};
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode as Http;
@@ -33,7 +34,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use crate::{AppState, Peer};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,7 +53,8 @@ pub fn router(state: &AppState, config: &ConsoleConfig) -> Router {
     if !config.enabled {
         return Router::new();
     }
-    let sessions = Sessions::new(state.users.clone(), state.engine.clone(), config.clone(), state.engine_runtime.clone());
+    let sessions =
+        Sessions::new(state.users.clone(), state.engine.clone(), config.clone(), state.engine_runtime.clone());
     let console = Console { sessions: Arc::new(sessions), engine_runtime: state.engine_runtime.clone() };
     Router::new()
         .route("/", get(shell))
@@ -112,7 +113,10 @@ pub(crate) fn csrf_ok(session: &ConsoleSession, headers: &HeaderMap) -> Result<(
     if sessions::same_token(sent, &session.csrf) {
         Ok(())
     } else {
-        Err((Http::FORBIDDEN, Json(json!({ "error": { "sqlstate": "42501", "message": "missing or wrong CSRF token" } })))
+        Err((
+            Http::FORBIDDEN,
+            Json(json!({ "error": { "sqlstate": "42501", "message": "missing or wrong CSRF token" } })),
+        )
             .into_response())
     }
 }
