@@ -207,7 +207,7 @@ pub(crate) async fn run_sampler(lake: rxgate_catalog::Lakehouse) {
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        if n % 6 == 0 {
+        if n.is_multiple_of(6) {
             match rxgate_catalog::backup::history::list(&lake).await {
                 Ok(records) => rxgate_catalog::backup::history::note_records(&records),
                 Err(e) => tracing::debug!(error = %e.message, "backup history not read for the metrics"),

@@ -200,17 +200,11 @@ async fn livez() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     let limit = state.readiness_timeout;
     // The checks use the engine's pools and stores: they run on the engine's runtime.
-    let on_engine = |check: fn(rxgate_engine::Engine) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>| {
-        let task = state.engine_runtime.spawn(check(state.engine.clone()));
-        async move {
-            let abort = task.abort_handle();
-            let _cancel = AbortOnDrop(abort);
-            task.await.unwrap_or_else(|e| Err(Error::internal(format!("readiness check: {e}"))))
-        }
-    };
+    let (rt, engine) = (&state.engine_runtime, &state.engine);
+    let (e1, e2) = (engine.clone(), engine.clone());
     let (catalog, warehouse) = tokio::join!(
-        bounded("catalog", limit, on_engine(|e| Box::pin(async move { e.lakehouse().check_catalog().await }))),
-        bounded("warehouse", limit, on_engine(|e| Box::pin(async move { e.lakehouse().check_warehouse().await }))),
+        bounded("catalog", limit, on_engine(rt, async move { e1.lakehouse().check_catalog().await })),
+        bounded("warehouse", limit, on_engine(rt, async move { e2.lakehouse().check_warehouse().await })),
     );
     let checks = [catalog, warehouse];
     let ready = checks.iter().all(|(_, e)| e.is_none());
@@ -230,6 +224,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     body.push_str("}}\n");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Runs `check` on the engine's runtime; dropping the returned future (a check past its time
+/// limit) aborts it.
+async fn on_engine(
+    rt: &tokio::runtime::Handle,
+    check: impl Future<Output = Result<()>> + Send + 'static,
+) -> Result<()> {
+    let task = rt.spawn(check);
+    let _abort = AbortOnDrop(task.abort_handle());
+    task.await.unwrap_or_else(|e| Err(Error::internal(format!("readiness check: {e}"))))
 }
 
 /// Aborts a task when the future awaiting it is dropped (a check past its time limit).
