@@ -48,6 +48,8 @@ def qserver(rxgate_bin, tmp_path_factory):
                       '[engine]\nmemory_limit = "1GiB"\nquery_timeout_secs = 600\n'
                       f'[monitoring]\nslow_query_ms = {SLOW_MS}\nquery_history_size = 50\n')
     s = start_server_with_roles(rxgate_bin, data, d, config, USERS, PASSWORD)
+    q(s, "CREATE SCHEMA lab")
+    q(s, "CREATE TABLE lab.t AS SELECT x, 'row ' || x AS s FROM generate_series(1, 200000) AS g(x)")
     yield s
     stop_server(s)
 
@@ -285,6 +287,10 @@ def test_query_history(qserver):
     admin_history = q(qserver, 'SELECT "user", outcome, error_code, query FROM system.query_history')
     assert {"bob", TEST_USER} <= {r[0] for r in admin_history}
     assert len(admin_history) == 50, "[monitoring] query_history_size"
+    # Bytes scanned come from the executed plan's scan metrics.
+    assert q(qserver, "SELECT sum(x) FROM lab.t WHERE s LIKE 'row 1%' -- bytes-marker")[0][0] > 0
+    scanned = [r for r in q(qserver, "SELECT bytes_scanned, query FROM system.query_history") if "bytes-marker" in r[1]]
+    assert scanned and scanned[-1][0] > 100_000, scanned
     q(qserver, "SELECT 1 AS fresh_marker", user="ann")
     mine = q(qserver, 'SELECT outcome, error_code, query FROM system.query_history', user="ann")
     assert any("fresh_marker" in r[2] for r in mine)

@@ -342,6 +342,16 @@ mod grammar_tests {
     }
 
     #[test]
+    fn kill_query_is_read_with_the_call_argument_reader() {
+        let kill = |id: &str| Command::Queries(QueryCommand::Kill { query_id: id.into() });
+        assert_eq!(command("CALL system.kill_query('20261207_040812_00042')"), kill("20261207_040812_00042"));
+        assert_eq!(command("call rxgate.system.kill_query(query_id => 'x')"), kill("x"));
+        for bad in ["CALL system.kill_query()", "CALL system.kill_query(42)", "CALL system.kill_query('a', 'b')"] {
+            assert!(matches!(p(bad), Err(e) if e.code == StatusCode::SyntaxError), "{bad}");
+        }
+    }
+
+    #[test]
     fn iceberg_statements() {
         let ice = |sql: &str| match command(sql) {
             Command::Iceberg(i) => i,
