@@ -24,7 +24,7 @@ macro_rules! session {
     ($console:expr, $headers:expr) => {
         match authenticated(&$console, &$headers) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
 }
@@ -105,7 +105,7 @@ fn plausible_id(id: &str) -> bool {
 pub(crate) async fn kill(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
     let s = session!(console, headers);
     if let Err(r) = csrf_ok(&s, &headers) {
-        return r;
+        return r.into_response();
     }
     let Ok(body) = serde_json::from_slice::<KillBody>(&body) else {
         return (

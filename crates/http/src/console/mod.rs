@@ -97,27 +97,37 @@ fn peer(request: &Request) -> Option<SocketAddr> {
     request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0 .0)
 }
 
-fn unauthorized() -> Response {
-    (Http::UNAUTHORIZED, Json(json!({ "error": { "sqlstate": "28000", "message": "log in first" } }))).into_response()
+/// Why a request was refused before it reached its handler's work.
+pub(crate) enum Refusal {
+    /// No live session cookie: 401.
+    NotLoggedIn,
+    /// A change without the session's CSRF token: 403.
+    NoCsrfToken,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, sqlstate, message) = match self {
+            Refusal::NotLoggedIn => (Http::UNAUTHORIZED, "28000", "log in first"),
+            Refusal::NoCsrfToken => (Http::FORBIDDEN, "42501", "missing or wrong CSRF token"),
+        };
+        (status, Json(json!({ "error": { "sqlstate": sqlstate, "message": message } }))).into_response()
+    }
 }
 
 /// The live session of the request's cookie, or 401.
-pub(crate) fn authenticated(console: &Console, headers: &HeaderMap) -> Result<Arc<ConsoleSession>, Response> {
+pub(crate) fn authenticated(console: &Console, headers: &HeaderMap) -> Result<Arc<ConsoleSession>, Refusal> {
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
-    sessions::cookie_id(cookie).and_then(|id| console.sessions.session(id)).ok_or_else(unauthorized)
+    sessions::cookie_id(cookie).and_then(|id| console.sessions.session(id)).ok_or(Refusal::NotLoggedIn)
 }
 
 /// Requests that change something must also send the session's CSRF token.
-pub(crate) fn csrf_ok(session: &ConsoleSession, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn csrf_ok(session: &ConsoleSession, headers: &HeaderMap) -> Result<(), Refusal> {
     let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     if sessions::same_token(sent, &session.csrf) {
         Ok(())
     } else {
-        Err((
-            Http::FORBIDDEN,
-            Json(json!({ "error": { "sqlstate": "42501", "message": "missing or wrong CSRF token" } })),
-        )
-            .into_response())
+        Err(Refusal::NoCsrfToken)
     }
 }
 
@@ -189,10 +199,10 @@ async fn login(State(console): State<Console>, request: Request) -> Response {
 async fn logout(State(console): State<Console>, headers: HeaderMap) -> Response {
     let session = match authenticated(&console, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = csrf_ok(&session, &headers) {
-        return r;
+        return r.into_response();
     }
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     if let Some(id) = sessions::cookie_id(cookie) {
