@@ -1,6 +1,6 @@
 """benches/run's driver: every workload against rxgate and its peers, side by side, in one run.
 
-    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5,w6,w7,w8,w9,w10] [--bin PATH] ...
+    benches/run [--scale 1[,10]] [--reps 3] [--only w1,w2,w3,w4,w0,w5,w6,w7,w8,w9,w10,w11] [--bin PATH] ...
 
 Per scale: datagen, W1 (whose last rxgate run leaves the lakehouse; without W1 one pipeline
 run makes it), then one `rxgate serve` over it (Flight SQL too when the binary has it),
@@ -26,12 +26,13 @@ from pathlib import Path
 from harness import (CACHE, ROOT, BenchError, LoadWatch, Perf, git_rev, load_note, log,
                      machine, now, run_checked, write_section)
 
-ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6", "w7", "w8", "w9", "w10"]
+ALL = ["w1", "w2", "w3", "w4", "w0", "w5", "w6", "w7", "w8", "w9", "w10", "w11"]
 SECTION = {"summary": "Goals", "w1": "W1 pipeline", "w2": "W2 reports", "w3": "W3 dashboard",
            "w4": "W4 export", "w0": "W0 overhead", "w5": "W5 scale", "w6": "W6 policy overhead",
            "w7": "W7 gs:// warehouse", "w8": "W8 load (SQL writes)",
-           "w9": "W9 maintenance (compaction, sort order)", "w10": "W10 backup and recovery"}
-ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w6", "w5", "w7", "w8", "w9", "w10"]
+           "w9": "W9 maintenance (compaction, sort order)", "w10": "W10 backup and recovery",
+           "w11": "W11 metrics overhead"}
+ORDER = ["summary", "w1", "w2", "w3", "w4", "w0", "w6", "w5", "w7", "w8", "w9", "w10", "w11"]
 
 
 class Ctx:
@@ -122,7 +123,7 @@ def parse_args(argv):
         a.scale = "1,10" if only == ["w5"] else "1"
     a.scales = sorted(float(s) for s in a.scale.split(","))
     if not only:
-        only = ["w1", "w2", "w3", "w4", "w0", "w6", "w7", "w8", "w9", "w10"] + (["w5"] if len(a.scales) > 1 else [])
+        only = ["w1", "w2", "w3", "w4", "w0", "w6", "w7", "w8", "w9", "w10", "w11"] + (["w5"] if len(a.scales) > 1 else [])
     a.only = only
     a.w3_clients = [int(c) for c in a.w3_clients.split(",")]
     a.w3_reps = a.w3_reps or a.reps
@@ -170,7 +171,7 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
         except Exception as e:  # noqa: BLE001 — the other workloads still run; no W7 section
             out["w7_error"] = f"{type(e).__name__}: {e}"
             log(f"W7 failed, its section is left as it was: {out['w7_error'][:2000]}")
-    if not measure & {"w2", "w3", "w4", "w0", "w6", "w8", "w9", "w10"}:
+    if not measure & {"w2", "w3", "w4", "w0", "w6", "w8", "w9", "w10", "w11"}:
         return out
     ctx = Ctx(work, scale)
     try:
@@ -229,6 +230,9 @@ def run_scale(a, binary: Path, scale: float, work: Path, measure: set[str]) -> d
         if "w10" in measure:
             import w10_backup
             out["w10"] = w10_backup.run(ctx, a.reps)
+        if "w11" in measure:
+            import w11_metrics
+            out["w11"] = w11_metrics.run(ctx, a.w3_reps, a.w3_secs, a.w3_clients)
         out["server_log_tail"] = ctx.rxgate.log_path.read_text()[-2000:]
     finally:
         ctx.close()
@@ -305,6 +309,9 @@ def main(argv=None) -> int:
     if "w10" in a.only and r.get("w10"):
         import w10_backup
         sections["w10"] = w10_backup.render(r["w10"], top, a.reps, hdr)
+    if "w11" in a.only and r.get("w11"):
+        import w11_metrics
+        sections["w11"] = w11_metrics.render(r["w11"], top, a.w3_reps, hdr)
     if "w5" in a.only and len(per_scale) > 1:
         sections["w5"] = report.render_w5(per_scale, a.reps, hdr, rows_by_scale)
     if set(sections) & {"w1", "w2", "w3", "w4"}:

@@ -167,9 +167,12 @@ def test_compose_file_wires_postgres_and_gcs_to_rxgate():
 
     # The configured listeners are published.
     published = {p.split(":")[-1] for p in services["rxgate"]["ports"]}
-    for listen in (cfg["pgwire"]["listen"], cfg["flightsql"]["listen"]):
+    for listen in (cfg["pgwire"]["listen"], cfg["flightsql"]["listen"], cfg["http"]["listen"]):
         host, port = listen.rsplit(":", 1)
         assert host == "0.0.0.0" and port in published
+    # Its health check asks the operations listener's /readyz.
+    check = " ".join(services["rxgate"]["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/" + cfg["http"]["listen"].rsplit(":", 1)[1] in check and "/readyz" in check
 
 
 def compose_gcs(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
@@ -301,5 +304,5 @@ def test_dockerfile_builds_rxgate_in_two_stages():
         cfg = tomllib.loads(path.read_text())
         assert cfg["policy"]["file"] == f"{catalog_dir}/policies.toml"
         assert (REPO_ROOT / "catalog" / "policies.toml").is_file()
-        for listen in (cfg["pgwire"]["listen"], cfg["flightsql"]["listen"]):
+        for listen in (cfg["pgwire"]["listen"], cfg["flightsql"]["listen"], cfg["http"]["listen"]):
             assert listen.rsplit(":", 1)[1] in exposed

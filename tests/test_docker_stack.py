@@ -101,7 +101,7 @@ def image(rxgate_bin, tmp_path_factory):
 @pytest.fixture
 def stack(image):
     ports = {"RXGATE_PG_PORT": free_port(), "RXGATE_FLIGHT_PORT": free_port(),
-             "RXGATE_GCS_PORT": free_port()}
+             "RXGATE_GCS_PORT": free_port(), "RXGATE_HTTP_PORT": free_port()}
     env = dict(os.environ, RXGATE_IMAGE=image, **{k: str(v) for k, v in ports.items()})
     s = Stack(image, env, f"rxgate-test-{uuid.uuid4().hex[:8]}")
     s.ports = ports

@@ -125,8 +125,10 @@ pub async fn commit_change(lake: &Lakehouse, table_name: &str, change: &TableCha
             return Ok(CommitOutcome { attempts: attempt, ..staged.outcome });
         }
         tracing::info!(table = table_name, attempt, "commit conflict, retrying on the fresh table");
+        rxgate_common::metrics::record_commit_conflict(true);
         tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
+    rxgate_common::metrics::record_commit_conflict(false);
     Err(Error::new(
         StatusCode::CommitConflict,
         format!("{table_name}: gave up after {MAX_ATTEMPTS} conflicting commits"),
@@ -241,6 +243,7 @@ pub(crate) async fn stage(table: &Table, change: &TableChange, commit_uuid: Uuid
     }
     if let Removal::Files(wanted) | Removal::Rewritten(wanted) = &change.remove {
         if let Some(gone) = wanted.iter().find(|p| !removed_paths.contains(*p)) {
+            rxgate_common::metrics::record_commit_conflict(false);
             return Err(Error::new(
                 StatusCode::CommitConflict,
                 format!(

@@ -193,6 +193,29 @@ impl Lakehouse {
         &self.tables
     }
 
+    /// Readiness: a trivial query on the catalog database (`SELECT 1` on the pool, which
+    /// replaces a dead connection first). The caller bounds the wait.
+    pub async fn check_catalog(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| catalog_db_error(&self.config.uri, &e))
+    }
+
+    /// Readiness: one listing of the warehouse root through its object store (one request).
+    /// The caller bounds the wait.
+    pub async fn check_warehouse(&self) -> Result<()> {
+        let (store, path) = self.storage.resolve(&self.config.warehouse)?;
+        let prefix = (!path.as_ref().is_empty()).then_some(&path);
+        object_store::ObjectStore::list_with_delimiter(store.as_ref(), prefix).await.map(|_| ()).map_err(|e| {
+            Error::new(
+                StatusCode::StorageUnavailable,
+                format!("warehouse {}: {}", redact_uri(&self.config.warehouse), redact_uri(&e.to_string())),
+            )
+        })
+    }
+
     /// Loads a table by `namespace.table` name.
     pub async fn load_table(&self, name: &str) -> Result<Table> {
         let ident = parse_ident(name)?;

@@ -131,8 +131,10 @@ pub async fn commit_all(lake: &Lakehouse, pending: &[(TableIdent, Pending)]) -> 
             return Ok(snapshots);
         }
         tracing::info!(attempt, "transaction commit conflict, retrying on the fresh tables");
+        rxgate_common::metrics::record_commit_conflict(true);
         tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
+    rxgate_common::metrics::record_commit_conflict(false);
     Err(Error::new(StatusCode::CommitConflict, format!("gave up after {MAX_ATTEMPTS} conflicting commits")))
 }
 

@@ -2,6 +2,7 @@
 //! identity of a session. Nothing here knows about protocols, catalogs or policies.
 
 mod error;
+pub mod metrics;
 mod redact;
 mod session;
 

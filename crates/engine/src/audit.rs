@@ -126,7 +126,12 @@ impl AuditLog {
     }
 
     /// Appends one record. A failure to write is logged, never returned: the query goes on.
+    /// Every statement record is also counted in the metrics registry here: this is the one
+    /// point every statement ends (`rxgate_statements_total`, the latency histogram, rows sent).
     pub fn append(&self, record: &AuditRecord) {
+        if record.kind == "statement" {
+            record_metrics(record);
+        }
         let Some(dir) = &self.dir else { return };
         let mut line = match serde_json::to_vec(record) {
             Ok(l) => l,
@@ -183,6 +188,9 @@ impl AuditLog {
         addr: Option<std::net::SocketAddr>,
         error: Option<&Error>,
     ) {
+        if error.is_some() {
+            rxgate_common::metrics::record_login_failure(channel.as_str());
+        }
         let mut r = AuditRecord::begin("login", user, roles, channel, addr, login_statement(channel, error));
         r.finish(0, Instant::now(), error);
         self.append(&r);
@@ -197,6 +205,20 @@ fn login_statement(channel: Channel, error: Option<&Error>) -> String {
         Some(e) => format!("failed: {}", e.message),
     };
     format!("login ({}): {outcome}", channel.as_str())
+}
+
+/// Counts a finished statement: protocol, kind (from its text), outcome (`ok`; `error`;
+/// `cancelled` for a cancel, a timeout or a result the client stopped reading), duration, and
+/// rows sent (not rows a write affected).
+fn record_metrics(record: &AuditRecord) {
+    let outcome = match (record.outcome, record.error_code.as_deref()) {
+        ("ok", _) => "ok",
+        ("incomplete", _) | (_, Some("Cancelled" | "QueryCanceled" | "Timeout" | "StatementTimeout")) => "cancelled",
+        _ => "error",
+    };
+    let rows_sent = if record.written_table.is_some() { 0 } else { record.rows };
+    let duration = std::time::Duration::from_secs_f64(record.duration_ms.max(0.0) / 1000.0);
+    rxgate_common::metrics::record_statement(record.protocol, &record.statement, outcome, duration, rows_sent);
 }
 
 fn now_rfc3339() -> String {

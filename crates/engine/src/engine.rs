@@ -115,6 +115,7 @@ impl Engine {
         lake.external().set_allowed_locations(&config.external_allowed_locations)?;
         lake.set_min_orphan_age(config.min_orphan_age);
         crate::memwatch::watch(config.process_memory_limit_bytes);
+        crate::metrics::install(&runtime, lake.storage(), config.memory_limit_bytes);
         Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit }) })
     }
 
@@ -131,6 +132,13 @@ impl Engine {
     /// The audit trail (frontends record login attempts here).
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.inner.audit
+    }
+
+    /// Starts the background task that samples `system.metrics_history` every 10 s (and
+    /// re-reads the backup history for `rxgate_backup_age_seconds`); `rxgate serve` calls it
+    /// once. Needs a Tokio runtime.
+    pub fn start_metrics_sampler(&self) {
+        tokio::spawn(crate::metrics::run_sampler(self.inner.lake.clone()));
     }
 
     /// The engine's limits.

@@ -13,6 +13,7 @@ mod engine;
 mod hive;
 pub mod limits;
 mod memwatch;
+mod metrics;
 mod pgcompat;
 mod planned;
 mod secure;

@@ -122,10 +122,12 @@ impl PolicyStore {
                 *s = Self::loaded(policy, self.key.as_deref(), now);
                 s.reload_errors = errors;
                 tracing::info!(path = %path.display(), "policy reloaded");
+                rxgate_common::metrics::record_policy_reload(true);
             }
             Err(e) => {
                 s.stamp = now;
                 s.reload_errors += 1;
+                rxgate_common::metrics::record_policy_reload(false);
                 s.last_error = Some(e.message.clone());
                 tracing::error!(path = %path.display(), error = %e.message, "policy file invalid; the last good policy stays in force");
             }

@@ -5,7 +5,8 @@
 //! `system.maintenance_history`, every maintenance action on the catalog's tables (expiry,
 //! orphan removal, compaction), from the catalog database; `system.backups`, every backup
 //! create, verify, restore and prune, and `system.backup_status`, the last successful
-//! backup per target and its age. Like every lakehouse schema it is governed by the policy:
+//! backup per target and its age; `system.metrics`, every series of the metrics registry
+//! (what `/metrics` shows), and `system.metrics_history`, its samples of the last hour. Like every lakehouse schema it is governed by the policy:
 //! only roles granted it (the demo policy: `admin`) can list or read it.
 
 use std::any::Any;
@@ -109,6 +110,14 @@ impl SchemaProvider for SystemSchema {
                 let batch = if name == "backups" { backups_batch(&rows)? } else { backup_status_batch(&rows)? };
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
+            "metrics" => Arc::new(Counters {
+                schema: crate::metrics::metrics_schema(),
+                batch: Box::new(crate::metrics::metrics_batch),
+            }),
+            "metrics_history" => Arc::new(Counters {
+                schema: crate::metrics::history_schema(),
+                batch: Box::new(crate::metrics::history_batch),
+            }),
             _ => return Ok(None),
         };
         Ok(Some(table))
@@ -120,7 +129,7 @@ impl SchemaProvider for SystemSchema {
 }
 
 /// The tables of the `system` schema.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 9] = [
     "audit_log",
     "storage_requests",
     "data_cache",
@@ -128,6 +137,8 @@ const TABLES: [&str; 7] = [
     "maintenance_history",
     "backups",
     "backup_status",
+    "metrics",
+    "metrics_history",
 ];
 
 /// `system.backups`: every recorded backup create, verify, restore and prune.

@@ -80,11 +80,11 @@ where
             b.and_then(|b| wire_batch(b, &out).map_err(internal)).map_err(|s| FlightError::Tonic(Box::new(s)))
         });
         let encoded = FlightDataEncoderBuilder::new().with_schema(wire).build(batches);
-        return Box::pin(encoded.map(|item| match item {
+        return counted(Box::pin(encoded.map(|item| match item {
             Ok(data) => Ok(Outgoing::Data(data)),
             Err(FlightError::Tonic(s)) => Err(*s),
             Err(other) => Err(internal(other)),
-        }));
+        })));
     }
     let head = Outgoing::Data(FlightData::from(SchemaAsIpc::new(&wire, &IpcWriteOptions::default())));
     let messages = batches.flat_map(move |b| -> Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>> {
@@ -93,7 +93,21 @@ where
             Err(e) => Box::pin(stream::once(async { Err(e) })),
         }
     });
-    Box::pin(stream::once(async { Ok(head) }).chain(messages))
+    counted(Box::pin(stream::once(async { Ok(head) }).chain(messages)))
+}
+
+/// `messages` with their header and body bytes counted as sent (`rxgate_sent_bytes_total`).
+fn counted(
+    messages: BoxStream<'static, Result<Outgoing, Status>>,
+) -> BoxStream<'static, Result<Outgoing, Status>> {
+    Box::pin(messages.inspect(|m| {
+        let n = match m {
+            Ok(Outgoing::Data(d)) => d.data_header.len() + d.data_body.len(),
+            Ok(Outgoing::Batch(b)) => b.header().len() + b.body_len(),
+            Err(_) => 0,
+        };
+        rxgate_common::metrics::record_bytes_sent("flightsql", n as u64);
+    }))
 }
 
 /// `batch` with the column types the schema message announced: views are written as plain

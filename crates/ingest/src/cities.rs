@@ -91,5 +91,6 @@ pub async fn ingest_cities(lake: &Lakehouse, input: &str, date: chrono::NaiveDat
     summary.snapshot_id = Some(outcome.snapshot_id);
     summary.data_files = outcome.added_files;
     summary.replaced_rows = outcome.deleted_records;
+    rxgate_common::metrics::record_ingest(summary.read, summary.loaded, summary.quarantined);
     Ok(summary)
 }

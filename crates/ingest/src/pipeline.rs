@@ -94,6 +94,9 @@ pub async fn run_pipeline(
         PipelineReport { delivery_date: date.to_string(), steps: vec![], read: 0, loaded: 0, quarantined: 0 };
     let mut log = |name: &str, skipped: bool, started: Instant, rows: u64| {
         let seconds = started.elapsed().as_secs_f64();
+        if !skipped {
+            rxgate_common::metrics::record_pipeline_step(name, started.elapsed());
+        }
         let status = if skipped { "skipped" } else { "done" };
         tracing::info!(step = name, status, seconds = format!("{seconds:.2}"), rows, "pipeline step");
         report.steps.push(StepReport { name: name.to_string(), status: status.to_string(), seconds, rows });

@@ -421,6 +421,7 @@ pub async fn ingest_prescribers(
     let outcome = commit_delivery(lake, FACT_TABLE, date, fact_files, props).await?;
     summary.snapshot_id = Some(outcome.snapshot_id);
     summary.replaced_rows = outcome.deleted_records;
+    rxgate_common::metrics::record_ingest(summary.read, summary.loaded, summary.quarantined);
     tracing::info!(seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "quarantine and facts committed");
     Ok(summary)
 }

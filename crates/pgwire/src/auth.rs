@@ -196,7 +196,6 @@ impl Limits {
     }
 
     /// Connections authenticating now.
-    #[cfg(test)]
     pub(crate) fn authenticating_now(&self) -> usize {
         self.authenticating.lock().unwrap_or_else(|p| p.into_inner()).1.len()
     }
@@ -216,10 +215,38 @@ impl Limits {
     }
 
     /// Authenticated connections open now.
-    #[cfg(test)]
     pub(crate) fn open(&self) -> u32 {
         self.total.load(Ordering::Acquire)
     }
+}
+
+/// Registers the open connection counts with the metrics registry (read at scrape time).
+fn register_metrics(limits: &Arc<Limits>) {
+    use rxgate_common::metrics::{Family, MetricType};
+    let weak = Arc::downgrade(limits);
+    rxgate_common::metrics::register_collector(
+        "pgwire",
+        Arc::new(move |out: &mut Vec<Family>| {
+            let (open, authenticating) =
+                weak.upgrade().map_or((0, 0), |l| (l.open() as usize, l.authenticating_now()));
+            out.push(
+                Family::new(
+                    "rxgate_sessions_open",
+                    "Sessions open now (pgwire: logged-in connections; Flight SQL: live tokens).",
+                    MetricType::Gauge,
+                )
+                .sample(&[("protocol", "pgwire")], open as f64),
+            );
+            out.push(
+                Family::new(
+                    "rxgate_connections_open",
+                    "Client connections open now, logged in or still authenticating.",
+                    MetricType::Gauge,
+                )
+                .sample(&[("protocol", "pgwire")], (open + authenticating) as f64),
+            );
+        }),
+    );
 }
 
 impl Drop for GlobalSlot {
@@ -420,9 +447,11 @@ impl Gatekeeper {
         // What clients learn at startup must agree with what version() and SHOW report.
         params.server_version = rxgate_engine::settings::PG_SERVER_VERSION.to_string();
         params.search_path = "health".to_string();
+        let limits = Limits::new(config.max_connections, config.reserved_admin_connections, config.max_authenticating);
+        register_metrics(&limits);
         Self {
             users,
-            limits: Limits::new(config.max_connections, config.reserved_admin_connections, config.max_authenticating),
+            limits,
             config,
             channel_binding: channel_binding.map(Arc::new),
             params,

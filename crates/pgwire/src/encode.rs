@@ -179,6 +179,7 @@ impl RowWriter {
     }
 
     fn learn(&mut self, rows: usize, bytes: usize) {
+        rxgate_common::metrics::record_bytes_sent("pgwire", bytes as u64);
         if let Some(per_row) = bytes.checked_div(rows) {
             self.bytes_per_row = per_row + 1;
         }

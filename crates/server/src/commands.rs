@@ -426,6 +426,8 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
     crate::lifecycle::schedule(&lake, settings)?;
     crate::backup::schedule(&lake, settings)?;
     let engine = Engine::new(lake, settings.engine.clone())?;
+    engine.start_metrics_sampler();
+    rxgate_common::metrics::set_build_info(env!("CARGO_PKG_VERSION"), option_env!("RXGATE_GIT_COMMIT").unwrap_or(""));
     tracing::info!(memory_limit_mib = settings.engine.memory_limit_bytes >> 20, "query memory pool");
     let server = PgServer::bind(engine.clone(), &pg_server_config(settings), users.clone()).await?;
     let flight = crate::listeners::bind(settings, engine.clone(), users.clone()).await?;
@@ -472,7 +474,10 @@ async fn serve(settings: &Settings, demo_logins: Option<&[DemoLogin]>) -> Result
         crate::listeners::print_connect(flight, demo_logins, user_count)?;
     }
     if let Some(http) = &http {
-        println!("rxgate's operations listener: http://{}/livez", http.local_addr()?);
+        let base = http.base_url()?;
+        println!("rxgate's operations listener: {base} (probes {base}/livez, {base}/readyz)");
+        println!("  metrics (Prometheus): {base}/metrics");
+        println!("  console: {base}/console/");
     }
     println!("  try: SELECT count(*) FROM health.prescriber_drug;  (viewer: health.city_report)");
     println!("Press Ctrl-C to stop.");

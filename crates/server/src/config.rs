@@ -72,6 +72,12 @@ pub struct FileConfig {
 pub struct HttpSection {
     /// Listen address; "0" turns the listener off.
     pub listen: Option<String>,
+    /// Bearer token `/metrics` requires (env `RXGATE_METRICS_TOKEN` wins); none: open.
+    pub metrics_token: Option<String>,
+    /// Bound on each `/readyz` check, in milliseconds (default 2000).
+    pub readiness_timeout_ms: Option<u64>,
+    /// HTTPS with the `[pgwire.tls]` certificate when one is configured (default true).
+    pub tls: Option<bool>,
 }
 
 /// `[backup]` keys.
@@ -589,7 +595,7 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     }
     let auth = resolve_auth(file.auth, &data_dir)?;
     let flight = resolve_flight(file.flightsql, pg_tls.as_ref(), &auth, listen.flight)?;
-    let http = resolve_http(file.http, listen.http);
+    let http = resolve_http(file.http, listen.http, pg_tls.as_ref())?;
     Ok(Settings {
         data_dir,
         lakehouse,
@@ -608,10 +614,25 @@ pub fn resolve(file: FileConfig, data_dir_flag: Option<PathBuf>, listen: ListenF
     })
 }
 
-/// `[http]`: the flag, then the file, then the default; "0" is off.
-fn resolve_http(section: HttpSection, flag: Option<String>) -> Option<HttpConfig> {
+/// `[http]`: the listen address (the flag, then the file, then the default; "0" is off), the
+/// metrics token (`RXGATE_METRICS_TOKEN`, then the file), the readiness timeout, and TLS
+/// (the `[pgwire.tls]` certificate and key unless `tls = false`).
+fn resolve_http(section: HttpSection, flag: Option<String>, pg_tls: Option<&TlsConfig>) -> Result<Option<HttpConfig>> {
     let listen = flag.or(section.listen).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
-    (listen.trim() != "0").then_some(HttpConfig { listen })
+    if listen.trim() == "0" {
+        return Ok(None);
+    }
+    let mut config = HttpConfig::new(listen);
+    config.metrics_token = env("RXGATE_METRICS_TOKEN").or(section.metrics_token).filter(|t| !t.trim().is_empty());
+    match section.readiness_timeout_ms {
+        Some(0) => return Err(Error::invalid("[http] readiness_timeout_ms must be at least 1")),
+        Some(ms) => config.readiness_timeout = Duration::from_millis(ms),
+        None => {}
+    }
+    if section.tls != Some(false) {
+        config.tls = pg_tls.map(|t| rxgate_http::HttpTls { cert: t.cert.clone(), key: t.key.clone() });
+    }
+    Ok(Some(config))
 }
 
 /// `[flightsql]`: the listener, token and ticket lifetimes, and TLS (the `[pgwire.tls]`

@@ -65,8 +65,26 @@ pub async fn record_run(lake: &Lakehouse, kind: &str, target: &str, started_ms: 
     record(lake, &rec).await;
 }
 
+/// When the newest successful backup this process knows of finished (epoch ms; 0: none).
+/// Set by [`record`] and [`note_records`]; read by the metrics (`rxgate_backup_age_seconds`).
+static LAST_SUCCESS_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The newest successful backup (create) this process has seen recorded, epoch ms.
+pub fn last_success_ms() -> Option<i64> {
+    Some(LAST_SUCCESS_MS.load(std::sync::atomic::Ordering::Relaxed)).filter(|ms| *ms > 0)
+}
+
+/// Notes the newest successful backup among `records` (read from the history, so backups
+/// taken by other processes sharing the catalog count too).
+pub fn note_records(records: &[BackupRecord]) {
+    if let Some(ms) = last_successes(records).iter().map(|(_, _, ms)| *ms).max() {
+        LAST_SUCCESS_MS.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Appends a record. A failure to record is logged, never the action's failure.
 pub async fn record(lake: &Lakehouse, r: &BackupRecord) {
+    note_records(std::slice::from_ref(r));
     let done = async {
         ready(lake).await?;
         let sql = placeholders(

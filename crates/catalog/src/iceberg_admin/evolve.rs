@@ -123,6 +123,7 @@ async fn commit_change<T>(
             return Ok(out);
         }
         tracing::info!(table = table_name, attempt, "metadata commit conflict, retrying on the fresh table");
+        rxgate_common::metrics::record_commit_conflict(true);
         tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
     }
     Err(Error::new(

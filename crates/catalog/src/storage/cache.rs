@@ -60,6 +60,9 @@ pub struct FileCache {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    /// Data file bytes handed to readers (from the cache, or from the store for files too
+    /// large to keep): the bytes scans read.
+    scanned: AtomicU64,
     /// Parquet bloom filters of the data files, for pruning files before a scan opens them.
     blooms: crate::bloom::BloomFilters,
 }
@@ -79,6 +82,7 @@ impl FileCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
             blooms: crate::bloom::BloomFilters::new(BLOOM_BUDGET),
         }
     }
@@ -101,6 +105,11 @@ impl FileCache {
             evictions: self.evictions.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Data file bytes handed to readers so far (`rxgate_scanned_bytes_total`).
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
     }
 
     /// `inner` (the store of `root`) with its reads served through this cache; `inner`
@@ -216,7 +225,9 @@ impl ObjectStore for CachedStore {
             return self.inner.get_opts(location, options).await;
         }
         let Some((bytes, meta)) = self.cache.file(&self.key(location), self.inner.as_ref(), location).await? else {
-            return self.inner.get_opts(location, options).await;
+            let got = self.inner.get_opts(location, options).await?;
+            self.cache.scanned.fetch_add(got.range.end.saturating_sub(got.range.start), Ordering::Relaxed);
+            return Ok(got);
         };
         let range = match &options.range {
             None => 0..meta.size,
@@ -225,6 +236,7 @@ impl ObjectStore for CachedStore {
                 .map_err(|e| object_store::Error::Generic { store: "file cache", source: Box::new(e) })?,
         };
         let slice = bytes.slice(range.start as usize..range.end as usize);
+        self.cache.scanned.fetch_add(slice.len() as u64, Ordering::Relaxed);
         Ok(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(slice) }).boxed()),
             meta,
@@ -244,10 +256,16 @@ impl ObjectStore for CachedStore {
                             source: format!("range {r:?} outside {location} ({} bytes)", meta.size).into(),
                         });
                     }
+                    self.cache.scanned.fetch_add(r.end - r.start, Ordering::Relaxed);
                     Ok(bytes.slice(r.start as usize..r.end as usize))
                 })
                 .collect(),
-            None => self.inner.get_ranges(location, ranges).await,
+            None => {
+                let got = self.inner.get_ranges(location, ranges).await?;
+                let n: u64 = got.iter().map(|b| b.len() as u64).sum();
+                self.cache.scanned.fetch_add(n, Ordering::Relaxed);
+                Ok(got)
+            }
         }
     }
 
