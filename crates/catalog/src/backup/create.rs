@@ -391,6 +391,28 @@ async fn create_inner(
                         return Ok((idx, entry, false));
                     }
                 }
+                // Local to local: streamed through a reused buffer, checksummed on the way.
+                let local = super::local::local_file(&w.location, lake.storage().options());
+                if let (Some(from), Some(to)) = (local, target.local_file(&key)) {
+                    let expected = w.size;
+                    let location = w.location.clone();
+                    let copied = super::local::copy_async(from, to, move |c| match expected {
+                        Some(e) if e != c.size => {
+                            Err(format!("{}: {} bytes, the table metadata says {e}", redact_uri(&location), c.size))
+                        }
+                        _ => Ok(()),
+                    })
+                    .await?
+                    .map_err(|problem| Error::new(StatusCode::DataException, problem))?;
+                    let entry = FileEntry {
+                        location: w.location,
+                        key,
+                        size: copied.size,
+                        crc32c: format!("{:08x}", copied.crc32c),
+                        kind: w.kind,
+                    };
+                    return Ok((idx, entry, true));
+                }
                 let _held = super::MEMORY.acquire(w.size.unwrap_or(0)).await;
                 let bytes = lake.storage().read(&w.location).await?;
                 if let Some(expected) = w.size.filter(|s| *s != bytes.len() as u64) {

@@ -28,6 +28,7 @@
 
 pub mod create;
 pub mod history;
+mod local;
 pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
@@ -254,6 +255,11 @@ impl Target {
     fn path(&self, key: &str) -> Result<Path> {
         let text = if self.base.as_ref().is_empty() { key.to_string() } else { format!("{}/{key}", self.base) };
         Path::parse(&text).map_err(|e| Error::invalid(format!("bad backup object name {key:?}: {e}")))
+    }
+
+    /// The file behind `key` when the target is a local directory.
+    pub(crate) fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.url.starts_with("file://").then(|| self.path(key).ok().and_then(|p| local::fs_path(&p))).flatten()
     }
 
     fn location(&self, key: &str) -> String {

@@ -393,6 +393,64 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// Copies files as they are: between two local directories streamed and verified on
+    /// the way (`copy_local`), else through `copy_all`.
+    async fn copy_verbatim(&self, jobs: Vec<(FileEntry, String)>) -> Result<Vec<(String, u64)>> {
+        let options = self.lake.storage().options();
+        let (local, other): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(f, to)| {
+            self.target.local_file(&f.key).is_some() && super::local::local_file(to, options).is_some()
+        });
+        let mut out = self.copy_all(other, |_, b| Ok(b)).await?;
+        let results = futures::stream::iter(local).map(|(f, to)| self.copy_local(f, to)).buffer_unordered(8);
+        out.extend(first_of(results.collect().await)?);
+        Ok(out)
+    }
+
+    /// One backed-up file into the local warehouse: skipped when a file of its size is there
+    /// (as `write`), else copied and checked against the manifest before it takes its name.
+    async fn copy_local(&self, f: FileEntry, to: String) -> Result<(String, u64)> {
+        let from = self.target.local_file(&f.key).ok_or_else(|| Error::internal("a local backup file"))?;
+        let dest = super::local::local_file(&to, self.lake.storage().options())
+            .ok_or_else(|| Error::internal("a local warehouse file"))?;
+        let damaged = |problem: String| {
+            Error::new(StatusCode::DataException, format!("backup is damaged, nothing restored: {problem}"))
+        };
+        if !from.exists() {
+            return Err(damaged(format!("missing: {} ({})", f.key, f.location)));
+        }
+        {
+            let mut s = self.stats.lock().expect("stats lock");
+            s.0 += 1;
+            s.1 += f.size;
+        }
+        let (key, location, size, crc) = (f.key.clone(), f.location.clone(), f.size, f.crc32c.clone());
+        let check = move |c: super::local::Copied| {
+            let sum = format!("{:08x}", c.crc32c);
+            if c.size != size {
+                Err(format!("corrupted: {key} ({location}): {} bytes, the manifest says {size}", c.size))
+            } else if sum != crc {
+                Err(format!("corrupted: {key} ({location}): CRC32C {sum}, the manifest says {crc}"))
+            } else {
+                Ok(())
+            }
+        };
+        // A file of its size is there already (Iceberg files never change): the backup's
+        // copy is still verified, as `read` does, but nothing is written.
+        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
+            let sum = tokio::task::spawn_blocking(move || super::local::checksum(&from))
+                .await
+                .map_err(|e| Error::internal(format!("file checksum task: {e}")))??;
+            check(sum).map_err(damaged)?;
+            return Ok((to, f.size));
+        }
+        super::local::copy_async(from, dest, check).await?.map_err(damaged)?;
+        self.created.lock().expect("created lock").push(to.clone());
+        let mut s = self.stats.lock().expect("stats lock");
+        s.2 += 1;
+        s.3 += f.size;
+        Ok((to, f.size))
+    }
+
     /// Copies files as they are (`rewrite` is None) or rewritten; eight at a time; every
     /// failure is reported, the first as the error.
     async fn copy_all<F>(&self, jobs: Vec<(FileEntry, String)>, rewrite: F) -> Result<Vec<(String, u64)>>
@@ -412,28 +470,33 @@ impl Copier<'_> {
             .buffer_unordered(8)
             .collect()
             .await;
-        let mut out = vec![];
-        let mut errors = vec![];
-        for r in results {
-            match r {
-                Ok(x) => out.push(x),
-                Err(e) => errors.push(e),
-            }
-        }
-        if let Some(first) = errors.first() {
-            let more = if errors.len() > 1 {
-                format!(
-                    " (and {} more: {})",
-                    errors.len() - 1,
-                    errors[1..].iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ")
-                )
-            } else {
-                String::new()
-            };
-            return Err(Error::new(first.code, format!("{}{more}", first.message)));
-        }
-        Ok(out)
+        first_of(results)
     }
+}
+
+/// Every result's value, or the first error with the others' messages appended.
+fn first_of(results: Vec<Result<(String, u64)>>) -> Result<Vec<(String, u64)>> {
+    let mut out = vec![];
+    let mut errors = vec![];
+    for r in results {
+        match r {
+            Ok(x) => out.push(x),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(first) = errors.first() {
+        let more = if errors.len() > 1 {
+            format!(
+                " (and {} more: {})",
+                errors.len() - 1,
+                errors[1..].iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ")
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::new(first.code, format!("{}{more}", first.message)));
+    }
+    Ok(out)
 }
 
 /// Copies every placement's files; returns each table's new metadata location.
@@ -460,7 +523,7 @@ async fn copy_tables(
         }
     }
     let n = plain.len();
-    copier.copy_all(plain, |_, b| Ok(b)).await?;
+    copier.copy_verbatim(plain).await?;
     progress(format!("restore: {n} files verified and in place"));
     // Manifests, then manifest lists (which record the manifests' new lengths), rewritten.
     let mut lengths: HashMap<String, u64> = HashMap::new();
