@@ -144,6 +144,31 @@ def test_admin_kills_analysts_query_with_kill_query(qserver):
         long.close()
 
 
+#: Keeps every core busy for hours: a nested-loop join never waits on anything.
+CPU_BOUND = "SELECT count(*) FROM lab.t a CROSS JOIN lab.t b WHERE (a.x * 7 + b.x) % 1000003 = 5"
+
+
+def test_a_cpu_bound_query_starves_nobody_and_is_killed(qserver):
+    """Statements compute on the query runtime: while one keeps both cores busy, other
+    sessions are answered, system.queries lists it, and a kill ends it."""
+    heavy = Background(qserver, TEST_USER, sql=CPU_BOUND, marker="cpu-bound")
+    try:
+        rows = wait_for(lambda: running(qserver, "cpu-bound") or heavy.error, what="the join to be listed")
+        assert heavy.error is None, heavy.error
+        time.sleep(1)  # well into the join
+        assert heavy.thread.is_alive()
+        # A new connection and another session's statement are served meanwhile.
+        assert q(qserver, "SELECT count(*) FROM generate_series(1, 100000)", user="bob") == [(100000,)]
+        assert q(qserver, "SELECT count(*) FROM lab.t") == [(200000,)]
+        assert q(qserver, f"CALL system.kill_query('{rows[0][0]}')") == "CALL"
+        heavy.wait()
+        assert isinstance(heavy.error, psycopg.Error) and heavy.error.sqlstate == "57014", heavy.error
+        assert running(qserver, "cpu-bound") == []
+        wait_for(lambda: pool_reserved(qserver) < (1 << 20), what="the pool to be released")
+    finally:
+        heavy.close()
+
+
 def test_analyst_cannot_kill_admins_query(qserver):
     long = Background(qserver, TEST_USER, marker="admins-own")
     try:

@@ -24,8 +24,20 @@ use std::time::Duration;
 pub const PROTOCOLS: [&str; 4] = ["pgwire", "flightsql", "cli", "http"];
 
 /// Statement kinds (the `kind` label), from [`statement_kind`].
-pub const KINDS: [&str; 12] =
-    ["select", "insert", "update", "delete", "ddl", "copy", "transaction", "set", "show", "explain", "maintenance", "other"];
+pub const KINDS: [&str; 12] = [
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "ddl",
+    "copy",
+    "transaction",
+    "set",
+    "show",
+    "explain",
+    "maintenance",
+    "other",
+];
 
 /// Statement outcomes (the `outcome` label).
 pub const OUTCOMES: [&str; 3] = ["ok", "error", "cancelled"];
@@ -403,7 +415,11 @@ pub fn gather() -> Vec<Family> {
         f
     };
     out.push(per_protocol("rxgate_rows_sent_total", "Result rows sent to clients.", &r.rows_sent));
-    out.push(per_protocol("rxgate_sent_bytes_total", "Result bytes sent to clients (encoded row data).", &r.bytes_sent));
+    out.push(per_protocol(
+        "rxgate_sent_bytes_total",
+        "Result bytes sent to clients (encoded row data).",
+        &r.bytes_sent,
+    ));
     out.push(per_protocol(
         "rxgate_login_failures_total",
         "Failed logins (wrong password, unknown user, throttled).",
@@ -442,8 +458,7 @@ pub fn gather() -> Vec<Family> {
         "Policy file reloads refused (the last good policy stays).",
         &r.policy_errors,
     ));
-    let collectors: Vec<Collector> =
-        r.collectors.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    let collectors: Vec<Collector> = r.collectors.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
     for c in collectors {
         c(&mut out);
     }

@@ -16,6 +16,9 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 4] = [Channel::PgWire, Channel::FlightSql, Channel::Cli, Channel::Http];
+
     /// Lower-case name used in logs and audit records.
     pub fn as_str(self) -> &'static str {
         match self {

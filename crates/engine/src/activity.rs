@@ -230,6 +230,20 @@ impl Activity {
         }
     }
 
+    /// Sessions open now per protocol, every protocol listed (zero or not).
+    pub(crate) fn open_by_protocol(&self) -> Vec<(&'static str, usize)> {
+        let state = self.state.lock().expect("activity lock");
+        let mut counts: Vec<(&'static str, usize)> =
+            rxgate_common::Channel::ALL.iter().map(|c| (c.as_str(), 0)).collect();
+        for s in state.sessions.values() {
+            match counts.iter_mut().find(|(p, _)| *p == s.protocol) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s.protocol, 1)),
+            }
+        }
+        counts
+    }
+
     /// The sessions `viewer` may see, ordered by session id.
     pub(crate) fn sessions(&self, viewer: &Viewer) -> Vec<SessionRow> {
         let state = self.state.lock().expect("activity lock");

@@ -124,7 +124,7 @@ impl Engine {
         lake.set_min_orphan_age(config.min_orphan_age);
         crate::memwatch::watch(config.process_memory_limit_bytes);
         let activity = Arc::new(crate::activity::Activity::new(config.slow_query));
-        crate::metrics::install(&runtime, lake.storage(), config.memory_limit_bytes);
+        crate::metrics::install(&runtime, lake.storage(), &activity, config.memory_limit_bytes);
         Ok(Self { inner: Arc::new(Inner { lake, runtime, config, policy, audit, activity }) })
     }
 

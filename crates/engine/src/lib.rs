@@ -11,6 +11,7 @@ mod commands;
 mod cursor;
 mod deadline;
 mod engine;
+mod executor;
 mod hive;
 pub mod limits;
 mod memwatch;

@@ -24,6 +24,7 @@ const KEEP: usize = 360;
 struct Sources {
     runtime: Weak<RuntimeEnv>,
     storage: Weak<StoreRegistry>,
+    activity: Weak<crate::activity::Activity>,
     limit: usize,
 }
 
@@ -47,9 +48,19 @@ fn now_secs() -> f64 {
 
 /// Registers the engine's collector (the last engine built in the process wins; it holds
 /// only weak references, so a dropped engine reports nothing).
-pub(crate) fn install(runtime: &Arc<RuntimeEnv>, storage: &Arc<StoreRegistry>, limit: usize) {
+pub(crate) fn install(
+    runtime: &Arc<RuntimeEnv>,
+    storage: &Arc<StoreRegistry>,
+    activity: &Arc<crate::activity::Activity>,
+    limit: usize,
+) {
     let _ = start_epoch();
-    let sources = Sources { runtime: Arc::downgrade(runtime), storage: Arc::downgrade(storage), limit };
+    let sources = Sources {
+        runtime: Arc::downgrade(runtime),
+        storage: Arc::downgrade(storage),
+        activity: Arc::downgrade(activity),
+        limit,
+    };
     register_collector("engine", Arc::new(move |out: &mut Vec<Family>| collect(&sources, out)));
 }
 
@@ -63,11 +74,19 @@ fn counter(name: &str, help: &str, v: u64) -> Family {
 
 fn collect(sources: &Sources, out: &mut Vec<Family>) {
     out.push(gauge("rxgate_process_start_time_seconds", "When the process started (Unix time).", start_epoch()));
-    out.push(gauge(
-        "rxgate_uptime_seconds",
-        "Seconds since the process started.",
-        started().elapsed().as_secs_f64(),
-    ));
+    out.push(gauge("rxgate_uptime_seconds", "Seconds since the process started.", started().elapsed().as_secs_f64()));
+    if let Some(activity) = sources.activity.upgrade() {
+        // One count for every frontend: the sessions the activity registry lists.
+        let mut family = Family::new(
+            "rxgate_sessions_open",
+            "Engine sessions open now (system.sessions), by protocol.",
+            MetricType::Gauge,
+        );
+        for (protocol, n) in activity.open_by_protocol() {
+            family = family.sample(&[("protocol", protocol)], n as f64);
+        }
+        out.push(family);
+    }
     if let Some(runtime) = sources.runtime.upgrade() {
         out.push(gauge(
             "rxgate_query_memory_used_bytes",
@@ -80,11 +99,7 @@ fn collect(sources: &Sources, out: &mut Vec<Family>) {
             sources.limit as f64,
         ));
         let spill = runtime.disk_manager.spilling_progress();
-        out.push(gauge(
-            "rxgate_query_spill_bytes",
-            "Bytes of spill files on disk now.",
-            spill.current_bytes as f64,
-        ));
+        out.push(gauge("rxgate_query_spill_bytes", "Bytes of spill files on disk now.", spill.current_bytes as f64));
         out.push(gauge("rxgate_query_spill_files", "Spill files open now.", spill.active_files_count as f64));
     }
     if let Some(storage) = sources.storage.upgrade() {

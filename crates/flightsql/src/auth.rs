@@ -89,11 +89,6 @@ impl Sessions {
         Self { users, engine, limits, tokens: Mutex::new(HashMap::new()) }
     }
 
-    /// Live tokens (sessions) now.
-    pub(crate) fn open(&self) -> usize {
-        self.tokens.lock().expect("tokens lock").len()
-    }
-
     /// Checks `authorization: Basic …` credentials and opens a session: returns its token.
     /// The whole login is bounded by the authentication timeout.
     pub(crate) async fn login(&self, authorization: Option<&str>, peer: Option<SocketAddr>) -> Result<String, Status> {

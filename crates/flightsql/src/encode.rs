@@ -97,9 +97,7 @@ where
 }
 
 /// `messages` with their header and body bytes counted as sent (`rxgate_sent_bytes_total`).
-fn counted(
-    messages: BoxStream<'static, Result<Outgoing, Status>>,
-) -> BoxStream<'static, Result<Outgoing, Status>> {
+fn counted(messages: BoxStream<'static, Result<Outgoing, Status>>) -> BoxStream<'static, Result<Outgoing, Status>> {
     Box::pin(messages.inspect(|m| {
         let n = match m {
             Ok(Outgoing::Data(d)) => d.data_header.len() + d.data_body.len(),

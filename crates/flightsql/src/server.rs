@@ -89,21 +89,6 @@ impl FlightSqlServer {
             sessions: Sessions::new(users, engine, config.sessions.clone()),
             tickets: Tickets::new(config.ticket_ttl),
         });
-        let weak = Arc::downgrade(&shared);
-        rxgate_common::metrics::register_collector(
-            "flightsql",
-            Arc::new(move |out: &mut Vec<rxgate_common::metrics::Family>| {
-                let open = weak.upgrade().map_or(0, |s| s.sessions.open());
-                out.push(
-                    rxgate_common::metrics::Family::new(
-                        "rxgate_sessions_open",
-                        "Sessions open now (pgwire: logged-in connections; Flight SQL: live tokens).",
-                        rxgate_common::metrics::MetricType::Gauge,
-                    )
-                    .sample(&[("protocol", "flightsql")], open as f64),
-                );
-            }),
-        );
         Ok(Self { listener, builder, tls: config.tls.is_some(), shared })
     }
 

@@ -54,7 +54,11 @@ pub(crate) fn acceptor(tls: &HttpTls) -> Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| {
-            tls_error(format!("certificate {} and key {} do not work together: {e}", tls.cert.display(), tls.key.display()))
+            tls_error(format!(
+                "certificate {} and key {} do not work together: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            ))
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))

@@ -227,16 +227,7 @@ fn register_metrics(limits: &Arc<Limits>) {
     rxgate_common::metrics::register_collector(
         "pgwire",
         Arc::new(move |out: &mut Vec<Family>| {
-            let (open, authenticating) =
-                weak.upgrade().map_or((0, 0), |l| (l.open() as usize, l.authenticating_now()));
-            out.push(
-                Family::new(
-                    "rxgate_sessions_open",
-                    "Sessions open now (pgwire: logged-in connections; Flight SQL: live tokens).",
-                    MetricType::Gauge,
-                )
-                .sample(&[("protocol", "pgwire")], open as f64),
-            );
+            let (open, authenticating) = weak.upgrade().map_or((0, 0), |l| (l.open() as usize, l.authenticating_now()));
             out.push(
                 Family::new(
                     "rxgate_connections_open",

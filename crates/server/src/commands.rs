@@ -30,11 +30,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     let file = load_file(cli.config.as_deref())?;
     let pg_flag = match &cli.command {
         Command::Serve { pg_listen, flight_listen, http_listen }
-        | Command::Demo { pg_listen, flight_listen, http_listen, .. } => ListenFlags {
-            pg: pg_listen.clone(),
-            flight: flight_listen.clone(),
-            http: http_listen.clone(),
-        },
+        | Command::Demo { pg_listen, flight_listen, http_listen, .. } => {
+            ListenFlags { pg: pg_listen.clone(), flight: flight_listen.clone(), http: http_listen.clone() }
+        }
         _ => ListenFlags::default(),
     };
     let settings = resolve(file, cli.data_dir.clone(), pg_flag)?;

@@ -60,8 +60,9 @@ impl PartitionedQuery {
         }
         match &self.source {
             PartitionSource::Plan { plan, task, renamed } => {
-                let stream =
-                    guard(plan.execute(i, task.clone())?, self.timeout, &self.token, renamed.clone(), &self.owner);
+                let (plan, task) = (plan.clone(), task.clone());
+                let computed = crate::executor::offload(plan.schema(), move || plan.execute(i, task));
+                let stream = guard(computed, self.timeout, &self.token, renamed.clone(), &self.owner);
                 Ok(match &self.audit {
                     Some(audit) => audit.stream(stream),
                     None => stream,

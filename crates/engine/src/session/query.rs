@@ -154,7 +154,9 @@ impl EngineSession {
         if let Some(running) = running {
             running.set_plan(physical.clone());
         }
-        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+        let schema = physical.schema();
+        let stream =
+            crate::executor::offload(schema, move || datafusion::physical_plan::execute_stream(physical, task));
         let stream = guard(stream, timeout, token, renamed, &self.owner);
         Ok(QueryOutput::Rows { schema: stream.schema(), stream })
     }
