@@ -113,8 +113,14 @@ pub(crate) fn checksum(path: &FsPath) -> Result<Copied> {
     })
 }
 
+/// An I/O failure on `path`; a missing file is `InputUnavailable`, as object_store's
+/// NotFound is through `storage_error` (a backup then takes a new cut).
 fn io_error(what: &str, path: &FsPath, e: std::io::Error) -> Error {
-    Error::new(StatusCode::StorageUnavailable, format!("{what} {}: {e}", path.display()))
+    let code = match e.kind() {
+        std::io::ErrorKind::NotFound => StatusCode::InputUnavailable,
+        _ => StatusCode::StorageUnavailable,
+    };
+    Error::new(code, format!("{what} {}: {e}", path.display()))
 }
 
 /// `copy` on the blocking pool.
@@ -158,7 +164,8 @@ mod tests {
         assert!(!refused.exists());
         let left: Vec<_> = std::fs::read_dir(dir.path().join("x/y")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 1, "only the accepted copy remains: {left:?}");
-        assert!(copy(&dir.path().join("missing"), &refused, |_| Ok(())).is_err());
+        let missing = copy(&dir.path().join("missing"), &refused, |_| Ok(())).unwrap_err();
+        assert_eq!(missing.code, StatusCode::InputUnavailable);
     }
 
     #[test]
