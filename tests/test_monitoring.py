@@ -294,12 +294,13 @@ def test_sessions_and_login_failures(mon):
     before = http.metrics()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(server.dsn(password="wrong-password")).close()
+    open_before = total(before, "rxgate_sessions_open", protocol="pgwire")
     with psycopg.connect(server.dsn(), autocommit=True), psycopg.connect(server.dsn(), autocommit=True):
-        during = http.metrics()
+        # The engine session is registered just after the login's ReadyForQuery: wait for it.
+        during = http.wait_metric("rxgate_sessions_open", lambda v: v >= open_before + 2, protocol="pgwire")
     after = http.wait_metric("rxgate_login_failures_total", lambda v: True, protocol="pgwire")
     assert after - total(before, "rxgate_login_failures_total", protocol="pgwire") == 1
-    assert total(during, "rxgate_sessions_open", protocol="pgwire") - total(
-        before, "rxgate_sessions_open", protocol="pgwire") == 2
+    assert during - open_before == 2
     assert http.wait_metric("rxgate_sessions_open", lambda v: v == total(before, "rxgate_sessions_open",
                                                                          protocol="pgwire"),
                             protocol="pgwire") == total(before, "rxgate_sessions_open", protocol="pgwire")
