@@ -88,6 +88,23 @@ pub struct FileEntry {
     pub kind: FileKind,
 }
 
+impl FileEntry {
+    /// What is wrong with a copy of `size` bytes and CRC32C `crc32c` (8 hex digits) of this
+    /// file, if anything: the one wording of verify and restore.
+    pub(crate) fn problem(&self, size: u64, crc32c: &str) -> Option<String> {
+        if size != self.size {
+            Some(format!("corrupted: {} ({}): {size} bytes, the manifest says {}", self.key, self.location, self.size))
+        } else if crc32c != self.crc32c {
+            Some(format!(
+                "corrupted: {} ({}): CRC32C {crc32c}, the manifest says {}",
+                self.key, self.location, self.crc32c
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// One Iceberg table as backed up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableEntry {
@@ -379,21 +396,8 @@ impl Target {
         let Some(bytes) = self.get(&f.key).await? else {
             return Ok(Err(format!("missing: {} ({})", f.key, f.location)));
         };
-        if bytes.len() as u64 != f.size {
-            return Ok(Err(format!(
-                "corrupted: {} ({}): {} bytes, the manifest says {}",
-                f.key,
-                f.location,
-                bytes.len(),
-                f.size
-            )));
-        }
-        let sum = checksum(&bytes);
-        if sum != f.crc32c {
-            return Ok(Err(format!(
-                "corrupted: {} ({}): CRC32C {sum}, the manifest says {}",
-                f.key, f.location, f.crc32c
-            )));
+        if let Some(problem) = f.problem(bytes.len() as u64, &checksum(&bytes)) {
+            return Ok(Err(problem));
         }
         Ok(Ok(bytes))
     }

@@ -423,16 +423,10 @@ impl Copier<'_> {
             s.0 += 1;
             s.1 += f.size;
         }
-        let (key, location, size, crc) = (f.key.clone(), f.location.clone(), f.size, f.crc32c.clone());
-        let check = move |c: super::local::Copied| {
-            let sum = format!("{:08x}", c.crc32c);
-            if c.size != size {
-                Err(format!("corrupted: {key} ({location}): {} bytes, the manifest says {size}", c.size))
-            } else if sum != crc {
-                Err(format!("corrupted: {key} ({location}): CRC32C {sum}, the manifest says {crc}"))
-            } else {
-                Ok(())
-            }
+        let entry = f.clone();
+        let check = move |c: super::local::Copied| match entry.problem(c.size, &format!("{:08x}", c.crc32c)) {
+            Some(problem) => Err(problem),
+            None => Ok(()),
         };
         // A file of its size is there already (Iceberg files never change): the backup's
         // copy is still verified, as `read` does, but nothing is written.
